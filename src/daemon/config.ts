@@ -1,0 +1,79 @@
+/**
+ * The daemon's configuration. Every field has a default (DEFAULT_DAEMON_CONFIG); callers pass a
+ * partial object to `new PostgresRequestManager(pool, config)`.
+ *
+ * | setting                   | default   | meaning |
+ * |---------------------------|-----------|---------|
+ * | modelConcurrencyLimits    | {}        | in-flight limit per model, held across all daemons on the database |
+ * | defaultModelConcurrency   | 16        | limit for models not listed |
+ * | maxRetries                | 5         | retries after the first attempt for retriable errors |
+ * | backoffMs / backoffFactor | 1000 / 2  | full-jitter backoff: random(0, min(maxBackoffMs, backoffMs·factor^attempt)) |
+ * | maxBackoffMs              | 60000     | cap of one backoff; never shorter than the upstream's retry-after |
+ * | requestTimeoutMs          | 600000    | one HTTP attempt, headers and body (long generations take minutes) |
+ * | claimBatchSize            | 100       | most rows one claim takes for one model |
+ * | pollIntervalMs            | 1000      | fallback poll when no notification arrives |
+ * | heartbeatIntervalMs       | 5000      | how often a daemon proves it is alive |
+ * | deadDaemonAfterMs         | 30000     | a daemon silent this long is dead: its requests are reclaimed |
+ * | leaseMs                   | requestTimeoutMs + 60000 | a claimed/processing row whose lease ran out is reclaimed |
+ * | shutdownGraceMs           | 30000     | stop(): how long in-flight requests may finish before being handed back |
+ * | maxDbWriters              | 4         | concurrent database writes, apart from HTTP concurrency |
+ */
+export interface DaemonConfig {
+  modelConcurrencyLimits: Record<string, number>;
+  defaultModelConcurrency: number;
+  maxRetries: number;
+  backoffMs: number;
+  backoffFactor: number;
+  maxBackoffMs: number;
+  requestTimeoutMs: number;
+  claimBatchSize: number;
+  pollIntervalMs: number;
+  heartbeatIntervalMs: number;
+  deadDaemonAfterMs: number;
+  leaseMs?: number;
+  shutdownGraceMs: number;
+  maxDbWriters: number;
+  /**
+   * Routes a request to its upstream at dispatch time. When it returns an endpoint or apiKey, they
+   * replace the template's (the API server stores no upstream keys; it routes by model here).
+   */
+  upstreamRouter?: UpstreamRouter;
+}
+
+export interface UpstreamRoute {
+  /** Upstream base URL, e.g. "https://api.openai.com". */
+  endpoint?: string;
+  /** Upstream API key (never logged, never stored by the server). */
+  apiKey?: string;
+}
+
+/** Picks the upstream for a model. */
+export interface UpstreamRouter {
+  /** The route for `model`, or undefined to use the template's own endpoint and key. */
+  route(model: string): UpstreamRoute | undefined;
+}
+
+export const DEFAULT_DAEMON_CONFIG: DaemonConfig = {
+  modelConcurrencyLimits: {},
+  defaultModelConcurrency: 16,
+  maxRetries: 5,
+  backoffMs: 1000,
+  backoffFactor: 2,
+  maxBackoffMs: 60_000,
+  requestTimeoutMs: 600_000,
+  claimBatchSize: 100,
+  pollIntervalMs: 1000,
+  heartbeatIntervalMs: 5000,
+  deadDaemonAfterMs: 30_000,
+  shutdownGraceMs: 30_000,
+  maxDbWriters: 4,
+};
+
+export function resolveDaemonConfig(partial: Partial<DaemonConfig> = {}): DaemonConfig {
+  const defined = Object.fromEntries(Object.entries(partial).filter(([, v]) => v !== undefined));
+  return { ...DEFAULT_DAEMON_CONFIG, ...defined } as DaemonConfig;
+}
+
+export function leaseMs(config: DaemonConfig): number {
+  return config.leaseMs ?? config.requestTimeoutMs + 60_000;
+}

@@ -1,0 +1,100 @@
+import type { ValidationIssue } from './errors.js';
+
+/** One request to send, as the Rust crate's RequestTemplateInput. */
+export interface RequestTemplateInput {
+  /** Upstream base URL, e.g. "https://api.openai.com" (the path is appended). */
+  endpoint: string;
+  /** HTTP method; POST for every OpenAI batch endpoint. */
+  method: string;
+  /** URL path sent to the upstream, e.g. "/v1/chat/completions". */
+  path: string;
+  /** Request body as a JSON string (sent byte for byte). */
+  body: string;
+  /** Model name; selects the concurrency limit. */
+  model: string;
+  /** Upstream API key sent as `Authorization: Bearer`; empty to let the daemon's router decide. */
+  apiKey: string;
+  /** The caller's id for this request; unique within a file when given. */
+  customId?: string | null;
+}
+
+export const ALLOWED_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
+const BODYLESS = new Set(['GET', 'DELETE']);
+
+/**
+ * Checks one template. Returns the issues found (empty when valid). `index` is the template's
+ * 0-based position, reported in every issue.
+ */
+export function validateTemplate(t: RequestTemplateInput, index: number): ValidationIssue[] {
+  const issues: ValidationIssue[] = [];
+  const bad = (code: string, param: string, message: string) => issues.push({ code, param, message, index });
+  if (t === null || typeof t !== 'object') {
+    bad('invalid_template', '', 'template must be an object');
+    return issues;
+  }
+  if (typeof t.model !== 'string' || t.model.trim() === '')
+    bad('missing_model', 'model', 'model is required');
+  if (typeof t.endpoint !== 'string' || !/^https?:\/\/[^\s]+$/i.test(t.endpoint)) {
+    bad(
+      'invalid_endpoint',
+      'endpoint',
+      `endpoint must be an http(s) base URL, got ${JSON.stringify(t.endpoint)}`,
+    );
+  }
+  if (typeof t.path !== 'string' || !t.path.startsWith('/')) {
+    bad('invalid_path', 'path', `path must start with "/", got ${JSON.stringify(t.path)}`);
+  }
+  const method = typeof t.method === 'string' ? t.method.toUpperCase() : t.method;
+  if (!ALLOWED_METHODS.includes(method as (typeof ALLOWED_METHODS)[number])) {
+    bad(
+      'invalid_method',
+      'method',
+      `method must be one of ${ALLOWED_METHODS.join(', ')}, got ${JSON.stringify(t.method)}`,
+    );
+  }
+  if (typeof t.body !== 'string') {
+    bad('invalid_body', 'body', 'body must be a string of JSON');
+  } else if (!(BODYLESS.has(String(method)) && t.body === '')) {
+    try {
+      JSON.parse(t.body);
+    } catch {
+      bad('invalid_json_body', 'body', 'body is not valid JSON');
+    }
+  }
+  if (t.apiKey !== undefined && t.apiKey !== null && typeof t.apiKey !== 'string') {
+    bad('invalid_api_key', 'apiKey', 'apiKey must be a string');
+  }
+  if (t.customId !== undefined && t.customId !== null && typeof t.customId !== 'string') {
+    bad('invalid_custom_id', 'customId', 'customId must be a string');
+  }
+  for (const [param, v] of [
+    ['model', t.model],
+    ['customId', t.customId],
+    ['path', t.path],
+    ['apiKey', t.apiKey],
+  ]) {
+    if (typeof v === 'string' && v.includes('\u0000'))
+      bad('invalid_string', String(param), `${param} contains a NUL character`);
+  }
+  return issues;
+}
+
+/** Tracks custom_id uniqueness across a stream of templates. */
+export class CustomIdSet {
+  private readonly seen = new Map<string, number>();
+  /** Returns an issue if `customId` was already seen, else records it. */
+  check(customId: string | null | undefined, index: number): ValidationIssue | undefined {
+    if (customId === undefined || customId === null) return undefined;
+    const first = this.seen.get(customId);
+    if (first !== undefined) {
+      return {
+        code: 'duplicate_custom_id',
+        param: 'customId',
+        index,
+        message: `customId ${JSON.stringify(customId)} duplicates template ${first}`,
+      };
+    }
+    this.seen.set(customId, index);
+    return undefined;
+  }
+}

@@ -1,0 +1,147 @@
+import type { BatchLifecycleStatus } from './batch-status.js';
+import type { RequestState } from './request-state.js';
+
+export type FilePurpose = 'batch' | 'batch_output' | 'batch_error';
+
+export interface FileInfo {
+  id: string;
+  name: string;
+  description: string | null;
+  purpose: FilePurpose;
+  sizeBytes: number;
+  templateCount: number;
+  owner: string | null;
+  /** For output and error files: the batch whose results they hold. */
+  sourceBatchId: string | null;
+  expiresAt: Date | null;
+  createdAt: Date;
+}
+
+export interface CreateFileOptions {
+  owner?: string | null;
+  purpose?: FilePurpose;
+  /** Size of the original upload in bytes; defaults to the sum of the templates' bodies. */
+  sizeBytes?: number;
+  expiresAt?: Date | null;
+}
+
+export interface CreateBatchOptions {
+  /** OpenAI-style window such as "24h" (default) or "30m"; sets expiresAt. */
+  completionWindow?: string;
+  metadata?: Record<string, string> | null;
+  owner?: string | null;
+  /** The batch's OpenAI endpoint path (e.g. "/v1/chat/completions"), for display and validation. */
+  endpoint?: string;
+  /** With the same owner and key, a second create returns the first batch instead of a new one. */
+  idempotencyKey?: string | null;
+}
+
+export interface BatchInfo {
+  id: string;
+  fileId: string;
+  owner: string | null;
+  endpoint: string;
+  completionWindow: string;
+  metadata: Record<string, string> | null;
+  errors: { code: string; message: string; param: string | null; line: number | null }[] | null;
+  status: BatchLifecycleStatus;
+  totalRequests: number;
+  createdAt: Date;
+  inProgressAt: Date | null;
+  expiresAt: Date;
+  finalizingAt: Date | null;
+  completedAt: Date | null;
+  failedAt: Date | null;
+  expiredAt: Date | null;
+  cancellingAt: Date | null;
+  cancelledAt: Date | null;
+  finishedAt: Date | null;
+  outputFileId: string | null;
+  errorFileId: string | null;
+}
+
+/** A batch's progress. Computed from the requests while live, read from frozen counts once ended. */
+export interface BatchStatus {
+  batchId: string;
+  fileId: string;
+  status: BatchLifecycleStatus;
+  totalRequests: number;
+  pendingRequests: number;
+  /** claimed + processing */
+  inProgressRequests: number;
+  completedRequests: number;
+  failedRequests: number;
+  canceledRequests: number;
+  usage: { inputTokens: number; outputTokens: number; totalTokens: number };
+  createdAt: Date;
+  expiresAt: Date;
+  finishedAt: Date | null;
+}
+
+interface RequestBase {
+  id: string;
+  batchId: string;
+  templateId: string;
+  customId: string | null;
+  lineNumber: number;
+  model: string;
+  attempt: number;
+  createdAt: Date;
+}
+
+export type RequestRecord =
+  | (RequestBase & { state: 'pending'; notBefore: Date | null; lastError: RequestError | null })
+  | (RequestBase & { state: 'claimed'; daemonId: string; claimedAt: Date; leaseExpiresAt: Date })
+  | (RequestBase & {
+      state: 'processing';
+      daemonId: string;
+      claimedAt: Date;
+      startedAt: Date;
+      leaseExpiresAt: Date;
+    })
+  | (RequestBase & {
+      state: 'completed';
+      startedAt: Date | null;
+      completedAt: Date;
+      responseStatus: number;
+      responseBody: string;
+      upstreamRequestId: string | null;
+    })
+  | (RequestBase & {
+      state: 'failed';
+      startedAt: Date | null;
+      completedAt: Date;
+      responseStatus: number | null;
+      responseBody: string | null;
+      error: RequestError;
+    })
+  | (RequestBase & { state: 'canceled'; completedAt: Date | null; error: RequestError });
+
+export interface RequestError {
+  code: string;
+  message: string;
+}
+
+export type { RequestState };
+
+/** Keyset pagination: pass the last item's id as `after` to get the next page. */
+export interface ListOptions {
+  owner?: string | null;
+  limit?: number;
+  after?: string;
+}
+
+export interface Page<T> {
+  data: T[];
+  hasMore: boolean;
+}
+
+export interface ListRequestsOptions {
+  /** Filter by (effective) state. */
+  state?: RequestState;
+  /** Only requests whose custom_id contains this text. */
+  search?: string;
+  /** Return requests after this line number. */
+  afterLine?: number;
+  limit?: number;
+}

@@ -1,0 +1,12 @@
+export type { DaemonConfig, UpstreamRoute, UpstreamRouter } from './daemon/config.js';
+export { DEFAULT_DAEMON_CONFIG } from './daemon/config.js';
+export type { BatchLifecycleStatus } from './domain/batch-status.js';
+export * from './domain/errors.js';
+export { REQUEST_STATES, TERMINAL_STATES } from './domain/request-state.js';
+export type { RequestTemplateInput } from './domain/templates.js';
+export * from './domain/types.js';
+export type { TemplateItem } from './store/files.js';
+export type { MigrateOptions } from './store/migrate.js';
+export { migrate } from './store/migrate.js';
+export type { DaemonHandle, ManagerConfig, OwnerScope } from './store/request-manager.js';
+export { PostgresRequestManager } from './store/request-manager.js';

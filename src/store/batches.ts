@@ -1,0 +1,401 @@
+import type pg from 'pg';
+import { parseCompletionWindow } from '../domain/completion-window.js';
+import { ConflictError, InvalidStateError, NotFoundError, ValidationError } from '../domain/errors.js';
+import type {
+  BatchInfo,
+  BatchStatus,
+  CreateBatchOptions,
+  ListOptions,
+  ListRequestsOptions,
+  Page,
+  RequestRecord,
+} from '../domain/types.js';
+import {
+  assertId,
+  BATCH_COLUMNS,
+  type BatchRow,
+  isUuid,
+  REQUEST_COLUMNS,
+  type RequestRow,
+  toBatchInfo,
+  toRequestRecord,
+} from './rows.js';
+import { finalizeBatchSql } from './sql/finalize-batch.js';
+
+export interface BatchEvents {
+  /** Publishes one notification per batch event (lesson 9: never per row). */
+  notify(
+    client: pg.ClientBase,
+    event: { type: 'batch_created' | 'batch_cancelled' | 'batch_reopened'; batchId: string },
+  ): Promise<void>;
+}
+
+const METADATA_LIMITS = { pairs: 16, key: 64, value: 512 };
+
+function validateBatchOptions(options: CreateBatchOptions): number {
+  const window = options.completionWindow ?? '24h';
+  const ms = parseCompletionWindow(window);
+  if (ms === undefined) {
+    throw new ValidationError([
+      {
+        code: 'invalid_completion_window',
+        param: 'completion_window',
+        message: `invalid completion window ${JSON.stringify(window)}`,
+      },
+    ]);
+  }
+  const md = options.metadata;
+  if (md !== undefined && md !== null) {
+    const entries = typeof md === 'object' && !Array.isArray(md) ? Object.entries(md) : null;
+    const bad = (message: string) =>
+      new ValidationError([{ code: 'invalid_metadata', param: 'metadata', message }]);
+    if (!entries) throw bad('metadata must be an object of strings');
+    if (entries.length > METADATA_LIMITS.pairs)
+      throw bad(`metadata has more than ${METADATA_LIMITS.pairs} pairs`);
+    for (const [k, v] of entries) {
+      if (typeof v !== 'string') throw bad(`metadata value for ${JSON.stringify(k)} must be a string`);
+      if (k.length > METADATA_LIMITS.key)
+        throw bad(`metadata key longer than ${METADATA_LIMITS.key} characters`);
+      if (v.length > METADATA_LIMITS.value)
+        throw bad(`metadata value longer than ${METADATA_LIMITS.value} characters`);
+    }
+  }
+  return ms;
+}
+
+/**
+ * Creates a batch from a file: the batch row, one request per template and the batch's model list,
+ * in one transaction, then one notification. With an idempotency key, a repeat returns the first
+ * batch (lesson 8: a batch is never populated twice).
+ */
+export async function insertBatch(
+  pool: pg.Pool,
+  s: string,
+  events: BatchEvents,
+  fileId: string,
+  options: CreateBatchOptions = {},
+): Promise<string> {
+  assertId('file', fileId);
+  const windowMs = validateBatchOptions(options);
+  const owner = options.owner ?? null;
+  const key = options.idempotencyKey ?? null;
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    if (key !== null) {
+      // Serialise creators using the same key, so the second sees the first's batch.
+      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [
+        `${s}.batch_key:${owner ?? ''}:${key}`,
+      ]);
+      const { rows } = await client.query<{ id: string; file_id: string }>(
+        `SELECT id, file_id FROM ${s}.batches WHERE coalesce(owner, '') = coalesce($1, '') AND idempotency_key = $2`,
+        [owner, key],
+      );
+      if (rows[0]) {
+        await client.query('ROLLBACK');
+        if (rows[0].file_id !== fileId) {
+          throw new ConflictError(`idempotency key ${JSON.stringify(key)} was already used for another file`);
+        }
+        return rows[0].id;
+      }
+    }
+    const file = await client.query<{ template_count: number }>(
+      `SELECT template_count FROM ${s}.files
+        WHERE id = $1 AND deleted_at IS NULL AND purpose = 'batch' AND ($2::text IS NULL OR owner = $2)
+        FOR SHARE`,
+      [fileId, owner],
+    );
+    if (!file.rows[0]) throw new NotFoundError('file', fileId);
+    if (file.rows[0].template_count === 0) {
+      throw new ValidationError([
+        { code: 'empty_file', param: 'input_file_id', message: 'the file has no requests' },
+      ]);
+    }
+    const { rows } = await client.query<{ id: string }>(
+      `INSERT INTO ${s}.batches (file_id, owner, endpoint, completion_window, metadata, idempotency_key,
+                                 total_requests, in_progress_at, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now() + $8 * interval '1 millisecond')
+       RETURNING id`,
+      [
+        fileId,
+        owner,
+        options.endpoint ?? '',
+        options.completionWindow ?? '24h',
+        options.metadata ?? null,
+        key,
+        file.rows[0].template_count,
+        windowMs,
+      ],
+    );
+    const batchId = rows[0]!.id;
+    await client.query(
+      `INSERT INTO ${s}.requests (batch_id, template_id, line_number, model)
+       SELECT $1, t.id, t.line_number, t.model FROM ${s}.request_templates t WHERE t.file_id = $2`,
+      [batchId, fileId],
+    );
+    await client.query(
+      `INSERT INTO ${s}.batch_models (batch_id, model)
+       SELECT DISTINCT $1::uuid, t.model FROM ${s}.request_templates t WHERE t.file_id = $2`,
+      [batchId, fileId],
+    );
+    await events.notify(client, { type: 'batch_created', batchId });
+    await client.query('COMMIT');
+    return batchId;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+export async function getBatch(
+  pool: pg.Pool,
+  s: string,
+  id: string,
+  owner?: string | null,
+): Promise<BatchInfo> {
+  return toBatchInfo(await getBatchRow(pool, s, id, owner));
+}
+
+export interface ListBatchesOptions extends ListOptions {
+  /** Only batches made from this file. */
+  fileId?: string;
+}
+
+/** Newest first, keyset-paginated by the last id seen. */
+export async function listBatches(
+  pool: pg.Pool,
+  s: string,
+  options: ListBatchesOptions = {},
+): Promise<Page<BatchInfo>> {
+  const limit = Math.min(Math.max(options.limit ?? 20, 1), 10_000);
+  const after = options.after !== undefined && isUuid(options.after) ? options.after : null;
+  if (options.after !== undefined && after === null) return { data: [], hasMore: false };
+  if (options.fileId !== undefined && !isUuid(options.fileId)) return { data: [], hasMore: false };
+  const { rows } = await pool.query<BatchRow>(
+    `SELECT ${BATCH_COLUMNS} FROM ${s}.batches
+      WHERE deleted_at IS NULL AND ($1::text IS NULL OR owner = $1) AND ($2::uuid IS NULL OR file_id = $2)
+        AND ($3::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM ${s}.batches WHERE id = $3))
+      ORDER BY created_at DESC, id DESC
+      LIMIT $4`,
+    [options.owner ?? null, options.fileId ?? null, after, limit + 1],
+  );
+  const now = new Date();
+  return { data: rows.slice(0, limit).map((r) => toBatchInfo(r, now)), hasMore: rows.length > limit };
+}
+
+interface CountRow {
+  batch_id: string;
+  pending: string;
+  in_flight: string;
+  completed: string;
+  failed: string;
+  canceled: string;
+}
+
+async function getBatchRow(pool: pg.Pool, s: string, id: string, owner?: string | null): Promise<BatchRow> {
+  assertId('batch', id);
+  const { rows } = await pool.query<BatchRow>(
+    `SELECT ${BATCH_COLUMNS} FROM ${s}.batches
+      WHERE id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR owner = $2)`,
+    [id, owner ?? null],
+  );
+  if (!rows[0]) throw new NotFoundError('batch', id);
+  return rows[0];
+}
+
+/**
+ * Progress of a batch: frozen counts once it has ended, else counted by state through the
+ * (batch_id, state) index. Usage of a live batch is summed from its completed requests.
+ */
+export async function getBatchStatus(
+  pool: pg.Pool,
+  s: string,
+  id: string,
+  owner?: string | null,
+): Promise<BatchStatus> {
+  const row = await getBatchRow(pool, s, id, owner);
+  const [status] = await statusesOf(pool, s, [row]);
+  if (row.finished_at === null) status!.usage = await liveUsage(pool, s, id);
+  return status!;
+}
+
+/**
+ * Statuses of several batches (a list page) with one counting query for all the live ones.
+ * Usage is reported for ended batches only (it is frozen with the counts).
+ */
+export async function statusesOf(pool: pg.Pool, s: string, rows: BatchRow[]): Promise<BatchStatus[]> {
+  const live = rows.filter((b) => b.finished_at === null).map((b) => b.id);
+  const counts = new Map<string, CountRow>();
+  if (live.length > 0) {
+    const result = await pool.query<CountRow>(
+      `SELECT r.batch_id,
+              count(*) FILTER (WHERE r.state = 'pending')                  AS pending,
+              count(*) FILTER (WHERE r.state IN ('claimed', 'processing')) AS in_flight,
+              count(*) FILTER (WHERE r.state = 'completed')                AS completed,
+              count(*) FILTER (WHERE r.state = 'failed')                   AS failed,
+              count(*) FILTER (WHERE r.state = 'canceled')                 AS canceled
+         FROM ${s}.requests r WHERE r.batch_id = ANY($1::uuid[])
+        GROUP BY r.batch_id`,
+      [live],
+    );
+    for (const c of result.rows) counts.set(c.batch_id, c);
+  }
+  const now = new Date();
+  return rows.map((row) => {
+    const b = toBatchInfo(row, now);
+    const c = counts.get(b.id);
+    const frozen = row.finished_at !== null;
+    let pending = frozen ? 0 : Number(c?.pending ?? 0);
+    let canceled = frozen ? row.canceled_count! : Number(c?.canceled ?? 0);
+    // Pending rows of a cancelled or expired batch read as canceled (cancel is one row update).
+    if (b.cancellingAt !== null || b.status === 'expired') {
+      canceled += pending;
+      pending = 0;
+    }
+    return {
+      batchId: b.id,
+      fileId: b.fileId,
+      status: b.status,
+      totalRequests: b.totalRequests,
+      pendingRequests: pending,
+      inProgressRequests: frozen ? 0 : Number(c?.in_flight ?? 0),
+      completedRequests: frozen ? row.completed_count! : Number(c?.completed ?? 0),
+      failedRequests: frozen ? row.failed_count! : Number(c?.failed ?? 0),
+      canceledRequests: canceled,
+      usage: {
+        inputTokens: Number(row.input_tokens ?? 0),
+        outputTokens: Number(row.output_tokens ?? 0),
+        totalTokens: Number(row.total_tokens ?? 0),
+      },
+      createdAt: b.createdAt,
+      expiresAt: b.expiresAt,
+      finishedAt: b.finishedAt,
+    };
+  });
+}
+
+/** Token usage of a live batch, summed from its completed requests. */
+export async function liveUsage(pool: pg.Pool, s: string, id: string): Promise<BatchStatus['usage']> {
+  const { rows } = await pool.query<{ i: string; o: string; t: string }>(
+    `SELECT coalesce(sum(input_tokens), 0) AS i, coalesce(sum(output_tokens), 0) AS o, coalesce(sum(total_tokens), 0) AS t
+       FROM ${s}.requests WHERE batch_id = $1 AND state = 'completed'`,
+    [id],
+  );
+  const r = rows[0]!;
+  return { inputTokens: Number(r.i), outputTokens: Number(r.o), totalTokens: Number(r.t) };
+}
+
+/**
+ * Cancels a batch with one update of its row (lesson 6). Daemons learn of it by notification and
+ * poll, abort in-flight HTTP and settle those requests as canceled. Cancelling a cancelling or
+ * cancelled batch is a no-op; cancelling a batch that ended otherwise is an InvalidStateError.
+ */
+export async function cancelBatch(
+  pool: pg.Pool,
+  s: string,
+  events: BatchEvents,
+  id: string,
+  owner?: string | null,
+): Promise<BatchInfo> {
+  const batch = await getBatch(pool, s, id, owner);
+  if (batch.cancellingAt !== null) return batch;
+  if (batch.finishedAt !== null || batch.status === 'expired' || batch.status === 'failed') {
+    throw new InvalidStateError(`cannot cancel batch ${id}: it is already ${batch.status}`);
+  }
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const { rowCount } = await client.query(
+      `UPDATE ${s}.batches SET cancelling_at = now()
+        WHERE id = $1 AND cancelling_at IS NULL AND finished_at IS NULL`,
+      [id],
+    );
+    if (rowCount) await events.notify(client, { type: 'batch_cancelled', batchId: id });
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    client.release();
+  }
+  await finalizeBatch(pool, s, id);
+  return getBatch(pool, s, id, owner);
+}
+
+/** Ends the batch if its work is over (see sql/finalize-batch.ts). Returns whether it ended now. */
+export async function finalizeBatch(pool: pg.Pool | pg.ClientBase, s: string, id: string): Promise<boolean> {
+  const { rowCount } = await pool.query(finalizeBatchSql(s), [id]);
+  return (rowCount ?? 0) > 0;
+}
+
+/**
+ * Puts a batch's failed requests back to pending with their attempts reset, and reopens the batch.
+ * Returns how many requests were requeued.
+ */
+export async function retryFailedRequests(
+  pool: pg.Pool,
+  s: string,
+  events: BatchEvents,
+  id: string,
+  owner?: string | null,
+): Promise<number> {
+  const batch = await getBatch(pool, s, id, owner);
+  if (batch.cancellingAt !== null || batch.status === 'expired') {
+    throw new InvalidStateError(`cannot retry requests of batch ${id}: it is ${batch.status}`);
+  }
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query(`SELECT 1 FROM ${s}.batches WHERE id = $1 FOR UPDATE`, [id]);
+    const { rowCount } = await client.query(
+      `UPDATE ${s}.requests SET state = 'pending', attempt = 0, not_before = NULL, daemon_id = NULL,
+              claimed_at = NULL, lease_expires_at = NULL, started_at = NULL, completed_at = NULL,
+              response_status = NULL, response_body = NULL, upstream_request_id = NULL,
+              error_code = NULL, error_message = NULL
+        WHERE batch_id = $1 AND state = 'failed'`,
+      [id],
+    );
+    if (rowCount) {
+      await client.query(
+        `UPDATE ${s}.batches SET finished_at = NULL, finalizing_at = NULL, completed_at = NULL,
+                completed_count = NULL, failed_count = NULL, canceled_count = NULL,
+                input_tokens = NULL, output_tokens = NULL, total_tokens = NULL
+          WHERE id = $1`,
+        [id],
+      );
+      await events.notify(client, { type: 'batch_reopened', batchId: id });
+    }
+    await client.query('COMMIT');
+    return rowCount ?? 0;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+/** A batch's requests in input order, as a discriminated union on `state` (the effective state). */
+export async function listRequests(
+  pool: pg.Pool,
+  s: string,
+  id: string,
+  owner: string | null | undefined,
+  options: ListRequestsOptions = {},
+): Promise<RequestRecord[]> {
+  await getBatch(pool, s, id, owner);
+  const { rows } = await pool.query<RequestRow>(
+    `SELECT ${REQUEST_COLUMNS}
+       FROM ${s}.request_view r JOIN ${s}.request_templates t ON t.id = r.template_id
+      WHERE r.batch_id = $1
+        AND ($2::text IS NULL OR r.effective_state = $2)
+        AND ($3::text IS NULL OR strpos(t.custom_id, $3) > 0)
+        AND r.line_number > $4
+      ORDER BY r.line_number
+      LIMIT $5`,
+    [id, options.state ?? null, options.search ?? null, options.afterLine ?? 0, options.limit ?? null],
+  );
+  return rows.map(toRequestRecord);
+}

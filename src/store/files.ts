@@ -1,0 +1,174 @@
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { NotFoundError, ValidationError, type ValidationIssue } from '../domain/errors.js';
+import { CustomIdSet, type RequestTemplateInput, validateTemplate } from '../domain/templates.js';
+import type { CreateFileOptions, FileInfo, FilePurpose, ListOptions, Page } from '../domain/types.js';
+import { copyRow } from './copy-text.js';
+import { assertId, FILE_COLUMNS, type FileRow, isUuid, toFileInfo } from './rows.js';
+
+/** A template as streamed into a file; `lineNumber` (1-based) defaults to its position + 1. */
+export type TemplateItem = RequestTemplateInput & { lineNumber?: number };
+
+/** Rows per flush of the COPY stream: bounded memory however large the file (REFERENCE §4 lesson 11). */
+const FLUSH_BYTES = 1 << 20;
+
+/**
+ * Stores a file and its templates in one transaction, streaming the templates into COPY as they
+ * arrive. The first invalid template aborts the transaction: nothing of the file is stored, and
+ * the ValidationError names the template's index (and line number).
+ */
+export async function insertFile(
+  pool: pg.Pool,
+  schema: string,
+  name: string,
+  description: string | null,
+  templates: AsyncIterable<TemplateItem> | Iterable<TemplateItem>,
+  options: CreateFileOptions = {},
+): Promise<string> {
+  const fileId = randomUUID();
+  const client = await pool.connect();
+  let copy: ReturnType<typeof copyFrom> | undefined;
+  try {
+    await client.query('BEGIN');
+    await client.query(
+      `INSERT INTO ${schema}.files (id, name, description, purpose, owner, expires_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+      [
+        fileId,
+        name,
+        description,
+        options.purpose ?? 'batch',
+        options.owner ?? null,
+        options.expiresAt ?? null,
+      ],
+    );
+    copy = client.query(
+      copyFrom(
+        `COPY ${schema}.request_templates
+           (file_id, line_number, custom_id, endpoint, method, path, body, model, api_key) FROM STDIN`,
+      ),
+    );
+    const copyDone = once(copy, 'finish');
+    copyDone.catch(() => {}); // observed below; an early error must not be unhandled
+    const ids = new CustomIdSet();
+    let index = 0;
+    let bodyBytes = 0;
+    let chunk = '';
+    const lines = new Set<number>();
+    for await (const t of templates) {
+      const issues: ValidationIssue[] = validateTemplate(t, index);
+      const dup = issues.length === 0 ? ids.check(t.customId, index) : undefined;
+      if (dup) issues.push(dup);
+      const line = t?.lineNumber ?? index + 1;
+      if (issues.length === 0 && (!Number.isInteger(line) || line < 1 || lines.has(line))) {
+        issues.push({
+          code: 'invalid_line_number',
+          message: `line number ${line} is invalid or repeated`,
+          index,
+        });
+      }
+      if (issues.length > 0) {
+        throw new ValidationError(issues.map((i) => (t?.lineNumber !== undefined ? { ...i, line } : i)));
+      }
+      lines.add(line);
+      bodyBytes += Buffer.byteLength(t.body);
+      chunk += copyRow([
+        fileId,
+        line,
+        t.customId ?? null,
+        t.endpoint,
+        t.method.toUpperCase(),
+        t.path,
+        t.body,
+        t.model,
+        t.apiKey ?? '',
+      ]);
+      index++;
+      if (chunk.length >= FLUSH_BYTES) {
+        if (!copy.write(chunk)) await once(copy, 'drain');
+        chunk = '';
+      }
+    }
+    copy.end(chunk);
+    await copyDone;
+    copy = undefined;
+    await client.query(`UPDATE ${schema}.files SET size_bytes = $2, template_count = $3 WHERE id = $1`, [
+      fileId,
+      options.sizeBytes ?? bodyBytes,
+      index,
+    ]);
+    await client.query('COMMIT');
+    return fileId;
+  } catch (err) {
+    if (copy) {
+      // Abandon the COPY: the server rejects it and the transaction rolls back below.
+      copy.destroy(new Error('aborted'));
+      await once(copy, 'close').catch(() => {});
+    }
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+export async function getFile(
+  pool: pg.Pool,
+  schema: string,
+  id: string,
+  owner?: string | null,
+): Promise<FileInfo> {
+  assertId('file', id);
+  const { rows } = await pool.query<FileRow>(
+    `SELECT ${FILE_COLUMNS} FROM ${schema}.files
+      WHERE id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR owner = $2)`,
+    [id, owner ?? null],
+  );
+  if (!rows[0]) throw new NotFoundError('file', id);
+  return toFileInfo(rows[0]);
+}
+
+export interface ListFilesOptions extends ListOptions {
+  purpose?: FilePurpose;
+  order?: 'asc' | 'desc';
+}
+
+/** Newest first (or oldest with order "asc"), keyset-paginated by the last id seen. */
+export async function listFiles(
+  pool: pg.Pool,
+  schema: string,
+  options: ListFilesOptions = {},
+): Promise<Page<FileInfo>> {
+  const limit = Math.min(Math.max(options.limit ?? 20, 1), 10_000);
+  const asc = options.order === 'asc';
+  const after = options.after !== undefined && isUuid(options.after) ? options.after : null;
+  if (options.after !== undefined && after === null) return { data: [], hasMore: false };
+  const cmp = asc ? '>' : '<';
+  const dir = asc ? 'ASC' : 'DESC';
+  const { rows } = await pool.query<FileRow>(
+    `SELECT ${FILE_COLUMNS} FROM ${schema}.files f
+      WHERE deleted_at IS NULL AND ($1::text IS NULL OR owner = $1) AND ($2::text IS NULL OR purpose = $2)
+        AND ($3::uuid IS NULL OR (created_at, id) ${cmp} (SELECT created_at, id FROM ${schema}.files WHERE id = $3))
+      ORDER BY created_at ${dir}, id ${dir}
+      LIMIT $4`,
+    [options.owner ?? null, options.purpose ?? null, after, limit + 1],
+  );
+  return { data: rows.slice(0, limit).map(toFileInfo), hasMore: rows.length > limit };
+}
+
+/** Soft delete: the file disappears from reads at once; batches made from it keep their templates. */
+export async function deleteFile(
+  pool: pg.Pool,
+  schema: string,
+  id: string,
+  owner?: string | null,
+): Promise<void> {
+  assertId('file', id);
+  const { rowCount } = await pool.query(
+    `UPDATE ${schema}.files SET deleted_at = now()
+      WHERE id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR owner = $2)`,
+    [id, owner ?? null],
+  );
+  if (!rowCount) throw new NotFoundError('file', id);
+}

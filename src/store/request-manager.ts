@@ -1,0 +1,147 @@
+import type pg from 'pg';
+import { type DaemonConfig, resolveDaemonConfig } from '../daemon/config.js';
+import { ValidationError } from '../domain/errors.js';
+import type { RequestTemplateInput } from '../domain/templates.js';
+import { validateTemplate } from '../domain/templates.js';
+import type {
+  BatchInfo,
+  BatchStatus,
+  CreateBatchOptions,
+  CreateFileOptions,
+  FileInfo,
+  ListRequestsOptions,
+  Page,
+  RequestRecord,
+} from '../domain/types.js';
+import type { BatchEvents } from './batches.js';
+import * as batches from './batches.js';
+import { notifyEvents } from './events.js';
+import * as files from './files.js';
+import { assertSchemaName, DEFAULT_SCHEMA, qualify } from './schema.js';
+
+export interface ManagerConfig extends Partial<DaemonConfig> {
+  /** PostgreSQL schema of fusillade's tables (default "fusillade"); must match migrate()'s. */
+  schema?: string;
+}
+
+/** Restricts an operation to one owner's files and batches; others' read as not found. */
+export interface OwnerScope {
+  owner?: string | null;
+}
+
+/** A running daemon. */
+export interface DaemonHandle {
+  /** The daemon's id in the daemons table. */
+  readonly id: string;
+  /** Stops claiming, lets in-flight requests finish within the grace period, hands the rest back. */
+  stop(): Promise<void>;
+  /** Resolves when the daemon has stopped (by stop() or a fatal error). */
+  readonly done: Promise<void>;
+}
+
+/**
+ * The library's entry point: files of request templates, batches spawned from them, their
+ * requests and progress, and `run()` for the daemon that sends them. All state is in PostgreSQL;
+ * any number of managers and daemons may share one database.
+ */
+export class PostgresRequestManager {
+  readonly pool: pg.Pool;
+  /** Unquoted schema name. */
+  readonly schemaName: string;
+  /** Quoted schema name for inlining in SQL, e.g. `"fusillade"`. */
+  readonly schema: string;
+  readonly config: DaemonConfig;
+  readonly events: BatchEvents;
+
+  constructor(pool: pg.Pool, config: ManagerConfig = {}) {
+    const { schema, ...daemon } = config;
+    this.pool = pool;
+    this.schemaName = assertSchemaName(schema ?? DEFAULT_SCHEMA);
+    this.schema = qualify(this.schemaName);
+    this.config = resolveDaemonConfig(daemon);
+    this.events = notifyEvents(this.schemaName);
+  }
+
+  /** Stores a file of templates; all are validated first and none is stored if one is invalid. */
+  async createFile(
+    name: string,
+    description: string | null,
+    templates: RequestTemplateInput[],
+    options?: CreateFileOptions,
+  ): Promise<string> {
+    const issues = templates.flatMap((t, i) => validateTemplate(t, i));
+    if (issues.length > 0) throw new ValidationError(issues);
+    return files.insertFile(this.pool, this.schema, name, description, templates, options);
+  }
+
+  /**
+   * Stores a file from a stream of templates without holding them in memory (COPY in one
+   * transaction). The first invalid template aborts it: nothing is stored.
+   */
+  createFileStream(
+    name: string,
+    description: string | null,
+    templates: AsyncIterable<files.TemplateItem> | Iterable<files.TemplateItem>,
+    options?: CreateFileOptions,
+  ): Promise<string> {
+    return files.insertFile(this.pool, this.schema, name, description, templates, options);
+  }
+
+  getFile(fileId: string, scope: OwnerScope = {}): Promise<FileInfo> {
+    return files.getFile(this.pool, this.schema, fileId, scope.owner);
+  }
+
+  listFiles(options: files.ListFilesOptions = {}): Promise<Page<FileInfo>> {
+    return files.listFiles(this.pool, this.schema, options);
+  }
+
+  deleteFile(fileId: string, scope: OwnerScope = {}): Promise<void> {
+    return files.deleteFile(this.pool, this.schema, fileId, scope.owner);
+  }
+
+  /** Creates a batch with one request per template of the file. Idempotent with `idempotencyKey`. */
+  createBatch(fileId: string, options: CreateBatchOptions = {}): Promise<string> {
+    return batches.insertBatch(this.pool, this.schema, this.events, fileId, options);
+  }
+
+  getBatch(batchId: string, scope: OwnerScope = {}): Promise<BatchInfo> {
+    return batches.getBatch(this.pool, this.schema, batchId, scope.owner);
+  }
+
+  getBatchStatus(batchId: string, scope: OwnerScope = {}): Promise<BatchStatus> {
+    return batches.getBatchStatus(this.pool, this.schema, batchId, scope.owner);
+  }
+
+  listBatches(options: batches.ListBatchesOptions = {}): Promise<Page<BatchInfo>> {
+    return batches.listBatches(this.pool, this.schema, options);
+  }
+
+  /** A batch's requests in input order; `options` filter by state or custom_id and page by line. */
+  getBatchRequests(
+    batchId: string,
+    options: ListRequestsOptions & OwnerScope = {},
+  ): Promise<RequestRecord[]> {
+    return batches.listRequests(this.pool, this.schema, batchId, options.owner, options);
+  }
+
+  /** One update of the batch row; in-flight requests are aborted by the daemons. */
+  cancelBatch(batchId: string, scope: OwnerScope = {}): Promise<BatchInfo> {
+    return batches.cancelBatch(this.pool, this.schema, this.events, batchId, scope.owner);
+  }
+
+  /** Requeues the batch's failed requests (attempts reset); returns how many. */
+  retryFailedRequests(batchId: string, scope: OwnerScope = {}): Promise<number> {
+    return batches.retryFailedRequests(this.pool, this.schema, this.events, batchId, scope.owner);
+  }
+
+  /** Ends the batch if nothing of it remains to do; returns whether this call ended it. */
+  finalizeBatch(batchId: string): Promise<boolean> {
+    return batches.finalizeBatch(this.pool, this.schema, batchId);
+  }
+
+  /** Starts a daemon that claims and sends this database's requests. */
+  async run(overrides: Partial<DaemonConfig> = {}): Promise<DaemonHandle> {
+    const { startDaemon } = await import('../daemon/daemon.js');
+    return startDaemon(this, resolveDaemonConfig({ ...this.config, ...overrides }));
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * Ends a batch whose work is over and freezes its counts on the batch row (REFERENCE §4 lesson 5).
+ *
+ * A batch is over when nothing of it is in flight and either nothing is pending, or it is being
+ * cancelled, or its deadline has passed (its pending rows then read as canceled, see request_view).
+ * One statement: it locks the batch row, counts by state through requests_batch_state_idx, and only
+ * writes when the batch is over, so callers may call it whenever they suspect a batch has ended.
+ * Two callers racing serialise on the row lock and the second finds finished_at set.
+ * The output and error file rows are created in the same statement.
+ *
+ * Alternatives: a per-request trigger maintaining counters drifted and contended in the Rust system;
+ * counting on every status read is what this avoids once a batch has ended.
+ */
+export function finalizeBatchSql(s: string): string {
+  return `
+WITH b AS (
+  SELECT id, owner, cancelling_at, (expired_at IS NOT NULL OR expires_at <= now()) AS expired
+    FROM ${s}.batches WHERE id = $1 AND finished_at IS NULL AND failed_at IS NULL
+     FOR UPDATE
+),
+c AS (
+  SELECT count(*) FILTER (WHERE r.state = 'pending')                          AS pending,
+         count(*) FILTER (WHERE r.state IN ('claimed', 'processing'))         AS in_flight,
+         count(*) FILTER (WHERE r.state = 'completed')                        AS completed,
+         count(*) FILTER (WHERE r.state = 'failed')                           AS failed,
+         count(*) FILTER (WHERE r.state = 'canceled')                         AS canceled,
+         coalesce(sum(r.input_tokens), 0)  AS input_tokens,
+         coalesce(sum(r.output_tokens), 0) AS output_tokens,
+         coalesce(sum(r.total_tokens), 0)  AS total_tokens
+    FROM ${s}.requests r WHERE r.batch_id = $1
+),
+ending AS (
+  SELECT b.*, c.* FROM b, c
+   WHERE c.in_flight = 0 AND (c.pending = 0 OR b.cancelling_at IS NOT NULL OR b.expired)
+),
+output_file AS (
+  INSERT INTO ${s}.files (name, purpose, owner, source_batch_id, template_count)
+  SELECT 'batch_' || replace(e.id::text, '-', '') || '_output.jsonl', 'batch_output', e.owner, e.id, e.completed
+    FROM ending e WHERE e.completed > 0
+  ON CONFLICT DO NOTHING
+  RETURNING id
+),
+error_file AS (
+  INSERT INTO ${s}.files (name, purpose, owner, source_batch_id, template_count)
+  SELECT 'batch_' || replace(e.id::text, '-', '') || '_error.jsonl', 'batch_error', e.owner, e.id,
+         e.failed + e.canceled + e.pending
+    FROM ending e WHERE e.failed + e.canceled + e.pending > 0
+  ON CONFLICT DO NOTHING
+  RETURNING id
+)
+UPDATE ${s}.batches t SET
+  finished_at     = now(),
+  finalizing_at   = coalesce(t.finalizing_at, now()),
+  completed_at    = CASE WHEN e.cancelling_at IS NULL AND NOT e.expired THEN now() END,
+  cancelled_at    = CASE WHEN e.cancelling_at IS NOT NULL THEN now() END,
+  expired_at      = CASE WHEN e.cancelling_at IS NULL AND e.expired THEN coalesce(t.expired_at, now()) END,
+  completed_count = e.completed,
+  failed_count    = e.failed,
+  canceled_count  = e.canceled + e.pending,
+  input_tokens    = e.input_tokens,
+  output_tokens   = e.output_tokens,
+  total_tokens    = e.total_tokens,
+  output_file_id  = coalesce((SELECT id FROM output_file), t.output_file_id,
+                             (SELECT id FROM ${s}.files WHERE source_batch_id = e.id AND purpose = 'batch_output')),
+  error_file_id   = coalesce((SELECT id FROM error_file), t.error_file_id,
+                             (SELECT id FROM ${s}.files WHERE source_batch_id = e.id AND purpose = 'batch_error'))
+FROM ending e
+WHERE t.id = e.id
+RETURNING t.id`;
+}

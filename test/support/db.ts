@@ -1,0 +1,46 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { migrate } from '../../src/store/migrate.js';
+import { type ManagerConfig, PostgresRequestManager } from '../../src/store/request-manager.js';
+
+/** The PostgreSQL every test talks to (CI and developers have it at 127.0.0.1:5432, trust auth). */
+export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+export interface TestDb {
+  pool: pg.Pool;
+  schema: string;
+  manager(config?: ManagerConfig): PostgresRequestManager;
+  close(): Promise<void>;
+}
+
+/** A fresh, migrated schema of its own, so test files run in parallel and repeatedly. */
+export async function createTestDb(options: { max?: number } = {}): Promise<TestDb> {
+  const schema = `t_${randomBytes(6).toString('hex')}`;
+  const pool = new pg.Pool({ connectionString: TEST_DATABASE_URL, max: options.max ?? 10 });
+  await migrate(pool, { schema });
+  return {
+    pool,
+    schema,
+    manager: (config = {}) => new PostgresRequestManager(pool, { schema, ...config }),
+    async close() {
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
+      await pool.end();
+    },
+  };
+}
+
+export function template(
+  i: number,
+  overrides: Partial<import('../../src/domain/templates.js').RequestTemplateInput> = {},
+) {
+  return {
+    endpoint: 'http://127.0.0.1:9',
+    method: 'POST',
+    path: '/v1/chat/completions',
+    body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: `hello ${i}` }] }),
+    model: 'gpt-test',
+    apiKey: 'sk-upstream-secret',
+    customId: `req-${i}`,
+    ...overrides,
+  };
+}

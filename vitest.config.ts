@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+    // Two cores on CI: files run in parallel forks, each test file creates its own schema.
+    pool: 'forks',
+    maxWorkers: 3,
+    reporters: ['default'],
+  },
+});
