@@ -189,6 +189,18 @@ CREATE INDEX requests_lease_idx ON requests (lease_expires_at) WHERE state IN ('
 -- Throughput charts and rates: completions in time order.
 CREATE INDEX requests_completed_at_idx ON requests (batch_id, completed_at) WHERE completed_at IS NOT NULL;
 
+-- Backstop for the guarded writes (lesson 1): no write may move a terminal row, except requeueing a
+-- failed row (retryFailedRequests). The WHEN clause is evaluated without calling the function, so
+-- ordinary updates of live rows pay nothing.
+CREATE FUNCTION forbid_terminal_rewrite() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'request % is %, it cannot become %', OLD.id, OLD.state, NEW.state
+    USING ERRCODE = 'check_violation';
+END $$;
+CREATE TRIGGER requests_terminal_guard BEFORE UPDATE ON requests FOR EACH ROW
+  WHEN (OLD.state IN ('completed', 'canceled') OR (OLD.state = 'failed' AND NEW.state NOT IN ('failed', 'pending')))
+  EXECUTE FUNCTION forbid_terminal_rewrite();
+
 -- The hot table is updated constantly: vacuum it far more eagerly than the default 20%.
 ALTER TABLE requests SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02,
                           fillfactor = 85);
