@@ -1,0 +1,279 @@
+import { ValidationError, type ValidationIssue } from './errors.js';
+
+/**
+ * Streaming parser and validator of OpenAI batch input files (JSONL, one request per line):
+ *   {"custom_id": "...", "method": "POST", "url": "/v1/chat/completions", "body": {"model": ...}}
+ * Pure: it is fed byte chunks and returns validated lines, so a 200 MB file never sits in memory.
+ * The first bad line throws a ValidationError whose issue names the 1-based line.
+ * The line's `body` is returned as the exact text of the line (the bytes the caller sent), not
+ * re-serialised, since JSON.stringify would reorder nothing but could change number and escape forms.
+ */
+
+/** Endpoints a batch may target (REFERENCE §1). */
+export const BATCH_ENDPOINTS = [
+  '/v1/chat/completions',
+  '/v1/embeddings',
+  '/v1/completions',
+  '/v1/responses',
+  '/v1/moderations',
+  '/v1/images/generations',
+  '/v1/images/edits',
+  '/v1/videos',
+] as const;
+
+export function isBatchEndpoint(url: unknown): boolean {
+  return typeof url === 'string' && (BATCH_ENDPOINTS as readonly string[]).includes(url);
+}
+
+export interface BatchInputLimits {
+  /** Most request lines per file (OpenAI: 50,000). */
+  maxLines: number;
+  /** Most bytes per file (OpenAI: 200 MB). */
+  maxBytes: number;
+}
+
+export interface BatchInputLine {
+  /** 1-based physical line number in the file. */
+  line: number;
+  customId: string;
+  method: 'POST';
+  url: string;
+  /** The body's JSON text exactly as it appeared in the line. */
+  body: string;
+  model: string;
+}
+
+const NEWLINE = 0x0a;
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+export class BatchInputParser {
+  private readonly limits: BatchInputLimits;
+  private readonly customIds = new Set<string>();
+  private partial: Buffer[] = [];
+  private partialBytes = 0;
+  private lineNumber = 0;
+  private requests = 0;
+  private totalBytes = 0;
+  /** The url every line must carry: the batch endpoint if known, else the first line's url. */
+  private endpoint: string | undefined;
+
+  constructor(limits: BatchInputLimits, options: { endpoint?: string } = {}) {
+    this.limits = limits;
+    this.endpoint = options.endpoint;
+  }
+
+  /** Bytes consumed so far. */
+  get bytes(): number {
+    return this.totalBytes;
+  }
+
+  /** Request lines accepted so far. */
+  get lines(): number {
+    return this.requests;
+  }
+
+  /** The url shared by every line (once a line has been accepted). */
+  get url(): string | undefined {
+    return this.endpoint;
+  }
+
+  /** Feeds the next chunk; returns the complete lines it finished. Throws on the first bad line. */
+  push(chunk: Uint8Array): BatchInputLine[] {
+    this.totalBytes += chunk.length;
+    if (this.totalBytes > this.limits.maxBytes) {
+      throw fail({
+        code: 'file_too_large',
+        param: 'file',
+        message: `the file is larger than the limit of ${this.limits.maxBytes} bytes`,
+      });
+    }
+    const out: BatchInputLine[] = [];
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+    let start = 0;
+    for (let nl = buf.indexOf(NEWLINE, start); nl !== -1; nl = buf.indexOf(NEWLINE, start)) {
+      let bytes = buf.subarray(start, nl);
+      if (this.partialBytes > 0) {
+        this.partial.push(bytes);
+        bytes = Buffer.concat(this.partial, this.partialBytes + bytes.length);
+        this.partial = [];
+        this.partialBytes = 0;
+      }
+      const parsed = this.parseLine(bytes);
+      if (parsed) out.push(parsed);
+      start = nl + 1;
+    }
+    if (start < buf.length) {
+      // Copy: the caller may reuse its buffer.
+      const rest = Buffer.from(buf.subarray(start));
+      this.partial.push(rest);
+      this.partialBytes += rest.length;
+    }
+    return out;
+  }
+
+  /** Ends the input: returns the last line if it had no newline; throws if the file had no requests. */
+  end(): BatchInputLine[] {
+    const out: BatchInputLine[] = [];
+    if (this.partialBytes > 0) {
+      const parsed = this.parseLine(Buffer.concat(this.partial, this.partialBytes));
+      this.partial = [];
+      this.partialBytes = 0;
+      if (parsed) out.push(parsed);
+    }
+    if (this.requests === 0) {
+      throw fail({ code: 'empty_file', param: 'file', message: 'the file contains no requests' });
+    }
+    return out;
+  }
+
+  private parseLine(raw: Buffer): BatchInputLine | undefined {
+    const line = ++this.lineNumber;
+    let bytes = raw;
+    if (line === 1 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3);
+    if (bytes.length > 0 && bytes[bytes.length - 1] === 0x0d) bytes = bytes.subarray(0, -1);
+    let text: string;
+    try {
+      text = decoder.decode(bytes);
+    } catch {
+      throw fail({ code: 'invalid_utf8', param: 'file', line, message: 'the line is not valid UTF-8' });
+    }
+    if (text.trim() === '') return undefined;
+    if (++this.requests > this.limits.maxLines) {
+      throw fail({
+        code: 'too_many_tasks',
+        param: 'file',
+        line,
+        message: `the file has more than ${this.limits.maxLines} requests`,
+      });
+    }
+    return this.validate(text, line);
+  }
+
+  private validate(text: string, line: number): BatchInputLine {
+    const bad = (code: string, param: string, message: string) => fail({ code, param, line, message });
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      throw bad('invalid_json_line', 'file', 'the line is not valid JSON');
+    }
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+      throw bad('invalid_json_line', 'file', 'the line is not a JSON object');
+    }
+    const { custom_id: customId, method, url, body } = value as Record<string, unknown>;
+    if (customId === undefined || customId === null || customId === '') {
+      throw bad('missing_custom_id', 'custom_id', 'custom_id is missing');
+    }
+    if (typeof customId !== 'string')
+      throw bad('invalid_custom_id', 'custom_id', 'custom_id must be a string');
+    if (this.customIds.has(customId)) {
+      throw bad('duplicate_custom_id', 'custom_id', `custom_id ${JSON.stringify(customId)} is repeated`);
+    }
+    if (method !== 'POST') {
+      throw bad('invalid_method', 'method', `method must be "POST", got ${JSON.stringify(method ?? null)}`);
+    }
+    if (!isBatchEndpoint(url)) {
+      throw bad(
+        'unknown_endpoint',
+        'url',
+        `url ${JSON.stringify(url ?? null)} is not a batch endpoint (${BATCH_ENDPOINTS.join(', ')})`,
+      );
+    }
+    if (this.endpoint !== undefined && url !== this.endpoint) {
+      throw bad(
+        'url_mismatch',
+        'url',
+        `url ${JSON.stringify(url)} differs from the file's endpoint ${JSON.stringify(this.endpoint)}`,
+      );
+    }
+    if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+      throw bad('invalid_body', 'body', 'body must be a JSON object');
+    }
+    const model = (body as Record<string, unknown>).model;
+    if (typeof model !== 'string' || model.trim() === '') {
+      throw bad('missing_model', 'body.model', 'body.model is missing');
+    }
+    const span = memberSpan(text, 'body');
+    if (!span) throw bad('invalid_body', 'body', 'body must be a JSON object');
+    this.endpoint ??= url as string;
+    this.customIds.add(customId);
+    return { line, customId, method: 'POST', url: url as string, body: text.slice(span[0], span[1]), model };
+  }
+}
+
+function fail(issue: ValidationIssue): ValidationError {
+  return new ValidationError([issue]);
+}
+
+/**
+ * Where the value of top-level member `key` sits in `text`, which must be a valid JSON object
+ * (it has been parsed already). The last occurrence wins, as with JSON.parse.
+ */
+export function memberSpan(text: string, key: string): [number, number] | undefined {
+  let found: [number, number] | undefined;
+  let i = skipWs(text, 0) + 1; // past '{'
+  for (;;) {
+    i = skipWs(text, i);
+    if (text.charCodeAt(i) !== 0x22) break; // '}' (or malformed: stop)
+    const keyEnd = skipString(text, i);
+    const name = JSON.parse(text.slice(i, keyEnd)) as string;
+    i = skipWs(text, keyEnd) + 1; // past ':'
+    i = skipWs(text, i);
+    const valueEnd = skipValue(text, i);
+    if (name === key) found = [i, valueEnd];
+    i = skipWs(text, valueEnd);
+    if (text.charCodeAt(i) === 0x2c) i++;
+  }
+  return found;
+}
+
+function skipWs(text: string, i: number): number {
+  for (;;) {
+    const c = text.charCodeAt(i);
+    if (c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d) i++;
+    else return i;
+  }
+}
+
+/** From an opening quote at `i` to just past the closing one. */
+function skipString(text: string, i: number): number {
+  let j = i + 1;
+  for (;;) {
+    const q = text.indexOf('"', j);
+    if (q === -1) return text.length;
+    let backslashes = 0;
+    for (let k = q - 1; text.charCodeAt(k) === 0x5c; k--) backslashes++;
+    if (backslashes % 2 === 0) return q + 1;
+    j = q + 1;
+  }
+}
+
+function skipValue(text: string, i: number): number {
+  const c = text.charCodeAt(i);
+  if (c === 0x22) return skipString(text, i);
+  if (c === 0x7b || c === 0x5b) {
+    let depth = 0;
+    let j = i;
+    while (j < text.length) {
+      const d = text.charCodeAt(j);
+      if (d === 0x22) {
+        j = skipString(text, j);
+        continue;
+      }
+      if (d === 0x7b || d === 0x5b) depth++;
+      else if (d === 0x7d || d === 0x5d) {
+        depth--;
+        if (depth === 0) return j + 1;
+      }
+      j++;
+    }
+    return j;
+  }
+  let j = i;
+  while (j < text.length) {
+    const d = text.charCodeAt(j);
+    if (d === 0x2c || d === 0x7d || d === 0x5d || d === 0x20 || d === 0x09 || d === 0x0a || d === 0x0d) break;
+    j++;
+  }
+  return j;
+}

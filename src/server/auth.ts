@@ -1,0 +1,25 @@
+import type { IncomingMessage } from 'node:http';
+import { verifyApiKey } from '../store/api-keys.js';
+import type { PostgresRequestManager } from '../store/request-manager.js';
+
+/** The bearer token of a request, if any. */
+export function bearerToken(req: IncomingMessage): string | null {
+  const header = req.headers.authorization;
+  if (typeof header !== 'string') return null;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return m ? m[1]! : null;
+}
+
+/**
+ * The owner of the request's API key, or null if it has none, an unknown one or a revoked one.
+ * Checked against the database on every request, so a revoked key fails at once.
+ */
+export async function authenticate(
+  manager: PostgresRequestManager,
+  req: IncomingMessage,
+): Promise<string | null> {
+  const token = bearerToken(req);
+  if (!token) return null;
+  const key = await verifyApiKey(manager.pool, manager.schema, token);
+  return key?.owner ?? null;
+}

@@ -1,0 +1,31 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { UpstreamRouter } from '../daemon/config.js';
+import type { PostgresRequestManager } from '../store/request-manager.js';
+import type { ServerMetrics } from './metrics.js';
+
+/** What every API route handler gets: the manager, limits, and a deadline for database calls. */
+export interface ApiContext {
+  manager: PostgresRequestManager;
+  router: UpstreamRouter;
+  metrics: ServerMetrics;
+  maxUploadBytes: number;
+  maxLinesPerFile: number;
+  /** Largest JSON request body accepted on the JSON routes. */
+  maxJsonBytes: number;
+  /** Bounds a database call: past the deadline the request gets a 503 instead of hanging. */
+  db<T>(work: Promise<T>): Promise<T>;
+  log(entry: Record<string, unknown>): void;
+}
+
+/** One authenticated API request. */
+export interface Call {
+  req: IncomingMessage;
+  res: ServerResponse;
+  /** Path parameters in pattern order. */
+  params: string[];
+  query: URLSearchParams;
+  owner: string;
+  requestId: string;
+}
+
+export type Handler = (ctx: ApiContext, call: Call) => Promise<void>;

@@ -1,0 +1,90 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+
+/** JSON answers and the OpenAI error envelope, shared by the API routes and the dashboard. */
+
+export class ApiError extends Error {
+  readonly status: number;
+  readonly type: string;
+  readonly code: string | null;
+  readonly param: string | null;
+  /** Extra fields for the error object (e.g. the input line of a validation error). */
+  readonly extra: Record<string, unknown>;
+  readonly headers: Record<string, string>;
+  constructor(
+    status: number,
+    message: string,
+    options: {
+      type?: string;
+      code?: string | null;
+      param?: string | null;
+      extra?: Record<string, unknown>;
+      headers?: Record<string, string>;
+    } = {},
+  ) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.type = options.type ?? (status >= 500 ? 'server_error' : 'invalid_request_error');
+    this.code = options.code ?? null;
+    this.param = options.param ?? null;
+    this.extra = options.extra ?? {};
+    this.headers = options.headers ?? {};
+  }
+
+  envelope(): { error: Record<string, unknown> } {
+    return {
+      error: { message: this.message, type: this.type, param: this.param, code: this.code, ...this.extra },
+    };
+  }
+}
+
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const text = JSON.stringify(body);
+  res.statusCode = status;
+  res.setHeader('content-type', 'application/json; charset=utf-8');
+  res.setHeader('content-length', Buffer.byteLength(text));
+  // 4xx answers are final: tell the openai client not to retry them.
+  if (status >= 400 && status < 500) res.setHeader('x-should-retry', 'false');
+  for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+  res.end(text);
+}
+
+export function sendError(res: ServerResponse, err: ApiError): void {
+  sendJson(res, err.status, err.envelope(), err.headers);
+}
+
+/** Reads a JSON request body of at most `limit` bytes; an empty body reads as {}. */
+export async function readJsonBody(req: IncomingMessage, limit: number): Promise<unknown> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) throw tooLarge(limit);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw tooLarge(limit);
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8').trim();
+  if (text === '') return {};
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError(400, 'The request body is not valid JSON.', { code: 'invalid_json' });
+  }
+}
+
+function tooLarge(limit: number): ApiError {
+  return new ApiError(413, `The request body is larger than ${limit} bytes.`, {
+    code: 'request_too_large',
+    headers: { connection: 'close' },
+  });
+}

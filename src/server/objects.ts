@@ -1,0 +1,69 @@
+import type { BatchInfo, BatchStatus, FileInfo } from '../domain/types.js';
+import { batchId, fileId } from './ids.js';
+
+/** The OpenAI wire objects (REFERENCE §1), built from the store's records. */
+
+const seconds = (d: Date | null): number | null => (d ? Math.floor(d.getTime() / 1000) : null);
+
+export interface FileObject {
+  id: string;
+  object: 'file';
+  bytes: number;
+  created_at: number;
+  expires_at: number | null;
+  filename: string;
+  purpose: string;
+  status: 'processed';
+  status_details: null;
+}
+
+export function fileObject(file: FileInfo, bytes: number): FileObject {
+  return {
+    id: fileId(file.id),
+    object: 'file',
+    bytes,
+    created_at: seconds(file.createdAt)!,
+    expires_at: seconds(file.expiresAt),
+    filename: file.name,
+    purpose: file.purpose,
+    status: 'processed',
+    status_details: null,
+  };
+}
+
+export function batchObject(batch: BatchInfo, status: BatchStatus): Record<string, unknown> {
+  return {
+    id: batchId(batch.id),
+    object: 'batch',
+    endpoint: batch.endpoint,
+    errors: batch.errors && batch.errors.length > 0 ? { object: 'list', data: batch.errors } : null,
+    input_file_id: fileId(batch.fileId),
+    completion_window: batch.completionWindow,
+    status: batch.status,
+    output_file_id: batch.outputFileId ? fileId(batch.outputFileId) : null,
+    error_file_id: batch.errorFileId ? fileId(batch.errorFileId) : null,
+    created_at: seconds(batch.createdAt),
+    in_progress_at: seconds(batch.inProgressAt),
+    expires_at: seconds(batch.expiresAt),
+    finalizing_at: seconds(batch.finalizingAt),
+    completed_at: seconds(batch.completedAt),
+    failed_at: seconds(batch.failedAt),
+    expired_at: seconds(batch.expiredAt),
+    cancelling_at: seconds(batch.cancellingAt),
+    cancelled_at: seconds(batch.cancelledAt),
+    request_counts: {
+      total: status.totalRequests,
+      completed: status.completedRequests,
+      // Canceled and expired requests land in the error file: count them as failed, as OpenAI does.
+      failed: status.failedRequests + status.canceledRequests,
+    },
+    metadata: batch.metadata ?? null,
+    usage: {
+      input_tokens: status.usage.inputTokens,
+      input_tokens_details: { cached_tokens: 0 },
+      output_tokens: status.usage.outputTokens,
+      output_tokens_details: { reasoning_tokens: 0 },
+      total_tokens: status.usage.totalTokens,
+    },
+  };
+}

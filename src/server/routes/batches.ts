@@ -1,0 +1,142 @@
+import { isBatchEndpoint } from '../../domain/batch-input.js';
+import { ValidationError } from '../../domain/errors.js';
+import { firstPathMismatch, listBatchesWithStatus } from '../../store/api-queries.js';
+import type { ApiContext, Call } from '../context.js';
+import { ApiError, readJsonBody, sendJson } from '../http.js';
+import { batchId, parseBatchId, parseFileId } from '../ids.js';
+import { batchObject } from '../objects.js';
+import { noSuchFile } from './files.js';
+import { intParam } from './params.js';
+
+function noSuchBatch(id: string): ApiError {
+  return new ApiError(404, `No such Batch object: ${id}`, { code: 'not_found', param: 'batch_id' });
+}
+
+function isNotFound(err: unknown): boolean {
+  return (err as { code?: string })?.code === 'not_found';
+}
+
+async function batchAnswer(ctx: ApiContext, call: Call, uuid: string): Promise<Record<string, unknown>> {
+  const scope = { owner: call.owner };
+  const [batch, status] = await ctx.db(
+    Promise.all([ctx.manager.getBatch(uuid, scope), ctx.manager.getBatchStatus(uuid, scope)]),
+  );
+  return batchObject(batch, status);
+}
+
+function field(condition: boolean, param: string, message: string): void {
+  if (!condition) throw new ApiError(400, message, { code: `invalid_${param}`, param });
+}
+
+export async function createBatch(ctx: ApiContext, call: Call): Promise<void> {
+  const body = await readJsonBody(call.req, ctx.maxJsonBytes);
+  field(
+    body !== null && typeof body === 'object' && !Array.isArray(body),
+    'body',
+    'The body must be a JSON object.',
+  );
+  const {
+    input_file_id: inputFileId,
+    endpoint,
+    completion_window: window,
+    metadata,
+  } = body as Record<string, unknown>;
+  field(typeof inputFileId === 'string' && inputFileId !== '', 'input_file_id', 'input_file_id is required.');
+  field(
+    isBatchEndpoint(endpoint),
+    'endpoint',
+    `endpoint must be one of the batch endpoints, got ${JSON.stringify(endpoint ?? null)}.`,
+  );
+  field(
+    typeof window === 'string' && window !== '',
+    'completion_window',
+    'completion_window is required ("24h").',
+  );
+  const fileUuid = parseFileId(inputFileId as string);
+  if (!fileUuid) throw noSuchFile(inputFileId as string);
+  const owner = call.owner;
+  const file = await ctx.db(ctx.manager.getFile(fileUuid, { owner })).catch((err) => {
+    throw isNotFound(err) ? noSuchFile(inputFileId as string) : err;
+  });
+  if (file.purpose !== 'batch') {
+    throw new ApiError(400, `File ${inputFileId} has purpose ${file.purpose}, not batch.`, {
+      code: 'invalid_input_file',
+      param: 'input_file_id',
+    });
+  }
+  const mismatch = await ctx.db(
+    firstPathMismatch(ctx.manager.pool, ctx.manager.schema, fileUuid, endpoint as string),
+  );
+  if (mismatch) {
+    throw new ValidationError([
+      {
+        code: 'url_mismatch',
+        param: 'endpoint',
+        line: mismatch.line,
+        message: `line ${mismatch.line} has url ${JSON.stringify(mismatch.path)}, not the batch endpoint ${JSON.stringify(endpoint)}`,
+      },
+    ]);
+  }
+  const key = call.req.headers['idempotency-key'];
+  const idempotencyKey = typeof key === 'string' && key !== '' ? key.slice(0, 255) : null;
+  const uuid = await ctx
+    .db(
+      ctx.manager.createBatch(fileUuid, {
+        owner,
+        endpoint: endpoint as string,
+        completionWindow: window as string,
+        metadata: (metadata ?? null) as Record<string, string> | null,
+        idempotencyKey,
+      }),
+    )
+    .catch((err) => {
+      throw isNotFound(err) ? noSuchFile(inputFileId as string) : err;
+    });
+  ctx.log({ msg: 'batch created', requestId: call.requestId, owner, batch: batchId(uuid) });
+  sendJson(call.res, 200, await batchAnswer(ctx, call, uuid));
+}
+
+export async function retrieveBatch(ctx: ApiContext, call: Call): Promise<void> {
+  const id = call.params[0]!;
+  const uuid = parseBatchId(id);
+  if (!uuid) throw noSuchBatch(id);
+  const answer = await batchAnswer(ctx, call, uuid).catch((err) => {
+    throw isNotFound(err) ? noSuchBatch(id) : err;
+  });
+  sendJson(call.res, 200, answer);
+}
+
+export async function cancelBatch(ctx: ApiContext, call: Call): Promise<void> {
+  const id = call.params[0]!;
+  const uuid = parseBatchId(id);
+  if (!uuid) throw noSuchBatch(id);
+  await ctx.db(ctx.manager.cancelBatch(uuid, { owner: call.owner })).catch((err) => {
+    throw isNotFound(err) ? noSuchBatch(id) : err;
+  });
+  ctx.log({ msg: 'batch cancelled', requestId: call.requestId, owner: call.owner, batch: id });
+  sendJson(call.res, 200, await batchAnswer(ctx, call, uuid));
+}
+
+export async function listBatches(ctx: ApiContext, call: Call): Promise<void> {
+  const limit = intParam(call.query, 'limit', { min: 1, max: 100, fallback: 20 });
+  const afterId = call.query.get('after');
+  const after = afterId ? parseBatchId(afterId) : null;
+  const page =
+    afterId && !after
+      ? { data: [], hasMore: false }
+      : await ctx.db(
+          listBatchesWithStatus(ctx.manager.pool, ctx.manager.schema, {
+            owner: call.owner,
+            limit,
+            ...(after ? { after } : {}),
+          }),
+        );
+  const data = page.data.map(({ batch, status }) => batchObject(batch, status));
+  sendJson(call.res, 200, {
+    object: 'list',
+    data,
+    first_id: (data[0]?.id as string | undefined) ?? null,
+    last_id: (data.at(-1)?.id as string | undefined) ?? null,
+    has_more: page.hasMore,
+  });
+}

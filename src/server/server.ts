@@ -1,0 +1,276 @@
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type pg from 'pg';
+import type { DaemonConfig } from '../daemon/config.js';
+import { migrate } from '../store/migrate.js';
+import { type DaemonHandle, PostgresRequestManager } from '../store/request-manager.js';
+import { authenticate } from './auth.js';
+import type { ApiContext, Call } from './context.js';
+import type { DashboardContext } from './dashboard-context.js';
+import { handleDashboard } from './dashboard-routes.js';
+import { DatabaseTimeoutError, toApiError } from './errors.js';
+import { ApiError, sendError, sendJson } from './http.js';
+import { createServerMetrics } from './metrics.js';
+import { OPENAPI_DOCUMENT } from './openapi.js';
+import { Router } from './router.js';
+import { cancelBatch, createBatch, listBatches, retrieveBatch } from './routes/batches.js';
+import { deleteFile, fileContent, listFiles, retrieveFile } from './routes/files.js';
+import { uploadFile } from './upload.js';
+import { createUpstreamRouter, limitsFromRouting, type RoutingConfig } from './upstream-routing.js';
+
+export interface ServerOptions {
+  /** The caller owns it (the CLI makes it from --database-url or the embedded PostgreSQL). */
+  pool: pg.Pool;
+  /** Default 'fusillade'. */
+  schema?: string;
+  /** Default 8080; 0 = ephemeral. */
+  port?: number;
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** Default true: run the daemon in-process (manager.run()). */
+  daemon?: boolean;
+  routing?: RoutingConfig;
+  /** Limits, retries, timeouts; modelConcurrencyLimits also come from routing. */
+  daemonConfig?: Partial<DaemonConfig>;
+  /** Default 200 MB. */
+  maxUploadBytes?: number;
+  /** Default 50,000. */
+  maxLinesPerFile?: number;
+  /** Largest JSON request body (batch creation); default 1 MB. */
+  maxJsonBytes?: number;
+  /** A database call slower than this answers 503 instead of hanging; default 5000 ms. */
+  dbTimeoutMs?: number;
+  /** Structured log entries (requests, uploads, errors); never carries keys or bodies. */
+  logger?: (entry: Record<string, unknown>) => void;
+}
+
+export interface FusilladeServer {
+  url: string;
+  port: number;
+  manager: PostgresRequestManager;
+  close(): Promise<void>;
+}
+
+const DEFAULTS = {
+  schema: 'fusillade',
+  port: 8080,
+  host: '127.0.0.1',
+  maxUploadBytes: 200 * 1024 * 1024,
+  maxLinesPerFile: 50_000,
+  maxJsonBytes: 1024 * 1024,
+  dbTimeoutMs: 5000,
+};
+
+function apiRouter(): Router {
+  return new Router()
+    .add('POST', '/v1/files', uploadFile)
+    .add('GET', '/v1/files', listFiles)
+    .add('GET', '/v1/files/:id', retrieveFile)
+    .add('DELETE', '/v1/files/:id', deleteFile)
+    .add('GET', '/v1/files/:id/content', fileContent)
+    .add('POST', '/v1/batches', createBatch)
+    .add('GET', '/v1/batches', listBatches)
+    .add('GET', '/v1/batches/:id', retrieveBatch)
+    .add('POST', '/v1/batches/:id/cancel', cancelBatch);
+}
+
+/**
+ * Starts the OpenAI-compatible Batch API (and, unless `daemon: false`, the daemon) on one pool.
+ * Migrates the schema first. close() stops the HTTP server and the daemon, not the pool.
+ */
+export async function createServer(options: ServerOptions): Promise<FusilladeServer> {
+  const schema = options.schema ?? DEFAULTS.schema;
+  await migrate(options.pool, { schema });
+  const metrics = createServerMetrics();
+  const routing = options.routing ?? {};
+  const upstreamRouter = createUpstreamRouter(routing);
+  const routed = limitsFromRouting(routing);
+  const daemonConfig: Partial<DaemonConfig> & { metricsRegistry?: unknown } = {
+    ...routed,
+    ...options.daemonConfig,
+    modelConcurrencyLimits: {
+      ...routed.modelConcurrencyLimits,
+      ...options.daemonConfig?.modelConcurrencyLimits,
+    },
+    // The same router decides uploads' endpoints and the daemon's dispatch.
+    upstreamRouter,
+    // The daemon registers its metrics here when it supports it; an unknown field is ignored.
+    metricsRegistry: metrics.registry,
+  };
+  const manager = new PostgresRequestManager(options.pool, { schema, ...daemonConfig });
+  const logger = options.logger ?? (() => {});
+  const dbTimeoutMs = options.dbTimeoutMs ?? DEFAULTS.dbTimeoutMs;
+  const ctx: ApiContext = {
+    manager,
+    router: upstreamRouter,
+    metrics,
+    maxUploadBytes: options.maxUploadBytes ?? DEFAULTS.maxUploadBytes,
+    maxLinesPerFile: options.maxLinesPerFile ?? DEFAULTS.maxLinesPerFile,
+    maxJsonBytes: options.maxJsonBytes ?? DEFAULTS.maxJsonBytes,
+    db: (work) => withDeadline(work, dbTimeoutMs),
+    log: logger,
+  };
+  const dashboard: DashboardContext = {
+    manager,
+    authenticate: (req) => ctx.db(authenticate(manager, req)),
+    sendJson,
+    sendError(res, error, message, code) {
+      if (typeof error === 'number') {
+        sendError(
+          res,
+          new ApiError(error, message ?? http.STATUS_CODES[error] ?? 'Error', { code: code ?? null }),
+        );
+      } else {
+        sendError(res, toApiError(error));
+      }
+    },
+  };
+  const router = apiRouter();
+  let daemon: DaemonHandle | undefined;
+
+  const server = http.createServer((req, res) => {
+    const requestId = `req_${randomBytes(12).toString('hex')}`;
+    res.setHeader('x-request-id', requestId);
+    const started = process.hrtime.bigint();
+    const method = req.method ?? 'GET';
+    let route = 'unmatched';
+    res.on('close', () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      metrics.requests.inc({ method, route, status: String(res.statusCode) });
+      metrics.duration.observe({ method, route }, seconds);
+      logger({
+        msg: 'request',
+        requestId,
+        method,
+        route,
+        status: res.statusCode,
+        ms: Math.round(seconds * 1000),
+      });
+    });
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const path = url.pathname;
+    const answer = async (): Promise<void> => {
+      if (path === '/healthz') {
+        route = path;
+        return health(ctx, res, daemon !== undefined);
+      }
+      if (path === '/metrics') {
+        route = path;
+        res.setHeader('content-type', metrics.registry.contentType);
+        res.end(await metrics.registry.metrics());
+        return;
+      }
+      if (path === '/openapi.json') {
+        route = path;
+        return sendJson(res, 200, OPENAPI_DOCUMENT);
+      }
+      if (path === '/v1' || path.startsWith('/v1/')) {
+        const owner = await ctx.db(authenticate(manager, req));
+        if (!owner) {
+          throw new ApiError(
+            401,
+            'Missing, unknown or revoked API key: send "Authorization: Bearer <key>".',
+            {
+              code: 'invalid_api_key',
+            },
+          );
+        }
+        const match = router.match(method, path);
+        if (!match.route) {
+          if (match.allowed.length > 0) {
+            throw new ApiError(405, `Method ${method} is not allowed on ${path}.`, {
+              code: 'method_not_allowed',
+              headers: { allow: match.allowed.join(', ') },
+            });
+          }
+          throw new ApiError(404, `Invalid URL (${method} ${path}).`, { code: 'unknown_url' });
+        }
+        route = match.route.pattern;
+        const call: Call = { req, res, params: match.params, query: url.searchParams, owner, requestId };
+        return match.route.handler(ctx, call);
+      }
+      route = 'dashboard';
+      if (!(await handleDashboard(req, res, dashboard))) {
+        route = 'unmatched';
+        throw new ApiError(404, `Invalid URL (${method} ${path}).`, { code: 'unknown_url' });
+      }
+    };
+    answer().catch((err) => {
+      const apiError = toApiError(err);
+      if (apiError.status >= 500) {
+        logger({
+          msg: 'request failed',
+          requestId,
+          method,
+          route,
+          status: apiError.status,
+          error: err instanceof Error ? `${err.name}: ${err.message}` : String(err),
+        });
+      }
+      if (res.headersSent) res.destroy();
+      else sendError(res, apiError);
+    });
+  });
+  // Long downloads and uploads: no per-request socket timeout; idle keep-alive sockets still close.
+  server.requestTimeout = 0;
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? DEFAULTS.port, options.host ?? DEFAULTS.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const closeHttp = () =>
+    new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeIdleConnections();
+      // In-flight requests get a moment; then every socket goes.
+      setTimeout(() => server.closeAllConnections(), 2000).unref();
+    });
+  if (options.daemon ?? true) {
+    try {
+      daemon = await manager.run();
+    } catch (err) {
+      await closeHttp();
+      throw err;
+    }
+  }
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  let closing: Promise<void> | undefined;
+  return {
+    url: `http://${host}:${address.port}`,
+    port: address.port,
+    manager,
+    close() {
+      closing ??= (async () => {
+        await closeHttp();
+        await daemon?.stop();
+      })();
+      return closing;
+    },
+  };
+}
+
+async function health(ctx: ApiContext, res: http.ServerResponse, daemonRunning: boolean): Promise<void> {
+  try {
+    await ctx.db(ctx.manager.pool.query('SELECT 1'));
+    sendJson(res, 200, { status: 'ok', database: 'ok', daemon: daemonRunning ? 'running' : 'off' });
+  } catch {
+    sendJson(res, 503, {
+      status: 'unavailable',
+      database: 'unreachable',
+      daemon: daemonRunning ? 'running' : 'off',
+    });
+  }
+}
+
+function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DatabaseTimeoutError(ms)), ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}

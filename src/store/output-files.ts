@@ -1,0 +1,66 @@
+import type { Readable } from 'node:stream';
+import type pg from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
+import type { FileInfo } from '../domain/types.js';
+import { errorLinesSql, inputLinesSql, type LinesMode, outputLinesSql } from './sql/output-lines.js';
+
+/**
+ * File content as a stream of JSONL bytes, straight from PostgreSQL: output and error files from
+ * the batch's requests, input files from their templates. Memory stays flat however large the
+ * file: COPY TO hands over rows as they come and pauses when the reader does.
+ */
+
+function linesSql(schema: string, file: FileInfo, mode: LinesMode = 'lines'): string {
+  if (file.purpose === 'batch') return inputLinesSql(schema, file.id);
+  if (!file.sourceBatchId) throw new TypeError(`file ${file.id} has no source batch`);
+  return file.purpose === 'batch_output'
+    ? outputLinesSql(schema, file.sourceBatchId, mode)
+    : errorLinesSql(schema, file.sourceBatchId, mode);
+}
+
+/**
+ * CSV with a delimiter and quote that cannot occur in a line (every line is JSON, which has no raw
+ * control characters) prints each text row as-is followed by "\n": exactly JSONL. The text format
+ * would double every backslash.
+ */
+function copyOut(sql: string): string {
+  return `COPY (${sql}) TO STDOUT WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')`;
+}
+
+/**
+ * Opens the file's content. The stream holds one pooled connection until it ends; destroying it
+ * (a client that went away) discards that connection rather than return it mid-COPY.
+ */
+export async function openFileContent(pool: pg.Pool, schema: string, file: FileInfo): Promise<Readable> {
+  const sql = copyOut(linesSql(schema, file));
+  const client = await pool.connect();
+  let released = false;
+  const release = (err?: Error | boolean) => {
+    if (released) return;
+    released = true;
+    client.release(err);
+  };
+  let stream: ReturnType<typeof copyTo>;
+  try {
+    stream = client.query(copyTo(sql));
+  } catch (err) {
+    release(true);
+    throw err;
+  }
+  stream.on('end', () => release());
+  stream.on('error', (err) => release(err));
+  stream.on('close', () => release(!stream.readableEnded));
+  return stream;
+}
+
+/**
+ * Size in bytes of a file's content. Input files report their upload's size; output and error
+ * files are measured from the stored lengths of the bodies (see sql/output-lines.ts).
+ */
+export async function fileContentBytes(pool: pg.Pool, schema: string, file: FileInfo): Promise<number> {
+  if (file.purpose === 'batch') return file.sizeBytes;
+  const { rows } = await pool.query<{ bytes: string }>(
+    `SELECT coalesce(sum(q.n), 0) AS bytes FROM (${linesSql(schema, file, 'size')}) q`,
+  );
+  return Number(rows[0]!.bytes);
+}

@@ -1,0 +1,84 @@
+/**
+ * The JSONL lines of a file's content, one text row per line in line order, built by PostgreSQL so
+ * that Node only relays bytes (REFERENCE §4 lesson 11: never buffer a whole file).
+ *
+ * Output file (batch_output): completed requests,
+ *   {"id":"batch_req_…","custom_id":…,"response":{"status_code":…,"request_id":…,"body":…},"error":null}
+ * Error file (batch_error): failed requests with an HTTP answer keep it in `response` with
+ * "error":null; failed ones without (timeouts, connection errors) and canceled or expired ones
+ * (request_view's effective state) have "response":null and "error":{"code","message"}.
+ * Input file (batch): the uploaded lines rebuilt from their templates; bodies are the stored text.
+ *
+ * The batch or file id is inlined (COPY takes no parameters); callers pass a validated UUID.
+ * Alternatives: keyset pages of rows assembled in Node (JSON.parse of every body to check it is
+ * JSON, then string building) — PostgreSQL's json syntax check in jsonl_value() is cheaper, and
+ * COPY TO streams with back-pressure on one statement. Measured numbers: see BENCHMARKS.md
+ * ("server: download").
+ */
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+function literal(uuid: string): string {
+  if (!UUID.test(uuid)) throw new TypeError(`not a uuid: ${uuid}`);
+  return `'${uuid}'::uuid`;
+}
+
+const REQUEST_ID = `'"batch_req_' || replace(r.id::text, '-', '') || '"'`;
+const CUSTOM_ID = `coalesce(to_json(t.custom_id)::text, 'null')`;
+
+/**
+ * `lines` selects each line as text; `size` selects each line's byte length (newline included)
+ * without reading the bodies: octet_length of a stored text is known without decompressing it.
+ * The size is exact except for a body that is not JSON, which the line quotes (rare: 2xx bodies).
+ */
+export type LinesMode = 'lines' | 'size';
+
+function httpResponse(s: string, mode: LinesMode): string {
+  const body = mode === 'lines' ? `${s}.jsonl_value(r.response_body)` : `''`;
+  return `'{"status_code":' || r.response_status || ',"request_id":' || coalesce(to_json(r.upstream_request_id)::text, 'null')
+      || ',"body":' || ${body} || '}'`;
+}
+
+function select(mode: LinesMode, line: string, bodyBytes: string): string {
+  return mode === 'lines' ? `SELECT ${line} AS line` : `SELECT octet_length(${line}) + ${bodyBytes} + 1 AS n`;
+}
+
+/** Lines of a batch's output file: its completed requests in input order. */
+export function outputLinesSql(s: string, batchId: string, mode: LinesMode = 'lines'): string {
+  const line = `'{"id":' || ${REQUEST_ID} || ',"custom_id":' || ${CUSTOM_ID}
+       || ',"response":' || ${httpResponse(s, mode)} || ',"error":null}'`;
+  return `${select(mode, line, `coalesce(octet_length(r.response_body), 4)`)}
+  FROM ${s}.requests r JOIN ${s}.request_templates t ON t.id = r.template_id
+ WHERE r.batch_id = ${literal(batchId)} AND r.state = 'completed'
+ ORDER BY r.line_number`;
+}
+
+/** Lines of a batch's error file: failed, canceled and expired requests in input order. */
+export function errorLinesSql(s: string, batchId: string, mode: LinesMode = 'lines'): string {
+  const hasResponse = `(r.effective_state = 'failed' AND r.response_status IS NOT NULL)`;
+  const code = `coalesce(r.effective_error_code, r.error_code, 'request_failed')`;
+  const message = `coalesce(r.error_message, CASE ${code}
+        WHEN 'batch_cancelled' THEN 'The batch was cancelled before this request completed.'
+        WHEN 'batch_expired' THEN 'This request could not be executed before the completion window expired.'
+        ELSE ${code} END)`;
+  const line = `'{"id":' || ${REQUEST_ID} || ',"custom_id":' || ${CUSTOM_ID}
+       || ',"response":' || CASE WHEN ${hasResponse} THEN ${httpResponse(s, mode)} ELSE 'null' END
+       || ',"error":' || CASE WHEN ${hasResponse} THEN 'null'
+            ELSE '{"code":' || to_json(${code})::text || ',"message":' || to_json(${message})::text || '}' END
+       || '}'`;
+  const bodyBytes = `CASE WHEN ${hasResponse} THEN coalesce(octet_length(r.response_body), 4) ELSE 0 END`;
+  return `${select(mode, line, bodyBytes)}
+  FROM ${s}.request_view r JOIN ${s}.request_templates t ON t.id = r.template_id
+ WHERE r.batch_id = ${literal(batchId)} AND r.effective_state IN ('failed', 'canceled')
+ ORDER BY r.line_number`;
+}
+
+/** Lines of an uploaded input file, rebuilt from its templates in line order. */
+export function inputLinesSql(s: string, fileId: string): string {
+  return `SELECT '{"custom_id":' || ${CUSTOM_ID} || ',"method":' || to_json(t.method)::text
+       || ',"url":' || to_json(t.path)::text
+       || ',"body":' || CASE WHEN t.body = '' THEN 'null' ELSE translate(t.body, E'\\n\\r', '  ') END || '}' AS line
+  FROM ${s}.request_templates t
+ WHERE t.file_id = ${literal(fileId)}
+ ORDER BY t.line_number`;
+}

@@ -1,0 +1,111 @@
+import OpenAI, { toFile } from 'openai';
+import { createServer, type FusilladeServer, type ServerOptions } from '../../src/server/server.js';
+import { createApiKey } from '../../src/store/api-keys.js';
+import { createTestDb, type TestDb } from '../support/db.js';
+
+/** A running API server on a fresh schema, with keys for two owners. */
+export interface TestServer {
+  db: TestDb;
+  server: FusilladeServer;
+  /** Quoted schema, for SQL in tests. */
+  s: string;
+  alice: OpenAI;
+  bob: OpenAI;
+  aliceKey: string;
+  bobKey: string;
+  client(key: string, options?: { maxRetries?: number }): OpenAI;
+  close(): Promise<void>;
+}
+
+export async function startTestServer(options: Partial<ServerOptions> = {}): Promise<TestServer> {
+  const db = await createTestDb();
+  const server = await createServer({
+    pool: db.pool,
+    schema: db.schema,
+    port: 0,
+    daemon: false,
+    routing: { upstream: 'http://127.0.0.1:9/v1' },
+    ...options,
+  });
+  const s = server.manager.schema;
+  const aliceKey = (await createApiKey(db.pool, s, { owner: 'alice' })).key;
+  const bobKey = (await createApiKey(db.pool, s, { owner: 'bob' })).key;
+  const client = (key: string, o: { maxRetries?: number } = {}) =>
+    new OpenAI({ apiKey: key, baseURL: `${server.url}/v1`, maxRetries: o.maxRetries ?? 0 });
+  return {
+    db,
+    server,
+    s,
+    alice: client(aliceKey),
+    bob: client(bobKey),
+    aliceKey,
+    bobKey,
+    client,
+    async close() {
+      await server.close();
+      await db.close();
+    },
+  };
+}
+
+export function chatLine(i: number, overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    custom_id: `req-${i}`,
+    method: 'POST',
+    url: '/v1/chat/completions',
+    body: { model: 'gpt-test', messages: [{ role: 'user', content: `hello ${i}` }] },
+    ...overrides,
+  };
+}
+
+export function jsonl(lines: unknown[]): string {
+  return lines.map((l) => (typeof l === 'string' ? l : JSON.stringify(l))).join('\n') + '\n';
+}
+
+export async function upload(client: OpenAI, content: string | Buffer, name = 'input.jsonl') {
+  return client.files.create({ file: await toFile(Buffer.from(content), name), purpose: 'batch' });
+}
+
+/** Settles requests in SQL, as a daemon would, then finalizes the batch if it ended. */
+export async function settle(
+  t: TestServer,
+  batchUuid: string,
+  outcome: (line: number) => { status: number; body: string } | { errorCode: string; message: string },
+): Promise<void> {
+  const { rows } = await t.db.pool.query<{ id: string; line_number: number }>(
+    `SELECT id, line_number FROM ${t.s}.requests WHERE batch_id = $1 AND state = 'pending' ORDER BY line_number`,
+    [batchUuid],
+  );
+  for (const r of rows) {
+    const o = outcome(r.line_number);
+    if ('status' in o) {
+      const ok = o.status < 300;
+      await t.db.pool.query(
+        `UPDATE ${t.s}.requests SET state = $2, completed_at = now(), response_status = $3, response_body = $4,
+                upstream_request_id = $5, input_tokens = $6, output_tokens = $7, total_tokens = $8
+          WHERE id = $1`,
+        [
+          r.id,
+          ok ? 'completed' : 'failed',
+          o.status,
+          o.body,
+          `up-${r.line_number}`,
+          ok ? 3 : null,
+          ok ? 4 : null,
+          ok ? 7 : null,
+        ],
+      );
+    } else {
+      await t.db.pool.query(
+        `UPDATE ${t.s}.requests SET state = 'failed', completed_at = now(), error_code = $2, error_message = $3 WHERE id = $1`,
+        [r.id, o.errorCode, o.message],
+      );
+    }
+  }
+  await t.server.manager.finalizeBatch(batchUuid);
+}
+
+export function uuidOf(openaiId: string): string {
+  const h = openaiId.replace(/^(file-|batch_)/, '');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
