@@ -1,0 +1,111 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { type BatchInputLine, BatchInputParser, memberSpan } from '../../src/domain/batch-input.js';
+import { ValidationError } from '../../src/domain/errors.js';
+
+const limits = { maxLines: 100, maxBytes: 1 << 20 };
+
+function parseAll(bytes: Buffer, cuts: number[] = []): BatchInputLine[] {
+  const p = new BatchInputParser(limits);
+  const out: BatchInputLine[] = [];
+  let at = 0;
+  for (const cut of [...cuts].sort((a, b) => a - b)) {
+    out.push(...p.push(bytes.subarray(at, cut)));
+    at = cut;
+  }
+  out.push(...p.push(bytes.subarray(at)));
+  out.push(...p.end());
+  return out;
+}
+
+function issueOf(fn: () => unknown) {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ValidationError);
+    return (err as ValidationError).issues[0]!;
+  }
+  throw new Error('expected a ValidationError');
+}
+
+const line = (id: string, body: string) =>
+  `{"custom_id":${JSON.stringify(id)},"method":"POST","url":"/v1/chat/completions","body":${body}}`;
+
+describe('BatchInputParser', () => {
+  it('returns each body as the exact text of the line, whatever the chunking', () => {
+    const bodies = [
+      '{"model":"m","messages":[{"role":"user","content":"é 🚀 \\"quoted\\" \\\\ back"}]}',
+      '{ "model" : "m2" ,"nested":{"a":[1,{"b":"}]"}]},"x":1e3}',
+      '{"model":"m","s":"\\u0041\\n"}',
+    ];
+    const text = `\ufeff${bodies.map((b, i) => line(`c${i}`, b)).join('\r\n')}`;
+    const bytes = Buffer.from(text);
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: bytes.length }), { maxLength: 8 }), (cuts) => {
+        const lines = parseAll(bytes, cuts);
+        expect(lines.map((l) => l.body)).toEqual(bodies);
+        expect(lines.map((l) => l.line)).toEqual([1, 2, 3]);
+        expect(lines.map((l) => l.model)).toEqual(['m', 'm2', 'm']);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('takes the last duplicate key, as JSON.parse does, and ignores keys that merely contain "body"', () => {
+    const text =
+      '{"custom_id":"a","nobody":{"x":1},"body":{"model":"old"},"method":"POST","url":"/v1/embeddings","body":{"model":"new"}}';
+    const [l] = parseAll(Buffer.from(text));
+    expect(l!.body).toBe('{"model":"new"}');
+    expect(l!.model).toBe('new');
+    expect(memberSpan('{"a":"x\\"}","body":[1]}', 'body')).toEqual([19, 22]);
+  });
+
+  it('names the line of each kind of problem', () => {
+    const ok = line('a', '{"model":"m"}');
+    const check = (text: string, code: string, lineNo?: number) => {
+      const issue = issueOf(() => parseAll(Buffer.from(text)));
+      expect(issue.code).toBe(code);
+      if (lineNo !== undefined) expect(issue.line).toBe(lineNo);
+    };
+    check(`${ok}\n{bad`, 'invalid_json_line', 2);
+    check(`${ok}\n\n"str"`, 'invalid_json_line', 3);
+    check(`${ok}\n${ok}`, 'duplicate_custom_id', 2);
+    check(line('', '{"model":"m"}'), 'missing_custom_id', 1);
+    check(
+      '{"custom_id":5,"method":"POST","url":"/v1/embeddings","body":{"model":"m"}}',
+      'invalid_custom_id',
+      1,
+    );
+    check(ok.replace('"POST"', '"post"'), 'invalid_method', 1);
+    check(ok.replace('/v1/chat/completions', '/v2/x'), 'unknown_endpoint', 1);
+    check(
+      `${ok}\n${line('b', '{"model":"m"}').replace('/v1/chat/completions', '/v1/embeddings')}`,
+      'url_mismatch',
+      2,
+    );
+    check(line('a', '[1]'), 'invalid_body', 1);
+    check(line('a', '{"model":""}'), 'missing_model', 1);
+    check(line('a', '{"model":7}'), 'missing_model', 1);
+    check('', 'empty_file');
+    check('\n\r\n', 'empty_file');
+  });
+
+  it('enforces the line and byte limits while streaming', () => {
+    const p = new BatchInputParser({ maxLines: 2, maxBytes: 1000 });
+    const ok = (id: string) => Buffer.from(`${line(id, '{"model":"m"}')}\n`);
+    expect(p.push(ok('a'))).toHaveLength(1);
+    expect(p.push(ok('b'))).toHaveLength(1);
+    expect(issueOf(() => p.push(ok('c')))).toMatchObject({ code: 'too_many_tasks', line: 3 });
+    const q = new BatchInputParser({ maxLines: 100, maxBytes: 100 });
+    expect(issueOf(() => q.push(Buffer.alloc(101, 0x20))).code).toBe('file_too_large');
+  });
+
+  it('refuses invalid UTF-8 even when a character is split across chunks only if it is really broken', () => {
+    const text = Buffer.from(line('é', '{"model":"🚀"}'));
+    // Split inside the multi-byte characters: still valid.
+    const lines = parseAll(text, [15, 16, text.length - 4]);
+    expect(lines[0]!.customId).toBe('é');
+    const broken = Buffer.concat([text.subarray(0, 15), Buffer.from([0xc3]), text.subarray(16)]);
+    expect(issueOf(() => parseAll(broken)).code).toBe('invalid_utf8');
+  });
+});
