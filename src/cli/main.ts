@@ -1,5 +1,251 @@
-/** Placeholder CLI entry until the CLI lands (issue 5). */
-export async function main(_argv: string[]): Promise<number> {
-  console.log('fusillade: the CLI is not implemented yet');
+import { Command, CommanderError } from 'commander';
+import { type CliFlags, resolveSettings, type Settings } from '../config/settings.js';
+import { UsageError } from '../config/usage-error.js';
+import { FusilladeError } from '../domain/errors.js';
+import { clientOptions, databaseOptions, listenOptions, upstreamOptions } from './options.js';
+
+/** What every command receives: resolved settings (flags > env > config file) and the raw flags. */
+export interface CommandContext {
+  settings: Settings;
+  flags: CliFlags & Record<string, unknown>;
+  verbose: boolean;
+}
+
+type Handler = (ctx: CommandContext, ...args: string[]) => Promise<number>;
+
+// Commands load on use: `--help` and client commands start without loading pg, undici or the server.
+const commands = {
+  serve: async () => (await import('./commands/serve.js')).serveCommand,
+  daemon: async () => (await import('./commands/daemon.js')).daemonCommand,
+  run: async () => (await import('./commands/run.js')).runCommand,
+  migrate: async () => (await import('./commands/migrate.js')).migrateCommand,
+  keysCreate: async () => (await import('./commands/keys.js')).keysCreate,
+  keysList: async () => (await import('./commands/keys.js')).keysList,
+  keysRevoke: async () => (await import('./commands/keys.js')).keysRevoke,
+  submit: async () => (await import('./commands/client.js')).submitCommand,
+  status: async () => (await import('./commands/client.js')).statusCommand,
+  results: async () => (await import('./commands/client.js')).resultsCommand,
+  cancel: async () => (await import('./commands/client.js')).cancelCommand,
+  mockUpstream: async () => (await import('./commands/mock-upstream.js')).mockUpstreamCommand,
+} satisfies Record<string, () => Promise<Handler>>;
+
+const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
+
+/**
+ * The `fusillade` command line. Returns the exit status instead of exiting, so it can be called
+ * from tests; bin/fusillade.js sets process.exitCode from it.
+ */
+export async function main(argv: string[]): Promise<number> {
+  let exitCode = 0;
+  let verbose = argv.includes('--verbose');
+  const program = new Command('fusillade');
+  const act =
+    (load: () => Promise<Handler>) =>
+    async (...params: unknown[]) => {
+      const command = params[params.length - 1] as Command;
+      const flags = command.optsWithGlobals<CliFlags & Record<string, unknown>>();
+      verbose = flags.verbose === true;
+      const args = params.slice(0, -2).filter((p): p is string => typeof p === 'string');
+      const settings = await resolveSettings(flags);
+      const handler = await load();
+      exitCode = await handler({ settings, flags, verbose }, ...args);
+    };
+
+  program
+    .description('Send large batches of LLM/HTTP requests reliably, with PostgreSQL as the queue.')
+    .option('--config <file>', 'JSON config file (env FUSILLADE_CONFIG); flags and env override it')
+    .option('--verbose', 'show stack traces and more detail on errors')
+    .configureHelp({ showGlobalOptions: true })
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .addHelpText(
+      'after',
+      examples([
+        'fusillade run requests.jsonl -o results.jsonl --upstream mock',
+        'fusillade run requests.jsonl -o results.jsonl --upstream https://api.openai.com --upstream-api-key $OPENAI_API_KEY',
+        'fusillade serve --upstream https://api.openai.com --model-limit gpt-4o-mini=32',
+        'fusillade keys create --owner alice',
+        'fusillade submit requests.jsonl --wait --api-key $FUSILLADE_API_KEY',
+      ]),
+    );
+
+  upstreamOptions(
+    databaseOptions(
+      listenOptions(
+        program.command('serve').description('run the OpenAI-compatible Batch API server (and the daemon)'),
+        'API server',
+      ),
+    ),
+  )
+    .option('--no-daemon', 'serve the API only; run `fusillade daemon` elsewhere to send requests')
+    .addHelpText(
+      'after',
+      examples([
+        'fusillade serve --upstream mock',
+        'fusillade serve --port 8080 --database-url postgres://localhost/fusillade --upstream https://api.openai.com',
+        'FUSILLADE_UPSTREAM_API_KEY=sk-... fusillade serve --upstream https://api.openai.com --default-limit 64',
+      ]),
+    )
+    .action(act(commands.serve));
+
+  upstreamOptions(
+    databaseOptions(program.command('daemon').description('run only the daemon that sends queued requests')),
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'fusillade daemon --database-url postgres://db/fusillade --upstream https://api.openai.com',
+        'fusillade daemon --upstream mock --model-limit gpt-4o-mini=8',
+      ]),
+    )
+    .action(act(commands.daemon));
+
+  upstreamOptions(
+    databaseOptions(
+      program
+        .command('run')
+        .description('send every request of an OpenAI batch JSONL file and write the results (resumable)')
+        .argument('<input>', 'OpenAI batch input file (.jsonl)')
+        .requiredOption('-o, --output <file>', 'where to write the output JSONL (successful responses)')
+        .option('--errors <file>', 'where to write the error JSONL (default: <output>.errors.jsonl)')
+        .option('--completion-window <window>', 'deadline for the whole run, e.g. 24h', '24h'),
+    ),
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'fusillade run requests.jsonl -o out.jsonl --upstream mock',
+        'fusillade run requests.jsonl -o out.jsonl --errors errors.jsonl --upstream https://api.openai.com --model-limit gpt-4o-mini=64',
+        'fusillade run requests.jsonl -o out.jsonl --database-url postgres://localhost/fusillade --upstream http://127.0.0.1:8000',
+        '# re-running the same command resumes: completed requests are not sent again',
+      ]),
+    )
+    .action(act(commands.run));
+
+  databaseOptions(program.command('migrate').description('create or upgrade the database schema'))
+    .addHelpText(
+      'after',
+      examples([
+        'fusillade migrate --database-url postgres://localhost/fusillade',
+        'fusillade migrate --schema batches',
+      ]),
+    )
+    .action(act(commands.migrate));
+
+  const keys = program
+    .command('keys')
+    .description('manage API keys of the Batch API server')
+    .addHelpText(
+      'after',
+      examples([
+        'fusillade keys create --owner alice',
+        'fusillade keys list',
+        'fusillade keys revoke KEY_ID',
+      ]),
+    );
+  databaseOptions(
+    keys
+      .command('create')
+      .description('create an API key (printed once, as the last line)')
+      .requiredOption('--owner <name>', 'owner of the files and batches made with the key')
+      .option('--name <label>', 'a label for the key'),
+  )
+    .addHelpText(
+      'after',
+      examples(['fusillade keys create --owner alice', 'KEY=$(fusillade keys create --owner ci | tail -1)']),
+    )
+    .action(act(commands.keysCreate));
+  databaseOptions(keys.command('list').description('list API keys (never the keys themselves)'))
+    .option('--owner <name>', 'only this owner')
+    .addHelpText('after', examples(['fusillade keys list', 'fusillade keys list --owner alice']))
+    .action(act(commands.keysList));
+  databaseOptions(
+    keys
+      .command('revoke')
+      .description('revoke an API key')
+      .argument('<id>', 'key id or prefix, from `keys list`'),
+  )
+    .addHelpText('after', examples(['fusillade keys revoke 7f0c1b2e-...']))
+    .action(act(commands.keysRevoke));
+
+  clientOptions(
+    program
+      .command('submit')
+      .description('upload a batch file to a running server and create a batch')
+      .argument('<file>', 'OpenAI batch input file (.jsonl)')
+      .option('--wait', 'wait for the batch to finish, showing progress')
+      .option('-o, --output <file>', 'with --wait: write the output file here')
+      .option('--errors <file>', 'with --wait: write the error file here')
+      .option('--completion-window <window>', 'completion window', '24h'),
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'fusillade submit requests.jsonl --api-key $FUSILLADE_API_KEY',
+        'fusillade submit requests.jsonl --wait -o out.jsonl --server http://127.0.0.1:8080 --api-key sk-...',
+      ]),
+    )
+    .action(act(commands.submit));
+  clientOptions(
+    program
+      .command('status')
+      .description("show one batch, or list the key owner's batches")
+      .argument('[batch]', 'batch id'),
+  )
+    .addHelpText('after', examples(['fusillade status', 'fusillade status batch_...']))
+    .action(act(commands.status));
+  clientOptions(
+    program
+      .command('results')
+      .description("download a batch's output (and error) file")
+      .argument('<batch>', 'batch id')
+      .requiredOption('-o, --output <file>', 'where to write the output JSONL')
+      .option('--errors <file>', 'where to write the error JSONL'),
+  )
+    .addHelpText('after', examples(['fusillade results batch_... -o out.jsonl --errors errors.jsonl']))
+    .action(act(commands.results));
+  clientOptions(program.command('cancel').description('cancel a batch').argument('<batch>', 'batch id'))
+    .addHelpText('after', examples(['fusillade cancel batch_...']))
+    .action(act(commands.cancel));
+
+  listenOptions(
+    program
+      .command('mock-upstream')
+      .description('run the built-in mock OpenAI-compatible upstream (for trying fusillade offline)')
+      .option('--latency-ms <n>', 'delay of each answer in milliseconds', '0'),
+    'mock upstream',
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'fusillade mock-upstream --port 9000',
+        'fusillade run in.jsonl -o out.jsonl --upstream http://127.0.0.1:9000',
+      ]),
+    )
+    .action(act(commands.mockUpstream));
+
+  try {
+    await program.parseAsync(argv);
+    return exitCode;
+  } catch (err) {
+    return reportError(err, verbose);
+  }
+}
+
+/** One line on stderr; the stack only with --verbose. */
+function reportError(err: unknown, verbose: boolean): number {
+  if (err instanceof CommanderError) {
+    // commander has printed its message (or the help) already.
+    return err.code === 'commander.helpDisplayed' ||
+      err.code === 'commander.help' ||
+      err.code === 'commander.version'
+      ? 0
+      : 2;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`fusillade: ${message.split('\n')[0]}\n`);
+  if (verbose && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+  if (err instanceof UsageError) return err.exitCode;
+  if (err instanceof FusilladeError) return 1;
   return 1;
 }

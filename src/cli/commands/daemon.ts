@@ -1,0 +1,45 @@
+import { UsageError } from '../../config/usage-error.js';
+import { createUpstreamRouter, limitsFromRouting } from '../../server/upstream-routing.js';
+import { PostgresRequestManager } from '../../store/request-manager.js';
+import { openDatabase } from '../database.js';
+import type { CommandContext } from '../main.js';
+import { shutdownSignal } from '../signals.js';
+import { checkUpstreamReachable, resolveUpstream } from '../upstream.js';
+
+/** `fusillade daemon`: only the daemon, for extra replicas next to a `fusillade serve --no-daemon`. */
+export async function daemonCommand({ settings }: CommandContext): Promise<number> {
+  if (settings.upstream === undefined && !settings.routing.models) {
+    throw new UsageError('--upstream is required: a base URL (e.g. https://api.openai.com) or "mock"');
+  }
+  const shutdown = shutdownSignal();
+  const upstream = await resolveUpstream(settings);
+  try {
+    if (upstream.url) await checkUpstreamReachable(upstream.url);
+    const db = await openDatabase(settings, { log: (m) => console.error(m) });
+    try {
+      const manager = new PostgresRequestManager(db.pool, {
+        schema: db.schema,
+        ...settings.daemonConfig,
+        ...limitsFromRouting(upstream.routing),
+        upstreamRouter: createUpstreamRouter(upstream.routing),
+      });
+      const daemon = await manager.run();
+      console.log(
+        `fusillade daemon ${daemon.id} running (database: ${db.describe}; upstream ${upstream.url ?? 'per model'})`,
+      );
+      const ended = await Promise.race([shutdown.signal, daemon.done.then(() => 'done' as const)]);
+      if (ended === 'done') {
+        console.error('fusillade daemon: stopped unexpectedly');
+        return 1;
+      }
+      console.error(`fusillade daemon: ${ended}, handing in-flight requests back`);
+      await daemon.stop();
+      return 0;
+    } finally {
+      await db.close();
+    }
+  } finally {
+    shutdown.dispose();
+    await upstream.close();
+  }
+}

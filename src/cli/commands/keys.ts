@@ -1,0 +1,67 @@
+import { createApiKey, listApiKeys, revokeApiKey } from '../../store/api-keys.js';
+import { qualify } from '../../store/schema.js';
+import { openDatabase } from '../database.js';
+import type { CommandContext } from '../main.js';
+
+/** Prints the new key as the last line, so scripts can take it with `tail -1`. */
+export async function keysCreate({ settings, flags }: CommandContext): Promise<number> {
+  const db = await openDatabase(settings, { poolSize: 2, log: (m) => console.error(m) });
+  try {
+    const created = await createApiKey(db.pool, qualify(db.schema), {
+      owner: String(flags.owner),
+      name: typeof flags.name === 'string' ? flags.name : null,
+    });
+    console.log(`created API key ${created.id} for owner "${created.owner}" (shown once; keep it safe):`);
+    console.log(created.key);
+    return 0;
+  } finally {
+    await db.close();
+  }
+}
+
+export async function keysList({ settings, flags }: CommandContext): Promise<number> {
+  const db = await openDatabase(settings, { poolSize: 2, log: (m) => console.error(m) });
+  try {
+    const keys = await listApiKeys(db.pool, qualify(db.schema), {
+      ...(typeof flags.owner === 'string' ? { owner: flags.owner } : {}),
+    });
+    if (keys.length === 0) {
+      console.log('no API keys (create one with `fusillade keys create --owner NAME`)');
+      return 0;
+    }
+    const rows = keys.map((k) => [
+      k.id,
+      `${k.prefix}…`,
+      k.owner,
+      k.name ?? '',
+      k.createdAt.toISOString(),
+      k.lastUsedAt?.toISOString() ?? 'never',
+    ]);
+    printTable(['ID', 'KEY', 'OWNER', 'NAME', 'CREATED', 'LAST USED'], rows);
+    return 0;
+  } finally {
+    await db.close();
+  }
+}
+
+export async function keysRevoke({ settings }: CommandContext, id: string): Promise<number> {
+  const db = await openDatabase(settings, { poolSize: 2, log: (m) => console.error(m) });
+  try {
+    const key = await revokeApiKey(db.pool, qualify(db.schema), id);
+    console.log(`revoked API key ${key.id} (${key.prefix}…) of owner "${key.owner}"`);
+    return 0;
+  } finally {
+    await db.close();
+  }
+}
+
+export function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const fmt = (r: string[]) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
+  console.log(fmt(header));
+  for (const r of rows) console.log(fmt(r));
+}

@@ -1,0 +1,18 @@
+import { migrate } from '../../store/migrate.js';
+import { openDatabase } from '../database.js';
+import type { CommandContext } from '../main.js';
+
+export async function migrateCommand({ settings }: CommandContext): Promise<number> {
+  const db = await openDatabase(settings, { migrate: false, poolSize: 2, log: (m) => console.error(m) });
+  try {
+    const applied = await migrate(db.pool, { schema: db.schema });
+    console.log(
+      applied.length > 0
+        ? `applied migrations ${applied.join(', ')} to schema "${db.schema}" (${db.describe})`
+        : `schema "${db.schema}" is up to date (${db.describe})`,
+    );
+    return 0;
+  } finally {
+    await db.close();
+  }
+}

@@ -1,0 +1,196 @@
+import { createHash } from 'node:crypto';
+import { basename } from 'node:path';
+import { UsageError } from '../../config/usage-error.js';
+import { BatchInputParser } from '../../domain/batch-input.js';
+import { ConflictError, ValidationError } from '../../domain/errors.js';
+import type { BatchStatus } from '../../domain/types.js';
+import { createUpstreamRouter, limitsFromRouting } from '../../server/upstream-routing.js';
+import { findBatchIdByIdempotencyKey } from '../../store/find-batch-by-key.js';
+import { PostgresRequestManager } from '../../store/request-manager.js';
+import { openDatabase } from '../database.js';
+import type { CommandContext } from '../main.js';
+import { ProgressDisplay } from '../progress.js';
+import { describeFsError, type InputFile, inputTemplates, inspectInput } from '../run/input.js';
+import { writeBatchFile } from '../run/write-results.js';
+import { exitStatusFor, shutdownSignal } from '../signals.js';
+import { checkUpstreamReachable, resolveUpstream } from '../upstream.js';
+
+/** Owner of the files and batches `run` stores (the server's API keys never see them). */
+export const RUN_OWNER = 'cli';
+const POLL_MS = { tty: 200, plain: 1000 };
+
+/**
+ * `fusillade run INPUT -o OUTPUT`: the whole job in one process. The batch is named by the input's
+ * content and upstream, so running the same command again resumes it: completed requests are kept,
+ * requests a killed run left in flight are reclaimed by the daemon, failed ones are retried.
+ */
+export async function runCommand({ settings, flags }: CommandContext, inputPath: string): Promise<number> {
+  const output = String(flags.output);
+  const errorsPath = typeof flags.errors === 'string' ? flags.errors : undefined;
+  if (settings.upstream === undefined && !settings.routing.models) {
+    throw new UsageError('--upstream is required: a base URL (e.g. https://api.openai.com) or "mock"');
+  }
+  const input = await inspectInput(inputPath);
+  const shutdown = shutdownSignal();
+  const upstream = await resolveUpstream(settings);
+  const cleanup: (() => Promise<void>)[] = [() => upstream.close()];
+  try {
+    if (upstream.url) await checkUpstreamReachable(upstream.url);
+    const db = await openDatabase(settings, { log: (m) => console.error(m) });
+    cleanup.unshift(() => db.close());
+    const manager = new PostgresRequestManager(db.pool, {
+      schema: db.schema,
+      ...settings.daemonConfig,
+      ...limitsFromRouting(upstream.routing),
+      upstreamRouter: createUpstreamRouter(upstream.routing),
+    });
+    const key = runKey(input, upstream.identity);
+    const batchId = await findOrCreateBatch(manager, input, key, upstream.url ?? 'http://127.0.0.1', flags);
+    let status = await manager.getBatchStatus(batchId);
+    if (status.finishedAt !== null && status.failedRequests > 0) {
+      const n = await manager.retryFailedRequests(batchId);
+      console.error(`retrying ${n} failed request${n === 1 ? '' : 's'} of the previous run`);
+      status = await manager.getBatchStatus(batchId);
+    } else if (status.completedRequests > 0 && status.finishedAt === null) {
+      console.error(`resuming: ${status.completedRequests} of ${status.totalRequests} requests already done`);
+    }
+
+    const daemon = status.finishedAt === null ? await manager.run() : undefined;
+    if (daemon) cleanup.unshift(() => daemon.stop());
+    const progress = new ProgressDisplay(process.stdout);
+    const outcome = await watch(manager, batchId, progress, shutdown.signal, daemon?.done);
+    if (outcome.signal) {
+      progress.interrupt();
+      const s = outcome.status;
+      console.error(
+        `fusillade: interrupted (${outcome.signal}) with ${s.completedRequests + s.failedRequests} of ${s.totalRequests} done; ` +
+          'run the same command again to resume',
+      );
+      return exitStatusFor(outcome.signal);
+    }
+    status = outcome.status;
+    progress.finish(toCounts(status));
+    await daemon?.stop();
+
+    const errorFile = errorsPath ?? `${output.replace(/\.jsonl$/, '')}.errors.jsonl`;
+    const unsuccessful = status.failedRequests + status.canceledRequests;
+    try {
+      await writeBatchFile(db.pool, manager.schema, batchId, 'batch_output', output);
+      if (errorsPath !== undefined || unsuccessful > 0) {
+        await writeBatchFile(db.pool, manager.schema, batchId, 'batch_error', errorFile);
+      }
+    } catch (err) {
+      throw new UsageError(`cannot write results: ${describeFsError(err)}`, 1);
+    }
+    console.log(
+      `${status.status}: ${status.completedRequests} succeeded, ${status.failedRequests} failed` +
+        (status.canceledRequests > 0 ? `, ${status.canceledRequests} canceled` : '') +
+        ` → ${output}` +
+        (errorsPath !== undefined || unsuccessful > 0 ? `, errors → ${errorFile}` : ''),
+    );
+    return unsuccessful === 0 && status.completedRequests === status.totalRequests ? 0 : 1;
+  } finally {
+    shutdown.dispose();
+    for (const step of cleanup) await step().catch(() => {});
+  }
+}
+
+/** Content hash of the input + the upstream: the same command on the same file names the same run. */
+function runKey(input: InputFile, upstreamIdentity: string): string {
+  const upstream = createHash('sha256').update(upstreamIdentity).digest('hex').slice(0, 16);
+  return `run:${input.sha256}:${upstream}`;
+}
+
+async function findOrCreateBatch(
+  manager: PostgresRequestManager,
+  input: InputFile,
+  key: string,
+  endpoint: string,
+  flags: CommandContext['flags'],
+): Promise<string> {
+  const existing = await findBatchIdByIdempotencyKey(manager.pool, manager.schema, RUN_OWNER, key);
+  if (existing) return existing;
+  let fileId: string;
+  const parser = new BatchInputParser({
+    maxLines: Number.MAX_SAFE_INTEGER,
+    maxBytes: Number.MAX_SAFE_INTEGER,
+  });
+  try {
+    fileId = await manager.createFileStream(
+      basename(input.path),
+      `fusillade run ${input.path}`,
+      inputTemplates(input, endpoint, parser),
+      {
+        owner: RUN_OWNER,
+        sizeBytes: input.bytes,
+      },
+    );
+  } catch (err) {
+    if (err instanceof ValidationError) throw new UsageError(`${input.path}: ${err.message}`);
+    throw err;
+  }
+  try {
+    return await manager.createBatch(fileId, {
+      owner: RUN_OWNER,
+      idempotencyKey: key,
+      endpoint: parser.url ?? '',
+      completionWindow: String(flags.completionWindow ?? '24h'),
+      metadata: { source: 'fusillade run', input: basename(input.path).slice(0, 500) },
+    });
+  } catch (err) {
+    // The same run started concurrently elsewhere: use its batch, drop our copy of the file.
+    if (err instanceof ConflictError) {
+      await manager.deleteFile(fileId).catch(() => {});
+      const winner = await findBatchIdByIdempotencyKey(manager.pool, manager.schema, RUN_OWNER, key);
+      if (winner) return winner;
+    }
+    if (err instanceof ValidationError) throw new UsageError(`${input.path}: ${err.message}`);
+    throw err;
+  }
+}
+
+interface Outcome {
+  status: BatchStatus;
+  signal?: NodeJS.Signals;
+}
+
+/** Polls the batch's counts for the display until it ends, a signal arrives, or the daemon dies. */
+async function watch(
+  manager: PostgresRequestManager,
+  batchId: string,
+  progress: ProgressDisplay,
+  signal: Promise<NodeJS.Signals>,
+  daemonDone: Promise<void> | undefined,
+): Promise<Outcome> {
+  const interval = process.stdout.isTTY ? POLL_MS.tty : POLL_MS.plain;
+  let received: NodeJS.Signals | undefined;
+  let daemonEnded = false;
+  void signal.then((s) => {
+    received = s;
+  });
+  void daemonDone?.then(
+    () => {
+      daemonEnded = true;
+    },
+    () => {
+      daemonEnded = true;
+    },
+  );
+  for (;;) {
+    const status = await manager.getBatchStatus(batchId);
+    if (received) return { status, signal: received };
+    if (status.finishedAt !== null) return { status };
+    if (daemonEnded) throw new Error('the daemon stopped unexpectedly; run the same command again to resume');
+    progress.update(toCounts(status));
+    await Promise.race([new Promise((r) => setTimeout(r, interval)), signal]);
+  }
+}
+
+function toCounts(s: BatchStatus) {
+  return {
+    total: s.totalRequests,
+    completed: s.completedRequests,
+    failed: s.failedRequests,
+    canceled: s.canceledRequests,
+  };
+}

@@ -1,0 +1,71 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { UsageError } from '../../config/usage-error.js';
+import { BatchInputParser } from '../../domain/batch-input.js';
+import type { TemplateItem } from '../../store/files.js';
+
+/** What `run` needs to know about its input before storing it. */
+export interface InputFile {
+  path: string;
+  bytes: number;
+  /** SHA-256 of the content: with the upstream, it names the run (re-runs resume). */
+  sha256: string;
+}
+
+/** Checks the file is readable and hashes it (one streaming pass, no buffering). */
+export async function inspectInput(path: string): Promise<InputFile> {
+  let bytes: number;
+  try {
+    const s = await stat(path);
+    if (!s.isFile()) throw new UsageError(`input ${path} is not a file`);
+    bytes = s.size;
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw new UsageError(`cannot read input ${path}: ${describeFsError(err)}`);
+  }
+  const hash = createHash('sha256');
+  try {
+    for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  } catch (err) {
+    throw new UsageError(`cannot read input ${path}: ${describeFsError(err)}`);
+  }
+  return { path, bytes, sha256: hash.digest('hex') };
+}
+
+/**
+ * The file's lines as templates for `createFileStream`, validated as OpenAI batch lines (the first
+ * bad line throws a ValidationError naming it, and nothing is stored). `endpoint` is the upstream
+ * base URL recorded in the templates; the daemon's router decides the actual upstream at dispatch.
+ */
+export async function* inputTemplates(
+  input: InputFile,
+  endpoint: string,
+  parser: BatchInputParser = new BatchInputParser({
+    maxLines: Number.MAX_SAFE_INTEGER,
+    maxBytes: Number.MAX_SAFE_INTEGER,
+  }),
+): AsyncGenerator<TemplateItem> {
+  const toTemplate = (l: ReturnType<BatchInputParser['push']>[number]): TemplateItem => ({
+    endpoint,
+    method: l.method,
+    path: l.url,
+    body: l.body,
+    model: l.model,
+    apiKey: '', // keys stay in memory (the router), never in rows
+    customId: l.customId,
+    lineNumber: l.line,
+  });
+  for await (const chunk of createReadStream(input.path, { highWaterMark: 1 << 20 })) {
+    for (const line of parser.push(chunk as Buffer)) yield toTemplate(line);
+  }
+  for (const line of parser.end()) yield toTemplate(line);
+}
+
+export function describeFsError(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOENT') return 'no such file';
+  if (code === 'EACCES') return 'permission denied';
+  if (code === 'EISDIR') return 'is a directory';
+  return (err as Error)?.message ?? String(err);
+}

@@ -1,0 +1,40 @@
+import { createWriteStream } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import type pg from 'pg';
+import type { FileInfo } from '../../domain/types.js';
+import { openFileContent } from '../../store/output-files.js';
+
+/**
+ * Writes a batch's output or error file (OpenAI's JSONL line formats), streamed from the requests
+ * table by the same code the server uses for its file downloads. Written to a temporary name and
+ * renamed, so a reader never sees half a file.
+ */
+export async function writeBatchFile(
+  pool: pg.Pool,
+  quotedSchema: string,
+  batchId: string,
+  purpose: 'batch_output' | 'batch_error',
+  path: string,
+): Promise<void> {
+  const file: FileInfo = {
+    id: batchId,
+    name: path,
+    description: null,
+    purpose,
+    sizeBytes: 0,
+    templateCount: 0,
+    owner: null,
+    sourceBatchId: batchId,
+    expiresAt: null,
+    createdAt: new Date(),
+  };
+  const tmp = `${path}.partial-${process.pid}`;
+  try {
+    await pipeline(await openFileContent(pool, quotedSchema, file), createWriteStream(tmp));
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}

@@ -1,0 +1,40 @@
+import type { Settings } from '../config/settings.js';
+import { UsageError } from '../config/usage-error.js';
+import { startMockUpstream } from '../mock-upstream/server.js';
+import type { RoutingConfig } from '../server/upstream-routing.js';
+
+export interface ResolvedUpstream {
+  routing: RoutingConfig;
+  /** The default upstream's base URL (the mock's, with --upstream mock), for templates and messages. */
+  url: string | undefined;
+  /** Stable name of the upstream for run's resume key: "mock" rather than the mock's random port. */
+  identity: string;
+  close(): Promise<void>;
+}
+
+/** Starts the in-process mock for `--upstream mock`; otherwise passes the routing through. */
+export async function resolveUpstream(settings: Settings): Promise<ResolvedUpstream> {
+  if (settings.upstream === 'mock') {
+    const mock = await startMockUpstream({ port: 0, host: '127.0.0.1', record: false, recordBodies: false });
+    return {
+      routing: { ...settings.routing, upstream: mock.url },
+      url: mock.url,
+      identity: 'mock',
+      close: () => mock.close(),
+    };
+  }
+  const url = settings.routing.upstream;
+  return { routing: settings.routing, url, identity: url ?? 'per-model', close: async () => {} };
+}
+
+/** Any HTTP answer (even 404) proves the upstream is reachable; a connection error does not. */
+export async function checkUpstreamReachable(url: string): Promise<void> {
+  try {
+    const res = await fetch(url, { method: 'HEAD', signal: AbortSignal.timeout(10_000) });
+    await res.body?.cancel().catch(() => {});
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    const why = cause?.code ?? cause?.message ?? (err as Error).message;
+    throw new UsageError(`cannot reach the upstream ${url}: ${why}`, 1);
+  }
+}
