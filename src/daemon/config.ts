@@ -1,3 +1,8 @@
+import type { Registry } from 'prom-client';
+import type { Limiter } from './limiter.js';
+import type { Logger } from './logger.js';
+import type { UpstreamClient } from './upstream-client.js';
+
 /**
  * The daemon's configuration. Every field has a default (DEFAULT_DAEMON_CONFIG); callers pass a
  * partial object to `new PostgresRequestManager(pool, config)`.
@@ -17,6 +22,12 @@
  * | leaseMs                   | requestTimeoutMs + 60000 | a claimed/processing row whose lease ran out is reclaimed |
  * | shutdownGraceMs           | 30000     | stop(): how long in-flight requests may finish before being handed back |
  * | maxDbWriters              | 4         | concurrent database writes, apart from HTTP concurrency |
+ * | dbTimeoutMs               | 15000     | deadline of every daemon query/transaction (a dropped connection must not hang it) |
+ * | handleSignals             | false     | stop() on SIGTERM / SIGINT (the CLI turns it on; a library should not by default) |
+ * | metricsRegistry           | private   | prom-client Registry for the daemon's metrics (never the global default) |
+ * | logger                    | stderr JSON, info+ | structured log sink; entries never contain API keys |
+ * | upstreamClient            | undici Agent | sends one HTTP attempt (src/daemon/upstream-client.ts) |
+ * | limiter                   | claimBatchSize per claim | a daemon's appetite per model below the global limit (src/daemon/limiter.ts) |
  */
 export interface DaemonConfig {
   modelConcurrencyLimits: Record<string, number>;
@@ -33,6 +44,12 @@ export interface DaemonConfig {
   leaseMs?: number;
   shutdownGraceMs: number;
   maxDbWriters: number;
+  dbTimeoutMs: number;
+  handleSignals: boolean;
+  metricsRegistry?: Registry;
+  logger?: Logger;
+  upstreamClient?: UpstreamClient;
+  limiter?: Limiter;
   /**
    * Routes a request to its upstream at dispatch time. When it returns an endpoint or apiKey, they
    * replace the template's (the API server stores no upstream keys; it routes by model here).
@@ -67,6 +84,8 @@ export const DEFAULT_DAEMON_CONFIG: DaemonConfig = {
   deadDaemonAfterMs: 30_000,
   shutdownGraceMs: 30_000,
   maxDbWriters: 4,
+  dbTimeoutMs: 15_000,
+  handleSignals: false,
 };
 
 export function resolveDaemonConfig(partial: Partial<DaemonConfig> = {}): DaemonConfig {

@@ -139,6 +139,32 @@ export class PostgresRequestManager {
     return batches.finalizeBatch(this.pool, this.schema, batchId);
   }
 
+  /**
+   * Sets a model's in-flight limit for every daemon on this database (the model_limits row that
+   * each claim locks and counts against); takes effect at the daemons' next claim.
+   */
+  async setModelConcurrency(model: string, concurrency: number): Promise<void> {
+    if (typeof model !== 'string' || model === '') {
+      throw new ValidationError([
+        { code: 'invalid_model', param: 'model', message: 'model must be a non-empty string' },
+      ]);
+    }
+    if (!Number.isInteger(concurrency) || concurrency < 0 || concurrency > 1_000_000) {
+      throw new ValidationError([
+        {
+          code: 'invalid_concurrency',
+          param: 'concurrency',
+          message: 'concurrency must be an integer from 0 to 1000000',
+        },
+      ]);
+    }
+    await this.pool.query(
+      `INSERT INTO ${this.schema}.model_limits (model, concurrency) VALUES ($1, $2)
+       ON CONFLICT (model) DO UPDATE SET concurrency = EXCLUDED.concurrency, updated_at = now()`,
+      [model, concurrency],
+    );
+  }
+
   /** Starts a daemon that claims and sends this database's requests. */
   async run(overrides: Partial<DaemonConfig> = {}): Promise<DaemonHandle> {
     const { startDaemon } = await import('../daemon/daemon.js');

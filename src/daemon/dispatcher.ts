@@ -1,0 +1,213 @@
+import type { BackoffPolicy } from '../domain/retry.js';
+import type { UpstreamRouter } from './config.js';
+import type { Limiter } from './limiter.js';
+import type { DaemonLog } from './logger.js';
+import type { DaemonMetrics } from './metrics.js';
+import { type AbortReason, type ResultWrite, settleAttempt } from './settle.js';
+import { splitBaseUrl, type UpstreamClient } from './upstream-client.js';
+
+/** A row as the claim returns it. */
+export interface ClaimedRow {
+  id: string;
+  batch_id: string;
+  model: string;
+  attempt: number;
+  expires_at: Date;
+  custom_id: string | null;
+  endpoint: string;
+  method: string;
+  path: string;
+  body: string;
+  api_key: string;
+}
+
+interface InFlight {
+  row: ClaimedRow;
+  controller: AbortController;
+  timer: NodeJS.Timeout;
+  startedAt: number;
+  aborted: AbortReason | null;
+}
+
+export interface DispatcherOptions {
+  daemonId: string;
+  upstream: UpstreamClient;
+  router: UpstreamRouter | undefined;
+  limiter: Limiter;
+  policy: BackoffPolicy;
+  requestTimeoutMs: number;
+  metrics: DaemonMetrics;
+  log: DaemonLog;
+  /** Receives every attempt's row write. */
+  onResult(write: ResultWrite): void;
+}
+
+/**
+ * Sends claimed rows upstream and turns each attempt into a row write. Holds the in-flight set, so
+ * it can abort a batch's requests (cancel, deadline) or everything (shutdown).
+ */
+export class Dispatcher {
+  private readonly inFlight = new Map<string, InFlight>();
+  private readonly byModel = new Map<string, number>();
+  private readonly byBatch = new Map<string, { count: number; expiresAt: number }>();
+  private readonly bases = new Map<string, { origin: string; prefix: string } | null>();
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(private readonly o: DispatcherOptions) {}
+
+  get size(): number {
+    return this.inFlight.size;
+  }
+
+  modelInFlight(model: string): number {
+    return this.byModel.get(model) ?? 0;
+  }
+
+  batchInFlight(batchId: string): number {
+    return this.byBatch.get(batchId)?.count ?? 0;
+  }
+
+  batchIds(): string[] {
+    return [...this.byBatch.keys()];
+  }
+
+  ids(): string[] {
+    return [...this.inFlight.keys()];
+  }
+
+  /** Resolves when nothing is in flight. */
+  idle(): Promise<void> {
+    if (this.inFlight.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private base(url: string): { origin: string; prefix: string } | null {
+    let b = this.bases.get(url);
+    if (b === undefined) {
+      try {
+        b = splitBaseUrl(url);
+      } catch {
+        b = null;
+      }
+      this.bases.set(url, b);
+    }
+    return b;
+  }
+
+  dispatch(row: ClaimedRow): void {
+    const route = this.o.router?.route(row.model);
+    const endpoint = route?.endpoint ?? row.endpoint;
+    const apiKey = route?.apiKey ?? row.api_key;
+    const base = this.base(endpoint);
+    const controller = new AbortController();
+    const entry: InFlight = {
+      row,
+      controller,
+      startedAt: Date.now(),
+      aborted: null,
+      timer: setTimeout(() => this.abortEntry(entry, 'timeout'), this.o.requestTimeoutMs),
+    };
+    this.inFlight.set(row.id, entry);
+    this.byModel.set(row.model, (this.byModel.get(row.model) ?? 0) + 1);
+    const batch = this.byBatch.get(row.batch_id);
+    if (batch) batch.count++;
+    else this.byBatch.set(row.batch_id, { count: 1, expiresAt: row.expires_at.getTime() });
+    this.o.metrics.inFlight.inc({ daemon: this.o.daemonId, model: row.model });
+    this.o.metrics.dispatched.inc({ model: row.model });
+
+    if (base === null) {
+      queueMicrotask(() =>
+        this.finish(entry, {
+          kind: 'error',
+          code: 'invalid_endpoint',
+          message: `the upstream endpoint is not a valid URL`,
+        }),
+      );
+      return;
+    }
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'x-fusillade-request-id': row.id,
+    };
+    if (row.custom_id !== null) headers['x-fusillade-custom-id'] = row.custom_id;
+    if (apiKey) headers.authorization = `Bearer ${apiKey}`;
+    this.o.upstream
+      .send(
+        { origin: base.origin, path: base.prefix + row.path, method: row.method, headers, body: row.body },
+        controller.signal,
+      )
+      .then(
+        (outcome) => this.finish(entry, outcome),
+        (err: unknown) =>
+          this.finish(entry, { kind: 'error', code: 'connection_error', message: String(err) }),
+      );
+  }
+
+  private abortEntry(entry: InFlight, reason: AbortReason): void {
+    if (entry.aborted !== null || !this.inFlight.has(entry.row.id)) return;
+    entry.aborted = reason;
+    entry.controller.abort();
+  }
+
+  /** Aborts the in-flight requests of these batches; returns how many. */
+  abortBatches(batchIds: Iterable<string>, reason: 'cancelled' | 'expired'): number {
+    const set = new Set(batchIds);
+    let n = 0;
+    for (const entry of this.inFlight.values()) {
+      if (set.has(entry.row.batch_id) && entry.aborted === null) {
+        this.abortEntry(entry, reason);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** Aborts requests of batches whose deadline has passed. */
+  abortExpired(now: number = Date.now()): number {
+    const expired = [...this.byBatch].filter(([, b]) => b.expiresAt <= now).map(([id]) => id);
+    return expired.length > 0 ? this.abortBatches(expired, 'expired') : 0;
+  }
+
+  abortAll(reason: 'shutdown'): void {
+    for (const entry of this.inFlight.values()) this.abortEntry(entry, reason);
+  }
+
+  private finish(entry: InFlight, outcome: import('../domain/retry.js').AttemptOutcome): void {
+    const { row } = entry;
+    if (this.inFlight.get(row.id) !== entry) return;
+    clearTimeout(entry.timer);
+    this.inFlight.delete(row.id);
+    const m = (this.byModel.get(row.model) ?? 1) - 1;
+    if (m === 0) this.byModel.delete(row.model);
+    else this.byModel.set(row.model, m);
+    const batch = this.byBatch.get(row.batch_id);
+    if (batch && --batch.count === 0) this.byBatch.delete(row.batch_id);
+    this.o.metrics.inFlight.dec({ daemon: this.o.daemonId, model: row.model });
+
+    const latencyMs = Date.now() - entry.startedAt;
+    const write = settleAttempt(
+      {
+        id: row.id,
+        batchId: row.batch_id,
+        model: row.model,
+        attempt: row.attempt,
+        deadline: row.expires_at.getTime(),
+      },
+      outcome,
+      entry.aborted,
+      this.o.policy,
+    );
+    const throttled = outcome.kind === 'http' && (outcome.status === 429 || outcome.status === 529);
+    this.o.limiter.onOutcome(row.model, { throttled, latencyMs });
+    this.o.metrics.latency.observe({ model: row.model, outcome: write.state }, latencyMs / 1000);
+    if (write.state === 'pending' && !write.giveBack) {
+      this.o.metrics.retried.inc({ model: row.model, reason: write.reason ?? 'unknown' });
+    }
+    this.o.onResult(write);
+    if (this.inFlight.size === 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+}

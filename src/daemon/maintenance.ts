@@ -1,0 +1,148 @@
+import { cancelledBatchesSql, endableBatchesSql, queueDepthSql } from '../store/sql/batch-watch.js';
+import { finalizeBatchSql } from '../store/sql/finalize-batch.js';
+import { heartbeatSql } from '../store/sql/heartbeat.js';
+import { reclaimOrphansSql, reclaimSql } from '../store/sql/reclaim.js';
+import type { Daemon } from './daemon.js';
+import { query } from './db.js';
+import { errorFields } from './logger.js';
+
+const QUEUE_DEPTH_INTERVAL_MS = 15_000;
+
+/**
+ * A daemon's periodic work, each task on its own timer, never overlapping itself, every query with a
+ * deadline, failures logged and retried on the next tick (a database outage must not kill them).
+ */
+export class Maintenance {
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly running = new Set<Promise<void>>();
+  private readonly finalizing = new Set<string>();
+  private stopped = false;
+  private orphansPending = false;
+
+  constructor(private readonly d: Daemon) {}
+
+  start(): void {
+    const c = this.d.config;
+    this.every('heartbeat', c.heartbeatIntervalMs, () => this.heartbeat());
+    this.every('poll', c.pollIntervalMs, () => this.poll());
+    this.every(
+      'reclaim',
+      Math.max(250, Math.min(c.deadDaemonAfterMs / 3, 10_000)),
+      () => this.reclaim(),
+      true,
+    );
+    this.every('sweep', Math.max(500, c.pollIntervalMs * 2), () => this.sweep(), true);
+    this.every('queue-depth', QUEUE_DEPTH_INTERVAL_MS, () => this.queueDepth(), true);
+  }
+
+  private every(name: string, ms: number, task: () => Promise<void>, runNow = false): void {
+    const tick = () => {
+      if (this.stopped) return;
+      const run = task()
+        .catch((err) => this.d.log.warn(`${name} failed`, errorFields(err)))
+        .finally(() => {
+          this.running.delete(run);
+          if (!this.stopped) this.timers.set(name, setTimeout(tick, ms));
+        });
+      this.running.add(run);
+    };
+    this.timers.set(name, setTimeout(tick, runNow ? 0 : ms));
+  }
+
+  private q(what: string, text: string, values?: unknown[]) {
+    return query(this.d.db, this.d.config.dbTimeoutMs, what, text, values);
+  }
+
+  private async heartbeat(): Promise<void> {
+    const stats = { inFlight: this.d.dispatcher.size, stopping: this.d.isStopping };
+    await this.q('heartbeat', heartbeatSql(this.d.schema), [this.d.id, JSON.stringify(stats)]);
+  }
+
+  /** Poll fallback for missed notifications, deadlines of in-flight batches, missed cancels. */
+  private async poll(): Promise<void> {
+    this.d.poke();
+    const expired = this.d.dispatcher.abortExpired();
+    if (expired > 0) this.d.log.info('deadline passed: aborted in-flight requests', { n: expired });
+    const batches = this.d.dispatcher.batchIds();
+    if (batches.length === 0) return;
+    const { rows } = await this.q('cancel check', cancelledBatchesSql(this.d.schema), [batches]);
+    if (rows.length > 0) {
+      const n = this.d.dispatcher.abortBatches(
+        rows.map((r) => r.id as string),
+        'cancelled',
+      );
+      this.d.log.info('cancelled batches found by poll: aborted in-flight requests', { n });
+    }
+  }
+
+  private async reclaim(): Promise<void> {
+    if (this.orphansPending && !this.d.isStopping) await this.reclaimOrphans();
+    const { rows } = await this.d.writers.run(() =>
+      this.q('reclaim', reclaimSql(this.d.schema), [this.d.config.deadDaemonAfterMs]),
+    );
+    if (rows.length > 0) {
+      this.d.log.warn('reclaimed requests of dead daemons or expired leases', { n: rows.length });
+      this.d.poke();
+    }
+  }
+
+  private async reclaimOrphans(): Promise<void> {
+    this.orphansPending = false;
+    const { rows } = await this.d.writers.run(() =>
+      this.q('reclaim orphans', reclaimOrphansSql(this.d.schema), [this.d.id, this.d.heldIds()]),
+    );
+    if (rows.length > 0) {
+      this.d.log.warn('handed back rows claimed by a transaction whose outcome was unknown', {
+        n: rows.length,
+      });
+      this.d.poke();
+    }
+  }
+
+  /** After a cycle failed mid-commit, rows may be ours in the database but not in memory. */
+  reclaimOrphansSoon(): void {
+    this.orphansPending = true;
+  }
+
+  /** Finalizes batches that may have ended: expired, cancelled, or with nothing left to do. */
+  private async sweep(): Promise<void> {
+    const { rows } = await this.q('finalize sweep', endableBatchesSql(this.d.schema), [100]);
+    await Promise.all(rows.map((r) => this.finalize(r.id as string)));
+  }
+
+  private async finalize(batchId: string): Promise<void> {
+    if (this.finalizing.has(batchId)) return;
+    this.finalizing.add(batchId);
+    try {
+      const { rowCount } = await this.d.writers.run(() =>
+        this.q('finalize', finalizeBatchSql(this.d.schema), [batchId]),
+      );
+      if (rowCount) this.d.log.info('batch finished', { batchId });
+    } finally {
+      this.finalizing.delete(batchId);
+    }
+  }
+
+  finalizeSoon(batchId: string): void {
+    if (this.stopped) return;
+    const run = this.finalize(batchId)
+      .catch((err) =>
+        this.d.log.warn('finalize failed; the sweep will retry', { batchId, ...errorFields(err) }),
+      )
+      .finally(() => this.running.delete(run));
+    this.running.add(run);
+  }
+
+  private async queueDepth(): Promise<void> {
+    const { rows } = await this.q('queue depth', queueDepthSql(this.d.schema));
+    this.d.metrics.queueDepth.reset();
+    for (const r of rows) this.d.metrics.queueDepth.set({ model: r.model as string }, Number(r.n));
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+    await Promise.allSettled([...this.running]);
+  }
+}

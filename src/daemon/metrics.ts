@@ -1,0 +1,143 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/**
+ * The daemon's Prometheus metrics, registered on the registry the caller passes (the API server
+ * serves its own) or a private one, never prom-client's global default: several daemons may run in
+ * one process. Daemons sharing a registry share the metrics (get-or-create), labelled by daemon.
+ */
+export interface DaemonMetrics {
+  registry: Registry;
+  inFlight: Gauge<'daemon' | 'model'>;
+  limit: Gauge<'model'>;
+  dispatched: Counter<'model'>;
+  completed: Counter<'model'>;
+  retried: Counter<'model' | 'reason'>;
+  failed: Counter<'model' | 'reason'>;
+  staleWrites: Counter<'daemon'>;
+  latency: Histogram<'model' | 'outcome'>;
+  claimDuration: Histogram<'daemon'>;
+  queueDepth: Gauge<'model'>;
+}
+
+function getOrCreate<T>(registry: Registry, name: string, create: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? create();
+}
+
+export function createDaemonMetrics(registry: Registry = new Registry()): DaemonMetrics {
+  const registers = [registry];
+  return {
+    registry,
+    inFlight: getOrCreate(
+      registry,
+      'fusillade_requests_in_flight',
+      () =>
+        new Gauge({
+          name: 'fusillade_requests_in_flight',
+          help: 'Requests this daemon has in flight at the upstream, per model',
+          labelNames: ['daemon', 'model'],
+          registers,
+        }),
+    ),
+    limit: getOrCreate(
+      registry,
+      'fusillade_model_concurrency_limit',
+      () =>
+        new Gauge({
+          name: 'fusillade_model_concurrency_limit',
+          help: 'Global in-flight limit per model (model_limits), as last seen by a claim',
+          labelNames: ['model'],
+          registers,
+        }),
+    ),
+    dispatched: getOrCreate(
+      registry,
+      'fusillade_requests_dispatched_total',
+      () =>
+        new Counter({
+          name: 'fusillade_requests_dispatched_total',
+          help: 'HTTP attempts sent upstream',
+          labelNames: ['model'],
+          registers,
+        }),
+    ),
+    completed: getOrCreate(
+      registry,
+      'fusillade_requests_completed_total',
+      () =>
+        new Counter({
+          name: 'fusillade_requests_completed_total',
+          help: 'Requests completed with a 2xx answer',
+          labelNames: ['model'],
+          registers,
+        }),
+    ),
+    retried: getOrCreate(
+      registry,
+      'fusillade_requests_retried_total',
+      () =>
+        new Counter({
+          name: 'fusillade_requests_retried_total',
+          help: 'Attempts that failed retriably and were rescheduled',
+          labelNames: ['model', 'reason'],
+          registers,
+        }),
+    ),
+    failed: getOrCreate(
+      registry,
+      'fusillade_requests_failed_total',
+      () =>
+        new Counter({
+          name: 'fusillade_requests_failed_total',
+          help: 'Requests that ended failed',
+          labelNames: ['model', 'reason'],
+          registers,
+        }),
+    ),
+    staleWrites: getOrCreate(
+      registry,
+      'fusillade_stale_writes_total',
+      () =>
+        new Counter({
+          name: 'fusillade_stale_writes_total',
+          help: 'Result writes refused because the row had moved on (reclaimed, cancelled)',
+          labelNames: ['daemon'],
+          registers,
+        }),
+    ),
+    latency: getOrCreate(
+      registry,
+      'fusillade_upstream_latency_seconds',
+      () =>
+        new Histogram({
+          name: 'fusillade_upstream_latency_seconds',
+          help: 'Duration of one HTTP attempt',
+          labelNames: ['model', 'outcome'],
+          buckets: [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
+          registers,
+        }),
+    ),
+    claimDuration: getOrCreate(
+      registry,
+      'fusillade_claim_duration_seconds',
+      () =>
+        new Histogram({
+          name: 'fusillade_claim_duration_seconds',
+          help: 'Duration of one claim transaction (lock limits, write results, claim)',
+          labelNames: ['daemon'],
+          buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5],
+          registers,
+        }),
+    ),
+    queueDepth: getOrCreate(
+      registry,
+      'fusillade_queue_depth',
+      () =>
+        new Gauge({
+          name: 'fusillade_queue_depth',
+          help: 'Pending requests in live batches, per model (sampled periodically)',
+          labelNames: ['model'],
+          registers,
+        }),
+    ),
+  };
+}

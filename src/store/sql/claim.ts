@@ -1,0 +1,103 @@
+/**
+ * The claim (REFERENCE §4 lessons 2, 3, 4, 13), run by the daemon in one transaction:
+ *
+ *   1. lockModelsSql: lock the model_limits rows of every model with live work, ORDER BY model so two
+ *      daemons never deadlock. A daemon holding a model's row is the only one claiming for it.
+ *   2. claimSql (a new statement, so a fresh READ COMMITTED snapshot that sees every claim committed
+ *      before the lock was granted): per model, free = concurrency − rows in flight (counted through
+ *      requests_inflight_idx), cap = least(free, the daemon's want); then ONE statement over all
+ *      models walks live batches earliest deadline first (batches_live_idx, batch_models) and takes
+ *      each batch's oldest pending lines (requests_pending_idx) with FOR UPDATE SKIP LOCKED.
+ *
+ * Rows go straight to 'processing' with started_at set: the claim's commit is the durable mark that
+ * the request may be on the wire, so a crash after it is recovered by reclaim, and no second round
+ * trip sits between claim and send. 'claimed' stays meaningful for rows a daemon takes ahead of
+ * sending (a future RPM/TPM limiter holding rows); reclaim, cancel and hand-back treat both alike.
+ * `attempt` counts sends and is part of every later write's guard.
+ *
+ * Cost is bounded by (live batches of the model + cap) per model, not by the backlog: the LATERAL
+ * per batch stops at cap rows, the outer LIMIT stops the batch walk.
+ *
+ * Alternatives measured (bench/claim-latency.ts, 1,000,000 pending over 50 models and 500 batches):
+ * one query per model (lesson 3: 6.7 s at 68 models in production) and a global ORDER BY over the
+ * requests (sorts the backlog) were rejected; numbers for this statement are in BENCHMARKS.md.
+ */
+
+/** Live = claimable: not ended, not cancelling, not deleted, deadline ahead. */
+const LIVE = `b.finished_at IS NULL AND b.cancelling_at IS NULL AND b.deleted_at IS NULL AND b.failed_at IS NULL
+  AND b.expires_at > now()`;
+
+/** Locks the limit rows of the models that have live work; returns their concurrency. No parameters. */
+export function lockModelsSql(s: string): string {
+  return `
+SELECT ml.model, ml.concurrency
+  FROM ${s}.model_limits ml
+ WHERE ml.model IN (SELECT bm.model FROM ${s}.batches b JOIN ${s}.batch_models bm ON bm.batch_id = b.id
+                     WHERE ${LIVE})
+ ORDER BY ml.model
+   FOR UPDATE OF ml`;
+}
+
+/**
+ * $1 text[] models, $2 int[] wants (parallel), $3 uuid daemon id, $4 lease in ms.
+ * Returns the claimed rows with everything needed to send them.
+ */
+export function claimSql(s: string): string {
+  return `
+WITH want AS (
+  SELECT w.model,
+         least(w.want, ml.concurrency - (SELECT count(*) FROM ${s}.requests f
+                                          WHERE f.model = w.model AND f.state IN ('claimed', 'processing')))::int AS cap
+    FROM unnest($1::text[], $2::int[]) AS w(model, want)
+    JOIN ${s}.model_limits ml ON ml.model = w.model
+),
+picked AS (
+  SELECT p.id, p.expires_at
+    FROM want w
+    CROSS JOIN LATERAL (
+      SELECT r.id, lb.expires_at
+        FROM (SELECT b.id, b.expires_at
+                FROM ${s}.batches b JOIN ${s}.batch_models bm ON bm.batch_id = b.id AND bm.model = w.model
+               WHERE ${LIVE}
+               ORDER BY b.expires_at, b.created_at, b.id) lb
+        CROSS JOIN LATERAL (
+          SELECT r.id FROM ${s}.requests r
+           WHERE r.batch_id = lb.id AND r.model = w.model AND r.state = 'pending'
+             AND (r.not_before IS NULL OR r.not_before <= now())
+           ORDER BY r.line_number
+           LIMIT greatest(w.cap, 0)
+             FOR UPDATE OF r SKIP LOCKED) r
+       LIMIT greatest(w.cap, 0)) p
+   WHERE w.cap > 0
+)
+UPDATE ${s}.requests r
+   SET state = 'processing', daemon_id = $3, claimed_at = now(), started_at = now(),
+       lease_expires_at = now() + $4 * interval '1 millisecond', attempt = r.attempt + 1, not_before = NULL
+  FROM picked p, ${s}.request_templates t
+ WHERE r.id = p.id AND t.id = r.template_id
+RETURNING r.id, r.batch_id, r.model, r.attempt, p.expires_at, t.custom_id, t.endpoint, t.method, t.path,
+          t.body, t.api_key`;
+}
+
+/**
+ * Inserts limit rows for models with live work that have none yet (default concurrency, or the
+ * configured one). $1 jsonb {model: n} configured limits, $2 int default.
+ */
+export function seedModelLimitsSql(s: string): string {
+  return `
+INSERT INTO ${s}.model_limits (model, concurrency)
+SELECT DISTINCT bm.model, coalesce(($1::jsonb ->> bm.model)::int, $2)
+  FROM ${s}.batches b JOIN ${s}.batch_models bm ON bm.batch_id = b.id
+ WHERE ${LIVE}
+   AND NOT EXISTS (SELECT 1 FROM ${s}.model_limits ml WHERE ml.model = bm.model)
+ON CONFLICT (model) DO NOTHING`;
+}
+
+/** Writes the configured limits at daemon start (configuration is the latest word). $1 text[], $2 int[]. */
+export function configureModelLimitsSql(s: string): string {
+  return `
+INSERT INTO ${s}.model_limits (model, concurrency)
+SELECT * FROM unnest($1::text[], $2::int[])
+ON CONFLICT (model) DO UPDATE SET concurrency = EXCLUDED.concurrency, updated_at = now()
+ WHERE ${s}.model_limits.concurrency <> EXCLUDED.concurrency`;
+}

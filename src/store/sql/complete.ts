@@ -1,0 +1,38 @@
+/**
+ * Writes the outcomes of many attempts in one statement (REFERENCE §4 lessons 1, 7, 10): one
+ * UPDATE … FROM unnest(…) per flush, each row guarded on state = 'processing', its daemon and its
+ * attempt, so a stale daemon (paused, declared dead, its rows reclaimed and sent again by another)
+ * cannot overwrite anything. RETURNING tells which writes applied; the rest were stale.
+ *
+ * New states: 'completed' | 'failed' | 'canceled' (terminal, completed_at set) or 'pending' (a retry
+ * at not_before, or a hand-back). Pending rows keep the last attempt's status/body/error as the
+ * request's last error, so a retriable failure is visible without the row reading as failed.
+ *
+ * Alternatives: one UPDATE per request costs a round trip each (≈1.9k/s for claim + complete per
+ * worker in REFERENCE §6); a multi-row VALUES list needs per-flush SQL text and loses plan reuse.
+ */
+export function completeSql(s: string): string {
+  return `
+UPDATE ${s}.requests r SET
+  state               = u.state,
+  attempt             = CASE WHEN u.give_back THEN greatest(r.attempt - 1, 0) ELSE r.attempt END,
+  not_before          = u.not_before,
+  daemon_id           = CASE WHEN u.state = 'pending' THEN NULL ELSE r.daemon_id END,
+  claimed_at          = CASE WHEN u.state = 'pending' THEN NULL ELSE r.claimed_at END,
+  lease_expires_at    = NULL,
+  completed_at        = CASE WHEN u.state = 'pending' THEN NULL ELSE now() END,
+  response_status     = CASE WHEN u.give_back THEN r.response_status ELSE u.status END,
+  response_body       = CASE WHEN u.give_back THEN r.response_body ELSE u.body END,
+  upstream_request_id = CASE WHEN u.give_back THEN r.upstream_request_id ELSE u.upstream_id END,
+  error_code          = CASE WHEN u.give_back THEN r.error_code ELSE u.error_code END,
+  error_message       = CASE WHEN u.give_back THEN r.error_message ELSE u.error_message END,
+  input_tokens        = u.input_tokens,
+  output_tokens       = u.output_tokens,
+  total_tokens        = u.total_tokens
+FROM unnest($2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::int[], $7::text[], $8::text[],
+            $9::text[], $10::text[], $11::int[], $12::int[], $13::int[], $14::bool[])
+     AS u(id, attempt, state, not_before, status, body, upstream_id, error_code, error_message,
+          input_tokens, output_tokens, total_tokens, give_back)
+WHERE r.id = u.id AND r.state = 'processing' AND r.daemon_id = $1 AND r.attempt = u.attempt
+RETURNING r.id, r.batch_id`;
+}

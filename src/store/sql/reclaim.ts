@@ -1,0 +1,37 @@
+/**
+ * Hands back in-flight rows whose owner is gone (REFERENCE §4 lesson 2): rows of daemons whose
+ * heartbeat is older than $1 ms (or that stopped), and rows whose lease ran out. Any live daemon
+ * runs it periodically. Owner-less rows go back to pending with their attempt kept (a crash may
+ * have sent them), so they count against maxRetries; the dead daemon's late writes fail their
+ * daemon_id/attempt guard.
+ *
+ * The in-flight set is small (bounded by the limits), so both predicates read requests_inflight_idx
+ * / requests_lease_idx, never the backlog.
+ */
+export function reclaimSql(s: string): string {
+  return `
+UPDATE ${s}.requests r
+   SET state = 'pending', daemon_id = NULL, claimed_at = NULL, lease_expires_at = NULL,
+       error_code = coalesce(r.error_code, 'daemon_lost'),
+       error_message = coalesce(r.error_message, 'the daemon sending this request stopped responding')
+ WHERE r.state IN ('claimed', 'processing')
+   AND (r.lease_expires_at < now()
+        OR r.daemon_id IN (SELECT d.id FROM ${s}.daemons d
+                            WHERE d.stopped_at IS NOT NULL
+                               OR d.heartbeat_at < now() - $1 * interval '1 millisecond'))
+RETURNING r.id, r.batch_id, r.model`;
+}
+
+/**
+ * Hands back this daemon's own in-flight rows that it does not hold in memory ($1 daemon, $2 uuid[]
+ * ids it holds): after a claim whose commit outcome is unknown (the connection dropped mid-COMMIT)
+ * such rows would otherwise wait for their lease. The attempt is undone: they were never sent.
+ */
+export function reclaimOrphansSql(s: string): string {
+  return `
+UPDATE ${s}.requests r
+   SET state = 'pending', daemon_id = NULL, claimed_at = NULL, lease_expires_at = NULL,
+       attempt = greatest(r.attempt - 1, 0)
+ WHERE r.state IN ('claimed', 'processing') AND r.daemon_id = $1 AND NOT (r.id = ANY($2::uuid[]))
+RETURNING r.id`;
+}

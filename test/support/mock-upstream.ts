@@ -1,0 +1,60 @@
+import type { RequestTemplateInput } from '../../src/domain/templates.js';
+import type { MockUpstream } from '../../src/mock-upstream/server.js';
+import type { PostgresRequestManager } from '../../src/store/request-manager.js';
+
+/** `n` chat templates aimed at the mock; custom ids `${prefix}${i}`. */
+export function mockTemplates(
+  mock: MockUpstream,
+  n: number,
+  options: { model?: string; prefix?: string; path?: string; apiKey?: string } = {},
+): RequestTemplateInput[] {
+  const model = options.model ?? 'gpt-mock';
+  return Array.from({ length: n }, (_, i) => ({
+    endpoint: mock.url,
+    method: 'POST',
+    path: options.path ?? '/v1/chat/completions',
+    body: JSON.stringify({ model, messages: [{ role: 'user', content: `hello ${i}` }] }),
+    model,
+    apiKey: options.apiKey ?? 'sk-upstream-secret',
+    customId: `${options.prefix ?? 'req-'}${i}`,
+  }));
+}
+
+/** Creates a file and a batch from templates; returns the batch id. */
+export async function createBatch(
+  manager: PostgresRequestManager,
+  templates: RequestTemplateInput[],
+  options: { completionWindow?: string } = {},
+): Promise<string> {
+  const fileId = await manager.createFile('input.jsonl', null, templates);
+  return manager.createBatch(fileId, options);
+}
+
+/** Polls until `check` returns a truthy value or the timeout passes. */
+export async function waitFor<T>(
+  check: () => Promise<T> | T,
+  timeoutMs = 15_000,
+  stepMs = 20,
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
+
+/** Waits until the batch has ended (finished_at set) and returns its status. */
+export async function waitForBatchEnd(manager: PostgresRequestManager, batchId: string, timeoutMs = 15_000) {
+  return waitFor(async () => {
+    const status = await manager.getBatchStatus(batchId);
+    return status.finishedAt !== null ? status : null;
+  }, timeoutMs);
+}
+
+/** A log sink that keeps entries in memory (and lets tests assert no secret leaks). */
+export function memoryLogger() {
+  const entries: Record<string, unknown>[] = [];
+  return { entries, logger: (e: Record<string, unknown>) => void entries.push(e) };
+}
