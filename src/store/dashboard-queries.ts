@@ -114,6 +114,11 @@ export async function listBatchOverviews(
   };
 }
 
+/** Requests finished per second over the last minute by one batch. */
+export async function recentRate(pool: pg.Pool, s: string, batchId: string): Promise<number> {
+  return ((await recentRates(pool, s, [batchId])).get(batchId) ?? 0) / RATE_WINDOW_SECONDS;
+}
+
 async function recentRates(pool: pg.Pool, s: string, ids: string[]): Promise<Map<string, number>> {
   if (ids.length === 0) return new Map();
   const { rows } = await pool.query<{ batch_id: string; n: number }>(

@@ -1,0 +1,136 @@
+import { api } from '../api.js';
+import { fmtMs, fmtTime, h, prettyJson } from '../dom.js';
+
+/** A modal viewer of one request: its body, the upstream's response, or the error. */
+export async function openRequestViewer(batchId, requestId, app) {
+  const opener = document.activeElement;
+  let r;
+  try {
+    r = await api(
+      `/api/dashboard/batches/${encodeURIComponent(batchId)}/requests/${encodeURIComponent(requestId)}`,
+    );
+  } catch (err) {
+    app.toast(err.message, 'error');
+    return;
+  }
+  const tabs = [
+    ['request', 'Request', `${r.method} ${r.path}\n\n${prettyJson(r.body)}`],
+    ['response', 'Response', r.response_body === null ? null : prettyJson(r.response_body)],
+    [
+      'error',
+      'Error',
+      r.error_code || r.error_message ? `${r.error_code ?? ''}\n${r.error_message ?? ''}`.trim() : null,
+    ],
+  ];
+  const initial =
+    r.state === 'failed' || r.state === 'canceled'
+      ? r.response_body
+        ? 'response'
+        : 'error'
+      : r.response_body
+        ? 'response'
+        : 'request';
+  const tabButtons = [];
+  const panels = [];
+  const select = (id, focus = false) => {
+    for (const b of tabButtons) {
+      const on = b.dataset.tab === id;
+      b.setAttribute('aria-selected', String(on));
+      b.tabIndex = on ? 0 : -1;
+      if (on && focus) b.focus();
+    }
+    for (const p of panels) p.hidden = p.dataset.tab !== id;
+  };
+  for (const [id, label, text] of tabs) {
+    tabButtons.push(
+      h(
+        'button.tab',
+        {
+          type: 'button',
+          role: 'tab',
+          id: `tab-${id}`,
+          'aria-controls': `panel-${id}`,
+          dataset: { tab: id },
+          onclick: () => select(id),
+        },
+        label,
+        text === null ? h('span.muted', {}, ' (none)') : null,
+      ),
+    );
+    panels.push(
+      h(
+        'div.tab-panel',
+        {
+          role: 'tabpanel',
+          id: `panel-${id}`,
+          'aria-labelledby': `tab-${id}`,
+          dataset: { tab: id },
+          tabindex: 0,
+        },
+        text === null
+          ? h('p.muted', {}, `No ${label.toLowerCase()} for this request.`)
+          : h('pre.code-block', {}, text),
+      ),
+    );
+  }
+  const tabList = h(
+    'div.tabs',
+    {
+      role: 'tablist',
+      'aria-label': 'Request details',
+      onkeydown: (e) => {
+        if (e.key !== 'ArrowRight' && e.key !== 'ArrowLeft') return;
+        const i = tabButtons.findIndex((b) => b.getAttribute('aria-selected') === 'true');
+        const j = (i + (e.key === 'ArrowRight' ? 1 : tabButtons.length - 1)) % tabButtons.length;
+        select(tabButtons[j].dataset.tab, true);
+      },
+    },
+    tabButtons,
+  );
+  const fact = (label, value) => h('div.fact', {}, h('dt', {}, label), h('dd', {}, value ?? '—'));
+  const dialog = h(
+    'dialog.viewer',
+    { 'aria-labelledby': 'viewer-title' },
+    h(
+      'div.viewer-head',
+      {},
+      h('h2', { id: 'viewer-title' }, r.custom_id ?? `Line ${r.line}`),
+      h(`span.state.state-${r.state}`, {}, r.state),
+      h(
+        'button.btn.ghost.small.close',
+        { type: 'button', 'aria-label': 'Close', onclick: () => dialog.close() },
+        '✕',
+      ),
+    ),
+    h(
+      'dl.facts',
+      {},
+      fact('Line', r.line),
+      fact('Model', r.model),
+      fact('Attempts', r.attempts),
+      fact('Status code', r.status_code),
+      fact('Latency', fmtMs(r.latency_ms)),
+      fact('Finished', fmtTime(r.completed_at)),
+      r.upstream_request_id ? fact('Upstream id', r.upstream_request_id) : null,
+    ),
+    tabList,
+    panels,
+  );
+  dialog.addEventListener('close', () => {
+    dialog.remove();
+    if (opener && document.contains(opener)) opener.focus();
+  });
+  // A click on the backdrop (outside the dialog's box) closes it, like Escape.
+  dialog.addEventListener('click', (e) => {
+    if (e.target === dialog) {
+      const box = dialog.getBoundingClientRect();
+      const inside =
+        e.clientX >= box.left && e.clientX <= box.right && e.clientY >= box.top && e.clientY <= box.bottom;
+      if (!inside) dialog.close();
+    }
+  });
+  document.body.append(dialog);
+  select(initial);
+  dialog.showModal();
+  tabButtons.find((b) => b.dataset.tab === initial)?.focus();
+}
