@@ -44,7 +44,7 @@ SELECT ml.model, ml.concurrency
  */
 export function claimSql(s: string): string {
   return `
-WITH want AS (
+WITH want AS MATERIALIZED (
   SELECT w.model,
          least(w.want, ml.concurrency - (SELECT count(*) FROM ${s}.requests f
                                           WHERE f.model = w.model AND f.state IN ('claimed', 'processing')))::int AS cap
