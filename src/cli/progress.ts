@@ -25,6 +25,7 @@ export class ProgressDisplay {
   private readonly samples: Sample[] = [];
   private lastLineAt = 0;
   private drawn = false;
+  private first: Sample | undefined;
 
   constructor(out: NodeJS.WriteStream = process.stdout, options: { lineIntervalMs?: number } = {}) {
     this.out = out;
@@ -43,9 +44,12 @@ export class ProgressDisplay {
     }
   }
 
-  /** Draws the final state and moves to a new line. */
+  /** Draws the final state, with the average rate since the first update, and moves to a new line. */
   finish(counts: ProgressCounts, now = Date.now()): void {
     this.record(counts, now);
+    if (this.first && now > this.first.at) {
+      this.samples.splice(0, this.samples.length, this.first, { at: now, done: doneOf(counts) });
+    }
     if (this.tty) this.out.write(`\r\x1b[2K${this.render(counts, now, this.out.columns ?? 80)}\n`);
     else this.out.write(`progress: ${this.render(counts, now, 0)}\n`);
     this.drawn = false;
@@ -67,6 +71,7 @@ export class ProgressDisplay {
 
   private record(counts: ProgressCounts, now: number): void {
     this.samples.push({ at: now, done: doneOf(counts) });
+    this.first ??= this.samples[0];
     while (this.samples.length > 2 && now - this.samples[0]!.at > RATE_WINDOW_MS) this.samples.shift();
   }
 

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { UsageError } from '../../config/usage-error.js';
+import { stderrLogger } from '../../daemon/logger.js';
 import { BatchInputParser } from '../../domain/batch-input.js';
 import { ConflictError, ValidationError } from '../../domain/errors.js';
 import type { BatchStatus } from '../../domain/types.js';
@@ -24,7 +25,10 @@ const POLL_MS = { tty: 200, plain: 1000 };
  * content and upstream, so running the same command again resumes it: completed requests are kept,
  * requests a killed run left in flight are reclaimed by the daemon, failed ones are retried.
  */
-export async function runCommand({ settings, flags }: CommandContext, inputPath: string): Promise<number> {
+export async function runCommand(
+  { settings, flags, verbose }: CommandContext,
+  inputPath: string,
+): Promise<number> {
   const output = String(flags.output);
   const errorsPath = typeof flags.errors === 'string' ? flags.errors : undefined;
   if (settings.upstream === undefined && !settings.routing.models) {
@@ -43,6 +47,8 @@ export async function runCommand({ settings, flags }: CommandContext, inputPath:
       ...settings.daemonConfig,
       ...limitsFromRouting(upstream.routing),
       upstreamRouter: createUpstreamRouter(upstream.routing),
+      // The progress bar tells the story; the daemon's info lines would only scroll it away.
+      logger: stderrLogger(verbose ? 'info' : 'warn'),
     });
     const key = runKey(input, upstream.identity);
     const batchId = await findOrCreateBatch(manager, input, key, upstream.url ?? 'http://127.0.0.1', flags);

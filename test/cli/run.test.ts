@@ -1,0 +1,162 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
+import { createTestDb, TEST_DATABASE_URL, type TestDb } from '../support/db.js';
+import { parseJsonl, runCli, startCli, waitFor, writeBatchInput } from './support/cli.js';
+
+let dir: string;
+let db: TestDb;
+let mock: MockUpstream;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'fusillade-cli-run-'));
+  db = await createTestDb();
+  mock = await startMockUpstream();
+});
+afterAll(async () => {
+  await mock.close();
+  await db.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+const pgArgs = () => ['--database-url', TEST_DATABASE_URL, '--schema', db.schema];
+const customIds = (lines: Record<string, unknown>[]) => lines.map((l) => String(l.custom_id)).sort();
+
+describe('fusillade run on PostgreSQL', () => {
+  it('sends every line, writes OpenAI output and error files, exits 1 when a request failed; a re-run sends only the failed one again', async () => {
+    mock.reset();
+    mock.setBehaviour((req) =>
+      req.customId === 'req-7'
+        ? { kind: 'status', status: 400, body: { error: { message: 'bad prompt' } } }
+        : { kind: 'ok' },
+    );
+    const input = join(dir, 'mixed.jsonl');
+    const output = join(dir, 'mixed.out.jsonl');
+    const errors = join(dir, 'mixed.err.jsonl');
+    await writeBatchInput(input, 30);
+    const args = [
+      'run',
+      input,
+      '-o',
+      output,
+      '--errors',
+      errors,
+      '--upstream',
+      `${mock.url}/v1`,
+      ...pgArgs(),
+    ];
+    const first = await runCli(args);
+    expect(first.stderr).not.toMatch(/\n\s+at /);
+    expect(first.code).toBe(1);
+    expect(first.stdout).toMatch(/completed: 29 succeeded, 1 failed/);
+    expect(first.stdout).toMatch(/progress: 30\/30 {2}100\.0% {2}1 failed/); // plain lines: stdout is not a TTY
+
+    const out = parseJsonl(await readFile(output, 'utf8'));
+    expect(out).toHaveLength(29);
+    expect(new Set(customIds(out)).size).toBe(29);
+    expect(out[0]).toMatchObject({ response: { status_code: 200 }, error: null });
+    expect(String(out[0]!.id)).toMatch(/^batch_req_/);
+    const err = parseJsonl(await readFile(errors, 'utf8'));
+    expect(err).toEqual([
+      expect.objectContaining({
+        custom_id: 'req-7',
+        response: expect.objectContaining({ status_code: 400, body: { error: { message: 'bad prompt' } } }),
+      }),
+    ]);
+    expect(mock.countsByCustomId.get('req-1')).toBe(1);
+
+    // Same command again: the batch is found by its content hash; only the failed request is retried.
+    mock.setBehaviour(null);
+    const second = await runCli(args);
+    expect(second.code).toBe(0);
+    expect(second.stderr).toMatch(/retrying 1 failed request/);
+    expect(parseJsonl(await readFile(output, 'utf8'))).toHaveLength(30);
+    expect(parseJsonl(await readFile(errors, 'utf8'))).toEqual([]);
+    expect(mock.countsByCustomId.get('req-7')).toBe(2);
+    for (let i = 1; i <= 30; i++) if (i !== 7) expect(mock.countsByCustomId.get(`req-${i}`)).toBe(1);
+  });
+
+  it('resumes after SIGKILL mid-run: nothing completed is sent again, nothing is lost', async () => {
+    mock.reset();
+    mock.setBehaviour(() => ({ kind: 'delay', ms: 40 }));
+    const input = join(dir, 'resume.jsonl');
+    const output = join(dir, 'resume.out.jsonl');
+    const config = join(dir, 'fast-reclaim.json');
+    await writeBatchInput(input, 300);
+    // A killed daemon's rows are reclaimed once its heartbeat is this stale.
+    await writeFile(
+      config,
+      JSON.stringify({ daemon: { heartbeatIntervalMs: 200, deadDaemonAfterMs: 1500 } }),
+    );
+    const limit = 8;
+    const args = [
+      'run',
+      input,
+      '-o',
+      output,
+      '--upstream',
+      mock.url,
+      '--default-limit',
+      String(limit),
+      '--config',
+      config,
+    ];
+    const victim = startCli([...args, ...pgArgs()]);
+    await waitFor(() => mock.received >= 100);
+    victim.kill('SIGKILL');
+    const killed = await victim.exited;
+    expect(killed.signal).toBe('SIGKILL');
+    const sentBeforeKill = new Map(mock.countsByCustomId);
+    expect(sentBeforeKill.size).toBeLessThan(300);
+    // What the killed run had durably completed, read from the database.
+    const manager = db.manager();
+    const batch = (await manager.listBatches({ owner: 'cli', limit: 1 })).data[0]!;
+    const completedAtKill = (
+      await manager.getBatchRequests(batch.id, { state: 'completed', limit: 1000 })
+    ).map((r) => r.customId!);
+    expect(completedAtKill.length).toBeGreaterThan(0);
+
+    const resumed = await runCli([...args, ...pgArgs()]);
+    expect(resumed.stderr).toMatch(/resuming: \d+ of 300 requests already done/);
+    expect(resumed.code).toBe(0);
+    const out = parseJsonl(await readFile(output, 'utf8'));
+    expect(out).toHaveLength(300);
+    expect(new Set(customIds(out)).size).toBe(300); // each request completed exactly once
+    // Nothing stored as completed was sent again ...
+    for (const id of completedAtKill) expect(mock.countsByCustomId.get(id)).toBe(1);
+    // ... and a request went out twice only if the kill caught it between sending and storing.
+    const twice = [...mock.countsByCustomId.entries()].filter(([, n]) => n > 1);
+    for (const [id, n] of twice) {
+      expect(n).toBe(2);
+      expect(sentBeforeKill.get(id)).toBe(1);
+    }
+    expect(twice.length).toBeLessThanOrEqual(sentBeforeKill.size - completedAtKill.length);
+    const sends = [...mock.countsByCustomId.values()].reduce((a, b) => a + b, 0);
+    expect(sends).toBe(300 + twice.length);
+  });
+
+  it('on SIGINT hands the work back and exits 130; the re-run finishes without sending anything twice', async () => {
+    mock.reset();
+    mock.setBehaviour(() => ({ kind: 'delay', ms: 40 }));
+    const input = join(dir, 'sigint.jsonl');
+    const output = join(dir, 'sigint.out.jsonl');
+    await writeBatchInput(input, 200);
+    const args = ['run', input, '-o', output, '--upstream', mock.url, '--default-limit', '8', ...pgArgs()];
+    const interrupted = startCli(args);
+    await waitFor(() => mock.received >= 50);
+    interrupted.kill('SIGINT');
+    const first = await interrupted.exited;
+    expect(first.code).toBe(130);
+    expect(first.stderr).toMatch(
+      /interrupted \(SIGINT\) with \d+ of 200 done; run the same command again to resume/,
+    );
+    expect(mock.countsByCustomId.size).toBeLessThan(200);
+
+    const second = await runCli(args);
+    expect(second.code).toBe(0);
+    expect(parseJsonl(await readFile(output, 'utf8'))).toHaveLength(200);
+    expect(mock.countsByCustomId.size).toBe(200);
+    for (const n of mock.countsByCustomId.values()) expect(n).toBe(1);
+  });
+});
