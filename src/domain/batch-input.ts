@@ -57,9 +57,17 @@ export class BatchInputParser {
   /** The url every line must carry: the batch endpoint if known, else the first line's url. */
   private endpoint: string | undefined;
 
-  constructor(limits: BatchInputLimits, options: { endpoint?: string } = {}) {
+  private readonly validateBodies: boolean;
+
+  /**
+   * `endpoint`: the url every line must have (default: the first line's). `validateBodies: false`
+   * skips parsing each body in full (only its top-level "model" is read) for callers that check
+   * bodies themselves, such as the store's createFileStream: one JSON parse of 200 MB, not two.
+   */
+  constructor(limits: BatchInputLimits, options: { endpoint?: string; validateBodies?: boolean } = {}) {
     this.limits = limits;
     this.endpoint = options.endpoint;
+    this.validateBodies = options.validateBodies ?? true;
   }
 
   /** Bytes consumed so far. */
@@ -151,16 +159,21 @@ export class BatchInputParser {
 
   private validate(text: string, line: number): BatchInputLine {
     const bad = (code: string, param: string, message: string) => fail({ code, param, line, message });
-    let value: unknown;
-    try {
-      value = JSON.parse(text);
-    } catch {
-      throw bad('invalid_json_line', 'file', 'the line is not valid JSON');
+    const members = topLevelMembers(text);
+    if (members === null) throw bad('invalid_json_line', 'file', 'the line is not a JSON object');
+    // Every member but the body is small: parse it (this also proves it is valid JSON).
+    const values = new Map<string, unknown>();
+    for (const [key, [start, end]] of members) {
+      if (key === 'body') continue;
+      try {
+        values.set(key, JSON.parse(text.slice(start, end)));
+      } catch {
+        throw bad('invalid_json_line', 'file', 'the line is not valid JSON');
+      }
     }
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-      throw bad('invalid_json_line', 'file', 'the line is not a JSON object');
-    }
-    const { custom_id: customId, method, url, body } = value as Record<string, unknown>;
+    const customId = values.get('custom_id');
+    const method = values.get('method');
+    const url = values.get('url');
     if (customId === undefined || customId === null || customId === '') {
       throw bad('missing_custom_id', 'custom_id', 'custom_id is missing');
     }
@@ -186,23 +199,80 @@ export class BatchInputParser {
         `url ${JSON.stringify(url)} differs from the file's endpoint ${JSON.stringify(this.endpoint)}`,
       );
     }
-    if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    const span = members.get('body');
+    if (!span || text.charCodeAt(span[0]) !== 0x7b)
       throw bad('invalid_body', 'body', 'body must be a JSON object');
-    }
-    const model = (body as Record<string, unknown>).model;
+    const body = text.slice(span[0], span[1]);
+    const model = this.modelOf(body, bad);
     if (typeof model !== 'string' || model.trim() === '') {
       throw bad('missing_model', 'body.model', 'body.model is missing');
     }
-    const span = memberSpan(text, 'body');
-    if (!span) throw bad('invalid_body', 'body', 'body must be a JSON object');
     this.endpoint ??= url as string;
     this.customIds.add(customId);
-    return { line, customId, method: 'POST', url: url as string, body: text.slice(span[0], span[1]), model };
+    return { line, customId, method: 'POST', url: url as string, body, model };
+  }
+
+  /** body.model; parses the whole body unless the caller validates bodies itself. */
+  private modelOf(
+    body: string,
+    bad: (code: string, param: string, message: string) => ValidationError,
+  ): unknown {
+    if (this.validateBodies) {
+      try {
+        return (JSON.parse(body) as Record<string, unknown>).model;
+      } catch {
+        throw bad('invalid_json_line', 'body', 'the body is not valid JSON');
+      }
+    }
+    const span = memberSpan(body, 'model');
+    if (!span) return undefined;
+    try {
+      return JSON.parse(body.slice(span[0], span[1]));
+    } catch {
+      throw bad('invalid_json_line', 'body', 'the body is not valid JSON');
+    }
   }
 }
 
 function fail(issue: ValidationIssue): ValidationError {
   return new ValidationError([issue]);
+}
+
+/**
+ * The spans of a line's top-level members (last occurrence wins, as with JSON.parse), or null if
+ * the line is not a JSON object. Member values are delimited here, not validated: callers parse
+ * the ones they read.
+ */
+function topLevelMembers(text: string): Map<string, [number, number]> | null {
+  const members = new Map<string, [number, number]>();
+  let i = skipWs(text, 0);
+  if (text.charCodeAt(i) !== 0x7b) return null;
+  i = skipWs(text, i + 1);
+  if (text.charCodeAt(i) === 0x7d) return skipWs(text, i + 1) === text.length ? members : null;
+  for (;;) {
+    if (text.charCodeAt(i) !== 0x22) return null;
+    const keyEnd = skipString(text, i);
+    let key: string;
+    try {
+      key = JSON.parse(text.slice(i, keyEnd)) as string;
+    } catch {
+      return null;
+    }
+    i = skipWs(text, keyEnd);
+    if (text.charCodeAt(i) !== 0x3a) return null;
+    i = skipWs(text, i + 1);
+    const valueEnd = skipValue(text, i);
+    if (valueEnd === i || valueEnd > text.length) return null;
+    members.set(key, [i, valueEnd]);
+    i = skipWs(text, valueEnd);
+    const c = text.charCodeAt(i);
+    if (c === 0x2c) {
+      i = skipWs(text, i + 1);
+      continue;
+    }
+    if (c !== 0x7d) return null;
+    return skipWs(text, i + 1) === text.length ? members : null;
+  }
 }
 
 /**

@@ -60,7 +60,11 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
       throw new ApiError(400, 'The upload has no "file" part.', { code: 'missing_file', param: 'file' });
     }
     checkPurpose(fields, false);
-    const parser = new BatchInputParser({ maxLines: ctx.maxLinesPerFile, maxBytes: ctx.maxUploadBytes });
+    // The store parses every body (validateTemplate) before COPY: no need to parse it twice.
+    const parser = new BatchInputParser(
+      { maxLines: ctx.maxLinesPerFile, maxBytes: ctx.maxUploadBytes },
+      { validateBodies: false },
+    );
     const toTemplate = templateMaker(ctx);
     async function* templates(): AsyncGenerator<TemplateItem> {
       try {

@@ -110,7 +110,12 @@ describe('batches', () => {
     const okBody = (line: number) =>
       JSON.stringify({ id: `chatcmpl-${line}`, choices: [{ message: { content: `hi ${line}` } }] });
     await settle(t, uuidOf(batch.id), (line) => {
-      if (line <= 2) return { status: 200, body: okBody(line) };
+      // Line 2 is pretty-printed: its newlines must not split the output line.
+      if (line <= 2)
+        return {
+          status: 200,
+          body: line === 2 ? JSON.stringify(JSON.parse(okBody(2)), null, 2) : okBody(line),
+        };
       if (line === 3) return { status: 200, body: 'plain text, not JSON' };
       if (line === 4)
         return { status: 400, body: '{"error":{"message":"bad request","type":"invalid_request_error"}}' };
@@ -135,6 +140,7 @@ describe('batches', () => {
       response: { status_code: 200, request_id: 'up-1', body: JSON.parse(okBody(1)) },
       error: null,
     });
+    expect(out[1].response.body).toEqual(JSON.parse(okBody(2)));
     expect(out[2].response.body).toBe('plain text, not JSON');
     const outFile = await t.alice.files.retrieve(done.output_file_id!);
     expect(outFile).toMatchObject({ purpose: 'batch_output', bytes: Buffer.byteLength(outText) - 2 });

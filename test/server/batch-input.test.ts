@@ -86,8 +86,24 @@ describe('BatchInputParser', () => {
     check(line('a', '[1]'), 'invalid_body', 1);
     check(line('a', '{"model":""}'), 'missing_model', 1);
     check(line('a', '{"model":7}'), 'missing_model', 1);
+    check(line('a', '{"model":"m",}'), 'invalid_json_line', 1);
+    check(`${ok} trailing`, 'invalid_json_line', 1);
+    check('{"custom_id":"a" "method":"POST"}', 'invalid_json_line', 1);
+    check(
+      '{"custom_id":"a","method":"POST","url":"/v1/embeddings","body":{"model":"m"}',
+      'invalid_json_line',
+      1,
+    );
     check('', 'empty_file');
     check('\n\r\n', 'empty_file');
+  });
+
+  it('reads only the top-level model of bodies when asked not to validate them', () => {
+    const p = new BatchInputParser(limits, { validateBodies: false });
+    const [l] = p.push(Buffer.from(`${line('a', '{"x":{"model":"inner"},"model":"outer","y":[1,]}')}\n`));
+    expect(l!.model).toBe('outer');
+    expect(l!.body).toBe('{"x":{"model":"inner"},"model":"outer","y":[1,]}');
+    expect(issueOf(() => p.push(Buffer.from(`${line('b', '{"x":1}')}\n`))).code).toBe('missing_model');
   });
 
   it('enforces the line and byte limits while streaming', () => {

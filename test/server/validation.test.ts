@@ -41,6 +41,18 @@ const cases: { name: string; content: string | Buffer; status?: number; code: st
     line: 2,
   },
   { name: 'a non-JSONL file (CSV)', content: 'id,prompt\n1,hello\n', code: 'invalid_json_line', line: 1 },
+  {
+    name: 'a body that is not valid JSON',
+    content: `${good}\n{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-test",}}\n`,
+    code: 'invalid_json_body',
+    line: 2,
+  },
+  {
+    name: 'a line with trailing garbage',
+    content: `${good}\n${good} x\n`,
+    code: 'invalid_json_line',
+    line: 2,
+  },
   { name: 'a JSON array line', content: `${good}\n[1,2]\n`, code: 'invalid_json_line', line: 2 },
   {
     name: 'a missing custom_id',
