@@ -126,9 +126,16 @@ describe('JSONL reader fuzz', () => {
         const out = run(input, cuts);
         if (out.ok) {
           expect(out.lines.length).toBeGreaterThan(0);
+          const physical = Buffer.from(input).toString('utf8').split('\n');
           for (const l of out.lines) {
-            expect(() => JSON.parse(l.body)).not.toThrow();
             expect(l.line).toBeLessThanOrEqual(physicalLines(input));
+            // Differential check against JSON.parse: an accepted line is a JSON object whose
+            // fields are exactly what the reader returned.
+            const text = physical[l.line - 1]!.replace(/^\ufeff/, '').replace(/\r$/, '');
+            const whole = JSON.parse(text) as Record<string, unknown>;
+            expect(whole.custom_id).toBe(l.customId);
+            expect(whole.method).toBe('POST');
+            expect(JSON.stringify(JSON.parse(l.body))).toBe(JSON.stringify(whole.body));
           }
           return;
         }
@@ -139,6 +146,23 @@ describe('JSONL reader fuzz', () => {
           expect(issue.line).toBeGreaterThanOrEqual(1);
           expect(issue.line).toBeLessThanOrEqual(physicalLines(input));
           expect(out.error.message).toContain(`line ${issue.line}`);
+          if (issue.code === 'invalid_json_line') {
+            // Refused as not JSON: JSON.parse must agree (not an object, or not JSON at all).
+            const text = Buffer.from(input)
+              .toString('utf8')
+              .split('\n')
+              [issue.line - 1]!.replace(/^\ufeff/, '')
+              .replace(/\r$/, '');
+            let value: unknown;
+            try {
+              value = JSON.parse(text);
+            } catch {
+              return;
+            }
+            const body = (value as { body?: unknown } | null)?.body;
+            const isObject = (v: unknown) => v !== null && typeof v === 'object' && !Array.isArray(v);
+            expect(isObject(value) && isObject(body)).toBe(false);
+          }
         }
       }),
       { numRuns: 1500 },
