@@ -86,8 +86,10 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
   const routing = options.routing ?? {};
   const upstreamRouter = createUpstreamRouter(routing);
   const routed = limitsFromRouting(routing);
-  const daemonConfig: Partial<DaemonConfig> & { metricsRegistry?: unknown } = {
+  const logger = stampLogs(options.logger);
+  const daemonConfig: Partial<DaemonConfig> = {
     ...routed,
+    ...(options.logger ? { logger } : {}),
     ...options.daemonConfig,
     modelConcurrencyLimits: {
       ...routed.modelConcurrencyLimits,
@@ -95,11 +97,10 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
     },
     // The same router decides uploads' endpoints and the daemon's dispatch.
     upstreamRouter,
-    // The daemon registers its metrics here when it supports it; an unknown field is ignored.
+    // One registry: /metrics shows the server's and the in-process daemon's metrics together.
     metricsRegistry: metrics.registry,
   };
   const manager = new PostgresRequestManager(options.pool, { schema, ...daemonConfig });
-  const logger = options.logger ?? (() => {});
   const dbTimeoutMs = options.dbTimeoutMs ?? DEFAULTS.dbTimeoutMs;
   const ctx: ApiContext = {
     manager,
@@ -200,6 +201,7 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
       const apiError = toApiError(err);
       if (apiError.status >= 500) {
         logger({
+          level: 'error',
           msg: 'request failed',
           requestId,
           method,
@@ -265,6 +267,12 @@ async function health(ctx: ApiContext, res: http.ServerResponse, daemonRunning: 
       daemon: daemonRunning ? 'running' : 'off',
     });
   }
+}
+
+/** Entries get the daemon's shape (level, time) so one sink can take both; no sink, no logs. */
+function stampLogs(sink: ServerOptions['logger']): (entry: Record<string, unknown>) => void {
+  if (!sink) return () => {};
+  return (entry) => sink({ level: 'info', time: new Date().toISOString(), ...entry });
 }
 
 function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
