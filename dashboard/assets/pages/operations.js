@@ -48,7 +48,7 @@ export function mount(main, app) {
           h('div.card-head', {}, h('h2', { id: 'models-title' }, 'Models: in flight vs limit')),
           table(
             'Requests in flight per model against its limit',
-            [['Model'], ['In flight', '.meter-col'], ['Pending', '.num'], ['Sent/min', '.num']],
+            [['Model'], ['In flight', '.meter-col'], ['Pending', '.num'], ['Sent, last min', '.num']],
             models,
           ),
         ),
@@ -112,12 +112,9 @@ export function mount(main, app) {
     );
 
     const series = new Map(ops.dispatch.series.map((s) => [s.model, s.counts]));
-    // The last bucket is still filling: the rate shown is the last complete minute.
-    const recentRate = (model) => {
-      const counts = series.get(model) ?? [];
-      const full = counts.slice(-1 - Math.round(perMinute), -1);
-      return full.reduce((a, b) => a + b, 0) * (perMinute / Math.max(1, full.length));
-    };
+    // Sends over the last minute (the newest buckets, the last one still filling).
+    const lastMinute = (model) =>
+      (series.get(model) ?? []).slice(-Math.max(1, Math.round(perMinute))).reduce((a, b) => a + b, 0);
     replaceChildren(
       models,
       ops.models.length === 0
@@ -138,7 +135,7 @@ export function mount(main, app) {
                 ),
               ),
               h('td.num', {}, fmtNum(m.pending)),
-              h('td.num', {}, fmtNum(Math.round(recentRate(m.model)))),
+              h('td.num', {}, fmtNum(lastMinute(m.model))),
             ),
           ),
     );

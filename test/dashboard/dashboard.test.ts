@@ -1,0 +1,225 @@
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI, { toFile } from 'openai';
+import { type BrowserContext, chromium, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
+import { createServer, type FusilladeServer } from '../../src/server/server.js';
+import { createApiKey } from '../../src/store/api-keys.js';
+import { createTestDb, type TestDb } from '../support/db.js';
+
+/**
+ * End to end in headless Chromium (Debian's package, never a downloaded browser): the real server
+ * with its in-process daemon sends a batch to the mock upstream while the dashboard watches.
+ * Screenshots of each page go to test-artifacts/.
+ */
+
+const CHROMIUM = '/usr/bin/chromium';
+const ARTIFACTS = new URL('../../test-artifacts/', import.meta.url).pathname;
+const TOTAL = 160;
+/** Every 8th request is refused by the upstream with a final 400 (20 of them: one page of the table). */
+const refused = (i: number) => i % 8 === 5;
+const REFUSED = Array.from({ length: TOTAL }, (_, i) => i).filter(refused).length;
+
+let db: TestDb;
+let mock: MockUpstream;
+let server: FusilladeServer;
+let browser: BrowserContext;
+let page: Page;
+let key: string;
+let batchId: string;
+let userDataDir: string;
+
+beforeAll(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  db = await createTestDb();
+  mock = await startMockUpstream({ latencyMs: 40, recordBodies: false });
+  mock.setBehaviour((req) => {
+    const i = Number(req.customId?.replace('req-', ''));
+    return refused(i)
+      ? {
+          kind: 'status',
+          status: 400,
+          delayMs: 40,
+          body: {
+            error: { message: `temperature of request ${i} is out of range`, type: 'invalid_request_error' },
+          },
+        }
+      : { kind: 'ok' };
+  });
+  server = await createServer({
+    pool: db.pool,
+    schema: db.schema,
+    port: 0,
+    // A low limit keeps the batch running for a few seconds, so its progress can be seen moving.
+    routing: { upstream: `${mock.url}/v1`, models: { 'gpt-dash': { limit: 3 } } },
+    daemonConfig: { pollIntervalMs: 200 },
+  });
+  key = (await createApiKey(db.pool, server.manager.schema, { owner: 'alice' })).key;
+  userDataDir = mkdtempSync(join(tmpdir(), 'fusillade-chromium-'));
+  browser = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+    viewport: { width: 1440, height: 900 },
+    acceptDownloads: true,
+  });
+  page = browser.pages()[0] ?? (await browser.newPage());
+  // The dashboard may call nothing but this server.
+  await page.route('**/*', (route) =>
+    route.request().url().startsWith(server.url) ? route.continue() : route.abort('blockedbyclient'),
+  );
+}, 120_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.close();
+  await mock?.close();
+  await db?.close();
+  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+});
+
+async function submitBatch(): Promise<string> {
+  const client = new OpenAI({ apiKey: key, baseURL: `${server.url}/v1`, maxRetries: 0 });
+  const lines = Array.from({ length: TOTAL }, (_, i) =>
+    JSON.stringify({
+      custom_id: `req-${i}`,
+      method: 'POST',
+      url: '/v1/chat/completions',
+      body: { model: 'gpt-dash', messages: [{ role: 'user', content: `question ${i}` }] },
+    }),
+  );
+  const file = await client.files.create({
+    file: await toFile(Buffer.from(lines.join('\n')), 'questions.jsonl'),
+    purpose: 'batch',
+  });
+  const batch = await client.batches.create({
+    input_file_id: file.id,
+    endpoint: '/v1/chat/completions',
+    completion_window: '24h',
+    metadata: { project: 'dashboard-e2e' },
+  });
+  return batch.id;
+}
+
+/** "123 / 240" of the batch's row in the list. */
+async function doneInList(): Promise<number> {
+  const text = await page.locator(`tr[data-id="${batchId}"] .counts span`).first().textContent();
+  return Number(text!.split('/')[0]!.replace(/,/g, '').trim());
+}
+
+describe('dashboard in a browser', () => {
+  it('signs in, watches a batch run, finds a failed request and downloads the output', async () => {
+    expect(existsSync(CHROMIUM)).toBe(true);
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+
+    // Sign in: a wrong key is refused with a message, the right one is remembered.
+    await page.goto(`${server.url}/`);
+    await expect.poll(() => page.locator('#api-key').getAttribute('type')).toBe('password');
+    await page.screenshot({ path: `${ARTIFACTS}dashboard-signin.png` });
+    await page.fill('#api-key', 'fsk_not-a-key');
+    await page.click('button[type=submit]');
+    await expect.poll(() => page.locator('#signin-error').textContent()).toContain('not valid');
+    await page.fill('#api-key', key);
+    await page.click('button[type=submit]');
+    await page.waitForSelector('table.batches');
+    expect(await page.evaluate('localStorage.getItem("fusillade.apiKey")')).toBe(key);
+    expect(await page.locator('#owner').textContent()).toBe('alice');
+
+    // A batch submitted now appears by itself (live polling) and its progress moves.
+    batchId = await submitBatch();
+    const row = page.locator(`tr[data-id="${batchId}"]`);
+    await row.waitFor({ timeout: 10_000 });
+    await expect.poll(doneInList, { timeout: 20_000 }).toBeGreaterThan(0);
+    const first = await doneInList();
+    expect(first).toBeLessThan(TOTAL);
+    await expect.poll(doneInList, { timeout: 20_000 }).toBeGreaterThan(first);
+    expect(await row.locator('.badge').textContent()).toBe('in progress');
+    await page.screenshot({ path: `${ARTIFACTS}dashboard-batches.png` });
+
+    // Open it: counts, timeline and the throughput chart; wait for the batch to finish.
+    await row.locator('a.batch-link').click();
+    await page.waitForSelector('.stats .stat');
+    expect(page.url()).toContain(`#/batches/${batchId}`);
+    await expect
+      .poll(() => page.locator('.title-row .badge').textContent(), { timeout: 60_000, interval: 500 })
+      .toBe('completed');
+    const stat = (label: string) =>
+      page.locator('.stat', { has: page.locator('.stat-label', { hasText: label }) }).locator('.stat-value');
+    await expect.poll(() => stat('Failed').textContent()).toBe(String(REFUSED));
+    expect(await stat('Completed').textContent()).toBe(String(TOTAL - REFUSED));
+    expect(await page.locator('.timeline li').allTextContents()).toEqual(
+      expect.arrayContaining([expect.stringContaining('Created'), expect.stringContaining('Completed')]),
+    );
+    expect(await page.locator('.chart-box svg.chart rect.seg-completed').count()).toBeGreaterThan(0);
+    await page.screenshot({ path: `${ARTIFACTS}dashboard-batch.png`, fullPage: true });
+
+    // Filter to failed requests and open one.
+    await page.selectOption('#state-filter', 'failed');
+    await expect
+      .poll(async () => [...new Set(await page.locator('table.requests tbody .state').allTextContents())])
+      .toEqual(['failed']);
+    expect(await page.locator('table.requests tbody tr').count()).toBe(REFUSED);
+    await page.fill('#custom-id-search', 'req-133');
+    await expect.poll(() => page.locator('table.requests tbody tr').count()).toBe(1);
+    await page.locator('table.requests tbody button.link').first().click();
+    const viewer = page.locator('dialog.viewer');
+    await viewer.waitFor();
+    expect(await viewer.locator('h2').textContent()).toBe('req-133');
+    expect(await viewer.locator('.tab-panel:not([hidden]) pre').textContent()).toContain(
+      'temperature of request 133 is out of range',
+    );
+    await page.screenshot({ path: `${ARTIFACTS}dashboard-request.png` });
+    // The request tab shows the body as sent; Escape closes the viewer.
+    await viewer.locator('[role=tab]', { hasText: 'Request' }).click();
+    expect(await viewer.locator('.tab-panel:not([hidden]) pre').textContent()).toContain('question 133');
+    await page.keyboard.press('Escape');
+    await expect.poll(() => viewer.count()).toBe(0);
+
+    // Download the output file (fetched with the key, saved through a Blob link).
+    const downloadPromise = page.waitForEvent('download');
+    await page.getByRole('button', { name: '↓ Output' }).click();
+    const download = await downloadPromise;
+    expect(download.suggestedFilename()).toBe(`${batchId}_output.jsonl`);
+    const output = (await readFile((await download.path())!, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(output).toHaveLength(TOTAL - REFUSED);
+    const ids = new Set(output.map((o) => o.custom_id));
+    expect(ids.size).toBe(TOTAL - REFUSED);
+    expect(ids.has('req-133')).toBe(false);
+    expect(ids.has('req-12')).toBe(true);
+    for (const line of output) {
+      expect(line.response.status_code).toBe(200);
+      expect(line.error).toBeNull();
+    }
+
+    // Operations: the model against its limit, the daemon, the queue.
+    await page.getByRole('link', { name: 'Operations' }).click();
+    await page.waitForSelector('.stats .stat');
+    const modelRow = page.locator('tr', { has: page.locator('td', { hasText: 'gpt-dash' }) });
+    await expect.poll(() => modelRow.locator('.meter-text').textContent()).toBe('0 / 3');
+    await expect.poll(() => page.locator('.health-alive').count()).toBeGreaterThan(0);
+    expect(await page.locator('.chart-box svg.chart polyline').count()).toBeGreaterThan(0);
+    await page.screenshot({ path: `${ARTIFACTS}dashboard-operations.png`, fullPage: true });
+
+    // Signing out forgets the key.
+    await page.click('#signout');
+    await page.waitForSelector('#api-key');
+    expect(await page.evaluate('localStorage.getItem("fusillade.apiKey")')).toBeNull();
+    expect(errors).toEqual([]);
+  }, 120_000);
+});
