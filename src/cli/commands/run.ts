@@ -51,7 +51,9 @@ export async function runCommand(
       logger: stderrLogger(verbose ? 'info' : 'warn'),
     });
     const key = runKey(input, upstream.identity);
+    const timings = new PhaseTimer(verbose);
     const batchId = await findOrCreateBatch(manager, input, key, upstream.url ?? 'http://127.0.0.1', flags);
+    timings.mark('store the input');
     let status = await manager.getBatchStatus(batchId);
     if (status.finishedAt !== null && status.failedRequests > 0) {
       const n = await manager.retryFailedRequests(batchId);
@@ -76,6 +78,7 @@ export async function runCommand(
     }
     status = outcome.status;
     progress.finish(toCounts(status));
+    timings.mark('send the requests');
     await daemon?.stop();
 
     const errorFile = errorsPath ?? `${output.replace(/\.jsonl$/, '')}.errors.jsonl`;
@@ -88,6 +91,7 @@ export async function runCommand(
     } catch (err) {
       throw new UsageError(`cannot write results: ${describeFsError(err)}`, 1);
     }
+    timings.mark('write the results');
     console.log(
       `${status.status}: ${status.completedRequests} succeeded, ${status.failedRequests} failed` +
         (status.canceledRequests > 0 ? `, ${status.canceledRequests} canceled` : '') +
@@ -152,6 +156,17 @@ async function findOrCreateBatch(
     }
     if (err instanceof ValidationError) throw new UsageError(`${input.path}: ${err.message}`);
     throw err;
+  }
+}
+
+/** With --verbose, how long each phase took (on stderr). */
+class PhaseTimer {
+  private last = performance.now();
+  constructor(private readonly enabled: boolean) {}
+  mark(phase: string): void {
+    const now = performance.now();
+    if (this.enabled) console.error(`${phase}: ${((now - this.last) / 1000).toFixed(2)} s`);
+    this.last = now;
   }
 }
 
