@@ -85,12 +85,11 @@ function routes(ids: { file: string; batch: string; request: string }): [string,
   ];
 }
 
-async function counts(): Promise<{ files: number; batches: number; cancelled: number; pending: number }> {
+async function counts(): Promise<{ files: number; batches: number; cancelled: number }> {
   const { rows } = await t.db.pool.query(
     `SELECT (SELECT count(*)::int FROM ${t.s}.files WHERE deleted_at IS NULL) AS files,
             (SELECT count(*)::int FROM ${t.s}.batches) AS batches,
-            (SELECT count(*)::int FROM ${t.s}.batches WHERE cancelling_at IS NOT NULL) AS cancelled,
-            (SELECT count(*)::int FROM ${t.s}.requests WHERE state = 'pending') AS pending`,
+            (SELECT count(*)::int FROM ${t.s}.batches WHERE cancelling_at IS NOT NULL) AS cancelled`,
   );
   return rows[0];
 }
