@@ -10,6 +10,8 @@ export interface ApiContext {
   metrics: ServerMetrics;
   maxUploadBytes: number;
   maxLinesPerFile: number;
+  /** An upload that sends nothing for this long is cut off (408). */
+  uploadIdleTimeoutMs: number;
   /** Largest JSON request body accepted on the JSON routes. */
   maxJsonBytes: number;
   /** Bounds a database call: past the deadline the request gets a 503 instead of hanging. */

@@ -37,6 +37,8 @@ export interface ServerOptions {
   maxUploadBytes?: number;
   /** Default 50,000. */
   maxLinesPerFile?: number;
+  /** An upload that sends nothing for this long is cut off with a 408; default 30 s. */
+  uploadIdleTimeoutMs?: number;
   /** Largest JSON request body (batch creation); default 1 MB. */
   maxJsonBytes?: number;
   /** A database call slower than this answers 503 instead of hanging; default 5000 ms. */
@@ -59,6 +61,7 @@ const DEFAULTS = {
   maxUploadBytes: 200 * 1024 * 1024,
   maxLinesPerFile: 50_000,
   maxJsonBytes: 1024 * 1024,
+  uploadIdleTimeoutMs: 30_000,
   dbTimeoutMs: 5000,
 };
 
@@ -109,6 +112,7 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
     maxUploadBytes: options.maxUploadBytes ?? DEFAULTS.maxUploadBytes,
     maxLinesPerFile: options.maxLinesPerFile ?? DEFAULTS.maxLinesPerFile,
     maxJsonBytes: options.maxJsonBytes ?? DEFAULTS.maxJsonBytes,
+    uploadIdleTimeoutMs: options.uploadIdleTimeoutMs ?? DEFAULTS.uploadIdleTimeoutMs,
     db: (work) => withDeadline(work, dbTimeoutMs),
     log: logger,
   };

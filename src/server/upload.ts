@@ -35,6 +35,9 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
   let part: { stream: Readable; filename: string } | undefined;
   const filePart = new Promise<typeof part>((resolve) => {
     bb.on('file', (name, stream, info) => {
+      // Busboy destroys its file streams with an error when the body is cut short; until the
+      // reader starts, nobody else listens, and an unheard 'error' would crash the process.
+      stream.on('error', () => {});
       if (name !== 'file' || part) {
         stream.resume();
         return;
@@ -52,6 +55,15 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
     if (!req.complete) part?.stream.destroy(new Error('the client closed the connection'));
   };
   req.on('close', onClose);
+  // A client that stops sending is cut off: it must not hold a COPY transaction indefinitely.
+  req.setTimeout(ctx.uploadIdleTimeoutMs, () => {
+    const stalled = new ApiError(408, `No upload data for ${ctx.uploadIdleTimeoutMs} ms.`, {
+      code: 'upload_timeout',
+      headers: { connection: 'close' },
+    });
+    if (part) part.stream.destroy(stalled);
+    else req.destroy();
+  });
   req.pipe(bb);
   try {
     const upload = await filePart;
@@ -81,6 +93,25 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
       checkPurpose(fields, true);
       expiresAt(fields);
     }
+    // Validate up to PRE_BUFFER_BYTES before taking a database connection: most files end within
+    // it, so slow or stalled clients cannot hold connections (and an early bad line costs none).
+    const stream = templates();
+    const head: TemplateItem[] = [];
+    let headBytes = 0;
+    let whole = false;
+    while (headBytes < PRE_BUFFER_BYTES) {
+      const next = await stream.next();
+      if (next.done) {
+        whole = true;
+        break;
+      }
+      head.push(next.value);
+      headBytes += next.value.body.length;
+    }
+    async function* everything(): AsyncGenerator<TemplateItem> {
+      yield* head;
+      if (!whole) yield* stream;
+    }
     const owner = call.owner;
     const options = {
       owner,
@@ -90,7 +121,9 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
         return parser.bytes;
       },
     };
-    const id = await ctx.manager.createFileStream(upload.filename, null, templates(), options);
+    const id = await ctx.manager
+      .createFileStream(upload.filename, null, everything(), options)
+      .finally(() => stream.return(undefined));
     const expiry = expiresAt(fields);
     if (expiry) {
       await ctx.db(
@@ -118,8 +151,12 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
     throw err;
   } finally {
     req.off('close', onClose);
+    req.setTimeout(0);
   }
 }
+
+/** Bytes of validated lines held in memory before the database transaction starts. */
+const PRE_BUFFER_BYTES = 8 * 1024 * 1024;
 
 function malformed(err: unknown): never {
   if (err instanceof ApiError) throw err;

@@ -1,5 +1,6 @@
 import OpenAI, { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { multipartHead, openAndWrite, readAll, uploadHead } from '../reliability/support/multipart.js';
 import { chatLine, jsonl, startTestServer, type TestServer, upload } from './support.js';
 
 /** Every refusal is a 4xx with the OpenAI envelope naming the line, and stores nothing. */
@@ -10,6 +11,7 @@ beforeAll(async () => {
     maxLinesPerFile: 5,
     maxUploadBytes: 4096,
     maxJsonBytes: 2048,
+    uploadIdleTimeoutMs: 300,
     // No default upstream: only listed models can be routed.
     routing: { models: { 'gpt-test': { upstream: 'http://127.0.0.1:9' } } },
   });
@@ -160,6 +162,20 @@ describe('upload validation', () => {
       body: '{}',
     });
     expect(notMultipart.status).toBe(400);
+    expect(await stored()).toEqual(before);
+  });
+
+  it('cuts off an upload that stops sending with a 408, storing nothing', async () => {
+    const before = await stored();
+    const body = Buffer.concat([multipartHead(), Buffer.from(jsonl([chatLine(1), chatLine(2)]))]);
+    // Declares more bytes than it sends, then goes quiet.
+    const socket = await openAndWrite(
+      t.server.port,
+      Buffer.concat([uploadHead(t.server.port, t.aliceKey, body.length + 1000), body]),
+    );
+    const answer = await readAll(socket, 5000);
+    expect(answer).toMatch(/^HTTP\/1\.1 408/);
+    expect(answer).toContain('upload_timeout');
     expect(await stored()).toEqual(before);
   });
 
