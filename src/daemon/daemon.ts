@@ -248,7 +248,7 @@ export class Daemon {
         let applied: { id: string; batch_id: string }[] = [];
         let claimed: ClaimedRow[] = [];
         if (!claim) {
-          applied = (await c.query(completeSql(this.s), this.completeParams(writes))).rows;
+          applied = (await c.query(this.completeQuery(writes))).rows;
           return { applied, claimed };
         }
         try {
@@ -257,7 +257,7 @@ export class Daemon {
           )) as unknown as pg.QueryResult<{ model: string; concurrency: number }>[];
           const limits = results[results.length - 1]!.rows;
           if (writes.length > 0) {
-            applied = (await c.query(completeSql(this.s), this.completeParams(writes))).rows;
+            applied = (await c.query(this.completeQuery(writes))).rows;
           }
           const models: string[] = [];
           const wants: number[] = [];
@@ -274,7 +274,11 @@ export class Daemon {
           }
           if (models.length > 0) {
             claimed = (
-              await c.query<ClaimedRow>(claimSql(this.s), [models, wants, this.id, leaseMs(this.config)])
+              await c.query<ClaimedRow>({
+                name: preparedName('claim', this.s),
+                text: claimSql(this.s),
+                values: [models, wants, this.id, leaseMs(this.config)],
+              })
             ).rows;
           }
           await c.query('COMMIT');

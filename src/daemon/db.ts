@@ -47,6 +47,12 @@ export async function withClient<T>(
     );
   });
   let broken: Error | undefined;
+  // A connection that dies between two queries of a transaction emits 'error' on the client, which
+  // would be thrown as unhandled without a listener; the next query fails and tells us instead.
+  const onError = (err: Error) => {
+    broken = err;
+  };
+  held.on('error', onError);
   try {
     return await withDeadline(fn(held), ms, what, () => {
       broken = new QueryTimeoutError(what, ms);
@@ -56,6 +62,7 @@ export async function withClient<T>(
     if (!broken && isConnectionError(err)) broken = err as Error;
     throw err;
   } finally {
+    held.off('error', onError);
     held.release(broken ?? undefined);
   }
 }
