@@ -69,8 +69,11 @@ function select(mode: LinesMode, line: string, bodyBytes: string): string {
 /** Lines of a batch's output file: its completed requests. */
 export function outputLinesSql(s: string, batchId: string, mode: LinesMode = 'lines'): string {
   const body = mode === 'lines' ? trustedJson(s) : `''`;
-  const line = `'{"id":' || ${REQUEST_ID} || ',"custom_id":' || ${CUSTOM_ID}
-       || ',"response":' || ${httpResponse(body)} || ',"error":null}'`;
+  // One concat() copies the body once; chained || copied it once per operator.
+  const line = `concat('{"id":"batch_req_', replace(r.id::text, '-', ''), '","custom_id":', ${CUSTOM_ID},
+       ',"response":{"status_code":', r.response_status,
+       ',"request_id":', coalesce(to_json(r.upstream_request_id)::text, 'null'),
+       ',"body":', ${body}, '},"error":null}')`;
   return `${select(mode, line, `coalesce(octet_length(r.response_body), 4)`)}
   FROM ${rows(
     mode,
