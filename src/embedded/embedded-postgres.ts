@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { constants, existsSync } from 'node:fs';
-import { access, chown, mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { access, chown, mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
@@ -244,7 +244,14 @@ async function spawnServer(
 ): Promise<ChildProcess> {
   const { postgres } = await findPostgresBinaries();
   await access(postgres, constants.X_OK);
-  const logFile = await open(`${pgdata}.log`, 'w');
+  // Appended to (a racing start must not clobber the running server's log), rotated past 10 MB.
+  const logPath = `${pgdata}.log`;
+  const size = await stat(logPath).then(
+    (s) => s.size,
+    () => 0,
+  );
+  if (size > 10 * 1024 * 1024) await rename(logPath, `${logPath}.old`).catch(() => {});
+  const logFile = await open(logPath, 'a');
   try {
     return spawn(
       postgres,
@@ -276,7 +283,7 @@ async function spawnServer(
 }
 
 async function logTail(pgdata: string): Promise<string> {
-  return (await readFile(`${pgdata}.log`, 'utf8').catch(() => '')).slice(-2000);
+  return (await readFile(`${pgdata}.log`, 'utf8').catch(() => '')).slice(-1000);
 }
 
 async function waitUntilReady(url: string, timeoutMs: number, alive: () => Promise<boolean>): Promise<void> {

@@ -116,4 +116,23 @@ describe('embedded PostgreSQL', () => {
       await db.stop();
     }
   });
+
+  it('two processes starting a fresh directory at once end up sharing one server', async () => {
+    const fresh = join(root, 'race');
+    const [a, b] = await Promise.all([
+      startEmbeddedPostgres({ dataDir: fresh }),
+      startEmbeddedPostgres({ dataDir: fresh }),
+    ]);
+    try {
+      expect([a.started, b.started].sort()).toEqual([false, true]);
+      expect(a.port).toBe(b.port);
+      expect(a.connectionString).toBe(b.connectionString);
+    } finally {
+      await a.stop();
+      await b.stop();
+      await rm(a.pgdata, { recursive: true, force: true });
+      await rm(`${a.pgdata}.log`, { force: true });
+    }
+    expect(await readPostmasterPid(a.pgdata)).toBeUndefined();
+  });
 });
