@@ -40,6 +40,12 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   );
 }
 
+/** PostgreSQL refused a string's characters: 22021 (e.g. a NUL byte) or 22P05 (untranslatable). */
+function isUnstorableText(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === '22021' || code === '22P05';
+}
+
 /**
  * Maps any error to the API's answer. `describe` turns a store NotFoundError into the message the
  * client should see (with the OpenAI id it asked for, not the internal UUID).
@@ -65,6 +71,12 @@ export function toApiError(err: unknown, describe?: (e: NotFoundError) => string
     return new ApiError(400, err.message, { code: 'invalid_state' });
   }
   if (err instanceof ConflictError) return new ApiError(409, err.message, { code: 'conflict' });
+  if (isUnstorableText(err)) {
+    // A NUL (or another character PostgreSQL text cannot hold) in a client's string: its input.
+    return new ApiError(400, 'The request contains a character that cannot be stored (such as \\u0000).', {
+      code: 'invalid_character',
+    });
+  }
   if (isDatabaseUnavailable(err)) {
     return new ApiError(503, 'The database is unavailable; retry later.', {
       code: 'database_unavailable',
