@@ -162,6 +162,7 @@ export async function benchServerTransfer(
       }),
     });
     const batch = (await created.body.json()) as { id: string };
+    if (created.statusCode !== 200) throw new Error(`batch creation failed: ${JSON.stringify(batch)}`);
     const batchUuid = batch.id.slice(6).replace(/(.{8})(.{4})(.{4})(.{4})(.{12})/, '$1-$2-$3-$4-$5');
     await pool.query(
       `UPDATE ${s}.requests SET state = 'completed', completed_at = now(), response_status = 200,

@@ -79,16 +79,16 @@ export async function createBatch(ctx: ApiContext, call: Call): Promise<void> {
   }
   const key = call.req.headers['idempotency-key'];
   const idempotencyKey = typeof key === 'string' && key !== '' ? key.slice(0, 255) : null;
-  const uuid = await ctx
-    .db(
-      ctx.manager.createBatch(fileUuid, {
-        owner,
-        endpoint: endpoint as string,
-        completionWindow: window as string,
-        metadata: (metadata ?? null) as Record<string, string> | null,
-        idempotencyKey,
-      }),
-    )
+  // No deadline here: a 50,000-request insert can take seconds, and answering 503 while it may
+  // still commit would invite the client to create the batch twice.
+  const uuid = await ctx.manager
+    .createBatch(fileUuid, {
+      owner,
+      endpoint: endpoint as string,
+      completionWindow: window as string,
+      metadata: (metadata ?? null) as Record<string, string> | null,
+      idempotencyKey,
+    })
     .catch((err) => {
       throw isNotFound(err) ? noSuchFile(inputFileId as string) : err;
     });
