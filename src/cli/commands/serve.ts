@@ -30,7 +30,9 @@ export async function serveCommand({ settings, verbose }: CommandContext): Promi
           : 'daemon off (--no-daemon): run `fusillade daemon` against the same database to send requests',
       );
       if (!upstream.url && !upstream.routing.models) {
-        console.error('warning: no --upstream: batches will wait until a daemon with an upstream runs');
+        console.error(
+          'warning: no --upstream: uploads are refused for models without an upstream in the config file',
+        );
       }
       console.log('create an API key with `fusillade keys create --owner NAME`; Ctrl-C stops');
       const signal = await shutdown.signal;
