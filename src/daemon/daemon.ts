@@ -294,8 +294,9 @@ export class Daemon {
         { daemon: this.id },
         Number(process.hrtime.bigint() - started) / 1e9,
       );
-    this.afterWrite(writes, applied);
+    // Dispatch first: a batch with freshly claimed rows is not a candidate for finalize.
     for (const row of claimed) this.dispatcher.dispatch(row);
+    this.afterWrite(writes, applied);
     // A claim that found work may find more (rows beyond the cap, other models): try again soon.
     if (claimed.length > 0) this.claimNeeded = true;
   }
