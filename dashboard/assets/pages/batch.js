@@ -404,9 +404,12 @@ export function mount(main, app, batchId) {
     await Promise.all([loadBatch(), loadRequests()]);
   }
 
-  // Live batches refresh every 1.5 s; ended ones rarely change (a retry reopens them).
+  // Live batches refresh every 1.5 s; ended ones rarely change (a retry reopens them). A custom_id
+  // search reads all of the batch's templates, so its table refreshes less often.
   let ticks = 0;
   app.poll(async () => {
-    if (batch === null || live || ticks++ % 7 === 0) await refresh();
+    const tick = ticks++;
+    if (batch !== null && !live && tick % 7 !== 0) return;
+    await Promise.all([loadBatch(), filters.q && tick % 4 !== 0 ? null : loadRequests()]);
   }, 1500);
 }
