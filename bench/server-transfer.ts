@@ -52,7 +52,12 @@ async function writeInput(path: string, lines: number, lineBytes: number): Promi
 
 function startChild(databaseUrl: string, schema: string) {
   const child = fork(fileURLToPath(new URL('./server-child.ts', import.meta.url)), [], {
-    execArgv: ['--import', 'tsx', '--expose-gc'],
+    execArgv: [
+      '--import',
+      'tsx',
+      '--expose-gc',
+      ...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : []),
+    ],
     env: { ...process.env, DATABASE_URL: databaseUrl, BENCH_SCHEMA: schema },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });

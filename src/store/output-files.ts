@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import type pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import type { FileInfo } from '../domain/types.js';
+import { CopyTextToJsonl } from './copy-text-decode.js';
 import { errorLinesSql, inputLinesSql, type LinesMode, outputLinesSql } from './sql/output-lines.js';
 
 /**
@@ -18,13 +19,9 @@ function linesSql(schema: string, file: FileInfo, mode: LinesMode = 'lines'): st
     : errorLinesSql(schema, file.sourceBatchId, mode);
 }
 
-/**
- * CSV with a delimiter and quote that cannot occur in a line (every line is JSON, which has no raw
- * control characters) prints each text row as-is followed by "\n": exactly JSONL. The text format
- * would double every backslash.
- */
+/** Text format: its escapes are undone (and raw newlines blanked) by CopyTextToJsonl. */
 function copyOut(sql: string): string {
-  return `COPY (${sql}) TO STDOUT WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')`;
+  return `COPY (${sql}) TO STDOUT`;
 }
 
 /**
@@ -50,7 +47,13 @@ export async function openFileContent(pool: pg.Pool, schema: string, file: FileI
   stream.on('end', () => release());
   stream.on('error', (err) => release(err));
   stream.on('close', () => release(!stream.readableEnded));
-  return stream;
+  const jsonl = new CopyTextToJsonl();
+  stream.on('error', (err) => jsonl.destroy(err));
+  // A reader that stops early (client gone) ends the COPY too, discarding its connection.
+  jsonl.on('close', () => {
+    if (!stream.readableEnded) stream.destroy();
+  });
+  return stream.pipe(jsonl);
 }
 
 /**

@@ -125,3 +125,28 @@ describe('BatchInputParser', () => {
     expect(issueOf(() => parseAll(broken)).code).toBe('invalid_utf8');
   });
 });
+
+describe('CopyTextToJsonl', () => {
+  it('undoes COPY text escapes and blanks raw newlines, whatever the chunking', async () => {
+    const { CopyTextToJsonl } = await import('../../src/store/copy-text-decode.js');
+    // COPY text of two rows: {"a":"x\\"y"} with a raw newline inside, then {"t":"tab\ttab"}.
+    const copied = Buffer.from('{"a":\\n"x\\\\"y"}\n{"t":"tab\\ttab","s":"\\\\\\\\"}\n');
+    const expected = '{"a": "x\\"y"}\n{"t":"tab\ttab","s":"\\\\"}\n';
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: copied.length }), { maxLength: 6 }), (cuts) => {
+        const decoder = new CopyTextToJsonl();
+        const out: Buffer[] = [];
+        decoder.on('data', (d: Buffer) => out.push(d));
+        let at = 0;
+        for (const cut of [...cuts].sort((a, b) => a - b)) {
+          decoder.write(copied.subarray(at, cut));
+          at = cut;
+        }
+        decoder.write(copied.subarray(at));
+        decoder.end();
+        expect(Buffer.concat(out).toString()).toBe(expected);
+      }),
+      { numRuns: 200 },
+    );
+  });
+});

@@ -39,27 +39,23 @@ function httpResponse(body: string): string {
 }
 
 /**
- * The body `r.b` as a JSON value. A completed request's body is JSON: the daemon completes a 2xx
- * only if its body parses (src/daemon/settle.ts), so one that starts like JSON is trusted and only
- * its raw newlines (JSON whitespace) are blanked; anything else goes through jsonl_value().
- * Checking every body with jsonl_value() halved the download rate (the json cast ~15 µs a 4 KB row).
+ * The body as a JSON value. A completed request's body is JSON: the daemon completes a 2xx only if
+ * its body parses (src/daemon/settle.ts), so one that starts like JSON is used as it is (left()
+ * decompresses only the first bytes); anything else goes through jsonl_value(). Checking every
+ * body with jsonl_value() halved the download rate (the json cast costs ~15 µs a 4 KB row).
+ * Raw newlines (pretty-printed JSON) are blanked on the way out by CopyTextToJsonl.
  */
 function trustedJson(s: string): string {
-  return `CASE WHEN left(r.b, 1) IN ('{', '[') THEN
-            CASE WHEN strpos(r.b, E'\\n') > 0 OR strpos(r.b, E'\\r') > 0
-                 THEN replace(replace(r.b, E'\\n', ' '), E'\\r', ' ') ELSE r.b END
-          ELSE ${s}.jsonl_value(r.b) END`;
+  return `CASE WHEN left(r.response_body, 1) IN ('{', '[') THEN r.response_body
+          ELSE ${s}.jsonl_value(r.response_body) END`;
 }
 
 /**
  * Lines come in storage order, not input order (OpenAI does not promise order either): sorting
- * 50,000 wide rows spilled to disk, and each body is decompressed once, in the subquery (OFFSET 0
- * keeps PostgreSQL from inlining it and decompressing the body once per use).
+ * 50,000 wide rows spilled to disk. Each body is read once, by the concat() that builds its line.
  */
-function rows(mode: LinesMode, columns: string, from: string): string {
-  return mode === 'lines'
-    ? `(SELECT ${columns}, r.response_body || '' AS b ${from} OFFSET 0) r`
-    : `(SELECT ${columns}, r.response_body ${from}) r`;
+function rows(columns: string, from: string): string {
+  return `(SELECT ${columns}, r.response_body ${from}) r`;
 }
 
 function select(mode: LinesMode, line: string, bodyBytes: string): string {
@@ -76,7 +72,6 @@ export function outputLinesSql(s: string, batchId: string, mode: LinesMode = 'li
        ',"body":', ${body}, '},"error":null}')`;
   return `${select(mode, line, `coalesce(octet_length(r.response_body), 4)`)}
   FROM ${rows(
-    mode,
     'r.id, r.response_status, r.upstream_request_id, t.custom_id',
     `FROM ${s}.requests r JOIN ${s}.request_templates t ON t.id = r.template_id
      WHERE r.batch_id = ${literal(batchId)} AND r.state = 'completed'`,
@@ -92,7 +87,7 @@ export function errorLinesSql(s: string, batchId: string, mode: LinesMode = 'lin
         WHEN 'batch_expired' THEN 'This request could not be executed before the completion window expired.'
         ELSE ${code} END)`;
   // Failed bodies are whatever the upstream sent (HTML from a proxy, plain text): always checked.
-  const body = mode === 'lines' ? `${s}.jsonl_value(r.b)` : `''`;
+  const body = mode === 'lines' ? `${s}.jsonl_value(r.response_body)` : `''`;
   const line = `'{"id":' || ${REQUEST_ID} || ',"custom_id":' || ${CUSTOM_ID}
        || ',"response":' || CASE WHEN ${hasResponse} THEN ${httpResponse(body)} ELSE 'null' END
        || ',"error":' || CASE WHEN ${hasResponse} THEN 'null'
@@ -101,7 +96,6 @@ export function errorLinesSql(s: string, batchId: string, mode: LinesMode = 'lin
   const bodyBytes = `CASE WHEN ${hasResponse} THEN coalesce(octet_length(r.response_body), 4) ELSE 0 END`;
   return `${select(mode, line, bodyBytes)}
   FROM ${rows(
-    mode,
     `r.id, r.effective_state, r.effective_error_code, r.error_code, r.error_message, r.response_status,
      r.upstream_request_id, t.custom_id`,
     `FROM ${s}.request_view r JOIN ${s}.request_templates t ON t.id = r.template_id
@@ -116,10 +110,7 @@ export function errorLinesSql(s: string, batchId: string, mode: LinesMode = 'lin
 export function inputLinesSql(s: string, fileId: string): string {
   return `SELECT '{"custom_id":' || ${CUSTOM_ID} || ',"method":' || to_json(r.method)::text
        || ',"url":' || to_json(r.path)::text
-       || ',"body":' || CASE WHEN r.body = '' THEN 'null'
-            WHEN strpos(r.body, E'\\n') > 0 OR strpos(r.body, E'\\r') > 0
-            THEN replace(replace(r.body, E'\\n', ' '), E'\\r', ' ')
-            ELSE r.body END || '}' AS line
+       || ',"body":' || CASE WHEN r.body = '' THEN 'null' ELSE r.body END || '}' AS line
   FROM (SELECT custom_id, method, path, body FROM ${s}.request_templates
          WHERE file_id = ${literal(fileId)} ORDER BY line_number) r`;
 }
