@@ -35,6 +35,18 @@ export async function checkUpstreamReachable(url: string): Promise<void> {
   } catch (err) {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
     const why = cause?.code ?? cause?.message ?? (err as Error).message;
-    throw new UsageError(`cannot reach the upstream ${url}: ${why}`, 1);
+    throw new UsageError(`cannot reach the upstream ${withoutCredentials(url)}: ${why}`, 1);
+  }
+}
+
+/** A URL for messages: user and password (if someone put a key there) are dropped. */
+export function withoutCredentials(url: string): string {
+  try {
+    const u = new URL(url);
+    u.username = '';
+    u.password = '';
+    return u.toString().replace(/\/$/, '');
+  } catch {
+    return '(invalid URL)';
   }
 }

@@ -4,7 +4,11 @@ import { formatDuration, ProgressDisplay } from '../../src/cli/progress.js';
 /** A stand-in terminal or pipe that records what is written. */
 function sink(tty: boolean, columns = 100) {
   const written: string[] = [];
-  const out = { isTTY: tty, columns, write: (s: string) => written.push(s) > 0 } as unknown as NodeJS.WriteStream;
+  const out = {
+    isTTY: tty,
+    columns,
+    write: (s: string) => written.push(s) > 0,
+  } as unknown as NodeJS.WriteStream;
   return { out, written };
 }
 
@@ -19,7 +23,9 @@ describe('progress display', () => {
     expect(last).toContain('10,000/20,000  50.0%  10 failed  5,000 req/s  ETA 2s');
     expect(last.length).toBeLessThanOrEqual(100 + 5);
     p.finish({ total: 20_000, completed: 19_990, failed: 10, canceled: 0 }, 4000);
-    expect(written[written.length - 1]).toMatch(/20,000\/20,000 {2}100\.0% {2}10 failed {2}5,000 req\/s {2}ETA 0s\n$/);
+    expect(written[written.length - 1]).toMatch(
+      /20,000\/20,000 {2}100\.0% {2}10 failed {2}5,000 req\/s {2}ETA 0s\n$/,
+    );
   });
 
   it('prints plain lines at most every interval when not a terminal', () => {

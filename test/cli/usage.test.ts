@@ -2,7 +2,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { resolveSettings } from '../../src/config/settings.js';
+import { withoutCredentials } from '../../src/cli/upstream.js';
+import { redactUrl, resolveSettings } from '../../src/config/settings.js';
 import { UsageError } from '../../src/config/usage-error.js';
 import { TEST_DATABASE_URL } from '../support/db.js';
 import { closedPort, runCli, SHIPPED_BIN, writeBatchInput } from './support/cli.js';
@@ -204,5 +205,14 @@ describe('settings precedence: flags > environment > config file', () => {
     });
     expect(defaults.databaseUrl).toBeUndefined();
     await expect(resolveSettings({}, { FUSILLADE_PORT: 'x' })).rejects.toBeInstanceOf(UsageError);
+  });
+});
+
+describe('secrets stay out of messages', () => {
+  it('drops credentials from upstream and database URLs', () => {
+    expect(withoutCredentials('https://user:sk-secret@api.example.com/v1')).toBe(
+      'https://api.example.com/v1',
+    );
+    expect(redactUrl('postgres://app:pw@db:5432/x')).toBe('postgres://app:***@db:5432/x');
   });
 });

@@ -4,7 +4,7 @@ import { PostgresRequestManager } from '../../store/request-manager.js';
 import { openDatabase } from '../database.js';
 import type { CommandContext } from '../main.js';
 import { shutdownSignal } from '../signals.js';
-import { checkUpstreamReachable, resolveUpstream } from '../upstream.js';
+import { checkUpstreamReachable, resolveUpstream, withoutCredentials } from '../upstream.js';
 
 /** `fusillade daemon`: only the daemon, for extra replicas next to a `fusillade serve --no-daemon`. */
 export async function daemonCommand({ settings }: CommandContext): Promise<number> {
@@ -25,7 +25,7 @@ export async function daemonCommand({ settings }: CommandContext): Promise<numbe
       });
       const daemon = await manager.run();
       console.log(
-        `fusillade daemon ${daemon.id} running (database: ${db.describe}; upstream ${upstream.url ?? 'per model'})`,
+        `fusillade daemon ${daemon.id} running (database: ${db.describe}; upstream ${upstream.url ? withoutCredentials(upstream.url) : 'per model'})`,
       );
       const ended = await Promise.race([shutdown.signal, daemon.done.then(() => 'done' as const)]);
       if (ended === 'done') {

@@ -2,7 +2,7 @@ import { createServer } from '../../server/server.js';
 import { openDatabase } from '../database.js';
 import type { CommandContext } from '../main.js';
 import { shutdownSignal } from '../signals.js';
-import { resolveUpstream } from '../upstream.js';
+import { resolveUpstream, withoutCredentials } from '../upstream.js';
 
 /** `fusillade serve`: the Batch API server, with the daemon in the same process unless --no-daemon. */
 export async function serveCommand({ settings, verbose }: CommandContext): Promise<number> {
@@ -26,7 +26,7 @@ export async function serveCommand({ settings, verbose }: CommandContext): Promi
       console.log(`fusillade serve: Batch API on ${server.url}/v1 (database: ${db.describe})`);
       console.log(
         settings.daemon
-          ? `daemon running; upstream ${upstream.url ?? '(per model, from the config file)'}${settings.upstream === 'mock' ? ' (built-in mock)' : ''}`
+          ? `daemon running; upstream ${upstream.url ? withoutCredentials(upstream.url) : '(per model, from the config file)'}${settings.upstream === 'mock' ? ' (built-in mock)' : ''}`
           : 'daemon off (--no-daemon): run `fusillade daemon` against the same database to send requests',
       );
       if (!upstream.url && !upstream.routing.models) {
