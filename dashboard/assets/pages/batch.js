@@ -407,9 +407,26 @@ export function mount(main, app, batchId) {
   // Live batches refresh every 1.5 s; ended ones rarely change (a retry reopens them). A custom_id
   // search reads all of the batch's templates, so its table refreshes less often.
   let ticks = 0;
+  let stopped = false;
   app.poll(async () => {
+    if (stopped) return;
     const tick = ticks++;
     if (batch !== null && !live && tick % 7 !== 0) return;
-    await Promise.all([loadBatch(), filters.q && tick % 4 !== 0 ? null : loadRequests()]);
+    try {
+      await Promise.all([loadBatch(), filters.q && tick % 4 !== 0 ? null : loadRequests()]);
+    } catch (err) {
+      if (err.status !== 404) throw err;
+      // Not this owner's batch (or no such batch): say so instead of retrying forever.
+      main.replaceChildren(
+        h(
+          'div.page',
+          {},
+          h('h1', {}, 'Batch not found'),
+          h('p.muted', {}, `There is no batch ${batchId} for this API key.`),
+          h('p', {}, h('a', { href: '#/batches' }, '← All batches')),
+        ),
+      );
+      stopped = true;
+    }
   }, 1500);
 }
