@@ -36,7 +36,7 @@ export class ProgressDisplay {
   update(counts: ProgressCounts, now = Date.now()): void {
     this.record(counts, now);
     if (this.tty) {
-      this.out.write(`\r\x1b[2K${this.render(counts, now, this.out.columns ?? 80)}`);
+      this.out.write(`\r\x1b[2K${this.render(counts, now, this.out.columns || 80)}`);
       this.drawn = true;
     } else if (now - this.lastLineAt >= this.lineIntervalMs) {
       this.lastLineAt = now;
@@ -50,7 +50,7 @@ export class ProgressDisplay {
     if (this.first && now > this.first.at) {
       this.samples.splice(0, this.samples.length, this.first, { at: now, done: doneOf(counts) });
     }
-    if (this.tty) this.out.write(`\r\x1b[2K${this.render(counts, now, this.out.columns ?? 80)}\n`);
+    if (this.tty) this.out.write(`\r\x1b[2K${this.render(counts, now, this.out.columns || 80)}\n`);
     else this.out.write(`progress: ${this.render(counts, now, 0)}\n`);
     this.drawn = false;
   }

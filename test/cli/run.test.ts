@@ -1,10 +1,13 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
 import { createTestDb, TEST_DATABASE_URL, type TestDb } from '../support/db.js';
-import { parseJsonl, runCli, startCli, waitFor, writeBatchInput } from './support/cli.js';
+import { parseJsonl, runCli, SOURCE_ENTRY, startCli, TSX, waitFor, writeBatchInput } from './support/cli.js';
 
 let dir: string;
 let db: TestDb;
@@ -158,5 +161,33 @@ describe('fusillade run on PostgreSQL', () => {
     expect(parseJsonl(await readFile(output, 'utf8'))).toHaveLength(200);
     expect(mock.countsByCustomId.size).toBe(200);
     for (const n of mock.countsByCustomId.values()) expect(n).toBe(1);
+  });
+
+  it.skipIf(!existsSync('/usr/bin/script'))('draws a live bar in place on a terminal', async () => {
+    mock.reset();
+    mock.setBehaviour(() => ({ kind: 'delay', ms: 20 }));
+    const input = join(dir, 'tty.jsonl');
+    await writeBatchInput(input, 120);
+    const quote = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
+    const command = [
+      process.execPath,
+      '--import',
+      TSX,
+      SOURCE_ENTRY,
+      'run',
+      input,
+      '-o',
+      join(dir, 'tty.out.jsonl'),
+    ]
+      .concat(['--upstream', mock.url, '--default-limit', '4', ...pgArgs()])
+      .map(quote)
+      .join(' ');
+    // util-linux script(1) gives the CLI a pseudo-terminal as stdout.
+    const { stdout } = await promisify(execFile)('script', ['-qefc', command, '/dev/null'], {
+      timeout: 60_000,
+    });
+    expect(stdout).toContain('\r\x1b[2K▕');
+    expect(stdout).not.toContain('progress: ');
+    expect(stdout).toMatch(/▕█{10,}▏ 120\/120 {2}100\.0% {2}0 failed {2}\d+ req\/s {2}ETA 0s/);
   });
 });

@@ -5,8 +5,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const SOURCE_ENTRY = join(ROOT, 'test', 'cli', 'support', 'cli-entry.ts');
-const TSX = join(ROOT, 'node_modules', 'tsx', 'dist', 'loader.mjs');
+export const SOURCE_ENTRY = join(ROOT, 'test', 'cli', 'support', 'cli-entry.ts');
+export const TSX = join(ROOT, 'node_modules', 'tsx', 'dist', 'loader.mjs');
 export const SHIPPED_BIN = join(ROOT, 'bin', 'fusillade.js');
 
 export interface CliResult {
