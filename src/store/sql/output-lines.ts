@@ -58,6 +58,14 @@ function rows(columns: string, from: string): string {
   return `(SELECT ${columns}, r.response_body ${from}) r`;
 }
 
+/**
+ * The template of each request, looked for among its batch's file only, so the join reads one
+ * file's templates through request_templates_file_line_idx, not the whole table.
+ */
+function sameFile(s: string, batchId: string): string {
+  return `t.id = r.template_id AND t.file_id = (SELECT b.file_id FROM ${s}.batches b WHERE b.id = ${literal(batchId)})`;
+}
+
 function select(mode: LinesMode, line: string, bodyBytes: string): string {
   return mode === 'lines' ? `SELECT ${line} AS line` : `SELECT octet_length(${line}) + ${bodyBytes} + 1 AS n`;
 }
@@ -73,7 +81,7 @@ export function outputLinesSql(s: string, batchId: string, mode: LinesMode = 'li
   return `${select(mode, line, `coalesce(octet_length(r.response_body), 4)`)}
   FROM ${rows(
     'r.id, r.response_status, r.upstream_request_id, t.custom_id',
-    `FROM ${s}.requests r JOIN ${s}.request_templates t ON t.id = r.template_id
+    `FROM ${s}.requests r JOIN ${s}.request_templates t ON ${sameFile(s, batchId)}
      WHERE r.batch_id = ${literal(batchId)} AND r.state = 'completed'`,
   )}`;
 }
@@ -98,7 +106,7 @@ export function errorLinesSql(s: string, batchId: string, mode: LinesMode = 'lin
   FROM ${rows(
     `r.id, r.effective_state, r.effective_error_code, r.error_code, r.error_message, r.response_status,
      r.upstream_request_id, t.custom_id`,
-    `FROM ${s}.request_view r JOIN ${s}.request_templates t ON t.id = r.template_id
+    `FROM ${s}.request_view r JOIN ${s}.request_templates t ON ${sameFile(s, batchId)}
      WHERE r.batch_id = ${literal(batchId)} AND r.effective_state IN ('failed', 'canceled')`,
   )}`;
 }
