@@ -160,6 +160,10 @@ describe('dashboard in a browser', () => {
       page.locator('.stat', { has: page.locator('.stat-label', { hasText: label }) }).locator('.stat-value');
     await expect.poll(() => stat('Failed').textContent()).toBe(String(REFUSED));
     expect(await stat('Completed').textContent()).toBe(String(TOTAL - REFUSED));
+    // The mock upstream reports 12 tokens per chat completion.
+    await expect
+      .poll(() => page.locator('.stat.ok .stat-hint').textContent())
+      .toBe(`${((TOTAL - REFUSED) * 12).toLocaleString('en')} tokens`);
     expect(await page.locator('.timeline li').allTextContents()).toEqual(
       expect.arrayContaining([expect.stringContaining('Created'), expect.stringContaining('Completed')]),
     );
@@ -206,6 +210,18 @@ describe('dashboard in a browser', () => {
       expect(line.response.status_code).toBe(200);
       expect(line.error).toBeNull();
     }
+
+    // The error file holds the refused requests with the upstream's answer.
+    const errorsPromise = page.waitForEvent('download');
+    await page.getByRole('button', { name: '↓ Errors' }).click();
+    const errorLines = (await readFile((await (await errorsPromise).path())!, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(errorLines).toHaveLength(REFUSED);
+    const line133 = errorLines.find((l) => l.custom_id === 'req-133');
+    expect(line133.response.status_code).toBe(400);
+    expect(JSON.stringify(line133.response.body)).toContain('temperature of request 133 is out of range');
 
     // Operations: the model against its limit, the daemon, the queue.
     await page.getByRole('link', { name: 'Operations' }).click();

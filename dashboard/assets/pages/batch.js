@@ -173,7 +173,12 @@ export function mount(main, app, batchId) {
     replaceChildren(
       stats,
       stat('Total', fmtNum(c.total), '', `${fmtPercent(done, c.total)} done`),
-      stat('Completed', fmtNum(c.completed), '.ok'),
+      stat(
+        'Completed',
+        fmtNum(c.completed),
+        '.ok',
+        progress.usage?.total_tokens ? `${fmtNum(progress.usage.total_tokens)} tokens` : '',
+      ),
       stat('Failed', fmtNum(c.failed), '.bad'),
       stat('Canceled', fmtNum(c.canceled), '.muted-stat'),
       stat('In progress', fmtNum(c.in_progress), '.info'),
