@@ -35,25 +35,25 @@ let userDataDir: string;
 beforeAll(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   db = await createTestDb();
-  mock = await startMockUpstream({ latencyMs: 40, recordBodies: false });
+  // 100 ms per answer at a limit of 3: the batch takes at least 5 s, so its progress is seen moving.
+  mock = await startMockUpstream({ latencyMs: 100, recordBodies: false });
   mock.setBehaviour((req) => {
     const i = Number(req.customId?.replace('req-', ''));
     return refused(i)
       ? {
           kind: 'status',
           status: 400,
-          delayMs: 40,
+          delayMs: 100,
           body: {
             error: { message: `temperature of request ${i} is out of range`, type: 'invalid_request_error' },
           },
         }
-      : { kind: 'ok' };
+      : { kind: 'ok', delayMs: 100 };
   });
   server = await createServer({
     pool: db.pool,
     schema: db.schema,
     port: 0,
-    // A low limit keeps the batch running for a few seconds, so its progress can be seen moving.
     routing: { upstream: `${mock.url}/v1`, models: { 'gpt-dash': { limit: 3 } } },
     daemonConfig: { pollIntervalMs: 200 },
   });
