@@ -114,7 +114,7 @@ export async function listBatchOverviews(
     data: page.map((row, i) => ({
       batch: toBatchInfo(row, now),
       progress: progress[i]!,
-      recentRate: row.finished_at === null ? (rates.get(row.id) ?? 0) / RATE_WINDOW_SECONDS : null,
+      recentRate: row.finished_at === null ? (rates.get(row.id) ?? 0) : null,
     })),
     hasMore: rows.length > limit,
   };
@@ -122,19 +122,27 @@ export async function listBatchOverviews(
 
 /** Requests finished per second over the last minute by one batch. */
 export async function recentRate(pool: pg.Pool, s: string, batchId: string): Promise<number> {
-  return ((await recentRates(pool, s, [batchId])).get(batchId) ?? 0) / RATE_WINDOW_SECONDS;
+  return (await recentRates(pool, s, [batchId])).get(batchId) ?? 0;
 }
 
+/**
+ * Requests finished per second over the last minute, or since the batch started when that is
+ * more recent (a young batch's rate would otherwise read far too low and its ETA far too long).
+ */
 async function recentRates(pool: pg.Pool, s: string, ids: string[]): Promise<Map<string, number>> {
   if (ids.length === 0) return new Map();
-  const { rows } = await pool.query<{ batch_id: string; n: number }>(
-    `SELECT batch_id, count(*)::int AS n FROM ${s}.requests
-      WHERE batch_id = ANY($1::uuid[]) AND completed_at >= now() - make_interval(secs => $2)
-        AND state IN ('completed', 'failed')
-      GROUP BY batch_id`,
+  const { rows } = await pool.query<{ id: string; n: number; window_seconds: number }>(
+    `SELECT b.id, count(r.id)::int AS n,
+            greatest(1, least($2, extract(epoch FROM now() - coalesce(b.in_progress_at, b.created_at))))::float8
+              AS window_seconds
+       FROM ${s}.batches b
+       LEFT JOIN ${s}.requests r ON r.batch_id = b.id AND r.completed_at >= now() - make_interval(secs => $2)
+                                AND r.state IN ('completed', 'failed')
+      WHERE b.id = ANY($1::uuid[])
+      GROUP BY b.id`,
     [ids, RATE_WINDOW_SECONDS],
   );
-  return new Map(rows.map((r) => [r.batch_id, r.n]));
+  return new Map(rows.map((r) => [r.id, r.n / r.window_seconds]));
 }
 
 /** Fails with NotFoundError unless the batch exists and belongs to the owner. */

@@ -78,6 +78,13 @@ describe('batch overviews', () => {
     const b = await newBatch('alice', 4, { project: 'gemini' });
     const c = await newBatch('alice', 3);
     await newBatch('bob', 2, { project: 'Apollo' });
+    // a has run for 10 minutes (its rate is over the last minute); b started 20 s ago.
+    await db.pool.query(
+      `UPDATE ${m.schema}.batches SET in_progress_at = now() - CASE WHEN id = $1 THEN interval '10 minutes' ELSE interval '20 seconds' END
+        WHERE id IN ($1, $2)`,
+      [a, b],
+    );
+    await settle(b, [1, 2], 'completed', { agoMs: 1_000 });
     await settle(a, [1, 2, 3], 'completed', { agoMs: 5_000 });
     await settle(a, [4], 'failed', { agoMs: 10_000 });
     await settle(a, [5], 'completed', { agoMs: 120_000 }); // outside the rate window
@@ -97,6 +104,9 @@ describe('batch overviews', () => {
       canceledRequests: 0,
     });
     expect(first.recentRate).toBeCloseTo(4 / 60, 5);
+    const young = all.data.find((o) => o.batch.id === b)!;
+    expect(young.recentRate).toBeGreaterThan(2 / 21);
+    expect(young.recentRate).toBeLessThan(2 / 19);
     const cancelled = all.data.find((o) => o.batch.id === c)!;
     expect(cancelled.batch.status).toBe('cancelled');
     expect(cancelled.progress.canceledRequests).toBe(3);
