@@ -1,0 +1,154 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
+import { createTestDb, TEST_DATABASE_URL, type TestDb } from '../support/db.js';
+import { createBatch, waitFor } from '../support/mock-upstream.js';
+import { DaemonFleet, taggedUrl, uniqueTag } from './support/daemons.js';
+
+/**
+ * A daemon frozen (SIGSTOP) for longer than its lease and its dead-daemon time, while its requests
+ * are on the wire. Another daemon reclaims and completes them. When the frozen one resumes, the
+ * upstream's late answers reach it, and it tries to write them: the database's guards (state,
+ * daemon and attempt) must refuse every one, leaving what the other daemon wrote untouched.
+ */
+
+const SLOW = 8;
+const ATTEMPT_ONE_MS = 2500;
+const LEASE_MS = 3000;
+const PAUSE_MS = 5000;
+
+let db: TestDb;
+let mock: MockUpstream;
+let fleet: DaemonFleet;
+
+beforeAll(async () => {
+  db = await createTestDb();
+  mock = await startMockUpstream();
+  // Each answer says which attempt it served, so the test can tell whose result was stored.
+  mock.setBehaviour((req) => ({
+    kind: 'status',
+    status: 200,
+    delayMs: req.attemptNo === 1 ? ATTEMPT_ONE_MS : 0,
+    body: {
+      id: `chatcmpl-${req.customId}-${req.attemptNo}`,
+      object: 'chat.completion',
+      served_attempt: req.attemptNo,
+      choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
+      usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 },
+    },
+  }));
+  fleet = new DaemonFleet({
+    databaseUrl: taggedUrl(TEST_DATABASE_URL, uniqueTag('pause')),
+    schema: db.schema,
+    upstream: mock.url,
+    upstreamApiKey: 'sk-pause',
+    modelLimits: { 'gpt-pause': 16 },
+    daemon: {
+      heartbeatIntervalMs: 200,
+      deadDaemonAfterMs: 1000,
+      // Longer than one attempt (so nothing is reclaimed unless the daemon freezes), shorter than the pause.
+      leaseMs: LEASE_MS,
+      requestTimeoutMs: 15_000,
+      pollIntervalMs: 200,
+      shutdownGraceMs: 1000,
+    },
+  });
+});
+
+afterAll(async () => {
+  await fleet?.stopAll();
+  await mock?.close();
+  await db?.close();
+});
+
+interface Row {
+  custom_id: string;
+  state: string;
+  daemon_id: string | null;
+  attempt: number;
+  response_body: string;
+  completed_at: Date;
+}
+
+async function rows(batchId: string): Promise<Row[]> {
+  const { rows } = await db.pool.query<Row>(
+    `SELECT t.custom_id, r.state, r.daemon_id, r.attempt, r.response_body, r.completed_at
+       FROM ${db.schema}.requests r JOIN ${db.schema}.request_templates t ON t.id = r.template_id
+      WHERE r.batch_id = $1 ORDER BY r.line_number`,
+    [batchId],
+  );
+  return rows;
+}
+
+describe('chaos: a daemon frozen past its lease', () => {
+  it("refuses the frozen daemon's late results: what the other daemon wrote stays", async () => {
+    const manager = db.manager();
+    const a = await fleet.start();
+    const batchId = await createBatch(
+      manager,
+      Array.from({ length: SLOW }, (_, i) => ({
+        endpoint: 'http://127.0.0.1:9',
+        method: 'POST',
+        path: '/v1/chat/completions',
+        body: JSON.stringify({ model: 'gpt-pause', messages: [] }),
+        model: 'gpt-pause',
+        apiKey: '',
+        customId: `slow-${i}`,
+      })),
+    );
+    // Every request is on the wire from daemon A.
+    await waitFor(() => mock.requests.filter((r) => r.customId?.startsWith('slow-')).length >= SLOW, 30_000);
+    const frozenAt = Date.now();
+    a.kill('SIGSTOP');
+    try {
+      const b = await fleet.start();
+      // B declares A dead, reclaims its rows and sends them again; the second attempts answer at once.
+      const byB = await waitFor(
+        async () => {
+          const r = await rows(batchId);
+          return r.every((x) => x.state === 'completed') ? r : null;
+        },
+        30_000,
+        50,
+      );
+      const reclaimedAfterMs = Date.now() - frozenAt;
+      for (const r of byB) {
+        expect(r.daemon_id).toBe(b.daemonId);
+        expect(r.attempt).toBe(2);
+        expect(JSON.parse(r.response_body).served_attempt).toBe(2);
+      }
+      const remaining = PAUSE_MS - (Date.now() - frozenAt);
+      if (remaining > 0) await new Promise((r) => setTimeout(r, remaining));
+      // By now the upstream has answered A's first attempts; they wait in A's sockets.
+      expect(
+        mock.requests.filter(
+          (r) => r.customId?.startsWith('slow-') && r.attemptNo === 1 && r.endedAt !== null,
+        ),
+      ).toHaveLength(SLOW);
+      a.kill('SIGCONT');
+      const pausedMs = Date.now() - frozenAt;
+
+      // A wakes up, reads the late answers and tries to write them: each write is refused.
+      await waitFor(() => (a.output().stderr.match(/stale write refused/g) ?? []).length >= SLOW, 20_000);
+      const after = await rows(batchId);
+      expect(after).toEqual(byB);
+      const status = await manager.getBatchStatus(batchId);
+      expect(status).toMatchObject({ status: 'completed', completedRequests: SLOW, failedRequests: 0 });
+      expect(mock.countsByCustomId.size).toBe(SLOW);
+      for (const n of mock.countsByCustomId.values()) expect(n).toBe(2);
+      // A is alive and well after its nap.
+      expect(a.exitCode).toBeNull();
+      console.log(
+        JSON.stringify({
+          scenario: 'sigstop-past-lease',
+          requests: SLOW,
+          pausedMs,
+          leaseMs: LEASE_MS,
+          reclaimedAndCompletedByOtherMs: reclaimedAfterMs,
+          staleWritesRefused: (a.output().stderr.match(/stale write refused/g) ?? []).length,
+        }),
+      );
+    } finally {
+      a.kill('SIGCONT');
+    }
+  }, 90_000);
+});
