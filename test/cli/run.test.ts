@@ -80,6 +80,20 @@ describe('fusillade run on PostgreSQL', () => {
     for (let i = 1; i <= 30; i++) if (i !== 7) expect(mock.countsByCustomId.get(`req-${i}`)).toBe(1);
   });
 
+  it('refuses a file whose model has no upstream, naming the line, and stores nothing', async () => {
+    const input = join(dir, 'unrouted.jsonl');
+    const config = join(dir, 'routes.json');
+    await writeBatchInput(input, 3, 'gpt-unrouted');
+    await writeFile(config, JSON.stringify({ models: { 'gpt-routed': { upstream: mock.url } } }));
+    const before = (await db.manager().listFiles({ owner: 'cli' })).data.length;
+    const r = await runCli(['run', input, '-o', join(dir, 'x.jsonl'), '--config', config, ...pgArgs()]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toMatch(
+      /^fusillade: .*unrouted\.jsonl: line 1: model "gpt-unrouted" has no upstream/,
+    );
+    expect((await db.manager().listFiles({ owner: 'cli' })).data.length).toBe(before);
+  });
+
   it('resumes after SIGKILL mid-run: nothing completed is sent again, nothing is lost', async () => {
     mock.reset();
     mock.setBehaviour(() => ({ kind: 'delay', ms: 40 }));

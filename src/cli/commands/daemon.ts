@@ -8,7 +8,8 @@ import { checkUpstreamReachable, resolveUpstream, withoutCredentials } from '../
 
 /** `fusillade daemon`: only the daemon, for extra replicas next to a `fusillade serve --no-daemon`. */
 export async function daemonCommand({ settings }: CommandContext): Promise<number> {
-  if (settings.upstream === undefined && !settings.routing.models) {
+  const modelUpstreams = Object.values(settings.routing.models ?? {}).some((m) => m.upstream);
+  if (settings.upstream === undefined && !modelUpstreams) {
     throw new UsageError('--upstream is required: a base URL (e.g. https://api.openai.com) or "mock"');
   }
   const shutdown = shutdownSignal();

@@ -31,7 +31,8 @@ export async function runCommand(
 ): Promise<number> {
   const output = String(flags.output);
   const errorsPath = typeof flags.errors === 'string' ? flags.errors : undefined;
-  if (settings.upstream === undefined && !settings.routing.models) {
+  const modelUpstreams = Object.values(settings.routing.models ?? {}).some((m) => m.upstream);
+  if (settings.upstream === undefined && !modelUpstreams) {
     throw new UsageError('--upstream is required: a base URL (e.g. https://api.openai.com) or "mock"');
   }
   const input = await inspectInput(inputPath);
@@ -52,7 +53,14 @@ export async function runCommand(
     });
     const key = runKey(input, upstream.identity);
     const timings = new PhaseTimer(verbose);
-    const batchId = await findOrCreateBatch(manager, input, key, upstream.url ?? 'http://127.0.0.1', flags);
+    const router = createUpstreamRouter(upstream.routing);
+    const batchId = await findOrCreateBatch(
+      manager,
+      input,
+      key,
+      (model) => router.route(model)?.endpoint,
+      flags,
+    );
     timings.mark('store the input');
     let status = await manager.getBatchStatus(batchId);
     if (status.finishedAt !== null && status.failedRequests > 0) {
@@ -115,7 +123,7 @@ async function findOrCreateBatch(
   manager: PostgresRequestManager,
   input: InputFile,
   key: string,
-  endpoint: string,
+  endpointOf: (model: string) => string | undefined,
   flags: CommandContext['flags'],
 ): Promise<string> {
   const existing = await findBatchIdByIdempotencyKey(manager.pool, manager.schema, RUN_OWNER, key);
@@ -129,7 +137,7 @@ async function findOrCreateBatch(
     fileId = await manager.createFileStream(
       basename(input.path),
       `fusillade run ${input.path}`,
-      inputTemplates(input, endpoint, parser),
+      inputTemplates(input, endpointOf, parser),
       {
         owner: RUN_OWNER,
         sizeBytes: input.bytes,

@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { UsageError } from '../../config/usage-error.js';
 import { BatchInputParser } from '../../domain/batch-input.js';
+import { ValidationError } from '../../domain/errors.js';
 import type { TemplateItem } from '../../store/files.js';
 
 /** What `run` needs to know about its input before storing it. */
@@ -35,27 +36,41 @@ export async function inspectInput(path: string): Promise<InputFile> {
 
 /**
  * The file's lines as templates for `createFileStream`, validated as OpenAI batch lines (the first
- * bad line throws a ValidationError naming it, and nothing is stored). `endpoint` is the upstream
- * base URL recorded in the templates; the daemon's router decides the actual upstream at dispatch.
+ * bad line throws a ValidationError naming it, and nothing is stored). `endpointOf(model)` is the
+ * upstream base URL recorded in the templates (the daemon's router decides again at dispatch); a
+ * model without one is refused, naming its line.
  */
 export async function* inputTemplates(
   input: InputFile,
-  endpoint: string,
+  endpointOf: (model: string) => string | undefined,
   parser: BatchInputParser = new BatchInputParser({
     maxLines: Number.MAX_SAFE_INTEGER,
     maxBytes: Number.MAX_SAFE_INTEGER,
   }),
 ): AsyncGenerator<TemplateItem> {
-  const toTemplate = (l: ReturnType<BatchInputParser['push']>[number]): TemplateItem => ({
-    endpoint,
-    method: l.method,
-    path: l.url,
-    body: l.body,
-    model: l.model,
-    apiKey: '', // keys stay in memory (the router), never in rows
-    customId: l.customId,
-    lineNumber: l.line,
-  });
+  const toTemplate = (l: ReturnType<BatchInputParser['push']>[number]): TemplateItem => {
+    const endpoint = endpointOf(l.model);
+    if (!endpoint) {
+      throw new ValidationError([
+        {
+          code: 'no_upstream',
+          param: 'body.model',
+          line: l.line,
+          message: `model ${JSON.stringify(l.model)} has no upstream: pass --upstream, or give it one in the config file's "models"`,
+        },
+      ]);
+    }
+    return {
+      endpoint,
+      method: l.method,
+      path: l.url,
+      body: l.body,
+      model: l.model,
+      apiKey: '', // keys stay in memory (the router), never in rows
+      customId: l.customId,
+      lineNumber: l.line,
+    };
+  };
   for await (const chunk of createReadStream(input.path, { highWaterMark: 1 << 20 })) {
     for (const line of parser.push(chunk as Buffer)) yield toTemplate(line);
   }
