@@ -94,19 +94,27 @@ function frame(width, height, margin, scale, label) {
   return svg;
 }
 
+/** Time labels along the x axis, evenly spread and never closer than a label's width. */
 function xTicks(svg, { start, bucketSeconds, n, x, y, width }) {
   const span = n * bucketSeconds;
-  const count = Math.max(2, Math.min(7, Math.floor(width / 110)));
+  const minGap = 110;
+  const count = Math.max(2, Math.min(7, n, Math.floor(width / minGap)));
+  const kept = [];
   for (let k = 0; k < count; k++) {
-    const i = Math.round((k * (n - 1)) / (count - 1));
-    svg.append(
-      h(
-        'text.tick',
-        { x: x(i), y, 'text-anchor': k === 0 ? 'start' : k === count - 1 ? 'end' : 'middle' },
-        timeLabel(start + i * bucketSeconds, span),
-      ),
-    );
+    const i = n <= 1 ? 0 : Math.round((k * (n - 1)) / (count - 1));
+    if (kept.length && x(i) - x(kept.at(-1)) < minGap) {
+      // The last label (the newest time) wins over its neighbour, but not over the first.
+      if (k === count - 1 && kept.length > 1) kept.pop();
+      else continue;
+    }
+    if (!kept.includes(i)) kept.push(i);
   }
+  kept.forEach((i, k) => {
+    const anchor = k === 0 ? 'start' : k === kept.length - 1 ? 'end' : 'middle';
+    svg.append(
+      h('text.tick', { x: x(i), y, 'text-anchor': anchor }, timeLabel(start + i * bucketSeconds, span)),
+    );
+  });
 }
 
 /**

@@ -186,6 +186,10 @@ describe('dashboard in a browser', () => {
       'temperature of request 133 is out of range',
     );
     await page.screenshot({ path: `${ARTIFACTS}dashboard-request.png` });
+    await viewer.locator('[role=tab]', { hasText: 'Error' }).click();
+    expect(await viewer.locator('.tab-panel:not([hidden]) pre').textContent()).toBe(
+      'The upstream answered HTTP 400:\ntemperature of request 133 is out of range',
+    );
     // The request tab shows the body as sent; Escape closes the viewer.
     await viewer.locator('[role=tab]', { hasText: 'Request' }).click();
     expect(await viewer.locator('.tab-panel:not([hidden]) pre').textContent()).toContain('question 133');

@@ -188,7 +188,7 @@ export function mount(main, app, batchId) {
         'ETA',
         live ? (eta === null ? '—' : fmtDuration(eta)) : 'done',
         '',
-        live ? '' : fmtDuration(elapsed),
+        live ? '' : `took ${fmtDuration(elapsed)}`,
       ),
     );
     replaceChildren(bar, progressBar(c, { large: true }));

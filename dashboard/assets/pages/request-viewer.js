@@ -16,11 +16,7 @@ export async function openRequestViewer(batchId, requestId, app) {
   const tabs = [
     ['request', 'Request', `${r.method} ${r.path}\n\n${prettyJson(r.body)}`],
     ['response', 'Response', r.response_body === null ? null : prettyJson(r.response_body)],
-    [
-      'error',
-      'Error',
-      r.error_code || r.error_message ? `${r.error_code ?? ''}\n${r.error_message ?? ''}`.trim() : null,
-    ],
+    ['error', 'Error', errorText(r)],
   ];
   const initial =
     r.state === 'failed' || r.state === 'canceled'
@@ -133,4 +129,18 @@ export async function openRequestViewer(batchId, requestId, app) {
   select(initial);
   dialog.showModal();
   tabButtons.find((b) => b.dataset.tab === initial)?.focus();
+}
+
+/** The error code and message; for an upstream refusal, its status and the message in its body. */
+function errorText(r) {
+  if (r.error_code || r.error_message) return `${r.error_code ?? ''}\n${r.error_message ?? ''}`.trim();
+  if (r.state !== 'failed' || !r.status_code) return null;
+  let message = '';
+  try {
+    const body = JSON.parse(r.response_body);
+    message = body?.error?.message ?? (typeof body?.error === 'string' ? body.error : '');
+  } catch {
+    message = r.response_body ?? '';
+  }
+  return `The upstream answered HTTP ${r.status_code}${message ? `:\n${message}` : '.'}`;
 }
