@@ -3,7 +3,7 @@ import os from 'node:os';
 import type pg from 'pg';
 import type { DaemonHandle, PostgresRequestManager } from '../store/request-manager.js';
 import { eventsChannel } from '../store/schema.js';
-import { claimSql, configureModelLimitsSql, lockModelsSql, seedModelLimitsSql } from '../store/sql/claim.js';
+import { claimSql, configureModelLimitsSql, liveModelsSql, lockModelsSql } from '../store/sql/claim.js';
 import { completeSql } from '../store/sql/complete.js';
 import { registerDaemonSql, stopDaemonSql } from '../store/sql/heartbeat.js';
 import { type DaemonConfig, leaseMs } from './config.js';
@@ -64,6 +64,8 @@ export class Daemon {
   private results: ResultWrite[] = [];
   private claimNeeded = true;
   private seedNeeded = true;
+  /** Models with live work as of the last refresh (each poll and notification). */
+  private liveModels: string[] = [];
   private stopping = false;
   private stopDeadline = Number.POSITIVE_INFINITY;
   private wakeUp: (() => void) | null = null;
@@ -216,11 +218,15 @@ export class Daemon {
       const batch = this.results.splice(0, MAX_FLUSH);
       try {
         if (claim && this.seedNeeded) {
+          const { rows } = await query<{ model: string }>(
+            this.pool,
+            this.config.dbTimeoutMs,
+            'live models',
+            liveModelsSql(this.s),
+            [JSON.stringify(this.config.modelConcurrencyLimits), this.config.defaultModelConcurrency],
+          );
+          this.liveModels = rows.map((r) => r.model);
           this.seedNeeded = false;
-          await query(this.pool, this.config.dbTimeoutMs, 'seed model limits', seedModelLimitsSql(this.s), [
-            JSON.stringify(this.config.modelConcurrencyLimits),
-            this.config.defaultModelConcurrency,
-          ]);
         }
         await this.cycle(batch, claim);
         backoff = 0;
@@ -247,13 +253,17 @@ export class Daemon {
       async (c) => {
         let applied: { id: string; batch_id: string }[] = [];
         let claimed: ClaimedRow[] = [];
-        if (!claim) {
+        if (!claim || this.liveModels.length === 0) {
+          if (writes.length === 0) return { applied, claimed };
           applied = (await c.query(this.completeQuery(writes))).rows;
           return { applied, claimed };
         }
         try {
           const results = (await c.query(
-            `BEGIN; SET LOCAL statement_timeout = ${Math.max(1, this.config.dbTimeoutMs)}; ${lockModelsSql(this.s)}`,
+            `BEGIN; SET LOCAL statement_timeout = ${Math.max(1, this.config.dbTimeoutMs)}; ${lockModelsSql(
+              this.s,
+              `ARRAY[${this.liveModels.map((m) => c.escapeLiteral(m)).join(',')}]`,
+            )}`,
           )) as unknown as pg.QueryResult<{ model: string; concurrency: number }>[];
           const limits = results[results.length - 1]!.rows;
           if (writes.length > 0) {

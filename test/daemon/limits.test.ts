@@ -35,21 +35,21 @@ function sample(model: string, until: Promise<unknown>): Promise<number[]> {
 describe('global per-model limits', () => {
   it('two daemons share one limit: never above it, and at it while there is a backlog', async () => {
     const config = { modelConcurrencyLimits: { 'model-a': 8 }, pollIntervalMs: 100, logger: () => {} };
-    mock.setLatency(200);
+    mock.setLatency(400);
     const d1 = await db.manager(config).run();
     const d2 = await db.manager(config).run();
     try {
       const m = db.manager();
       mock.reset();
       const batchId = await createBatch(m, [
-        ...mockTemplates(mock, 120, { model: 'model-a', prefix: 'a-' }),
-        ...mockTemplates(mock, 40, { model: 'model-b', prefix: 'b-' }),
+        ...mockTemplates(mock, 80, { model: 'model-a', prefix: 'a-' }),
+        ...mockTemplates(mock, 30, { model: 'model-b', prefix: 'b-' }),
       ]);
       const ended = waitForBatchEnd(m, batchId, 30_000);
       const samples = await sample('model-a', ended);
       const status = await ended;
       mock.setLatency(40);
-      expect(status.completedRequests).toBe(160);
+      expect(status.completedRequests).toBe(110);
       expect(mock.maxInFlight.byModel.get('model-a')).toBe(8);
       // With a backlog the limit is used: on average the busy phase keeps close to 8 in flight.
       const busy = samples.slice(Math.floor(samples.length * 0.1), Math.floor(samples.length * 0.7));

@@ -77,7 +77,7 @@ describe('mock upstream', () => {
 
   it('records the maximum in flight per model and in total', async () => {
     mock.reset();
-    mock.setLatency(100);
+    mock.setLatency(500);
     await Promise.all([
       ...Array.from({ length: 5 }, (_, i) => post('/v1/chat/completions', 'x', `x${i}`)),
       ...Array.from({ length: 3 }, (_, i) => post('/v1/chat/completions', 'y', `y${i}`)),

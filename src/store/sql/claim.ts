@@ -1,13 +1,15 @@
 /**
  * The claim (REFERENCE §4 lessons 2, 3, 4, 13), run by the daemon in one transaction:
  *
- *   1. lockModelsSql: lock the model_limits rows of every model with live work, ORDER BY model so two
- *      daemons never deadlock. A daemon holding a model's row is the only one claiming for it.
+ *   1. lockModelsSql: lock the model_limits rows of the models with live work (liveModelsSql, refreshed
+ *      each poll and notification), ORDER BY model so two daemons never deadlock. A daemon holding a
+ *      model's row is the only one claiming for it.
  *   2. claimSql (a new statement, so a fresh READ COMMITTED snapshot that sees every claim committed
  *      before the lock was granted): per model, free = concurrency − rows in flight (counted through
  *      requests_inflight_idx), cap = least(free, the daemon's want); then ONE statement over all
- *      models walks live batches earliest deadline first (batches_live_idx, batch_models) and takes
- *      each batch's oldest pending lines (requests_pending_idx) with FOR UPDATE SKIP LOCKED.
+ *      models walks live batches earliest deadline first (sorted once per statement, a handful of
+ *      rows), skips batches without the model (batch_models primary key) and takes each batch's
+ *      oldest pending lines (requests_pending_idx) with FOR UPDATE SKIP LOCKED.
  *
  * Rows go straight to 'processing' with started_at set: the claim's commit is the durable mark that
  * the request may be on the wire, so a crash after it is recovered by reclaim, and no second round
@@ -29,13 +31,17 @@
 const LIVE = `b.finished_at IS NULL AND b.cancelling_at IS NULL AND b.deleted_at IS NULL AND b.failed_at IS NULL
   AND b.expires_at > now()`;
 
-/** Locks the limit rows of the models that have live work; returns their concurrency. No parameters. */
-export function lockModelsSql(s: string): string {
+/**
+ * Locks the limit rows of the given models (the daemon's current list of models with live work,
+ * from liveModelsSql), ORDER BY model so daemons never deadlock; returns their concurrency.
+ * `modelsLiteral` is a quoted text[] literal (it runs in the same simple-protocol round trip as
+ * BEGIN, which cannot carry parameters).
+ */
+export function lockModelsSql(s: string, modelsLiteral: string): string {
   return `
 SELECT ml.model, ml.concurrency
   FROM ${s}.model_limits ml
- WHERE ml.model IN (SELECT bm.model FROM ${s}.batches b JOIN ${s}.batch_models bm ON bm.batch_id = b.id
-                     WHERE ${LIVE})
+ WHERE ml.model = ANY (${modelsLiteral}::text[])
  ORDER BY ml.model
    FOR UPDATE OF ml`;
 }
@@ -53,18 +59,19 @@ WITH want AS MATERIALIZED (
     FROM unnest($1::text[], $2::int[]) AS w(model, want)
     JOIN ${s}.model_limits ml ON ml.model = w.model
 ),
+live AS MATERIALIZED (
+  SELECT b.id, b.expires_at FROM ${s}.batches b WHERE ${LIVE} ORDER BY b.expires_at, b.created_at, b.id
+),
 picked AS (
   SELECT p.id, p.expires_at
     FROM want w
     CROSS JOIN LATERAL (
       SELECT r.id, lb.expires_at
-        FROM (SELECT b.id, b.expires_at
-                FROM ${s}.batches b JOIN ${s}.batch_models bm ON bm.batch_id = b.id AND bm.model = w.model
-               WHERE ${LIVE}
-               ORDER BY b.expires_at, b.created_at, b.id) lb
+        FROM live lb
         CROSS JOIN LATERAL (
           SELECT r.id FROM ${s}.requests r
-           WHERE r.batch_id = lb.id AND r.model = w.model AND r.state = 'pending'
+           WHERE EXISTS (SELECT 1 FROM ${s}.batch_models bm WHERE bm.batch_id = lb.id AND bm.model = w.model)
+             AND r.batch_id = lb.id AND r.model = w.model AND r.state = 'pending'
              AND (r.not_before IS NULL OR r.not_before <= now())
            ORDER BY r.line_number
            LIMIT greatest(w.cap, 0)
@@ -82,17 +89,21 @@ RETURNING r.id, r.batch_id, r.model, r.attempt, p.expires_at, t.custom_id, t.end
 }
 
 /**
- * Inserts limit rows for models with live work that have none yet (default concurrency, or the
- * configured one). $1 jsonb {model: n} configured limits, $2 int default.
+ * The models with live work, inserting limit rows for those that have none yet (the configured
+ * limit, else the default). Run on start, on every poll and on batch notifications; the daemon
+ * claims for these models until the next refresh. $1 jsonb {model: n} configured limits, $2 int default.
  */
-export function seedModelLimitsSql(s: string): string {
+export function liveModelsSql(s: string): string {
   return `
-INSERT INTO ${s}.model_limits (model, concurrency)
-SELECT DISTINCT bm.model, coalesce(($1::jsonb ->> bm.model)::int, $2)
-  FROM ${s}.batches b JOIN ${s}.batch_models bm ON bm.batch_id = b.id
- WHERE ${LIVE}
-   AND NOT EXISTS (SELECT 1 FROM ${s}.model_limits ml WHERE ml.model = bm.model)
-ON CONFLICT (model) DO NOTHING`;
+WITH live AS (
+  SELECT DISTINCT bm.model FROM ${s}.batches b JOIN ${s}.batch_models bm ON bm.batch_id = b.id WHERE ${LIVE}
+),
+seeded AS (
+  INSERT INTO ${s}.model_limits (model, concurrency)
+  SELECT l.model, coalesce(($1::jsonb ->> l.model)::int, $2) FROM live l
+  ON CONFLICT (model) DO NOTHING
+)
+SELECT model FROM live ORDER BY model`;
 }
 
 /** Writes the configured limits at daemon start (configuration is the latest word). $1 text[], $2 int[]. */

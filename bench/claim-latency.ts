@@ -1,0 +1,138 @@
+/**
+ * Bench (4): claim latency with 1,000,000 pending requests over 50 models and 500 batches (goal: p99
+ * under 20 ms). The data is built with INSERT … SELECT generate_series straight into a fresh schema;
+ * then the daemon's claim transaction (BEGIN; lock model rows; claim over all models; COMMIT) runs
+ * repeatedly, each claimed row being completed afterwards (untimed) so the in-flight set stays small.
+ * Standalone: `node --import tsx bench/claim-latency.ts [pending]`.
+ */
+import { claimSql, lockModelsSql } from '../src/store/sql/claim.js';
+import { createTestDb } from '../test/support/db.js';
+
+const DAEMON = '00000000-0000-0000-0000-00000000bead';
+
+function pct(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))]!;
+}
+
+export async function benchClaimLatency(options: { pending?: number; claims?: number; want?: number } = {}) {
+  const batches = 500;
+  const models = 50;
+  const pending = options.pending ?? 1_000_000;
+  const perBatch = Math.floor(pending / batches);
+  const claims = options.claims ?? 300;
+  const want = options.want ?? 2;
+  const db = await createTestDb({ max: 2 });
+  const s = `"${db.schema}"`;
+  try {
+    const buildStart = performance.now();
+    const { rows: files } = await db.pool.query(
+      `INSERT INTO ${s}.files (name, template_count) VALUES ('bench', ${models}) RETURNING id`,
+    );
+    const fileId = files[0].id;
+    await db.pool.query(
+      `INSERT INTO ${s}.request_templates (file_id, line_number, custom_id, endpoint, method, path, body, model)
+       SELECT $1, g, 'c' || g, 'http://127.0.0.1:9', 'POST', '/v1/chat/completions', '{}', 'model-' || (g - 1)
+         FROM generate_series(1, ${models}) g`,
+      [fileId],
+    );
+    await db.pool.query(
+      `INSERT INTO ${s}.batches (file_id, total_requests, in_progress_at, expires_at, created_at)
+       SELECT $1, ${perBatch}, now(), now() + interval '24 hours' + g * interval '1 second', now() + g * interval '1 ms'
+         FROM generate_series(1, ${batches}) g`,
+      [fileId],
+    );
+    await db.pool.query(
+      `INSERT INTO ${s}.requests (batch_id, template_id, line_number, model)
+       SELECT b.id, t.id, g, t.model
+         FROM ${s}.batches b CROSS JOIN generate_series(1, ${perBatch}) g
+         JOIN ${s}.request_templates t ON t.file_id = $1 AND t.line_number = ((g - 1) % ${models}) + 1`,
+      [fileId],
+    );
+    await db.pool.query(
+      `INSERT INTO ${s}.batch_models (batch_id, model)
+       SELECT b.id, 'model-' || m FROM ${s}.batches b CROSS JOIN generate_series(0, ${models - 1}) m`,
+    );
+    await db.pool.query(
+      `INSERT INTO ${s}.model_limits (model, concurrency) SELECT 'model-' || m, 1000 FROM generate_series(0, ${models - 1}) m`,
+    );
+    await db.pool.query(`INSERT INTO ${s}.daemons (id, host, pid) VALUES ($1, 'bench', 0)`, [DAEMON]);
+    await db.pool.query(`VACUUM ANALYZE ${s}.requests`);
+    await db.pool.query(`ANALYZE`);
+    const buildSeconds = (performance.now() - buildStart) / 1000;
+
+    const client = await db.pool.connect();
+    if (process.env.PLAN_MODE) await client.query(`SET plan_cache_mode = ${process.env.PLAN_MODE}`);
+    const txn: number[] = [];
+    const stmt: number[] = [];
+    let claimed = 0;
+    try {
+      const modelNames = Array.from({ length: models }, (_, m) => `model-${m}`);
+      const wants = modelNames.map(() => want);
+      for (let i = 0; i < claims + 10; i++) {
+        const t0 = performance.now();
+        await client.query(
+          `BEGIN; ${lockModelsSql(s, `ARRAY[${modelNames.map((m) => `'${m}'`).join(',')}]`)}`,
+        );
+        const t1 = performance.now();
+        const { rows } = await client.query({
+          name: 'bench_claim',
+          text: claimSql(s),
+          values: [modelNames, wants, DAEMON, 600_000],
+        });
+        const t2 = performance.now();
+        await client.query('COMMIT');
+        const t3 = performance.now();
+        if (i >= 10) {
+          // the first ten warm the plan cache
+          txn.push(t3 - t0);
+          stmt.push(t2 - t1);
+          claimed += rows.length;
+        }
+        await client.query(
+          `UPDATE ${s}.requests SET state = 'completed', completed_at = now(), response_status = 200, response_body = '{}'
+            WHERE id = ANY($1::uuid[])`,
+          [rows.map((r) => r.id)],
+        );
+      }
+      if (process.env.EXPLAIN) {
+        const names = Array.from({ length: models }, (_, m) => `'model-${m}'`).join(',');
+        const ex = await client.query(
+          `EXPLAIN (ANALYZE, BUFFERS) ${claimSql(s)
+            .replace('$1::text[]', `ARRAY[${names}]`)
+            .replace('$2::int[]', `array_fill(${want}, ARRAY[${models}])`)
+            .replace('$3', `'${DAEMON}'`)
+            .replace('$4', '600000')}`,
+        );
+        console.log(ex.rows.map((r) => r['QUERY PLAN']).join('\n'));
+      }
+    } finally {
+      client.release();
+    }
+    txn.sort((a, b) => a - b);
+    stmt.sort((a, b) => a - b);
+    const p99 = pct(txn, 99);
+    return {
+      p50: pct(txn, 50),
+      p99,
+      markdown: [
+        `### Claim latency (${pending.toLocaleString('en-US')} pending, ${models} models, ${batches} batches)`,
+        '',
+        `Data built with INSERT … SELECT generate_series in ${buildSeconds.toFixed(1)} s. ${claims} claims over all ${models} models, want ${want} per model (${(claimed / claims).toFixed(0)} rows per claim on average).`,
+        '',
+        '| measure | p50 | p99 | max |',
+        '|---|---|---|---|',
+        `| claim transaction (BEGIN + lock model rows, claim statement, COMMIT) | ${pct(txn, 50).toFixed(2)} ms | ${p99.toFixed(2)} ms | ${txn[txn.length - 1]!.toFixed(2)} ms |`,
+        `| claim statement alone | ${pct(stmt, 50).toFixed(2)} ms | ${pct(stmt, 99).toFixed(2)} ms | ${stmt[stmt.length - 1]!.toFixed(2)} ms |`,
+        '',
+        `Goal p99 < 20 ms: ${p99 < 20 ? 'met' : 'NOT met'}.`,
+      ].join('\n'),
+    };
+  } finally {
+    await db.close();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const pending = process.argv[2] ? Number(process.argv[2]) : undefined;
+  console.log((await benchClaimLatency({ pending })).markdown);
+}

@@ -1,0 +1,79 @@
+/**
+ * `npm run bench`: runs every bench in BENCHES in order and writes BENCHMARKS.md (each section
+ * carries its own baseline measured in the same run). `npm run bench -- claim wakeup` runs only the
+ * benches whose names contain one of the words, and replaces just their sections in BENCHMARKS.md.
+ * To add a bench: export an async function returning { markdown } and add one line below.
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { benchClaimLatency } from './claim-latency.js';
+import { benchCliRun } from './cli-run.js';
+import { benchDaemonMemory } from './daemon-memory.js';
+import { benchDaemonThroughput } from './daemon-throughput.js';
+import { benchDaemonWakeup } from './daemon-wakeup.js';
+import { benchDashboardQueries } from './dashboard-queries.js';
+import { benchServerTransfer } from './server-transfer.js';
+
+interface Bench {
+  name: string;
+  run: () => Promise<{ markdown: string }>;
+}
+
+const BENCHES: Bench[] = [
+  { name: 'daemon-throughput', run: () => benchDaemonThroughput() },
+  { name: 'daemon-wakeup', run: () => benchDaemonWakeup() },
+  { name: 'claim-latency', run: () => benchClaimLatency() },
+  { name: 'daemon-memory', run: () => benchDaemonMemory() },
+  { name: 'cli-run', run: () => benchCliRun() },
+  { name: 'server-transfer', run: () => benchServerTransfer() },
+  { name: 'dashboard-queries', run: async () => ({ markdown: await benchDashboardQueries() }) },
+];
+
+const OUT = fileURLToPath(new URL('../BENCHMARKS.md', import.meta.url));
+const begin = (name: string) => `<!-- bench:${name} -->`;
+const end = (name: string) => `<!-- /bench:${name} -->`;
+
+function header(): string {
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  return (
+    [
+      '# Benchmarks',
+      '',
+      'Written by `npm run bench` (bench/run.ts). Every section states its baseline, measured in the same run on the',
+      'same machine. The development machine has 2 cores shared with other work, so absolute figures are noisy:',
+      'compare each result with its own baseline.',
+      '',
+    ].join('\n') +
+    `\nLast full header refresh: ${new Date().toISOString()} · Node ${process.version} · ${os.cpus().length} × ${cpu}\n`
+  );
+}
+
+async function main(): Promise<void> {
+  const filters = process.argv.slice(2);
+  const selected =
+    filters.length > 0 ? BENCHES.filter((b) => filters.some((f) => b.name.includes(f))) : BENCHES;
+  let doc = existsSync(OUT) ? readFileSync(OUT, 'utf8') : header();
+  if (filters.length === 0) doc = header();
+  for (const bench of selected) {
+    process.stderr.write(`bench ${bench.name}…\n`);
+    const started = Date.now();
+    let body: string;
+    try {
+      body = (await bench.run()).markdown;
+    } catch (err) {
+      body = `### ${bench.name}\n\nFailed in this run: ${(err as Error).message}`;
+    }
+    const section = `${begin(bench.name)}\n${body}\n\n_Measured ${new Date().toISOString()} in ${((Date.now() - started) / 1000).toFixed(0)} s._\n${end(bench.name)}`;
+    const a = doc.indexOf(begin(bench.name));
+    const b = doc.indexOf(end(bench.name));
+    doc =
+      a >= 0 && b > a
+        ? doc.slice(0, a) + section + doc.slice(b + end(bench.name).length)
+        : `${doc}\n${section}\n`;
+    writeFileSync(OUT, doc);
+    process.stderr.write(`${body}\n\n`);
+  }
+}
+
+await main();
