@@ -55,6 +55,7 @@ export function meter(value, max, label) {
 /** A round tick step (1, 2, 5 × 10^k) giving at most five intervals up to v, and the axis maximum. */
 function niceScale(v) {
   if (v <= 0) return { max: 1, step: 0.25 };
+  v *= 1.08; // headroom: the tallest bar never touches the top
   const raw = v / 5;
   const p = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 5, 10].map((m) => m * p).find((s) => s >= raw);

@@ -195,6 +195,8 @@ describe('dashboard in a browser', () => {
     expect(await viewer.locator('.tab-panel:not([hidden]) pre').textContent()).toContain('question 133');
     await page.keyboard.press('Escape');
     await expect.poll(() => viewer.count()).toBe(0);
+    // Keyboard users land back on the request they opened.
+    expect(await page.evaluate('document.activeElement.textContent')).toBe('req-133');
 
     // Download the output file (fetched with the key, saved through a Blob link).
     const downloadPromise = page.waitForEvent('download');
