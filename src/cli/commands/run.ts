@@ -43,17 +43,17 @@ export async function runCommand(
     if (upstream.url) await checkUpstreamReachable(upstream.url);
     const db = await openDatabase(settings, { log: (m) => console.error(m) });
     cleanup.unshift(() => db.close());
+    const router = createUpstreamRouter(upstream.routing);
     const manager = new PostgresRequestManager(db.pool, {
       schema: db.schema,
       ...settings.daemonConfig,
       ...limitsFromRouting(upstream.routing),
-      upstreamRouter: createUpstreamRouter(upstream.routing),
+      upstreamRouter: router,
       // The progress bar tells the story; the daemon's info lines would only scroll it away.
       logger: stderrLogger(verbose ? 'info' : 'warn'),
     });
     const key = runKey(input, upstream.identity);
     const timings = new PhaseTimer(verbose);
-    const router = createUpstreamRouter(upstream.routing);
     const batchId = await findOrCreateBatch(
       manager,
       input,
