@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { UpstreamRouter } from '../daemon/config.js';
+import type { Semaphore } from '../daemon/semaphore.js';
 import type { PostgresRequestManager } from '../store/request-manager.js';
 import type { ServerMetrics } from './metrics.js';
 
@@ -10,6 +11,10 @@ export interface ApiContext {
   metrics: ServerMetrics;
   maxUploadBytes: number;
   maxLinesPerFile: number;
+  /** Bytes of validated lines read before an upload takes a database connection. */
+  uploadPreBufferBytes: number;
+  /** Uploads streaming into the database at once (each holds a pooled connection). */
+  uploadSlots: Semaphore;
   /** An upload that sends nothing for this long is cut off (408). */
   uploadIdleTimeoutMs: number;
   /** Largest JSON request body accepted on the JSON routes. */

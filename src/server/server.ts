@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type pg from 'pg';
 import type { DaemonConfig } from '../daemon/config.js';
+import { Semaphore } from '../daemon/semaphore.js';
 import { migrate } from '../store/migrate.js';
 import { type DaemonHandle, PostgresRequestManager } from '../store/request-manager.js';
 import { authenticate } from './auth.js';
@@ -37,6 +38,16 @@ export interface ServerOptions {
   maxUploadBytes?: number;
   /** Default 50,000. */
   maxLinesPerFile?: number;
+  /**
+   * Uploads larger than the pre-buffer stream into the database holding a pooled connection;
+   * at most this many at once (the others wait). Default: half the pool's max, at least 1.
+   */
+  maxConcurrentUploads?: number;
+  /**
+   * Bytes of validated lines an upload reads before it takes a database connection (default 8 MB):
+   * smaller files never hold one while their client is still sending.
+   */
+  uploadPreBufferBytes?: number;
   /** An upload that sends nothing for this long is cut off with a 408; default 30 s. */
   uploadIdleTimeoutMs?: number;
   /** Largest JSON request body (batch creation); default 1 MB. */
@@ -62,6 +73,7 @@ const DEFAULTS = {
   maxLinesPerFile: 50_000,
   maxJsonBytes: 1024 * 1024,
   uploadIdleTimeoutMs: 30_000,
+  uploadPreBufferBytes: 8 * 1024 * 1024,
   dbTimeoutMs: 5000,
 };
 
@@ -113,6 +125,8 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
     maxLinesPerFile: options.maxLinesPerFile ?? DEFAULTS.maxLinesPerFile,
     maxJsonBytes: options.maxJsonBytes ?? DEFAULTS.maxJsonBytes,
     uploadIdleTimeoutMs: options.uploadIdleTimeoutMs ?? DEFAULTS.uploadIdleTimeoutMs,
+    uploadPreBufferBytes: options.uploadPreBufferBytes ?? DEFAULTS.uploadPreBufferBytes,
+    uploadSlots: new Semaphore(options.maxConcurrentUploads ?? defaultUploadSlots(options.pool)),
     db: (work) => withDeadline(work, dbTimeoutMs),
     log: logger,
   };
@@ -271,6 +285,11 @@ async function health(ctx: ApiContext, res: http.ServerResponse, daemonRunning: 
       daemon: daemonRunning ? 'running' : 'off',
     });
   }
+}
+
+function defaultUploadSlots(pool: pg.Pool): number {
+  const max = (pool as { options?: { max?: number } }).options?.max ?? 10;
+  return Math.max(1, Math.floor(max / 2));
 }
 
 /** Entries get the daemon's shape (level, time) so one sink can take both; no sink, no logs. */

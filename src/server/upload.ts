@@ -56,14 +56,16 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
   };
   req.on('close', onClose);
   // A client that stops sending is cut off: it must not hold a COPY transaction indefinitely.
-  req.setTimeout(ctx.uploadIdleTimeoutMs, () => {
-    const stalled = new ApiError(408, `No upload data for ${ctx.uploadIdleTimeoutMs} ms.`, {
-      code: 'upload_timeout',
-      headers: { connection: 'close' },
+  const armIdleTimeout = () =>
+    req.setTimeout(ctx.uploadIdleTimeoutMs, () => {
+      const stalled = new ApiError(408, `No upload data for ${ctx.uploadIdleTimeoutMs} ms.`, {
+        code: 'upload_timeout',
+        headers: { connection: 'close' },
+      });
+      if (part) part.stream.destroy(stalled);
+      else req.destroy();
     });
-    if (part) part.stream.destroy(stalled);
-    else req.destroy();
-  });
+  armIdleTimeout();
   req.pipe(bb);
   try {
     const upload = await filePart;
@@ -93,13 +95,13 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
       checkPurpose(fields, true);
       expiresAt(fields);
     }
-    // Validate up to PRE_BUFFER_BYTES before taking a database connection: most files end within
+    // Validate up to uploadPreBufferBytes before taking a database connection: most files end within
     // it, so slow or stalled clients cannot hold connections (and an early bad line costs none).
     const stream = templates();
     const head: TemplateItem[] = [];
     let headBytes = 0;
     let whole = false;
-    while (headBytes < PRE_BUFFER_BYTES) {
+    while (headBytes < ctx.uploadPreBufferBytes) {
       const next = await stream.next();
       if (next.done) {
         whole = true;
@@ -121,9 +123,18 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
         return parser.bytes;
       },
     };
-    const id = await ctx.manager
-      .createFileStream(upload.filename, null, everything(), options)
-      .finally(() => stream.return(undefined));
+    const store = () => ctx.manager.createFileStream(upload.filename, null, everything(), options);
+    // A file larger than the pre-buffer holds a connection while its client sends the rest: at most
+    // uploadSlots such uploads at once, so they cannot take every connection of the pool. Waiting
+    // for a slot is not the client's stall: the idle timeout restarts with the slot.
+    const waitForSlot = () => {
+      req.setTimeout(0);
+      return ctx.uploadSlots.run(() => {
+        armIdleTimeout();
+        return store();
+      });
+    };
+    const id = await (whole ? store() : waitForSlot()).finally(() => stream.return(undefined));
     const expiry = expiresAt(fields);
     if (expiry) {
       await ctx.db(
@@ -154,9 +165,6 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
     req.setTimeout(0);
   }
 }
-
-/** Bytes of validated lines held in memory before the database transaction starts. */
-const PRE_BUFFER_BYTES = 8 * 1024 * 1024;
 
 function malformed(err: unknown): never {
   if (err instanceof ApiError) throw err;
