@@ -1,10 +1,13 @@
 import { chmod, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { stopEmbeddedServer } from '../../src/embedded/embedded-postgres.js';
 import { readPostmasterPid } from '../../src/embedded/postmaster-pid.js';
 import { parseJsonl, runCli, writeBatchInput } from './support/cli.js';
+
+// Child processes on a shared 2-core machine: allow for a slow start under load.
+vi.setConfig({ testTimeout: 180_000 });
 
 let dir: string;
 let dataDir: string;

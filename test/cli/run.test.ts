@@ -4,10 +4,13 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
 import { createTestDb, TEST_DATABASE_URL, type TestDb } from '../support/db.js';
 import { parseJsonl, runCli, SOURCE_ENTRY, startCli, TSX, waitFor, writeBatchInput } from './support/cli.js';
+
+// Child processes on a shared 2-core machine: allow for a slow start under load.
+vi.setConfig({ testTimeout: 180_000 });
 
 let dir: string;
 let db: TestDb;
