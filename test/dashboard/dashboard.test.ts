@@ -229,6 +229,28 @@ describe('dashboard in a browser', () => {
     expect(line133.response.status_code).toBe(400);
     expect(JSON.stringify(line133.response.body)).toContain('temperature of request 133 is out of range');
 
+    // Retry failed: the refused requests are sent again (and refused again).
+    const sentBefore = mock.received;
+    await page.getByRole('button', { name: `Retry failed (${REFUSED})` }).click();
+    await expect
+      .poll(() => page.locator('#toast').textContent())
+      .toBe(`${REFUSED} failed requests queued again`);
+    await expect.poll(() => mock.received - sentBefore, { timeout: 30_000 }).toBe(REFUSED);
+    await expect
+      .poll(() => page.locator('.title-row .badge').textContent(), { timeout: 30_000, interval: 500 })
+      .toBe('completed');
+    await expect.poll(() => stat('Failed').textContent()).toBe(String(REFUSED));
+
+    // Cancel a second batch from its page (after confirming).
+    const second = await submitBatch();
+    await page.goto(`${server.url}/#/batches/${second}`);
+    page.once('dialog', (dialog) => dialog.accept());
+    await page.getByRole('button', { name: 'Cancel batch' }).click();
+    await expect
+      .poll(() => page.locator('.title-row .badge').textContent(), { timeout: 30_000, interval: 500 })
+      .toBe('cancelled');
+    expect(Number(await stat('Canceled').textContent())).toBeGreaterThan(0);
+
     // Operations: the model against its limit, the daemon, the queue.
     await page.getByRole('link', { name: 'Operations' }).click();
     await page.waitForSelector('.stats .stat');
