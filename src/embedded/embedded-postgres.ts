@@ -66,10 +66,10 @@ export async function startEmbeddedPostgres(
 
   for (let attempt = 0; attempt < 5; attempt++) {
     const running = await readPostmasterPid(pgdata);
-    if (running && (await isPostgresAlive(running.pid))) {
+    if (running && (await isPostgresAlive(running.pid, pgdata))) {
       const credentials = await readCredentials(pgdata);
       const url = connectionString(credentials, running.port);
-      await waitUntilReady(url, timeoutMs, () => isPostgresAlive(running.pid));
+      await waitUntilReady(url, timeoutMs, () => isPostgresAlive(running.pid, pgdata));
       return attach(url, running.port, dataDir, pgdata, false);
     }
     // A lock file naming a dead (or recycled, non-PostgreSQL) pid is left by a crash: drop it.
@@ -112,7 +112,7 @@ export async function startEmbeddedPostgres(
 export async function stopEmbeddedServer(dataDir: string = DEFAULT_DATA_DIR): Promise<boolean> {
   const pgdata = await pgdataPath(resolve(dataDir), await postgresRunAsUser());
   const running = await readPostmasterPid(pgdata);
-  if (!running || !(await isPostgresAlive(running.pid))) return false;
+  if (!running || !(await isPostgresAlive(running.pid, pgdata))) return false;
   return shutdown(running.pid);
 }
 
@@ -146,7 +146,7 @@ async function attach(
         await presence.end().catch(() => {});
         if (rows[0]?.n !== 0) return; // someone else still uses it (or it is already gone)
         const running = await readPostmasterPid(pgdata);
-        if (running && (await isPostgresAlive(running.pid))) await shutdown(running.pid);
+        if (running && (await isPostgresAlive(running.pid, pgdata))) await shutdown(running.pid);
       })();
       return stopping;
     },

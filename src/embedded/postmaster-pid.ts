@@ -24,8 +24,11 @@ export async function readPostmasterPid(pgdata: string): Promise<PostmasterInfo 
   return { pid, port, status: (lines[7] ?? '').trim() };
 }
 
-/** Whether `pid` is a live process, and (on Linux) a PostgreSQL one: a recycled pid is not ours. */
-export async function isPostgresAlive(pid: number): Promise<boolean> {
+/**
+ * Whether `pid` is a live process, and (on Linux) a PostgreSQL one — serving `pgdata` when given: a
+ * recycled pid, even another cluster's postmaster, is not ours.
+ */
+export async function isPostgresAlive(pid: number, pgdata?: string): Promise<boolean> {
   try {
     process.kill(pid, 0);
   } catch (err) {
@@ -34,7 +37,11 @@ export async function isPostgresAlive(pid: number): Promise<boolean> {
   }
   try {
     const comm = (await readFile(`/proc/${pid}/comm`, 'utf8')).trim();
-    return comm === 'postgres';
+    if (comm !== 'postgres') return false;
+    if (pgdata === undefined) return true;
+    // The postmaster keeps its command line (`postgres -D <pgdata> ...`).
+    const args = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+    return args.includes(pgdata);
   } catch {
     return true; // no /proc (macOS): trust the signal check
   }

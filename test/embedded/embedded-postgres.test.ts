@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chown, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -7,7 +7,7 @@ import { startEmbeddedPostgres, stopEmbeddedServer } from '../../src/embedded/em
 import { isPostgresAlive, readPostmasterPid } from '../../src/embedded/postmaster-pid.js';
 import { migrate } from '../../src/store/migrate.js';
 import { PostgresRequestManager } from '../../src/store/request-manager.js';
-import { template } from '../support/db.js';
+import { TEST_DATABASE_URL, template } from '../support/db.js';
 
 let root: string;
 let dataDir: string;
@@ -66,6 +66,29 @@ describe('embedded PostgreSQL', () => {
         const status = await new PostgresRequestManager(pool).getBatchStatus(batchId);
         expect(status.totalRequests).toBe(3);
       });
+    } finally {
+      await db.stop();
+    }
+  });
+
+  it('recovers from a stale postmaster.pid naming a pid that is not its server', async () => {
+    // As after a crash: the lock file names a pid now used by another PostgreSQL (the test server's).
+    const other = new pg.Client(TEST_DATABASE_URL);
+    await other.connect();
+    const { rows } = await other.query<{ pid: number }>(
+      "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'",
+    );
+    await other.end();
+    const foreignPid = rows[0]!.pid;
+    const lock = `${foreignPid}\n${pgdata}\n0\n5\n\n127.0.0.1\n0 0\nready\n`;
+    await writeFile(join(pgdata, 'postmaster.pid'), lock);
+    if (typeof process.getuid === 'function' && process.getuid() === 0) {
+      await chown(join(pgdata, 'postmaster.pid'), (await stat(pgdata)).uid, (await stat(pgdata)).gid);
+    }
+    const db = await startEmbeddedPostgres({ dataDir });
+    try {
+      expect(db.started).toBe(true);
+      expect((await readPostmasterPid(pgdata))!.pid).not.toBe(foreignPid);
     } finally {
       await db.stop();
     }
