@@ -136,7 +136,8 @@ describe('chaos: the database goes away', () => {
       timed('/healthz'),
     ]);
     for (const r of hung) expect(r.status).toBe(503);
-    expect(Math.max(...hung.map((r) => r.ms))).toBeLessThan(DB_TIMEOUT_MS + 1500);
+    // Quick, not a hang: the server's deadline plus scheduling slack on a loaded machine.
+    expect(Math.max(...hung.map((r) => r.ms))).toBeLessThan(DB_TIMEOUT_MS + 4000);
     expect(hung[0]!.code).toBe('database_unavailable');
     await new Promise((r) => setTimeout(r, 1500));
 
@@ -144,7 +145,7 @@ describe('chaos: the database goes away', () => {
     await proxy.down();
     const refused = await Promise.all([timed(batchPath), timed('/v1/files')]);
     for (const r of refused) expect(r.status).toBe(503);
-    expect(Math.max(...refused.map((r) => r.ms))).toBeLessThan(DB_TIMEOUT_MS + 1500);
+    expect(Math.max(...refused.map((r) => r.ms))).toBeLessThan(DB_TIMEOUT_MS + 4000);
     const stalled = await completed(batchUuid);
     await new Promise((r) => setTimeout(r, 1500));
 

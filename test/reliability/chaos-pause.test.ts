@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
 import { createTestDb, TEST_DATABASE_URL, type TestDb } from '../support/db.js';
 import { createBatch, waitFor } from '../support/mock-upstream.js';
-import { DaemonFleet, taggedUrl, uniqueTag } from './support/daemons.js';
+import { DaemonFleet, type DaemonProcess, taggedUrl, uniqueTag } from './support/daemons.js';
 
 /**
  * A daemon frozen (SIGSTOP) for longer than its lease and its dead-daemon time, while its requests
@@ -19,6 +19,32 @@ const PAUSE_MS = 5000;
 let db: TestDb;
 let mock: MockUpstream;
 let fleet: DaemonFleet;
+const tag = uniqueTag('pause');
+
+/** Sessions of the fleet inside a transaction (only daemon A runs when this is asked). */
+async function inTransaction(): Promise<number> {
+  const { rows } = await db.pool.query(
+    `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND xact_start IS NOT NULL`,
+    [tag],
+  );
+  return rows[0].n;
+}
+
+/**
+ * SIGSTOPs `d` at a moment when it is (insideTransaction) or is not inside a database transaction,
+ * retrying with SIGCONT in between. The claim transaction lasts milliseconds, so freezing inside it
+ * takes a few tries.
+ */
+async function freeze(d: DaemonProcess, insideTransaction: boolean): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    d.kill('SIGSTOP');
+    await new Promise((r) => setTimeout(r, 30));
+    if ((await inTransaction()) > 0 === insideTransaction) return;
+    d.kill('SIGCONT');
+    await new Promise((r) => setTimeout(r, Math.random() * (insideTransaction ? 15 : 60)));
+  }
+  throw new Error(`could not freeze the daemon ${insideTransaction ? 'inside' : 'outside'} a transaction`);
+}
 
 beforeAll(async () => {
   db = await createTestDb();
@@ -37,7 +63,7 @@ beforeAll(async () => {
     },
   }));
   fleet = new DaemonFleet({
-    databaseUrl: taggedUrl(TEST_DATABASE_URL, uniqueTag('pause')),
+    databaseUrl: taggedUrl(TEST_DATABASE_URL, tag),
     schema: db.schema,
     upstream: mock.url,
     upstreamApiKey: 'sk-pause',
@@ -97,8 +123,10 @@ describe('chaos: a daemon frozen past its lease', () => {
     );
     // Every request is on the wire from daemon A.
     await waitFor(() => mock.requests.filter((r) => r.customId?.startsWith('slow-')).length >= SLOW, 30_000);
+    // Frozen between transactions: this test is about late writes (see the known bug below for a
+    // freeze inside the claim transaction).
+    await freeze(a, false);
     const frozenAt = Date.now();
-    a.kill('SIGSTOP');
     try {
       const b = await fleet.start();
       // B declares A dead, reclaims its rows and sends them again; the second attempts answer at once.
@@ -151,4 +179,53 @@ describe('chaos: a daemon frozen past its lease', () => {
       a.kill('SIGCONT');
     }
   }, 90_000);
+
+  /**
+   * KNOWN BUG (reported to the daemon engineer; run with FUSILLADE_KNOWN_BUGS=1): a daemon frozen
+   * inside its claim transaction keeps the model_limits row locks, and nothing on the database side
+   * ends that transaction (no idle_in_transaction_session_timeout), so every other daemon blocks on
+   * the model until the frozen one resumes; a new daemon even fails to start ("configure model
+   * limits did not finish"). Fix idea: SET LOCAL idle_in_transaction_session_timeout with the
+   * statement_timeout in the claim transaction.
+   */
+  it.skipIf(!process.env.FUSILLADE_KNOWN_BUGS)(
+    'a daemon frozen inside its claim transaction does not stall the others',
+    async () => {
+      const manager = db.manager();
+      // Only the daemon to freeze may carry the fleet's tag while freezing.
+      for (const d of fleet.running) {
+        d.kill('SIGKILL');
+        await d.exited;
+      }
+      const a = await fleet.start();
+      try {
+        const batchId = await createBatch(
+          manager,
+          Array.from({ length: 50 }, (_, i) => ({
+            endpoint: 'http://127.0.0.1:9',
+            method: 'POST',
+            path: '/v1/chat/completions',
+            body: JSON.stringify({ model: 'gpt-pause', messages: [] }),
+            model: 'gpt-pause',
+            apiKey: '',
+            customId: `frozen-${i}`,
+          })),
+        );
+        await freeze(a, true);
+        await fleet.start();
+        const done = await waitFor(
+          async () => {
+            const st = await manager.getBatchStatus(batchId);
+            return st.completedRequests >= 40 ? st : null;
+          },
+          20_000,
+          100,
+        );
+        expect(done.completedRequests).toBeGreaterThanOrEqual(40);
+      } finally {
+        a.kill('SIGCONT');
+      }
+    },
+    90_000,
+  );
 });
