@@ -20,6 +20,8 @@ import { UndiciUpstreamClient, type UpstreamClient } from './upstream-client.js'
 
 /** Most row writes one flush carries (one statement). */
 const MAX_FLUSH = 2000;
+/** Cycles in progress at once (see loop()). */
+const PIPELINE_DEPTH = 2;
 
 /**
  * Named (server-side prepared) statements for the hot path: parsing and planning the claim took
@@ -72,6 +74,11 @@ export class Daemon {
   private wakeTimer: NodeJS.Timeout | null = null;
   private nextRetryAt = Number.POSITIVE_INFINITY;
   private loopDone: Promise<void> = Promise.resolve();
+  private readonly cycles = new Set<Promise<void>>();
+  /** Result writes a running cycle is carrying (still ours until written). */
+  private readonly writing = new Set<ResultWrite[]>();
+  private backoff = 0;
+  private backoffUntil = 0;
   private stopPromise: Promise<void> | null = null;
   private resolveDone!: () => void;
   private readonly poolErrorHandler = (err: Error) =>
@@ -202,44 +209,67 @@ export class Daemon {
     });
   }
 
+  /**
+   * Starts cycles while there is work, up to PIPELINE_DEPTH at once: a second cycle sends its
+   * BEGIN + lock while the first is still on the wire and takes the model locks the moment the
+   * first commits, hiding a round trip per cycle. The locks keep the limit exact either way.
+   */
   private async loop(): Promise<void> {
-    let backoff = 0;
+    const depth = Math.max(1, Math.min(PIPELINE_DEPTH, this.config.maxDbWriters));
     for (;;) {
       if (this.stopping) {
-        const drained = this.dispatcher.size === 0 && this.results.length === 0;
+        const drained = this.dispatcher.size === 0 && this.results.length === 0 && this.cycles.size === 0;
         if (drained || Date.now() > this.stopDeadline) break;
       }
       const claim = this.claimNeeded && !this.stopping;
-      if (!claim && this.results.length === 0) {
-        await this.sleep(this.config.pollIntervalMs);
+      const backingOff = Date.now() < this.backoffUntil;
+      if ((!claim && this.results.length === 0) || this.cycles.size >= depth || backingOff) {
+        await this.sleep(backingOff ? this.backoffUntil - Date.now() : this.config.pollIntervalMs);
         continue;
       }
       this.claimNeeded = false;
       const batch = this.results.splice(0, MAX_FLUSH);
-      try {
-        if (claim && this.seedNeeded) {
-          const { rows } = await query<{ model: string }>(
-            this.pool,
-            this.config.dbTimeoutMs,
-            'live models',
-            liveModelsSql(this.s),
-            [JSON.stringify(this.config.modelConcurrencyLimits), this.config.defaultModelConcurrency],
-          );
-          this.liveModels = rows.map((r) => r.model);
-          this.seedNeeded = false;
-        }
-        await this.cycle(batch, claim);
-        backoff = 0;
-      } catch (err) {
-        this.results.unshift(...batch);
-        if (claim) this.claimNeeded = true;
-        backoff = Math.min(5000, Math.max(100, backoff * 2));
-        this.log.warn('claim/write cycle failed; backing off', { ...errorFields(err), backoffMs: backoff });
-        if (isConnectionError(err) || (err as Error).name === 'QueryTimeoutError') {
-          this.maintenance.reclaimOrphansSoon();
-        }
-        await this.sleep(backoff * (0.5 + Math.random() / 2));
+      const run = this.runCycle(batch, claim).finally(() => {
+        this.cycles.delete(run);
+        this.wake();
+      });
+      this.cycles.add(run);
+      // Let a just-started cycle take its connection before deciding on another.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    await Promise.allSettled([...this.cycles]);
+  }
+
+  private async runCycle(batch: ResultWrite[], claim: boolean): Promise<void> {
+    this.writing.add(batch);
+    try {
+      if (claim && this.seedNeeded) {
+        const { rows } = await query<{ model: string }>(
+          this.pool,
+          this.config.dbTimeoutMs,
+          'live models',
+          liveModelsSql(this.s),
+          [JSON.stringify(this.config.modelConcurrencyLimits), this.config.defaultModelConcurrency],
+        );
+        this.liveModels = rows.map((r) => r.model);
+        this.seedNeeded = false;
       }
+      await this.cycle(batch, claim);
+      this.backoff = 0;
+    } catch (err) {
+      this.results.unshift(...batch);
+      if (claim) this.claimNeeded = true;
+      this.backoff = Math.min(5000, Math.max(100, this.backoff * 2));
+      this.backoffUntil = Date.now() + this.backoff * (0.5 + Math.random() / 2);
+      this.log.warn('claim/write cycle failed; backing off', {
+        ...errorFields(err),
+        backoffMs: this.backoff,
+      });
+      if (isConnectionError(err) || (err as Error).name === 'QueryTimeoutError') {
+        this.maintenance.reclaimOrphansSoon();
+      }
+    } finally {
+      this.writing.delete(batch);
     }
   }
 
@@ -364,7 +394,8 @@ export class Daemon {
 
   /** Ids this daemon holds (in flight or awaiting their write), for the orphan reclaim. */
   heldIds(): string[] {
-    return [...this.dispatcher.ids(), ...this.results.map((w) => w.id)];
+    const writing = [...this.writing].flatMap((batch) => batch.map((w) => w.id));
+    return [...this.dispatcher.ids(), ...this.results.map((w) => w.id), ...writing];
   }
 
   get isStopping(): boolean {
