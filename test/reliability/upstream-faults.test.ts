@@ -11,7 +11,7 @@ import { waitFor } from '../support/mock-upstream.js';
  */
 
 const MAX_RETRIES = 2; // so a fault that never clears costs exactly 3 attempts
-const TIMEOUT_MS = 600;
+const TIMEOUT_MS = 1500;
 const QUOTA = {
   error: {
     message: 'You exceeded your current quota.',
@@ -37,7 +37,7 @@ const FAULTS: Fault[] = [
   { name: 'reset', behaviour: { kind: 'reset' } },
   { name: 'hang', behaviour: { kind: 'hang' } },
   { name: 'not-json', behaviour: { kind: 'not-json' } },
-  { name: 'trickle-slow', behaviour: { kind: 'trickle', chunks: 8, intervalMs: 150 } },
+  { name: 'trickle-slow', behaviour: { kind: 'trickle', chunks: 8, intervalMs: 400 } },
   { name: 'refused', behaviour: { kind: 'ok' }, refused: true },
   // Slow but inside the timeout: not a fault at all.
   { name: 'trickle-ok', behaviour: { kind: 'trickle', chunks: 4, intervalMs: 40 } },
