@@ -18,7 +18,8 @@ import { checkUpstreamReachable, resolveUpstream } from '../upstream.js';
 
 /** Owner of the files and batches `run` stores (the server's API keys never see them). */
 export const RUN_OWNER = 'cli';
-const POLL_MS = { tty: 200, plain: 1000 };
+/** How often the batch's counts are read (one indexed count): the display throttles its own output. */
+const POLL_MS = 200;
 
 /**
  * `fusillade run INPUT -o OUTPUT`: the whole job in one process. The batch is named by the input's
@@ -191,7 +192,6 @@ async function watch(
   signal: Promise<NodeJS.Signals>,
   daemonDone: Promise<void> | undefined,
 ): Promise<Outcome> {
-  const interval = process.stdout.isTTY ? POLL_MS.tty : POLL_MS.plain;
   let received: NodeJS.Signals | undefined;
   let daemonEnded = false;
   void signal.then((s) => {
@@ -211,7 +211,7 @@ async function watch(
     if (status.finishedAt !== null) return { status };
     if (daemonEnded) throw new Error('the daemon stopped unexpectedly; run the same command again to resume');
     progress.update(toCounts(status));
-    await Promise.race([new Promise((r) => setTimeout(r, interval)), signal]);
+    await Promise.race([new Promise((r) => setTimeout(r, POLL_MS)), signal]);
   }
 }
 
