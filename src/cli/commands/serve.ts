@@ -24,6 +24,7 @@ export async function serveCommand({ settings, verbose }: CommandContext): Promi
           : {}),
       });
       console.log(`fusillade serve: Batch API on ${server.url}/v1 (database: ${db.describe})`);
+      console.log(`dashboard on ${server.url}/`);
       console.log(
         settings.daemon
           ? `daemon running; upstream ${upstream.url ? withoutCredentials(upstream.url) : '(per model, from the config file)'}${settings.upstream === 'mock' ? ' (built-in mock)' : ''}`
