@@ -87,7 +87,7 @@ function routes(ids: { file: string; batch: string; request: string }): [string,
 
 async function counts(): Promise<{ files: number; batches: number; cancelled: number }> {
   const { rows } = await t.db.pool.query(
-    `SELECT (SELECT count(*)::int FROM ${t.s}.files WHERE deleted_at IS NULL) AS files,
+    `SELECT (SELECT count(*)::int FROM ${t.s}.files WHERE deleted_at IS NULL AND purpose = 'batch') AS files,
             (SELECT count(*)::int FROM ${t.s}.batches) AS batches,
             (SELECT count(*)::int FROM ${t.s}.batches WHERE cancelling_at IS NOT NULL) AS cancelled`,
   );
@@ -195,7 +195,8 @@ describe('owner isolation', () => {
     expect(cross.status).toBe(404);
     expect(cross.text).not.toContain('fail me');
     const after = await counts();
-    // Only bob's own file and batch were added; nothing of alice's was deleted or cancelled.
+    // Only bob's own input file and batch were added (his output file may come and go with the
+    // daemon); nothing of alice's was deleted or cancelled.
     expect(after).toEqual({ ...before, files: before.files + 1, batches: before.batches + 1 });
     // Alice still has everything.
     expect((await t.alice.files.retrieve(alice.file)).id).toBe(alice.file);
