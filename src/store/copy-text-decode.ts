@@ -55,3 +55,100 @@ export class CopyTextToJsonl extends Transform {
     done(null, out.subarray(0, w));
   }
 }
+
+/** Undoes COPY text escapes in buf[start, end); returns a view when there are none. */
+function unescaped(buf: Buffer, start: number, end: number): Buffer {
+  let at = buf.indexOf(BACKSLASH, start);
+  if (at === -1 || at >= end) return buf.subarray(start, end);
+  const out = Buffer.allocUnsafe(end - start);
+  let w = 0;
+  let from = start;
+  while (at !== -1 && at < end - 1) {
+    w += buf.copy(out, w, from, at);
+    out[w++] = DECODE[buf[at + 1]!]!;
+    from = at + 2;
+    at = buf.indexOf(BACKSLASH, from);
+  }
+  w += buf.copy(out, w, from, end);
+  return out.subarray(0, w);
+}
+
+const TAB = 0x09;
+const NEWLINE = 0x0a;
+const QUOTE = 0x22;
+const PART = {
+  id: Buffer.from('{"id":"batch_req_'),
+  customId: Buffer.from('","custom_id":'),
+  status: Buffer.from(',"response":{"status_code":'),
+  requestId: Buffer.from(',"request_id":'),
+  body: Buffer.from(',"body":'),
+  end: Buffer.from('},"error":null}\n'),
+  null: Buffer.from('null'),
+  quote: Buffer.from('"'),
+};
+
+/** A text column as a JSON string (null for COPY's \N): quoted as-is unless it needs escapes. */
+function jsonString(buf: Buffer, start: number, end: number, parts: Buffer[]): void {
+  if (end - start === 2 && buf[start] === BACKSLASH && buf[start + 1] === 0x4e) {
+    parts.push(PART.null);
+    return;
+  }
+  const raw = unescaped(buf, start, end);
+  for (const byte of raw) {
+    if (byte < 0x20 || byte === QUOTE || byte === BACKSLASH) {
+      parts.push(Buffer.from(JSON.stringify(raw.toString('utf8'))));
+      return;
+    }
+  }
+  parts.push(PART.quote, raw, PART.quote);
+}
+
+/**
+ * Frames the rows of `COPY (outputRowsSql) TO STDOUT` (text format: id, custom_id, status,
+ * request_id, body — tab-separated, one row a line) as OpenAI output lines:
+ *   {"id":"batch_req_…","custom_id":…,"response":{"status_code":…,"request_id":…,"body":…},"error":null}
+ * The body's bytes pass through (escapes undone, raw newlines blanked as above), so the database
+ * builds no strings per row.
+ */
+export class OutputRowsToJsonl extends Transform {
+  private tail: Buffer | null = null;
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    const buf = this.tail ? Buffer.concat([this.tail, chunk]) : chunk;
+    this.tail = null;
+    const parts: Buffer[] = [];
+    let start = 0;
+    for (let nl = buf.indexOf(NEWLINE, start); nl !== -1; nl = buf.indexOf(NEWLINE, start)) {
+      const t1 = buf.indexOf(TAB, start);
+      const t2 = buf.indexOf(TAB, t1 + 1);
+      const t3 = buf.indexOf(TAB, t2 + 1);
+      const t4 = buf.indexOf(TAB, t3 + 1);
+      if (t1 - start !== 36 || t4 === -1 || t4 > nl) {
+        done(new Error('unexpected COPY row: expected a uuid and 4 more columns'));
+        return;
+      }
+      // The uuid without its dashes (8-4-4-4-12).
+      parts.push(
+        PART.id,
+        buf.subarray(start, start + 8),
+        buf.subarray(start + 9, start + 13),
+        buf.subarray(start + 14, start + 18),
+        buf.subarray(start + 19, start + 23),
+        buf.subarray(start + 24, t1),
+        PART.customId,
+      );
+      jsonString(buf, t1 + 1, t2, parts);
+      parts.push(PART.status, buf.subarray(t2 + 1, t3), PART.requestId);
+      jsonString(buf, t3 + 1, t4, parts);
+      parts.push(PART.body, unescaped(buf, t4 + 1, nl), PART.end);
+      start = nl + 1;
+    }
+    // A row cut by the chunk boundary waits for the rest (copied: the chunk may be reused).
+    if (start < buf.length) this.tail = Buffer.from(buf.subarray(start));
+    done(null, parts.length > 0 ? Buffer.concat(parts) : undefined);
+  }
+
+  override _flush(done: TransformCallback): void {
+    done(this.tail ? new Error('COPY output ended inside a row') : null);
+  }
+}

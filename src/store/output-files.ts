@@ -2,8 +2,14 @@ import type { Readable } from 'node:stream';
 import type pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import type { FileInfo } from '../domain/types.js';
-import { CopyTextToJsonl } from './copy-text-decode.js';
-import { errorLinesSql, inputLinesSql, type LinesMode, outputLinesSql } from './sql/output-lines.js';
+import { CopyTextToJsonl, OutputRowsToJsonl } from './copy-text-decode.js';
+import {
+  errorLinesSql,
+  inputLinesSql,
+  type LinesMode,
+  outputLinesSql,
+  outputRowsSql,
+} from './sql/output-lines.js';
 
 /**
  * File content as a stream of JSONL bytes, straight from PostgreSQL: output and error files from
@@ -29,7 +35,9 @@ function copyOut(sql: string): string {
  * (a client that went away) discards that connection rather than return it mid-COPY.
  */
 export async function openFileContent(pool: pg.Pool, schema: string, file: FileInfo): Promise<Readable> {
-  const sql = copyOut(linesSql(schema, file));
+  // Output files, the large and hot case, come as columns framed in Node (see outputRowsSql).
+  const framed = file.purpose === 'batch_output' && file.sourceBatchId !== null;
+  const sql = copyOut(framed ? outputRowsSql(schema, file.sourceBatchId!) : linesSql(schema, file));
   const client = await pool.connect();
   let released = false;
   const release = (err?: Error | boolean) => {
@@ -47,7 +55,7 @@ export async function openFileContent(pool: pg.Pool, schema: string, file: FileI
   stream.on('end', () => release());
   stream.on('error', (err) => release(err));
   stream.on('close', () => release(!stream.readableEnded));
-  const jsonl = new CopyTextToJsonl();
+  const jsonl = framed ? new OutputRowsToJsonl() : new CopyTextToJsonl();
   stream.on('error', (err) => jsonl.destroy(err));
   // A reader that stops early (client gone) ends the COPY too, discarding its connection.
   jsonl.on('close', () => {

@@ -150,3 +150,38 @@ describe('CopyTextToJsonl', () => {
     );
   });
 });
+
+describe('OutputRowsToJsonl', () => {
+  it('frames COPY rows as output lines, whatever the chunking', async () => {
+    const { OutputRowsToJsonl } = await import('../../src/store/copy-text-decode.js');
+    const id1 = '0123abcd-0000-4000-8000-00000000aa11';
+    const id2 = '0123abcd-0000-4000-8000-00000000bb22';
+    // Two rows as COPY text prints them: tabs between columns, \N for NULL, escapes for \, tab, newline.
+    const copied = Buffer.from(
+      `${id1}\tc"1\\\\x\t200\tup-1\t{"x":\\n"t\\\\tq é"}\n` + `${id2}\t\\N\t201\t\\N\t{"y":[1,\\t2]}\n`,
+    );
+    const expected =
+      '{"id":"batch_req_0123abcd000040008000' +
+      '00000000aa11","custom_id":"c\\"1\\\\x","response":{"status_code":200,"request_id":"up-1","body":{"x": "t\\tq é"}},"error":null}\n' +
+      '{"id":"batch_req_0123abcd000040008000' +
+      '00000000bb22","custom_id":null,"response":{"status_code":201,"request_id":null,"body":{"y":[1,\t2]}},"error":null}\n';
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: copied.length }), { maxLength: 6 }), (cuts) => {
+        const framer = new OutputRowsToJsonl();
+        const out: Buffer[] = [];
+        framer.on('data', (d: Buffer) => out.push(d));
+        let at = 0;
+        for (const cut of [...cuts].sort((a, b) => a - b)) {
+          framer.write(copied.subarray(at, cut));
+          at = cut;
+        }
+        framer.write(copied.subarray(at));
+        framer.end();
+        const text = Buffer.concat(out).toString();
+        expect(text).toBe(expected);
+        for (const line of text.trimEnd().split('\n')) expect(() => JSON.parse(line)).not.toThrow();
+      }),
+      { numRuns: 200 },
+    );
+  });
+});

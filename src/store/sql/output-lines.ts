@@ -40,13 +40,13 @@ function httpResponse(body: string): string {
 
 /**
  * The body as a JSON value. A completed request's body is JSON: the daemon completes a 2xx only if
- * its body parses (src/daemon/settle.ts), so one that starts like JSON is used as it is (left()
- * decompresses only the first bytes); anything else goes through jsonl_value(). Checking every
+ * its body parses (src/daemon/settle.ts), so one that starts like JSON is used as it is (substr()
+ * decompresses only the first bytes; left() decompressed the whole body); anything else goes through jsonl_value(). Checking every
  * body with jsonl_value() halved the download rate (the json cast costs ~15 µs a 4 KB row).
  * Raw newlines (pretty-printed JSON) are blanked on the way out by CopyTextToJsonl.
  */
 function trustedJson(s: string): string {
-  return `CASE WHEN left(r.response_body, 1) IN ('{', '[') THEN r.response_body
+  return `CASE WHEN substr(r.response_body, 1, 1) IN ('{', '[') THEN r.response_body
           ELSE ${s}.jsonl_value(r.response_body) END`;
 }
 
@@ -79,6 +79,21 @@ export function outputLinesSql(s: string, batchId: string, mode: LinesMode = 'li
        ',"request_id":', coalesce(to_json(r.upstream_request_id)::text, 'null'),
        ',"body":', ${body}, '},"error":null}')`;
   return `${select(mode, line, `coalesce(octet_length(r.response_body), 4)`)}
+  FROM ${rows(
+    'r.id, r.response_status, r.upstream_request_id, t.custom_id',
+    `FROM ${s}.requests r JOIN ${s}.request_templates t ON ${sameFile(s, batchId)}
+     WHERE r.batch_id = ${literal(batchId)} AND r.state = 'completed'`,
+  )}`;
+}
+
+/**
+ * The output file as bare columns, for OutputRowsToJsonl to frame in Node: request id, custom_id,
+ * status, upstream request id and body. PostgreSQL then sends each body as COPY sends a bare
+ * column. Measured at 20,000 4 KB rows against a raw COPY of the bodies (~400 ms): lines built
+ * with concat() in SQL ~600 ms; columns with to_json() and replace() ~540 ms; bare columns ~440 ms.
+ */
+export function outputRowsSql(s: string, batchId: string): string {
+  return `SELECT r.id, r.custom_id, r.response_status, r.upstream_request_id, ${trustedJson(s)}
   FROM ${rows(
     'r.id, r.response_status, r.upstream_request_id, t.custom_id',
     `FROM ${s}.requests r JOIN ${s}.request_templates t ON ${sameFile(s, batchId)}
