@@ -153,11 +153,14 @@ export class Daemon {
   async start(): Promise<void> {
     this.pool.on('error', this.poolErrorHandler);
     const t = this.config.dbTimeoutMs;
+    // Plain settings only: the router may hold API keys, the hooks are objects.
     const safeConfig = {
       ...this.config,
       upstreamRouter: undefined,
       metricsRegistry: undefined,
       logger: undefined,
+      upstreamClient: undefined,
+      limiter: undefined,
     };
     await query(this.pool, t, 'register daemon', registerDaemonSql(this.s), [
       this.id,

@@ -139,8 +139,9 @@ export function settleAttempt(
     };
   }
 
-  const decision = decideRetry(row.attempt, null, row.deadline, policy, now, random);
   const err = { ...b, errorCode: outcome.code, errorMessage: outcome.message, reason: outcome.code };
+  if (verdict === 'final') return { ...err, state: 'failed' };
+  const decision = decideRetry(row.attempt, null, row.deadline, policy, now, random);
   if (decision.retry) return { ...err, state: 'pending', notBefore: new Date(decision.notBefore) };
   return { ...err, state: 'failed' };
 }

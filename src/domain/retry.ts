@@ -22,6 +22,8 @@ export type AttemptOutcome =
     };
 
 const RETRIABLE_STATUSES = new Set([408, 429, 500, 502, 503, 504, 529]);
+/** Non-HTTP failures no retry can fix (a malformed upstream URL). */
+const FINAL_ERROR_CODES = new Set(['invalid_endpoint']);
 
 /** Whether the body says the account is out of quota (a 429 that no retry can fix). */
 export function isInsufficientQuota(body: string): boolean {
@@ -47,7 +49,7 @@ export function isJsonBody(body: string): boolean {
 export type Verdict = 'success' | 'retriable' | 'final';
 
 export function classifyOutcome(outcome: AttemptOutcome): Verdict {
-  if (outcome.kind === 'error') return 'retriable';
+  if (outcome.kind === 'error') return FINAL_ERROR_CODES.has(outcome.code) ? 'final' : 'retriable';
   const { status, body } = outcome;
   if (status >= 200 && status < 300) return isJsonBody(body) ? 'success' : 'retriable';
   if (status === 429 && isInsufficientQuota(body)) return 'final';

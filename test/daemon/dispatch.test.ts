@@ -70,4 +70,50 @@ describe('dispatch', () => {
     const row = await db.pool.query(`SELECT stopped_at FROM ${db.schema}.daemons WHERE id = $1`, [daemon.id]);
     expect(row.rows[0].stopped_at).not.toBeNull();
   });
+
+  it('routes by model at dispatch time (endpoint with /v1 normalised, key replaced); a bad endpoint fails at once', async () => {
+    const log = memoryLogger();
+    const m = db.manager({
+      pollIntervalMs: 200,
+      logger: log.logger,
+      upstreamRouter: {
+        route: (model) =>
+          model === 'routed'
+            ? { endpoint: `${mock.url}/v1/`, apiKey: 'sk-routed-key' }
+            : model === 'broken'
+              ? { endpoint: 'not a url', apiKey: 'sk-x' }
+              : undefined,
+      },
+    });
+    const daemon = await m.run();
+    try {
+      const templates = [
+        ...mockTemplates(mock, 2, { model: 'routed', prefix: 'rt-', apiKey: '' }).map((t) => ({
+          ...t,
+          endpoint: 'http://127.0.0.1:9',
+        })),
+        ...mockTemplates(mock, 1, { model: 'broken', prefix: 'br-' }),
+      ];
+      const batchId = await createBatch(m, templates);
+      const status = await waitForBatchEnd(m, batchId);
+      expect(status).toMatchObject({ completedRequests: 2, failedRequests: 1 });
+      const sent = mock.requests.filter((r) => r.customId?.startsWith('rt-'));
+      expect(sent).toHaveLength(2);
+      expect(sent[0]!.headers.authorization).toBe('Bearer sk-routed-key');
+      expect(mock.requests.some((r) => r.customId === 'br-0')).toBe(false);
+      const [broken] = await m.getBatchRequests(batchId, { search: 'br-' });
+      expect(broken).toMatchObject({ state: 'failed', attempt: 1 });
+      const raw = await db.pool.query(`SELECT error_code FROM ${m.schema}.requests WHERE id = $1`, [
+        broken!.id,
+      ]);
+      expect(raw.rows[0].error_code).toBe('invalid_endpoint');
+      expect(JSON.stringify(log.entries)).not.toContain('sk-routed-key');
+      const stored = await db.pool.query(`SELECT config::text AS c FROM ${m.schema}.daemons WHERE id = $1`, [
+        daemon.id,
+      ]);
+      expect(stored.rows[0].c).not.toContain('sk-');
+    } finally {
+      await daemon.stop();
+    }
+  });
 });
