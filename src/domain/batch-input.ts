@@ -225,7 +225,15 @@ export class BatchInputParser {
       }
     }
     const span = memberSpan(body, 'model');
-    if (!span) return undefined;
+    if (!span) {
+      // Tell "no model" from "not JSON at all" (e.g. single quotes): a rare path, so parse here.
+      try {
+        JSON.parse(body);
+      } catch {
+        throw bad('invalid_json_line', 'body', 'the body is not valid JSON');
+      }
+      return undefined;
+    }
     try {
       return JSON.parse(body.slice(span[0], span[1]));
     } catch {
