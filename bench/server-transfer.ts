@@ -3,7 +3,8 @@
  * its 50,000 results, each against raw COPY in / out of the same PostgreSQL in the same run.
  * The server runs in a child process so its resident memory is measured alone.
  * Standalone: `node --import tsx bench/server-transfer.ts [lines] [lineBytes]`.
- * BENCH_KEEP=1 keeps the schema for inspection; BENCH_PROF=1 writes the server's CPU profile to /tmp/prof.
+ * BENCH_KEEP=1 keeps the schema for inspection; BENCH_PROF=1 writes the server's CPU profile to /tmp/prof;
+ * BENCH_DEBUG=1 prints every download round.
  */
 import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -226,6 +227,7 @@ export async function benchServerTransfer(
       t = process.hrtime.bigint();
       const down = await request(`${url}/v1/files/${after.output_file_id}/content`, { headers: auth });
       await pipeline(down.body, apiOut.sink);
+      if (process.env.BENCH_DEBUG) console.error('round', round, 'raw', copyOut, 'api', secondsSince(t));
       downloadSeconds = Math.min(downloadSeconds, secondsSince(t));
       const mem = await ask<{ baseline: number; peak: number }>('peak');
       downRss = Math.max(downRss, mem.peak - mem.baseline);
