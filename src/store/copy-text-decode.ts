@@ -87,20 +87,54 @@ const PART = {
   quote: Buffer.from('"'),
 };
 
-/** A text column as a JSON string (null for COPY's \N): quoted as-is unless it needs escapes. */
-function jsonString(buf: Buffer, start: number, end: number, parts: Buffer[]): void {
-  if (end - start === 2 && buf[start] === BACKSLASH && buf[start + 1] === 0x4e) {
-    parts.push(PART.null);
-    return;
+/** A growable output buffer: rows are written straight into it, no per-field allocations. */
+class Out {
+  buf: Buffer;
+  at = 0;
+  constructor(size: number) {
+    this.buf = Buffer.allocUnsafe(size);
   }
-  const raw = unescaped(buf, start, end);
-  for (const byte of raw) {
-    if (byte < 0x20 || byte === QUOTE || byte === BACKSLASH) {
-      parts.push(Buffer.from(JSON.stringify(raw.toString('utf8'))));
+  ensure(n: number): void {
+    if (this.at + n <= this.buf.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.at + n));
+    this.buf.copy(bigger, 0, 0, this.at);
+    this.buf = bigger;
+  }
+  bytes(src: Buffer, start = 0, end = src.length): void {
+    this.ensure(end - start);
+    this.at += src.copy(this.buf, this.at, start, end);
+  }
+  /** src[start, end) with COPY text escapes undone. */
+  unescaped(src: Buffer, start: number, end: number): void {
+    this.ensure(end - start);
+    let at = src.indexOf(BACKSLASH, start);
+    let from = start;
+    while (at !== -1 && at < end - 1) {
+      this.at += src.copy(this.buf, this.at, from, at);
+      this.buf[this.at++] = DECODE[src[at + 1]!]!;
+      from = at + 2;
+      at = src.indexOf(BACKSLASH, from);
+    }
+    this.at += src.copy(this.buf, this.at, from, end);
+  }
+  /** A text column as a JSON string (null for COPY's \N): quoted as-is unless it needs escapes. */
+  jsonString(src: Buffer, start: number, end: number): void {
+    if (end - start === 2 && src[start] === BACKSLASH && src[start + 1] === 0x4e) {
+      this.bytes(PART.null);
       return;
     }
+    for (let i = start; i < end; i++) {
+      const byte = src[i]!;
+      if (byte < 0x20 || byte === QUOTE || byte === BACKSLASH) {
+        this.bytes(Buffer.from(JSON.stringify(unescaped(src, start, end).toString('utf8'))));
+        return;
+      }
+    }
+    this.ensure(end - start + 2);
+    this.buf[this.at++] = QUOTE;
+    this.at += src.copy(this.buf, this.at, start, end);
+    this.buf[this.at++] = QUOTE;
   }
-  parts.push(PART.quote, raw, PART.quote);
 }
 
 /**
@@ -108,47 +142,71 @@ function jsonString(buf: Buffer, start: number, end: number, parts: Buffer[]): v
  * request_id, body — tab-separated, one row a line) as OpenAI output lines:
  *   {"id":"batch_req_…","custom_id":…,"response":{"status_code":…,"request_id":…,"body":…},"error":null}
  * The body's bytes pass through (escapes undone, raw newlines blanked as above), so the database
- * builds no strings per row.
+ * builds no strings per row; rows are written straight into one buffer per chunk (a Buffer view
+ * per field made the garbage collector the largest cost of a download).
  */
 export class OutputRowsToJsonl extends Transform {
   private tail: Buffer | null = null;
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
-    const buf = this.tail ? Buffer.concat([this.tail, chunk]) : chunk;
-    this.tail = null;
-    const parts: Buffer[] = [];
+    const out = new Out(chunk.length + 4096);
     let start = 0;
-    for (let nl = buf.indexOf(NEWLINE, start); nl !== -1; nl = buf.indexOf(NEWLINE, start)) {
-      const t1 = buf.indexOf(TAB, start);
-      const t2 = buf.indexOf(TAB, t1 + 1);
-      const t3 = buf.indexOf(TAB, t2 + 1);
-      const t4 = buf.indexOf(TAB, t3 + 1);
-      if (t1 - start !== 36 || t4 === -1 || t4 > nl) {
-        done(new Error('unexpected COPY row: expected a uuid and 4 more columns'));
-        return;
+    try {
+      if (this.tail) {
+        // Finish the row cut by the previous chunk without copying this whole chunk.
+        const nl = chunk.indexOf(NEWLINE);
+        if (nl === -1) {
+          this.tail = Buffer.concat([this.tail, chunk]);
+          done();
+          return;
+        }
+        const row = Buffer.concat([this.tail, chunk.subarray(0, nl + 1)]);
+        this.tail = null;
+        frameRows(row, 0, out);
+        start = nl + 1;
       }
-      // The uuid without its dashes (8-4-4-4-12).
-      parts.push(
-        PART.id,
-        buf.subarray(start, start + 8),
-        buf.subarray(start + 9, start + 13),
-        buf.subarray(start + 14, start + 18),
-        buf.subarray(start + 19, start + 23),
-        buf.subarray(start + 24, t1),
-        PART.customId,
-      );
-      jsonString(buf, t1 + 1, t2, parts);
-      parts.push(PART.status, buf.subarray(t2 + 1, t3), PART.requestId);
-      jsonString(buf, t3 + 1, t4, parts);
-      parts.push(PART.body, unescaped(buf, t4 + 1, nl), PART.end);
-      start = nl + 1;
+      start = frameRows(chunk, start, out);
+    } catch (err) {
+      done(err as Error);
+      return;
     }
-    // A row cut by the chunk boundary waits for the rest (copied: the chunk may be reused).
-    if (start < buf.length) this.tail = Buffer.from(buf.subarray(start));
-    done(null, parts.length > 0 ? Buffer.concat(parts) : undefined);
+    // The rest of a cut row waits for the next chunk (copied: the chunk may be reused).
+    if (start < chunk.length) this.tail = Buffer.from(chunk.subarray(start));
+    done(null, out.at > 0 ? out.buf.subarray(0, out.at) : undefined);
   }
 
   override _flush(done: TransformCallback): void {
     done(this.tail ? new Error('COPY output ended inside a row') : null);
   }
+}
+
+/** Frames every complete row of buf from `start`; returns where the incomplete rest begins. */
+function frameRows(buf: Buffer, start: number, out: Out): number {
+  for (let nl = buf.indexOf(NEWLINE, start); nl !== -1; nl = buf.indexOf(NEWLINE, start)) {
+    const t1 = buf.indexOf(TAB, start);
+    const t2 = buf.indexOf(TAB, t1 + 1);
+    const t3 = buf.indexOf(TAB, t2 + 1);
+    const t4 = buf.indexOf(TAB, t3 + 1);
+    if (t1 - start !== 36 || t4 === -1 || t4 > nl) {
+      throw new Error('unexpected COPY row: expected a uuid and 4 more columns');
+    }
+    out.bytes(PART.id);
+    // The uuid without its dashes (8-4-4-4-12).
+    out.bytes(buf, start, start + 8);
+    out.bytes(buf, start + 9, start + 13);
+    out.bytes(buf, start + 14, start + 18);
+    out.bytes(buf, start + 19, start + 23);
+    out.bytes(buf, start + 24, t1);
+    out.bytes(PART.customId);
+    out.jsonString(buf, t1 + 1, t2);
+    out.bytes(PART.status);
+    out.bytes(buf, t2 + 1, t3);
+    out.bytes(PART.requestId);
+    out.jsonString(buf, t3 + 1, t4);
+    out.bytes(PART.body);
+    out.unescaped(buf, t4 + 1, nl);
+    out.bytes(PART.end);
+    start = nl + 1;
+  }
+  return start;
 }
