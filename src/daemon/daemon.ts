@@ -293,10 +293,14 @@ export class Daemon {
         }
         try {
           const results = (await c.query(
-            `BEGIN; SET LOCAL statement_timeout = ${Math.max(1, this.config.dbTimeoutMs)}; ${lockModelsSql(
-              this.s,
-              `ARRAY[${this.liveModels.map((m) => c.escapeLiteral(m)).join(',')}]`,
-            )}`,
+            // idle_in_transaction_session_timeout: a daemon frozen mid-transaction (SIGSTOP, a VM or GC
+            // pause) cannot run its own deadlines; PostgreSQL then ends its session and frees the model
+            // locks, or every daemon would wait on that model until it woke up.
+            `BEGIN; SET LOCAL statement_timeout = ${Math.max(1, this.config.dbTimeoutMs)};
+             SET LOCAL idle_in_transaction_session_timeout = ${Math.max(1, this.config.dbTimeoutMs)};${this.config.synchronousCommit ? '' : ' SET LOCAL synchronous_commit = off;'} ${lockModelsSql(
+               this.s,
+               `ARRAY[${this.liveModels.map((m) => c.escapeLiteral(m)).join(',')}]`,
+             )}`,
           )) as unknown as pg.QueryResult<{ model: string; concurrency: number }>[];
           const limits = results[results.length - 1]!.rows;
           if (writes.length > 0) {

@@ -76,6 +76,8 @@ beforeAll(async () => {
       requestTimeoutMs: 15_000,
       pollIntervalMs: 200,
       shutdownGraceMs: 1000,
+      // Also how long PostgreSQL lets a frozen daemon sit inside a transaction.
+      dbTimeoutMs: 3000,
     },
   });
 });
@@ -181,51 +183,44 @@ describe('chaos: a daemon frozen past its lease', () => {
   }, 90_000);
 
   /**
-   * KNOWN BUG (reported to the daemon engineer; run with FUSILLADE_KNOWN_BUGS=1): a daemon frozen
-   * inside its claim transaction keeps the model_limits row locks, and nothing on the database side
-   * ends that transaction (no idle_in_transaction_session_timeout), so every other daemon blocks on
-   * the model until the frozen one resumes; a new daemon even fails to start ("configure model
-   * limits did not finish"). Fix idea: SET LOCAL idle_in_transaction_session_timeout with the
-   * statement_timeout in the claim transaction.
+   * Found by this suite: a daemon frozen inside its claim transaction kept the model_limits row
+   * locks, and nothing ended that transaction, so every other daemon blocked on the model and a new
+   * one failed to start. The claim transaction now sets idle_in_transaction_session_timeout.
    */
-  it.skipIf(!process.env.FUSILLADE_KNOWN_BUGS)(
-    'a daemon frozen inside its claim transaction does not stall the others',
-    async () => {
-      const manager = db.manager();
-      // Only the daemon to freeze may carry the fleet's tag while freezing.
-      for (const d of fleet.running) {
-        d.kill('SIGKILL');
-        await d.exited;
-      }
-      const a = await fleet.start();
-      try {
-        const batchId = await createBatch(
-          manager,
-          Array.from({ length: 50 }, (_, i) => ({
-            endpoint: 'http://127.0.0.1:9',
-            method: 'POST',
-            path: '/v1/chat/completions',
-            body: JSON.stringify({ model: 'gpt-pause', messages: [] }),
-            model: 'gpt-pause',
-            apiKey: '',
-            customId: `frozen-${i}`,
-          })),
-        );
-        await freeze(a, true);
-        await fleet.start();
-        const done = await waitFor(
-          async () => {
-            const st = await manager.getBatchStatus(batchId);
-            return st.completedRequests >= 40 ? st : null;
-          },
-          20_000,
-          100,
-        );
-        expect(done.completedRequests).toBeGreaterThanOrEqual(40);
-      } finally {
-        a.kill('SIGCONT');
-      }
-    },
-    90_000,
-  );
+  it('a daemon frozen inside its claim transaction does not stall the others', async () => {
+    const manager = db.manager();
+    // Only the daemon to freeze may carry the fleet's tag while freezing.
+    for (const d of fleet.running) {
+      d.kill('SIGKILL');
+      await d.exited;
+    }
+    const a = await fleet.start();
+    try {
+      const batchId = await createBatch(
+        manager,
+        Array.from({ length: 50 }, (_, i) => ({
+          endpoint: 'http://127.0.0.1:9',
+          method: 'POST',
+          path: '/v1/chat/completions',
+          body: JSON.stringify({ model: 'gpt-pause', messages: [] }),
+          model: 'gpt-pause',
+          apiKey: '',
+          customId: `frozen-${i}`,
+        })),
+      );
+      await freeze(a, true);
+      await fleet.start();
+      const done = await waitFor(
+        async () => {
+          const st = await manager.getBatchStatus(batchId);
+          return st.completedRequests >= 40 ? st : null;
+        },
+        20_000,
+        100,
+      );
+      expect(done.completedRequests).toBeGreaterThanOrEqual(40);
+    } finally {
+      a.kill('SIGCONT');
+    }
+  }, 90_000);
 });
