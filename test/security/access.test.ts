@@ -142,6 +142,21 @@ describe('authentication', () => {
     expect(page.status).toBe(200);
     expect(page.text).not.toContain(alice.batch);
     expect(page.text).not.toContain('alice');
+    // Static files never leave the dashboard folder, however the path is spelled.
+    for (const path of [
+      '/assets/../package.json',
+      '/assets/..%2f..%2fpackage.json',
+      '/assets/%2e%2e/%2e%2e/package.json',
+      '/assets/..%5c..%5cpackage.json',
+      '/assets/%2fetc%2fpasswd',
+      '/assets/....//....//package.json',
+      '/assets/x%00.js',
+    ]) {
+      const res = await http.call('GET', path);
+      expect(res.status, path).toBe(404);
+      expect(res.text, path).not.toContain('"devDependencies"');
+      expect(res.text, path).not.toContain('root:');
+    }
   });
 });
 
