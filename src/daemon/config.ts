@@ -23,6 +23,7 @@ import type { UpstreamClient } from './upstream-client.js';
  * | shutdownGraceMs           | 30000     | stop(): how long in-flight requests may finish before being handed back |
  * | maxDbWriters              | 4         | concurrent database writes, apart from HTTP concurrency |
  * | dbTimeoutMs               | 15000     | deadline of every daemon query/transaction (a dropped connection must not hang it) |
+ * | synchronousCommit         | true      | false: claim/write transactions commit without waiting for the WAL flush (faster; a PostgreSQL crash may lose the last ~0.6 s of claims and results, whose requests are then sent again) |
  * | handleSignals             | false     | stop() on SIGTERM / SIGINT (the CLI turns it on; a library should not by default) |
  * | metricsRegistry           | private   | prom-client Registry for the daemon's metrics (never the global default) |
  * | logger                    | stderr JSON, info+ | structured log sink; entries never contain API keys |
@@ -45,6 +46,7 @@ export interface DaemonConfig {
   shutdownGraceMs: number;
   maxDbWriters: number;
   dbTimeoutMs: number;
+  synchronousCommit: boolean;
   handleSignals: boolean;
   metricsRegistry?: Registry;
   logger?: Logger;
@@ -85,6 +87,7 @@ export const DEFAULT_DAEMON_CONFIG: DaemonConfig = {
   shutdownGraceMs: 30_000,
   maxDbWriters: 4,
   dbTimeoutMs: 15_000,
+  synchronousCommit: true,
   handleSignals: false,
 };
 

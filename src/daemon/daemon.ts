@@ -297,7 +297,7 @@ export class Daemon {
             // pause) cannot run its own deadlines; PostgreSQL then ends its session and frees the model
             // locks, or every daemon would wait on that model until it woke up.
             `BEGIN; SET LOCAL statement_timeout = ${Math.max(1, this.config.dbTimeoutMs)};
-             SET LOCAL idle_in_transaction_session_timeout = ${Math.max(1, this.config.dbTimeoutMs)}; ${lockModelsSql(
+             SET LOCAL idle_in_transaction_session_timeout = ${Math.max(1, this.config.dbTimeoutMs)};${this.config.synchronousCommit ? '' : ' SET LOCAL synchronous_commit = off;'} ${lockModelsSql(
                this.s,
                `ARRAY[${this.liveModels.map((m) => c.escapeLiteral(m)).join(',')}]`,
              )}`,

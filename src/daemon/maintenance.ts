@@ -61,18 +61,18 @@ export class Maintenance {
   /** Poll fallback for missed notifications, deadlines of in-flight batches, missed cancels. */
   private async poll(): Promise<void> {
     this.d.poke();
-    const expired = this.d.dispatcher.abortExpired();
-    if (expired > 0) this.d.log.info('deadline passed: aborted in-flight requests', { n: expired });
+    const overdue = this.d.dispatcher.abortExpired();
+    if (overdue > 0) this.d.log.info('deadline passed: aborted in-flight requests', { n: overdue });
     const batches = this.d.dispatcher.batchIds();
     if (batches.length === 0) return;
     const { rows } = await this.q('cancel check', cancelledBatchesSql(this.d.schema), [batches]);
-    if (rows.length > 0) {
-      const n = this.d.dispatcher.abortBatches(
-        rows.map((r) => r.id as string),
-        'cancelled',
-      );
-      this.d.log.info('cancelled batches found by poll: aborted in-flight requests', { n });
-    }
+    const cancelled = rows.filter((r) => r.cancelled).map((r) => r.id as string);
+    const expired = rows.filter((r) => !r.cancelled).map((r) => r.id as string);
+    const n =
+      (cancelled.length > 0 ? this.d.dispatcher.abortBatches(cancelled, 'cancelled') : 0) +
+      (expired.length > 0 ? this.d.dispatcher.abortBatches(expired, 'expired') : 0);
+    if (n > 0)
+      this.d.log.info('cancelled or expired batches found by poll: aborted in-flight requests', { n });
   }
 
   private async reclaim(): Promise<void> {

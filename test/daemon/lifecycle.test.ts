@@ -88,7 +88,12 @@ describe('daemon lifecycle', () => {
   });
 
   it('at the deadline, unsent requests read as expired, in-flight ones are aborted, the batch ends expired', async () => {
-    const m = db.manager({ ...quiet, pollIntervalMs: 200, modelConcurrencyLimits: { 'gpt-exp': 2 } });
+    const m = db.manager({
+      ...quiet,
+      pollIntervalMs: 200,
+      shutdownGraceMs: 100,
+      modelConcurrencyLimits: { 'gpt-exp': 2 },
+    });
     const daemon = await m.run();
     try {
       const batchId = await createBatch(m, mockTemplates(mock, 6, { prefix: 'hang-e', model: 'gpt-exp' }));

@@ -2,10 +2,14 @@
  * Periodic batch checks of a daemon (each bounded by the number of live batches, never the backlog).
  */
 
-/** Of the batches a daemon has in flight ($1 uuid[]), those being cancelled or deleted: a missed
- * batch_cancelled notification is caught here within one poll interval. */
+/**
+ * Of the batches a daemon has in flight ($1 uuid[]), those being cancelled or deleted, or past their
+ * deadline: a missed batch_cancelled notification (or a deadline moved after the claim) is caught
+ * here within one poll interval. `cancelled` tells which reason applies.
+ */
 export function cancelledBatchesSql(s: string): string {
-  return `SELECT id FROM ${s}.batches WHERE id = ANY($1::uuid[]) AND (cancelling_at IS NOT NULL OR deleted_at IS NOT NULL)`;
+  return `SELECT id, (cancelling_at IS NOT NULL OR deleted_at IS NOT NULL) AS cancelled FROM ${s}.batches
+           WHERE id = ANY($1::uuid[]) AND (cancelling_at IS NOT NULL OR deleted_at IS NOT NULL OR expires_at <= now())`;
 }
 
 /**

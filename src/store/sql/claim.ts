@@ -8,8 +8,10 @@
  *      before the lock was granted): per model, free = concurrency − rows in flight (counted through
  *      requests_inflight_idx), cap = least(free, the daemon's want); then ONE statement over all
  *      models walks live batches earliest deadline first (sorted once per statement, a handful of
- *      rows), skips batches without the model (batch_models primary key) and takes each batch's
- *      oldest pending lines (requests_pending_idx) with FOR UPDATE SKIP LOCKED.
+ *      rows) and takes each batch's oldest pending lines of the model (requests_pending_idx) with
+ *      FOR UPDATE SKIP LOCKED. A batch without the model, or whose lines of it are all taken, costs
+ *      one index probe (≈4 µs); probing batch_models first cost ≈17 µs per batch, so it is only
+ *      used to know which models have live work (liveModelsSql).
  *
  * Rows go straight to 'processing' with started_at set: the claim's commit is the durable mark that
  * the request may be on the wire, so a crash after it is recovered by reclaim, and no second round
@@ -70,8 +72,7 @@ picked AS (
         FROM live lb
         CROSS JOIN LATERAL (
           SELECT r.id FROM ${s}.requests r
-           WHERE EXISTS (SELECT 1 FROM ${s}.batch_models bm WHERE bm.batch_id = lb.id AND bm.model = w.model)
-             AND r.batch_id = lb.id AND r.model = w.model AND r.state = 'pending'
+           WHERE r.batch_id = lb.id AND r.model = w.model AND r.state = 'pending'
              AND (r.not_before IS NULL OR r.not_before <= now())
            ORDER BY r.line_number
            LIMIT greatest(w.cap, 0)
