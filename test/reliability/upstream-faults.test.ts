@@ -11,7 +11,7 @@ import { waitFor } from '../support/mock-upstream.js';
  */
 
 const MAX_RETRIES = 2; // so a fault that never clears costs exactly 3 attempts
-const TIMEOUT_MS = 1500;
+const TIMEOUT_MS = 3000;
 const QUOTA = {
   error: {
     message: 'You exceeded your current quota.',
@@ -37,7 +37,7 @@ const FAULTS: Fault[] = [
   { name: 'reset', behaviour: { kind: 'reset' } },
   { name: 'hang', behaviour: { kind: 'hang' } },
   { name: 'not-json', behaviour: { kind: 'not-json' } },
-  { name: 'trickle-slow', behaviour: { kind: 'trickle', chunks: 8, intervalMs: 400 } },
+  { name: 'trickle-slow', behaviour: { kind: 'trickle', chunks: 8, intervalMs: 800 } },
   { name: 'refused', behaviour: { kind: 'ok' }, refused: true },
   // Slow but inside the timeout: not a fault at all.
   { name: 'trickle-ok', behaviour: { kind: 'trickle', chunks: 4, intervalMs: 40 } },
@@ -175,7 +175,15 @@ describe('upstream faults', () => {
         continue;
       }
       const attempts = f.name === 'trickle-ok' ? 1 : 2;
-      expect(row, id).toMatchObject({ state: 'completed', attempt: attempts, response_status: 200 });
+      // On failure, say what the mock did with each attempt and how long each took.
+      const seen = mock.requests
+        .filter((r) => r.customId === id)
+        .map((r) => `${r.outcome} ${r.endedAt === null ? 'open' : `${r.endedAt - r.receivedAt} ms`}`);
+      expect(row, `${id}: ${seen.join(', ')}`).toMatchObject({
+        state: 'completed',
+        attempt: attempts,
+        response_status: 200,
+      });
       expect(mock.countsByCustomId.get(id), id).toBe(attempts);
       expect(out.get(id)!.response?.status_code, id).toBe(200);
       expect(out.get(id)!.error, id).toBeNull();
