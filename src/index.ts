@@ -1,12 +1,24 @@
 export type { DaemonConfig, UpstreamRoute, UpstreamRouter } from './daemon/config.js';
 export { DEFAULT_DAEMON_CONFIG } from './daemon/config.js';
+export type { Limiter } from './daemon/limiter.js';
+export type { LogEntry, Logger, LogLevel } from './daemon/logger.js';
+export type { UpstreamClient, UpstreamRequest } from './daemon/upstream-client.js';
 export type { BatchInputLimits, BatchInputLine } from './domain/batch-input.js';
 export { BATCH_ENDPOINTS, BatchInputParser } from './domain/batch-input.js';
 export type { BatchLifecycleStatus } from './domain/batch-status.js';
 export * from './domain/errors.js';
 export { REQUEST_STATES, TERMINAL_STATES } from './domain/request-state.js';
+export type { AttemptOutcome } from './domain/retry.js';
 export type { RequestTemplateInput } from './domain/templates.js';
 export * from './domain/types.js';
+export type {
+  BehaviourFn,
+  MockBehaviour,
+  MockRequestInfo,
+  MockUpstream,
+  MockUpstreamOptions,
+} from './mock-upstream/server.js';
+export { startMockUpstream } from './mock-upstream/server.js';
 export type { DashboardContext } from './server/dashboard-context.js';
 export type { FusilladeServer, ServerOptions } from './server/server.js';
 export { createServer } from './server/server.js';
