@@ -60,6 +60,25 @@ describe('files', () => {
     expect((await apiError(t.alice.files.retrieve(more[0]!.id))).status).toBe(404);
   });
 
+  it('honours expires_after and refuses a bad one', async () => {
+    const { toFile } = await import('openai');
+    const file = await t.alice.files.create({
+      file: await toFile(Buffer.from(jsonl([chatLine(1)])), 'exp.jsonl'),
+      purpose: 'batch',
+      expires_after: { anchor: 'created_at', seconds: 7200 },
+    });
+    expect(file.expires_at! - file.created_at).toBeGreaterThanOrEqual(7199);
+    expect(file.expires_at! - file.created_at).toBeLessThanOrEqual(7201);
+    const err = await apiError(
+      t.alice.files.create({
+        file: await toFile(Buffer.from(jsonl([chatLine(1)])), 'exp.jsonl'),
+        purpose: 'batch',
+        expires_after: { anchor: 'created_at', seconds: 5 },
+      }),
+    );
+    expect([err.status, err.code]).toEqual([400, 'invalid_expires_after']);
+  });
+
   it('accepts a BOM, CRLF line ends and blank lines, keeping line numbers', async () => {
     const text = `\ufeff${JSON.stringify(chatLine(1))}\r\n\r\n${JSON.stringify(chatLine(2))}\r\n`;
     const file = await upload(t.alice, text);
@@ -180,6 +199,26 @@ describe('batches', () => {
     expect(err.headers?.get('x-should-retry')).toBe('false');
   });
 
+  it('creates one batch for concurrent creates with the same Idempotency-Key', async () => {
+    const file = await upload(t.alice, jsonl([chatLine(1), chatLine(2)]));
+    const params = {
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions' as const,
+      completion_window: '24h' as const,
+    };
+    const headers = { 'Idempotency-Key': 'concurrent-1' };
+    const results = await Promise.all([1, 2, 3, 4].map(() => t.alice.batches.create(params, { headers })));
+    expect(new Set(results.map((b) => b.id)).size).toBe(1);
+    const { rows } = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM ${t.s}.batches WHERE idempotency_key = 'concurrent-1'`,
+    );
+    expect(rows[0].n).toBe(1);
+    // The same key from another owner is another batch.
+    const bobFile = await upload(t.bob, jsonl([chatLine(1)]));
+    const bobs = await t.bob.batches.create({ ...params, input_file_id: bobFile.id }, { headers });
+    expect(bobs.id).not.toBe(results[0]!.id);
+  });
+
   it('cancels a live batch; its unsent requests land in the error file', async () => {
     const file = await upload(t.alice, jsonl([1, 2, 3].map((i) => chatLine(i))));
     const batch = await t.alice.batches.create({
@@ -224,7 +263,8 @@ describe('batches', () => {
     for await (const b of t.alice.batches.list({ limit: 2 })) all.push(b.id);
     expect(all.slice(0, 3)).toEqual([created[2], created[1], created[0]]);
     expect(new Set(all).size).toBe(all.length);
-    expect((await t.bob.batches.list()).data).toEqual([]);
+    const bobs = (await t.bob.batches.list()).data.map((b) => b.id);
+    expect(bobs.filter((id) => created.includes(id))).toEqual([]);
   });
 });
 
