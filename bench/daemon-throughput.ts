@@ -125,6 +125,12 @@ export async function benchDaemonThroughput(
         `| 100 ms upstream latency, limit 100 | ${n2} | ${latency.toFixed(2)} s | ${Math.round(n2 / latency)} req/s | ideal ${ideal.toFixed(2)} s | ${(((latency - ideal) / ideal) * 100).toFixed(1)}% over ideal (goal ≤ 10%): ${latency <= ideal * 1.1 ? 'met' : 'NOT met'} |`,
         '',
         'Peers for (1), from REFERENCE §6 (not re-measured here): graphile-worker 10.3 s, pg-boss 24.2 s for 20,000.',
+        '',
+        'Reading: every freed slot waits for a claim cycle (BEGIN + lock model rows, write the finished rows,',
+        'claim, COMMIT: four round trips and a WAL flush; two cycles overlap). At 100 ms latency that cycle is',
+        'added to every request, which is why (2) is far from ideal on a loaded machine. The next step is per-',
+        'daemon slot budgets taken from model_limits, so a freed slot is refilled from rows claimed ahead',
+        'without the global lock (see the daemon report).',
       ].join('\n'),
     };
   } finally {
