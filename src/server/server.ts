@@ -167,9 +167,11 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
         ms: Math.round(seconds * 1000),
       });
     });
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const path = url.pathname;
     const answer = async (): Promise<void> => {
+      // Inside the handler: an unparsable request target (absolute-form garbage) must be a 400,
+      // not an exception thrown out of the request listener.
+      const url = parseTarget(req.url);
+      const path = url.pathname;
       if (path === '/healthz') {
         route = path;
         return health(ctx, res, daemon !== undefined);
@@ -290,6 +292,14 @@ async function health(ctx: ApiContext, res: http.ServerResponse, daemonRunning: 
 function defaultUploadSlots(pool: pg.Pool): number {
   const max = (pool as { options?: { max?: number } }).options?.max ?? 10;
   return Math.max(1, Math.floor(max / 2));
+}
+
+function parseTarget(target: string | undefined): URL {
+  try {
+    return new URL(target ?? '/', 'http://localhost');
+  } catch {
+    throw new ApiError(400, 'The request target is not a valid URL.', { code: 'invalid_url' });
+  }
 }
 
 /** Entries get the daemon's shape (level, time) so one sink can take both; no sink, no logs. */

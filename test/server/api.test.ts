@@ -344,6 +344,13 @@ describe('service routes', () => {
     expect(Object.keys(doc.paths)).toEqual(
       expect.arrayContaining(['/v1/files', '/v1/files/{file_id}/content', '/v1/batches/{batch_id}/cancel']),
     );
+    // An absolute-form target that is not a URL is a 400, and the server keeps serving.
+    const { openAndWrite, readAll } = await import('../reliability/support/multipart.js');
+    const socket = await openAndWrite(
+      t.server.port,
+      Buffer.from('GET http://[bad/v1/files HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'),
+    );
+    expect(await readAll(socket, 5000)).toMatch(/^HTTP\/1\.1 400/);
     const unknown = await fetch(`${t.server.url}/nowhere`);
     expect(unknown.status).toBe(404);
     expect(unknown.headers.get('content-type')).toMatch(/^application\/json/);
