@@ -305,7 +305,13 @@ function parseTarget(target: string | undefined): URL {
 /** Entries get the daemon's shape (level, time) so one sink can take both; no sink, no logs. */
 function stampLogs(sink: ServerOptions['logger']): (entry: Record<string, unknown>) => void {
   if (!sink) return () => {};
-  return (entry) => sink({ level: 'info', time: new Date().toISOString(), ...entry });
+  return (entry) => {
+    try {
+      sink({ level: 'info', time: new Date().toISOString(), ...entry });
+    } catch {
+      // A failing log sink must not take a request (or the process) down with it.
+    }
+  };
 }
 
 function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
