@@ -177,6 +177,9 @@ describe('chaos: the database goes away', () => {
     // flight (16) at each of the three cuts goes out twice.
     expect(duplicates).toBeLessThanOrEqual(3 * 16);
     expect(mock.maxInFlight.byModel.get('gpt-test')).toBeLessThanOrEqual(16);
+    // The daemons' error logs from the outage never carry the upstream key.
+    expect(fleet.logs()).toContain('failed');
+    expect(fleet.logs()).not.toContain('sk-outage');
     console.log(
       JSON.stringify({
         scenario: 'database-outage',
