@@ -224,7 +224,13 @@ export class BatchInputParser {
         throw bad('invalid_json_line', 'body', 'the body is not valid JSON');
       }
     }
-    const span = memberSpan(body, 'model');
+    let span: [number, number] | undefined;
+    try {
+      // memberSpan expects valid JSON; an unparsed body may have a bad key (e.g. "a\q").
+      span = memberSpan(body, 'model');
+    } catch {
+      throw bad('invalid_json_line', 'body', 'the body is not valid JSON');
+    }
     if (!span) {
       // Tell "no model" from "not JSON at all" (e.g. single quotes): a rare path, so parse here.
       try {

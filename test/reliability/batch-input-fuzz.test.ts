@@ -13,8 +13,13 @@ const LIMITS = { maxLines: 1000, maxBytes: 1 << 20 };
 type Outcome = { ok: true; lines: BatchInputLine[] } | { ok: false; error: ValidationError };
 
 /** Feeds `bytes` cut at `cuts`; any throw other than a ValidationError escapes (and fails the property). */
-function run(bytes: Uint8Array, cuts: number[], limits = LIMITS): Outcome {
-  const parser = new BatchInputParser(limits);
+function run(
+  bytes: Uint8Array,
+  cuts: number[],
+  limits = LIMITS,
+  options: { validateBodies?: boolean } = {},
+): Outcome {
+  const parser = new BatchInputParser(limits, options);
   const lines: BatchInputLine[] = [];
   let at = 0;
   try {
@@ -166,6 +171,48 @@ describe('JSONL reader fuzz', () => {
         }
       }),
       { numRuns: 1500 },
+    );
+  });
+
+  it('differs without body validation only on bodies that are not JSON (the store checks those)', () => {
+    // The server reads uploads with validateBodies: false and lets the store parse each body once.
+    const mutated = fc
+      .tuple(
+        fc.integer({ min: 1, max: 3 }),
+        fc.array(
+          fc.tuple(fc.nat(), fc.constantFrom(0x22, 0x2c, 0x3a, 0x7b, 0x7d, 0x5b, 0x5d, 0x20, 0x78, 0x5c)),
+          {
+            maxLength: 3,
+          },
+        ),
+      )
+      .map(([n, flips]) => {
+        const good = Array.from(
+          { length: n },
+          (_, i) =>
+            `{"custom_id":"c${i}","method":"POST","url":"/v1/embeddings","body":{"model":"m","input":["a",{"b":1}]}}`,
+        ).join('\n');
+        const b = Buffer.from(good);
+        for (const [at, v] of flips) b[at % b.length] = v;
+        return new Uint8Array(b);
+      });
+    fc.assert(
+      fc.property(mutated, cutsFor(300), (input, cuts) => {
+        const strict = run(input, cuts);
+        const lax = run(input, cuts, LIMITS, { validateBodies: false });
+        if (strict.ok) {
+          // Whatever the strict reader accepts, the lax one accepts identically.
+          expect(lax.ok && lax.lines).toEqual(strict.lines);
+          return;
+        }
+        if (!lax.ok) return;
+        // The lax reader accepted a file the strict one refused: only a body that is not JSON may
+        // explain it, and the line the strict reader named is that line.
+        const bad = lax.lines.find((l) => l.line === strict.error.issues[0]!.line);
+        expect(bad, strict.error.message).toBeDefined();
+        expect(() => JSON.parse(bad!.body)).toThrow();
+      }),
+      { numRuns: 800 },
     );
   });
 
