@@ -73,6 +73,7 @@ function unescaped(buf: Buffer, start: number, end: number): Buffer {
   return out.subarray(0, w);
 }
 
+const PIECE_BYTES = 256 * 1024;
 const TAB = 0x09;
 const NEWLINE = 0x0a;
 const QUOTE = 0x22;
@@ -147,6 +148,9 @@ class Out {
  */
 export class OutputRowsToJsonl extends Transform {
   private tail: Buffer | null = null;
+  /** Framed bytes not yet passed on: handed over in ~256 KB pieces, not one per socket read. */
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
     const out = new Out(chunk.length + 4096);
@@ -172,11 +176,31 @@ export class OutputRowsToJsonl extends Transform {
     }
     // The rest of a cut row waits for the next chunk (copied: the chunk may be reused).
     if (start < chunk.length) this.tail = Buffer.from(chunk.subarray(start));
-    done(null, out.at > 0 ? out.buf.subarray(0, out.at) : undefined);
+    if (out.at > 0) {
+      this.pending.push(out.buf.subarray(0, out.at));
+      this.pendingBytes += out.at;
+    }
+    if (this.pendingBytes < PIECE_BYTES) {
+      done();
+      return;
+    }
+    done(null, this.takePending());
   }
 
   override _flush(done: TransformCallback): void {
-    done(this.tail ? new Error('COPY output ended inside a row') : null);
+    if (this.tail) {
+      done(new Error('COPY output ended inside a row'));
+      return;
+    }
+    done(null, this.pendingBytes > 0 ? this.takePending() : undefined);
+  }
+
+  private takePending(): Buffer {
+    const piece =
+      this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    return piece;
   }
 }
 
