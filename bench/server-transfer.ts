@@ -36,7 +36,7 @@ export interface ServerTransferResult {
 }
 
 const MB = 1024 * 1024;
-const ROUNDS = 2;
+const ROUNDS = 3;
 const CSV_RAW = `WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')`;
 
 async function writeInput(path: string, lines: number, lineBytes: number): Promise<number> {
@@ -246,7 +246,7 @@ export async function benchServerTransfer(
       `### Server: upload and download (${lines.toLocaleString('en-US')} lines)`,
       '',
       `Input file ${upMB.toFixed(1)} MB; output file ${downMB.toFixed(1)} MB. Server in its own process (peak RSS sampled every 10 ms; growth over its RSS just before the transfer).`,
-      'Baselines in the same run: raw `COPY FROM STDIN` of the same file into a one-column table; raw `COPY TO STDOUT` of the response bodies. Each side runs twice, interleaved; the best time counts.',
+      'Baselines in the same run: raw `COPY FROM STDIN` of the same file into a one-column table; raw `COPY TO STDOUT` of the response bodies. Each side runs three times, interleaved; the best time counts. The API path has one more process relaying the bytes (PostgreSQL → server → client) than the baseline (PostgreSQL → client).',
       '',
       'Goal: at least half the baseline rate, server RSS growth under 100 MB.',
       '',
