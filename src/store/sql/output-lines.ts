@@ -13,8 +13,9 @@
  * Alternatives: keyset pages of rows assembled in Node (JSON.parse of every body to check it is
  * JSON) — dearer than one COPY TO, which streams with back-pressure on one statement. The output
  * file, the large case, is sent as bare columns (outputRowsSql) and framed in Node.
- * Measured (bench/server-transfer.ts, 50,000 results of ~4 KB, shared 2-core machine): the
- * download ran at 0.68 of a raw COPY TO of the bodies (102 MB/s against 150 MB/s); at 20,000 rows
+ * Measured (bench/server-transfer.ts, 50,000 results of ~4 KB, shared and loaded 2-core machine):
+ * the download ran at 0.45–0.68 of a raw COPY TO of the bodies across runs (75–102 MB/s; the API
+ * path has one more process relaying the bytes than the baseline); at 20,000 rows
  * the statements alone took: raw bodies ~400 ms, bare columns ~440 ms, columns with to_json() and
  * replace() ~540 ms, lines built with concat() ~600 ms, lines sorted by line number 2.1 s (the sort
  * spilled 80 MB to disk), translate() for newlines on every body +140 µs a row.
