@@ -5,6 +5,7 @@ import type { DaemonHandle, PostgresRequestManager } from '../store/request-mana
 import { eventsChannel } from '../store/schema.js';
 import { claimSql, configureModelLimitsSql, liveModelsSql, lockModelsSql } from '../store/sql/claim.js';
 import { completeSql } from '../store/sql/complete.js';
+import { completeAndClaimSql } from '../store/sql/complete-and-claim.js';
 import { registerDaemonSql, stopDaemonSql } from '../store/sql/heartbeat.js';
 import { type DaemonConfig, leaseMs } from './config.js';
 import { isConnectionError, query, withClient } from './db.js';
@@ -303,23 +304,28 @@ export class Daemon {
              )}`,
           )) as unknown as pg.QueryResult<{ model: string; concurrency: number }>[];
           const limits = results[results.length - 1]!.rows;
-          if (writes.length > 0) {
-            applied = (await c.query(this.completeQuery(writes))).rows;
-          }
           const models: string[] = [];
           const wants: number[] = [];
           for (const { model, concurrency } of limits) {
             this.metrics.limit.set({ model }, concurrency);
-            const want = Math.min(
-              this.limiter.want(model, this.dispatcher.modelInFlight(model)),
-              concurrency - this.dispatcher.modelInFlight(model),
-            );
+            const want = this.limiter.want(model, this.dispatcher.modelInFlight(model));
             if (want > 0) {
               models.push(model);
               wants.push(want);
             }
           }
-          if (models.length > 0) {
+          if (writes.length > 0) {
+            // Writes and claim in one statement (the claim counts the slots the writes free).
+            const { rows } = await c.query<ClaimedRow & { kind: 'claimed' | 'done' }>({
+              name: preparedName('cycle', this.s),
+              text: completeAndClaimSql(this.s),
+              values: [...this.completeParams(writes), models, wants, leaseMs(this.config)],
+            });
+            for (const row of rows) {
+              if (row.kind === 'done') applied.push(row);
+              else claimed.push(row);
+            }
+          } else if (models.length > 0) {
             claimed = (
               await c.query<ClaimedRow>({
                 name: preparedName('claim', this.s),

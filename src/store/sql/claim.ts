@@ -54,11 +54,21 @@ SELECT ml.model, ml.concurrency
  */
 export function claimSql(s: string): string {
   return `
-WITH want AS MATERIALIZED (
+WITH ${claimCtes(s, { models: '$1', wants: '$2', freed: '' })}
+${claimUpdate(s, { daemon: '$3', lease: '$4' })}`;
+}
+
+/**
+ * The claim's CTEs (want, live, picked). `freed` adds, per model, rows this same statement takes out
+ * of flight (complete-and-claim.ts), which the statement's snapshot still counts as in flight.
+ */
+export function claimCtes(s: string, p: { models: string; wants: string; freed: string }): string {
+  return `want AS MATERIALIZED (
   SELECT w.model,
          least(w.want, ml.concurrency - (SELECT count(*) FROM ${s}.requests f
-                                          WHERE f.model = w.model AND f.state IN ('claimed', 'processing')))::int AS cap
-    FROM unnest($1::text[], $2::int[]) AS w(model, want)
+                                          WHERE f.model = w.model AND f.state IN ('claimed', 'processing'))
+                       ${p.freed})::int AS cap
+    FROM unnest(${p.models}::text[], ${p.wants}::int[]) AS w(model, want)
     JOIN ${s}.model_limits ml ON ml.model = w.model
 ),
 live AS MATERIALIZED (
@@ -79,10 +89,14 @@ picked AS (
              FOR UPDATE OF r SKIP LOCKED) r
        LIMIT greatest(w.cap, 0)) p
    WHERE w.cap > 0
-)
-UPDATE ${s}.requests r
-   SET state = 'processing', daemon_id = $3, claimed_at = now(), started_at = now(),
-       lease_expires_at = now() + $4 * interval '1 millisecond', attempt = r.attempt + 1, not_before = NULL
+)`;
+}
+
+/** The claim's UPDATE of the picked rows, returning what is needed to send them. */
+export function claimUpdate(s: string, p: { daemon: string; lease: string }): string {
+  return `UPDATE ${s}.requests r
+   SET state = 'processing', daemon_id = ${p.daemon}, claimed_at = now(), started_at = now(),
+       lease_expires_at = now() + ${p.lease} * interval '1 millisecond', attempt = r.attempt + 1, not_before = NULL
   FROM picked p, ${s}.request_templates t
  WHERE r.id = ANY (ARRAY(SELECT id FROM picked)) AND r.id = p.id AND t.id = r.template_id
 RETURNING r.id, r.batch_id, r.model, r.attempt, p.expires_at, t.custom_id, t.endpoint, t.method, t.path,

@@ -15,6 +15,12 @@
  * worker in REFERENCE §6); a multi-row VALUES list needs per-flush SQL text and loses plan reuse.
  */
 export function completeSql(s: string): string {
+  return `${completeUpdateSql(s)}
+RETURNING r.id, r.batch_id`;
+}
+
+/** The UPDATE of completeSql without RETURNING, for composing (complete-and-claim.ts). */
+export function completeUpdateSql(s: string): string {
   return `
 UPDATE ${s}.requests r SET
   state               = u.state,
@@ -36,6 +42,5 @@ FROM unnest($2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::int[], $7:
             $9::text[], $10::text[], $11::int[], $12::int[], $13::int[], $14::bool[])
      AS u(id, attempt, state, not_before, status, body, upstream_id, error_code, error_message,
           input_tokens, output_tokens, total_tokens, give_back)
-WHERE r.id = ANY ($2::uuid[]) AND r.id = u.id AND r.state = 'processing' AND r.daemon_id = $1 AND r.attempt = u.attempt
-RETURNING r.id, r.batch_id`;
+WHERE r.id = ANY ($2::uuid[]) AND r.id = u.id AND r.state = 'processing' AND r.daemon_id = $1 AND r.attempt = u.attempt`;
 }
