@@ -268,6 +268,36 @@ describe('batches', () => {
   });
 });
 
+describe('downloads', () => {
+  it('frees the database connection when a client walks away mid-download', async () => {
+    const file = await upload(t.alice, jsonl(Array.from({ length: 3000 }, (_, i) => chatLine(i))));
+    const batch = await t.alice.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    const big = JSON.stringify({ choices: [{ message: { content: 'x'.repeat(4000) } }] });
+    await settle(t, uuidOf(batch.id), () => ({ status: 200, body: big }));
+    const done = await t.alice.batches.retrieve(batch.id);
+    const res = await fetch(`${t.server.url}/v1/files/${done.output_file_id}/content`, {
+      headers: { authorization: `Bearer ${t.aliceKey}` },
+    });
+    const reader = res.body!.getReader();
+    const first = await reader.read();
+    expect(first.value!.length).toBeGreaterThan(0);
+    await reader.cancel();
+    // The COPY's connection is discarded, not left checked out mid-COPY.
+    const deadline = Date.now() + 5000;
+    while (t.db.pool.totalCount - t.db.pool.idleCount > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(t.db.pool.totalCount - t.db.pool.idleCount).toBe(0);
+    // And the whole file still downloads afterwards: 3,000 lines.
+    const text = await (await t.alice.files.content(done.output_file_id!)).text();
+    expect(text.trimEnd().split('\n')).toHaveLength(3000);
+  });
+});
+
 describe('owners and keys', () => {
   it("answers 404 for another owner's ids on every route and hides them from lists", async () => {
     const file = await upload(t.alice, jsonl([chatLine(1)]));
