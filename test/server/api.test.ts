@@ -191,6 +191,11 @@ describe('batches', () => {
     expect(errFile).toMatchObject({ purpose: 'batch_error', bytes: Buffer.byteLength(errText) });
     const outputs = await t.alice.files.list({ purpose: 'batch_output' });
     expect(outputs.data.map((f) => f.id)).toContain(done.output_file_id);
+    // Lists measure output and error files in one statement, the same way retrieve does.
+    const listed = new Map((await t.alice.files.list()).data.map((f) => [f.id, f.bytes]));
+    expect(listed.get(done.output_file_id!)).toBe(outFile.bytes);
+    expect(listed.get(done.error_file_id!)).toBe(errFile.bytes);
+    expect(listed.get(file.id)).toBe(file.bytes);
 
     // A finished batch cannot be cancelled: 400 (never 409, which the client would retry).
     const err = await apiError(t.alice.batches.cancel(batch.id));

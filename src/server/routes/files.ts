@@ -1,6 +1,6 @@
 import { pipeline } from 'node:stream/promises';
 import type { FileInfo, FilePurpose } from '../../domain/types.js';
-import { fileContentBytes, openFileContent } from '../../store/output-files.js';
+import { fileContentBytes, fileContentBytesMany, openFileContent } from '../../store/output-files.js';
 import type { ApiContext, Call } from '../context.js';
 import { ApiError, sendJson } from '../http.js';
 import { fileId, parseFileId } from '../ids.js';
@@ -57,8 +57,8 @@ export async function listFiles(ctx: ApiContext, call: Call): Promise<void> {
       ...(after ? { after } : {}),
     }),
   );
-  const data: FileObject[] = [];
-  for (const f of page.data) data.push(await toObject(ctx, f));
+  const sizes = await ctx.db(fileContentBytesMany(ctx.manager.pool, ctx.manager.schema, page.data));
+  const data: FileObject[] = page.data.map((f) => fileObject(f, sizes.get(f.id) ?? f.sizeBytes));
   sendJson(call.res, 200, {
     object: 'list',
     data,
