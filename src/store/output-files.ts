@@ -89,15 +89,21 @@ export async function fileContentBytesMany(
   const measured = files.filter((f) => f.purpose !== 'batch' && f.sourceBatchId);
   for (const f of files) if (!measured.includes(f)) sizes.set(f.id, f.sizeBytes);
   if (measured.length === 0) return sizes;
-  const { rows } = await pool.query<{ id: string; bytes: string }>(
-    measured
-      .map(
-        (f, i) =>
-          `SELECT $${i + 1}::uuid AS id, (SELECT coalesce(sum(q.n), 0) FROM (${linesSql(schema, f, 'size')}) q) AS bytes`,
-      )
-      .join(' UNION ALL '),
-    measured.map((f) => f.id),
-  );
+  // 100 files a statement keeps the SQL text small for a 10,000-file page.
+  const rows: { id: string; bytes: string }[] = [];
+  for (let from = 0; from < measured.length; from += 100) {
+    const group = measured.slice(from, from + 100);
+    const result = await pool.query<{ id: string; bytes: string }>(
+      group
+        .map(
+          (f, i) =>
+            `SELECT $${i + 1}::uuid AS id, (SELECT coalesce(sum(q.n), 0) FROM (${linesSql(schema, f, 'size')}) q) AS bytes`,
+        )
+        .join(' UNION ALL '),
+      group.map((f) => f.id),
+    );
+    rows.push(...result.rows);
+  }
   for (const r of rows) sizes.set(r.id, Number(r.bytes));
   return sizes;
 }
