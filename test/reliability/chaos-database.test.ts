@@ -134,6 +134,8 @@ describe('chaos: the database goes away', () => {
       timed('/v1/files'),
       timed('/v1/batches'),
       timed('/healthz'),
+      timed('/api/dashboard/batches'),
+      timed(`/api/dashboard/batches/${batch.id}/progress`),
     ]);
     for (const r of hung) expect(r.status).toBe(503);
     // Quick, not a hang: the server's deadline plus scheduling slack on a loaded machine.
