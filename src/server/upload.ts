@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import busboy from 'busboy';
 import { type BatchInputLine, BatchInputParser } from '../domain/batch-input.js';
 import { ValidationError } from '../domain/errors.js';
+import { setFileExpiry } from '../store/api-queries.js';
 import type { TemplateItem } from '../store/files.js';
 import type { ApiContext, Call } from './context.js';
 import { ApiError, sendJson } from './http.js';
@@ -137,12 +138,7 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
     const id = await (whole ? store() : waitForSlot()).finally(() => stream.return(undefined));
     const expiry = expiresAt(fields);
     if (expiry) {
-      await ctx.db(
-        ctx.manager.pool.query(`UPDATE ${ctx.manager.schema}.files SET expires_at = $2 WHERE id = $1`, [
-          id,
-          expiry,
-        ]),
-      );
+      await ctx.db(setFileExpiry(ctx.manager.pool, ctx.manager.schema, id, expiry));
     }
     const file = await ctx.db(ctx.manager.getFile(id, { owner }));
     ctx.metrics.uploadedLines.inc(parser.lines);
