@@ -11,6 +11,12 @@ import { completeUpdateSql } from './complete.js';
  * the write's guard (state = 'processing', this daemon, this attempt) means every row it returns
  * was in flight and no longer is. The two UPDATEs never touch the same row (processing vs pending).
  *
+ * Measured (20,000-row batch, 50 rows written and 50 claimed per cycle, 2-core machine under load):
+ * this statement inside BEGIN + lock / COMMIT, p50 12.2 ms; the same wrapped in a plpgsql function
+ * called in one round trip, p50 10.8 ms. The server's work (two non-HOT updates per request, each
+ * touching several indexes, and the WAL flush) dominates, so the function (a second copy of this SQL
+ * in a migration) was not kept.
+ *
  * $1 daemon, $2…$14 as complete.ts, $15 text[] models, $16 int[] wants, $17 lease ms.
  * Rows come back tagged: kind 'claimed' (to send) or 'done' (writes that applied).
  */
