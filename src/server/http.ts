@@ -44,6 +44,8 @@ export function sendJson(
   body: unknown,
   headers: Record<string, string> = {},
 ): void {
+  // Already answered (a 503 after the deadline, and now the late result): drop it.
+  if (res.writableEnded) return;
   if (res.headersSent) {
     res.destroy();
     return;

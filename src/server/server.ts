@@ -212,7 +212,8 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
         return match.route.handler(ctx, call);
       }
       route = 'dashboard';
-      if (!(await handleDashboard(req, res, dashboard))) {
+      // The dashboard's queries get the same deadline as the API's: a locked table answers 503.
+      if (!(await ctx.db(handleDashboard(req, res, dashboard)))) {
         route = 'unmatched';
         throw new ApiError(404, `Invalid URL (${method} ${path}).`, { code: 'unknown_url' });
       }

@@ -1,0 +1,82 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chatLine, jsonl, startTestServer, type TestServer, upload } from '../server/support.js';
+import { TEST_DATABASE_URL } from '../support/db.js';
+
+/**
+ * The database is up but a table is locked (a long migration, VACUUM FULL, a stuck admin session):
+ * keys still verify, the data queries block. Every route must answer 503 within the server's
+ * deadline rather than hang, and the server must serve normally once the lock goes.
+ */
+
+const DB_TIMEOUT_MS = 1000;
+let t: TestServer;
+let locker: pg.Client;
+let batchId = '';
+
+beforeAll(async () => {
+  t = await startTestServer({ dbTimeoutMs: DB_TIMEOUT_MS });
+  const file = await upload(t.alice, jsonl([chatLine(1)]));
+  batchId = (
+    await t.alice.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    })
+  ).id;
+  locker = new pg.Client({ connectionString: TEST_DATABASE_URL });
+  await locker.connect();
+});
+
+afterAll(async () => {
+  await locker?.query('ROLLBACK').catch(() => {});
+  await locker?.end().catch(() => {});
+  await t?.close();
+});
+
+async function timed(path: string): Promise<{ path: string; status: number; ms: number }> {
+  const started = Date.now();
+  try {
+    const res = await fetch(`${t.server.url}${path}`, {
+      headers: { authorization: `Bearer ${t.aliceKey}` },
+      signal: AbortSignal.timeout(10_000),
+    });
+    await res.arrayBuffer();
+    return { path, status: res.status, ms: Date.now() - started };
+  } catch {
+    return { path, status: 0, ms: Date.now() - started };
+  }
+}
+
+describe('a locked table', () => {
+  it('answers 503 quickly on every data route while batches and requests are locked, then recovers', async () => {
+    const paths = [
+      '/v1/batches',
+      `/v1/batches/${batchId}`,
+      '/api/dashboard/batches',
+      `/api/dashboard/batches/${batchId}/progress`,
+      `/api/dashboard/batches/${batchId}/requests`,
+      '/api/dashboard/operations',
+    ];
+    await locker.query('BEGIN');
+    await locker.query(`LOCK TABLE ${t.s}.batches, ${t.s}.requests IN ACCESS EXCLUSIVE MODE`);
+    let during: { path: string; status: number; ms: number }[];
+    try {
+      during = await Promise.all(paths.map(timed));
+    } finally {
+      await locker.query('ROLLBACK');
+    }
+    const slow = during.filter((r) => r.status !== 503 || r.ms > DB_TIMEOUT_MS + 4000);
+    expect(slow, JSON.stringify(during)).toEqual([]);
+    // Once the lock is gone, everything answers again (the abandoned queries gave their
+    // connections back).
+    for (const path of paths) {
+      let res = await timed(path);
+      for (let i = 0; i < 20 && res.status !== 200; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        res = await timed(path);
+      }
+      expect(res.status, path).toBe(200);
+    }
+  }, 60_000);
+});
