@@ -6,6 +6,9 @@ import type { DaemonMetrics } from './metrics.js';
 import { type AbortReason, type ResultWrite, settleAttempt } from './settle.js';
 import { splitBaseUrl, type UpstreamClient } from './upstream-client.js';
 
+/** setTimeout's ceiling (~24.8 days); a later deadline is caught by the poll. */
+const MAX_TIMER_MS = 2_147_483_647;
+
 /** A row as the claim returns it. */
 export interface ClaimedRow {
   id: string;
@@ -49,7 +52,7 @@ export interface DispatcherOptions {
 export class Dispatcher {
   private readonly inFlight = new Map<string, InFlight>();
   private readonly byModel = new Map<string, number>();
-  private readonly byBatch = new Map<string, { count: number; expiresAt: number }>();
+  private readonly byBatch = new Map<string, { count: number; expiresAt: number; timer: NodeJS.Timeout }>();
   private readonly bases = new Map<string, { origin: string; prefix: string } | null>();
   private idleWaiters: (() => void)[] = [];
 
@@ -111,7 +114,16 @@ export class Dispatcher {
     this.byModel.set(row.model, (this.byModel.get(row.model) ?? 0) + 1);
     const batch = this.byBatch.get(row.batch_id);
     if (batch) batch.count++;
-    else this.byBatch.set(row.batch_id, { count: 1, expiresAt: row.expires_at.getTime() });
+    else {
+      // Abort at the deadline itself rather than at the next poll: the batch can end on time.
+      const expiresAt = row.expires_at.getTime();
+      const timer = setTimeout(
+        () => Date.now() >= expiresAt && this.abortBatches([row.batch_id], 'expired'),
+        Math.min(Math.max(0, expiresAt - Date.now()), MAX_TIMER_MS),
+      );
+      timer.unref();
+      this.byBatch.set(row.batch_id, { count: 1, expiresAt, timer });
+    }
     this.o.metrics.inFlight.inc({ daemon: this.o.daemonId, model: row.model });
     this.o.metrics.dispatched.inc({ model: row.model });
 
@@ -181,7 +193,10 @@ export class Dispatcher {
     if (m === 0) this.byModel.delete(row.model);
     else this.byModel.set(row.model, m);
     const batch = this.byBatch.get(row.batch_id);
-    if (batch && --batch.count === 0) this.byBatch.delete(row.batch_id);
+    if (batch && --batch.count === 0) {
+      clearTimeout(batch.timer);
+      this.byBatch.delete(row.batch_id);
+    }
     this.o.metrics.inFlight.dec({ daemon: this.o.daemonId, model: row.model });
 
     const latencyMs = Date.now() - entry.startedAt;

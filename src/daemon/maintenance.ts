@@ -31,7 +31,7 @@ export class Maintenance {
       () => this.reclaim(),
       true,
     );
-    this.every('sweep', Math.max(500, c.pollIntervalMs * 2), () => this.sweep(), true);
+    this.every('sweep', Math.max(500, c.pollIntervalMs), () => this.sweep(), true);
     this.every('queue-depth', QUEUE_DEPTH_INTERVAL_MS, () => this.queueDepth(), true);
   }
 

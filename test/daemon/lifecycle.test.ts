@@ -103,6 +103,12 @@ describe('daemon lifecycle', () => {
       );
       const status = await waitForBatchEnd(m, batchId, 6000);
       expect(status).toMatchObject({ status: 'expired', canceledRequests: 6, completedRequests: 0 });
+      const ended = await db.pool.query(
+        `SELECT extract(epoch FROM finished_at - expires_at) * 1000 AS late_ms FROM ${db.schema}.batches WHERE id = $1`,
+        [batchId],
+      );
+      // Ended by the daemon shortly after its deadline (poll 200 ms, sweep 500 ms).
+      expect(Number(ended.rows[0].late_ms)).toBeLessThan(1500);
       const rows = await rowsOf(batchId);
       expect(rows.filter((r) => r.state === 'canceled').map((r) => r.error_code)).toEqual([
         'batch_expired',
