@@ -84,7 +84,7 @@ async function rawUndici(
 }
 
 /** Runs the shipped CLI to completion; returns its wall time in seconds. */
-async function timedCli(args: string[], cwd: string): Promise<number> {
+async function timedCli(args: string[], cwd: string, phases?: string[]): Promise<number> {
   const started = performance.now();
   const child = spawn(process.execPath, [BIN, ...args], { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -93,6 +93,10 @@ async function timedCli(args: string[], cwd: string): Promise<number> {
   });
   const [code] = (await once(child, 'close')) as [number | null];
   if (code !== 0) throw new Error(`fusillade ${args[0]} exited ${code}: ${stderr.slice(-500)}`);
+  // `run --verbose` reports each phase on stderr as "<phase>: <seconds> s".
+  for (const m of stderr.matchAll(/^(store the input|send the requests|write the results): ([\d.]+) s$/gm)) {
+    phases?.push(`${m[1]} ${m[2]} s`);
+  }
   return (performance.now() - started) / 1000;
 }
 
@@ -113,6 +117,7 @@ export async function benchCliRun(options: CliRunOptions = {}): Promise<CliRunRe
   const schema = `bench_cli_${randomBytes(4).toString('hex')}`;
   const dataDir = join(dir, '.fusillade');
   const runArgs = (output: string) => [
+    '--verbose',
     'run',
     input,
     '-o',
@@ -124,15 +129,19 @@ export async function benchCliRun(options: CliRunOptions = {}): Promise<CliRunRe
   ];
   try {
     const rawBefore = await rawUndici(input, join(dir, 'raw.jsonl'), mock.url, concurrency);
+    const pgPhases: string[] = [];
     const postgresSeconds = await timedCli(
       [...runArgs(join(dir, 'pg.jsonl')), '--database-url', databaseUrl, '--schema', schema],
       dir,
+      pgPhases,
     );
     // The embedded server's one-time initdb is timed apart; the run is timed on a warm data dir.
     const initSeconds = await timedCli(['migrate', '--data-dir', dataDir], dir);
+    const embeddedPhases: string[] = [];
     const embeddedSeconds = await timedCli(
       [...runArgs(join(dir, 'embedded.jsonl')), '--data-dir', dataDir],
       dir,
+      embeddedPhases,
     );
     // The machine is shared: the baseline is measured before and after the runs, and averaged.
     const rawAfter = await rawUndici(input, join(dir, 'raw.jsonl'), mock.url, concurrency);
@@ -154,6 +163,11 @@ export async function benchCliRun(options: CliRunOptions = {}): Promise<CliRunRe
       `| raw undici Pool, no database (baseline: mean of ${rawBefore.toFixed(2)} s before and ${rawAfter.toFixed(2)} s after the runs) | ${rawSeconds.toFixed(2)} | ${rate(rawSeconds)} | 100% |`,
       `| \`fusillade run --database-url\` (PostgreSQL server) | ${postgresSeconds.toFixed(2)} | ${rate(postgresSeconds)} | ${ratio(postgresSeconds)} |`,
       `| \`fusillade run\` (embedded PostgreSQL, warm data dir) | ${embeddedSeconds.toFixed(2)} | ${rate(embeddedSeconds)} | ${ratio(embeddedSeconds)} |`,
+      '',
+      `Phases (\`run --verbose\`): PostgreSQL server: ${pgPhases.join(', ')}; embedded: ${embeddedPhases.join(', ')}.`,
+      'The rest of each run is process start, database connection and migration check. Dispatch is the',
+      "daemon's claim → POST → store loop (see the daemon throughput section): the CLI adds the upload and the",
+      'output file around it.',
       '',
       `One-time creation of the embedded data directory (initdb + migrate, \`fusillade migrate\`): ${initSeconds.toFixed(2)} s.`,
       '',
