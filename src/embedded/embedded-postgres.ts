@@ -82,14 +82,14 @@ export async function startEmbeddedPostgres(
     const port = await freePort();
     const child = await spawnServer(pgdata, port, runAs);
     const url = connectionString(credentials, port);
-    let exited = false;
-    child.once('exit', () => {
-      exited = true;
-    });
+    // Read the exit code rather than waiting for an 'exit' event: a loser of a start race exits at
+    // once, possibly before spawnServer returned (the event would have fired with no listener).
+    child.on('error', () => {});
+    const hasExited = () => child.exitCode !== null || child.signalCode !== null;
     try {
-      await waitUntilReady(url, timeoutMs, async () => !exited);
+      await waitUntilReady(url, timeoutMs, async () => !hasExited());
     } catch (err) {
-      if (!exited) {
+      if (!hasExited()) {
         child.kill('SIGINT');
         throw err;
       }
