@@ -10,6 +10,7 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { benchClaimLatency } from './claim-latency.js';
 import { benchCliRun } from './cli-run.js';
+import { benchCreateFileStream } from './create-file-stream.js';
 import { benchDaemonMemory } from './daemon-memory.js';
 import { benchDaemonThroughput } from './daemon-throughput.js';
 import { benchDaemonWakeup } from './daemon-wakeup.js';
@@ -22,6 +23,7 @@ interface Bench {
 }
 
 const BENCHES: Bench[] = [
+  { name: 'create-file-stream', run: () => benchCreateFileStream() },
   { name: 'daemon-throughput', run: () => benchDaemonThroughput() },
   { name: 'daemon-wakeup', run: () => benchDaemonWakeup() },
   { name: 'claim-latency', run: () => benchClaimLatency() },
@@ -66,6 +68,8 @@ async function main(): Promise<void> {
       body = `### ${bench.name}\n\nFailed in this run: ${(err as Error).message}`;
     }
     const section = `${begin(bench.name)}\n${body}\n\n_Measured ${new Date().toISOString()} in ${((Date.now() - started) / 1000).toFixed(0)} s._\n${end(bench.name)}`;
+    // Re-read: another bench run (a colleague's, one section) may have written the file meanwhile.
+    if (filters.length > 0 && existsSync(OUT)) doc = readFileSync(OUT, 'utf8');
     const a = doc.indexOf(begin(bench.name));
     const b = doc.indexOf(end(bench.name));
     doc =
