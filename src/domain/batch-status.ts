@@ -20,7 +20,13 @@ export interface BatchTimestamps {
   expiresAt: Date;
 }
 
-/** Derives a batch's status from its timestamps; `now` decides a deadline that has passed unnoticed. */
+/**
+ * Derives a batch's status from its timestamps. A batch whose deadline (`expiresAt`, decided by
+ * `now`) has passed but which has not ended yet reads `finalizing`: its in-flight requests are being
+ * aborted and nothing more will be sent. It reads `expired` only once it has ended (expiredAt set,
+ * with its output and error files), as at OpenAI: clients treat `expired` as final and stop polling,
+ * so it must not be shown before the results exist.
+ */
 export function batchLifecycleStatus(b: BatchTimestamps, now: Date = new Date()): BatchLifecycleStatus {
   if (b.failedAt) return 'failed';
   if (b.cancelledAt) return 'cancelled';
@@ -29,6 +35,11 @@ export function batchLifecycleStatus(b: BatchTimestamps, now: Date = new Date())
   if (b.completedAt) return 'completed';
   if (b.finalizingAt) return 'finalizing';
   if (!b.inProgressAt) return 'validating';
-  if (b.expiresAt.getTime() <= now.getTime()) return 'expired';
+  if (isPastDeadline(b, now)) return 'finalizing';
   return 'in_progress';
+}
+
+/** Whether the batch's completion window has closed: nothing of it will be sent any more. */
+export function isPastDeadline(b: Pick<BatchTimestamps, 'expiresAt'>, now: Date = new Date()): boolean {
+  return b.expiresAt.getTime() <= now.getTime();
 }

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { isPastDeadline } from '../domain/batch-status.js';
 import { parseCompletionWindow } from '../domain/completion-window.js';
 import { ConflictError, InvalidStateError, NotFoundError, ValidationError } from '../domain/errors.js';
 import type {
@@ -249,8 +250,9 @@ export async function statusesOf(pool: pg.Pool, s: string, rows: BatchRow[]): Pr
     const frozen = row.finished_at !== null;
     let pending = frozen ? 0 : Number(c?.pending ?? 0);
     let canceled = frozen ? row.canceled_count! : Number(c?.canceled ?? 0);
-    // Pending rows of a cancelled or expired batch read as canceled (cancel is one row update).
-    if (b.cancellingAt !== null || b.status === 'expired') {
+    // Pending rows of a cancelled batch, or of one past its deadline, read as canceled (cancel is one
+    // row update; nothing is claimed past the deadline), as in request_view.
+    if (b.cancellingAt !== null || isPastDeadline(b, now)) {
       canceled += pending;
       pending = 0;
     }
@@ -290,7 +292,8 @@ export async function liveUsage(pool: pg.Pool, s: string, id: string): Promise<B
 /**
  * Cancels a batch with one update of its row (lesson 6). Daemons learn of it by notification and
  * poll, abort in-flight HTTP and settle those requests as canceled. Cancelling a cancelling or
- * cancelled batch is a no-op; cancelling a batch that ended otherwise is an InvalidStateError.
+ * cancelled batch is a no-op; cancelling a batch that ended otherwise, or whose deadline has passed
+ * (it reads finalizing and will end expired), is an InvalidStateError.
  */
 export async function cancelBatch(
   pool: pg.Pool,
@@ -301,18 +304,21 @@ export async function cancelBatch(
 ): Promise<BatchInfo> {
   const batch = await getBatch(pool, s, id, owner);
   if (batch.cancellingAt !== null) return batch;
-  if (batch.finishedAt !== null || batch.status === 'expired' || batch.status === 'failed') {
-    throw new InvalidStateError(`cannot cancel batch ${id}: it is already ${batch.status}`);
-  }
+  refuseCancel(batch);
   const client = await pool.connect();
+  let cancelled = false;
   try {
     await client.query('BEGIN');
+    // The same conditions in SQL: a batch that ended, or whose deadline passed, since it was read
+    // is not cancelled (it must end expired, not cancelled).
     const { rowCount } = await client.query(
       `UPDATE ${s}.batches SET cancelling_at = now()
-        WHERE id = $1 AND cancelling_at IS NULL AND finished_at IS NULL`,
+        WHERE id = $1 AND cancelling_at IS NULL AND finished_at IS NULL AND failed_at IS NULL
+          AND expires_at > now()`,
       [id],
     );
-    if (rowCount) await events.notify(client, { type: 'batch_cancelled', batchId: id });
+    cancelled = (rowCount ?? 0) > 0;
+    if (cancelled) await events.notify(client, { type: 'batch_cancelled', batchId: id });
     await client.query('COMMIT');
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});
@@ -320,8 +326,26 @@ export async function cancelBatch(
   } finally {
     client.release();
   }
+  if (!cancelled) {
+    const current = await getBatch(pool, s, id, owner);
+    if (current.cancellingAt !== null) return current;
+    // Not ended, so the database found the deadline passed (its clock decides): refuse as such.
+    refuseCancel(current, current.expiresAt);
+  }
   await finalizeBatch(pool, s, id);
   return getBatch(pool, s, id, owner);
+}
+
+/** Throws unless the batch can still be cancelled (live, deadline ahead). */
+function refuseCancel(batch: BatchInfo, now = new Date()): void {
+  if (batch.finishedAt !== null || batch.status === 'failed') {
+    throw new InvalidStateError(`cannot cancel batch ${batch.id}: it is already ${batch.status}`);
+  }
+  if (isPastDeadline(batch, now)) {
+    throw new InvalidStateError(
+      `cannot cancel batch ${batch.id}: its completion window has passed; it is finalizing and will end expired`,
+    );
+  }
 }
 
 /** Ends the batch if its work is over (see sql/finalize-batch.ts). Returns whether it ended now. */
@@ -344,6 +368,10 @@ export async function retryFailedRequests(
   const batch = await getBatch(pool, s, id, owner);
   if (batch.cancellingAt !== null || batch.status === 'expired') {
     throw new InvalidStateError(`cannot retry requests of batch ${id}: it is ${batch.status}`);
+  }
+  // Nothing is claimed past the deadline: requeued requests would never be sent.
+  if (isPastDeadline(batch)) {
+    throw new InvalidStateError(`cannot retry requests of batch ${id}: its completion window has passed`);
   }
   const client = await pool.connect();
   try {

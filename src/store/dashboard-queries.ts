@@ -20,7 +20,10 @@ import { assertId, BATCH_COLUMNS, type BatchRow, isUuid, toBatchInfo } from './r
  * throughput 8 / 16, operations 187 / 278 (one pass over the pending rows; two passes took 342).
  */
 
-/** The lifecycle status as SQL, mirroring batchLifecycleStatus() so lists can filter on it. */
+/**
+ * The lifecycle status as SQL, mirroring batchLifecycleStatus() so lists can filter on it: past its
+ * deadline a batch reads finalizing until it has ended, then expired.
+ */
 const STATUS_SQL = `CASE
   WHEN b.failed_at IS NOT NULL THEN 'failed'
   WHEN b.cancelled_at IS NOT NULL THEN 'cancelled'
@@ -29,7 +32,7 @@ const STATUS_SQL = `CASE
   WHEN b.completed_at IS NOT NULL THEN 'completed'
   WHEN b.finalizing_at IS NOT NULL THEN 'finalizing'
   WHEN b.in_progress_at IS NULL THEN 'validating'
-  WHEN b.expires_at <= now() THEN 'expired'
+  WHEN b.expires_at <= now() THEN 'finalizing'
   ELSE 'in_progress' END`;
 
 const STATUSES: readonly BatchLifecycleStatus[] = [

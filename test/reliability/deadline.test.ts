@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
-import { chatLine, jsonl, startTestServer, type TestServer, upload } from '../server/support.js';
+import { chatLine, jsonl, startTestServer, type TestServer, upload, uuidOf } from '../server/support.js';
 import { waitFor } from '../support/mock-upstream.js';
 
 /**
@@ -108,17 +108,100 @@ describe('deadline', () => {
   }, 40_000);
 
   /**
-   * KNOWN BUG (reported; run with FUSILLADE_KNOWN_BUGS=1): once the deadline passes, the batch
-   * object says "expired" (src/domain/batch-status.ts derives it from expires_at) while in-flight
-   * requests are still being aborted and before finalize: expired_at, output_file_id and
-   * error_file_id are all null. Clients treat "expired" as final (the openai SDK's pollers, our own
-   * CLI's FINAL_STATUSES), so they stop polling and find no results. Seen: status "expired",
-   * request_counts {completed: 5, failed: 1} of 8, output_file_id null.
+   * Was a known bug: once the deadline passed, the batch object said "expired" (derived from
+   * expires_at) while in-flight requests were still being aborted and before finalize, with
+   * expired_at, output_file_id and error_file_id null. Clients treat "expired" as final (the openai
+   * SDK's pollers, our own CLI's FINAL_STATUSES), so they stopped polling and found no results.
    */
-  it.skipIf(!process.env.FUSILLADE_KNOWN_BUGS)(
-    'never shows a final status before the batch is finalized',
-    () => {
-      expect(premature).toBeNull();
-    },
-  );
+  it('never shows a final status before the batch is finalized', () => {
+    expect(premature).toBeNull();
+  });
+});
+
+/**
+ * The window between the deadline and the end of the batch, held open on purpose: a request stays
+ * in flight (as if its daemon were still aborting it), so every reader is checked while the batch
+ * is past its deadline but not finalized, then again once it has ended.
+ */
+describe('past the deadline, not yet finalized', () => {
+  let u: TestServer;
+  beforeAll(async () => {
+    u = await startTestServer();
+  });
+  afterAll(async () => {
+    await u?.close();
+  });
+
+  const dashboard = async (path: string) => {
+    const res = await fetch(`${u.server.url}${path}`, { headers: { authorization: `Bearer ${u.aliceKey}` } });
+    expect(res.status).toBe(200);
+    return (await res.json()) as { status?: string; data: { id: string; status: string }[] };
+  };
+
+  it('reads finalizing (not expired) until it has ended, then expired with its files', async () => {
+    const file = await upload(u.alice, jsonl([chatLine(1), chatLine(2), chatLine(3)]));
+    const created = await u.alice.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    const uuid = uuidOf(created.id);
+    // Line 1 answered, line 2 on the wire, line 3 never sent; then the deadline passes.
+    await u.db.pool.query(
+      `UPDATE ${u.s}.requests SET state = 'completed', completed_at = now(), started_at = now(),
+              response_status = 200, response_body = '{"ok":true}'
+        WHERE batch_id = $1 AND line_number = 1`,
+      [uuid],
+    );
+    await u.db.pool.query(
+      `UPDATE ${u.s}.requests SET state = 'processing', daemon_id = gen_random_uuid(), claimed_at = now(),
+              lease_expires_at = now() + interval '1 hour', started_at = now(), attempt = 1
+        WHERE batch_id = $1 AND line_number = 2`,
+      [uuid],
+    );
+    await u.db.pool.query(
+      `UPDATE ${u.s}.batches SET expires_at = now() - interval '1 second' WHERE id = $1`,
+      [uuid],
+    );
+    // Something (a daemon's sweep, a cancel) tries to end it: it cannot, a request is in flight.
+    expect(await u.server.manager.finalizeBatch(uuid)).toBe(false);
+
+    const during = await u.alice.batches.retrieve(created.id);
+    expect(during.status).toBe('finalizing');
+    expect(during.expired_at).toBeNull();
+    expect(during.output_file_id).toBeNull();
+    const listed = (await u.alice.batches.list()).data.find((b) => b.id === created.id);
+    expect(listed?.status).toBe('finalizing');
+    // The unsent request will never be sent: it already counts as failed (canceled), not pending.
+    expect(during.request_counts).toMatchObject({ total: 3, completed: 1, failed: 1 });
+    // The dashboard's list, its status filter (SQL) and its progress agree.
+    const dashList = await dashboard('/api/dashboard/batches');
+    expect(dashList.data.find((b) => b.id === created.id)?.status).toBe('finalizing');
+    expect((await dashboard('/api/dashboard/batches?status=expired')).data).toHaveLength(0);
+    expect((await dashboard('/api/dashboard/batches?status=finalizing')).data).toHaveLength(1);
+    expect((await dashboard(`/api/dashboard/batches/${created.id}/progress`)).status).toBe('finalizing');
+    // It can no longer be cancelled (it will end expired), nor its failures retried.
+    const cancel = await u.alice.batches.cancel(created.id).catch((e: unknown) => e);
+    expect(cancel).toMatchObject({ status: 400 });
+    expect(String((cancel as Error).message)).toMatch(/completion window has passed/);
+    expect((await u.alice.batches.retrieve(created.id)).cancelling_at).toBeNull();
+
+    // The daemon aborts the in-flight request; the batch ends expired, with its files.
+    await u.db.pool.query(
+      `UPDATE ${u.s}.requests SET state = 'canceled', daemon_id = NULL, claimed_at = NULL, lease_expires_at = NULL,
+              completed_at = now(), error_code = 'batch_expired'
+        WHERE batch_id = $1 AND line_number = 2`,
+      [uuid],
+    );
+    expect(await u.server.manager.finalizeBatch(uuid)).toBe(true);
+    const ended = await u.alice.batches.retrieve(created.id);
+    expect(ended.status).toBe('expired');
+    expect(ended.expired_at).not.toBeNull();
+    expect(ended.output_file_id).not.toBeNull();
+    expect(ended.error_file_id).not.toBeNull();
+    expect(ended.request_counts).toMatchObject({ total: 3, completed: 1, failed: 2 });
+    expect((await dashboard('/api/dashboard/batches?status=expired')).data).toHaveLength(1);
+    const errors = (await (await u.alice.files.content(ended.error_file_id!)).text()).trim().split('\n');
+    expect(errors.map((l) => JSON.parse(l).error?.code)).toEqual(['batch_expired', 'batch_expired']);
+  });
 });

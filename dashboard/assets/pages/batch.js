@@ -241,7 +241,9 @@ export function mount(main, app, batchId) {
 
   function renderActions(c) {
     const buttons = [];
-    const canRetry = c.failed > 0 && !['cancelling', 'cancelled', 'expired'].includes(progress.status);
+    // Finalizing: the deadline has passed (nothing more is sent), so neither retry nor cancel.
+    const canRetry =
+      c.failed > 0 && !['cancelling', 'cancelled', 'expired', 'finalizing'].includes(progress.status);
     buttons.push(
       h(
         'button.btn',
@@ -263,7 +265,7 @@ export function mount(main, app, batchId) {
         `Retry failed${c.failed ? ` (${fmtNum(c.failed)})` : ''}`,
       ),
     );
-    if (live && progress.status !== 'cancelling') {
+    if (live && progress.status !== 'cancelling' && progress.status !== 'finalizing') {
       buttons.push(
         h(
           'button.btn.danger',

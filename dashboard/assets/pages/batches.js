@@ -212,7 +212,7 @@ export function mount(main, app) {
 
   function actions(b, live) {
     const list = [];
-    if (live && b.status !== 'cancelling') {
+    if (live && b.status !== 'cancelling' && b.status !== 'finalizing') {
       list.push(
         h(
           'button.btn.small.danger-ghost',
