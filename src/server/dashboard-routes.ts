@@ -307,6 +307,8 @@ async function handleApi(
       }
       case 'GET operations': {
         const ops = await operations(pool, schema, {
+          owner,
+          configuredModels: Object.keys(manager.config.modelConcurrencyLimits),
           defaultModelConcurrency: manager.config.defaultModelConcurrency,
           deadDaemonAfterMs: manager.config.deadDaemonAfterMs,
         });

@@ -7,8 +7,9 @@ import { statusesOf } from './batches.js';
 import { assertId, BATCH_COLUMNS, type BatchRow, isUuid, toBatchInfo } from './rows.js';
 
 /**
- * Read queries of the web dashboard beyond the library API. Every per-batch query is scoped to the
- * owner (null = all owners, for library callers); operations data (models, daemons) is global.
+ * Read queries of the web dashboard beyond the library API. Every query is scoped to the owner
+ * (null = all owners, for library callers); of the operations data only the daemons and the
+ * configured models' limits are shown to every owner, with no other owner's activity in them.
  * Each query is bounded by the number of batches, not the backlog (REFERENCE §4 lessons 4 and 5):
  * rates and charts read requests through requests_completed_at_idx (batch_id, completed_at) and
  * in-flight rows through the partial requests_inflight_idx.
@@ -389,6 +390,16 @@ export interface Operations {
 }
 
 export interface OperationsOptions {
+  /**
+   * Whose activity to count: per-model in flight and pending, dispatch, each daemon's in-flight
+   * count and the queue are this owner's batches only (null = every owner, for library callers and
+   * operators). Daemons themselves and model limits are infrastructure and shown to everyone, but a
+   * model is listed only if it is the owner's or configured (`configuredModels`): model_limits is
+   * also seeded from every owner's work, and a model's name can be a tenant's (a fine-tune's).
+   */
+  owner?: string | null;
+  /** Models this server is configured for (their limits are shown to every owner). */
+  configuredModels?: string[];
   defaultModelConcurrency: number;
   deadDaemonAfterMs: number;
   /** Dispatch-rate window, default 15 minutes in 30 s buckets. */
@@ -399,10 +410,21 @@ export interface OperationsOptions {
 /** Live batches: not ended, not cancelled, not deleted, deadline ahead (as batches_live_idx). */
 const LIVE_B = `b.finished_at IS NULL AND b.cancelling_at IS NULL AND b.deleted_at IS NULL AND b.expires_at > now()`;
 
-/** The operators' view: load per model, recent dispatch rate, daemons and queue depth. */
+/** `b` belongs to the owner in $1 (any owner when $1 is null). */
+const OWNED_B = `($1::text IS NULL OR b.owner = $1)`;
+
+/** The request `r` belongs to a batch of the owner in $1 (any owner when $1 is null). */
+const OWNED_R = `($1::text IS NULL OR EXISTS (SELECT 1 FROM %s.batches ob WHERE ob.id = r.batch_id AND ob.owner = $1))`;
+
+/**
+ * The operators' view: load per model, recent dispatch rate, daemons and queue depth, scoped to
+ * one owner's batches (see OperationsOptions.owner).
+ */
 export async function operations(pool: pg.Pool, s: string, options: OperationsOptions): Promise<Operations> {
   const bucketSeconds = options.bucketSeconds ?? 30;
   const buckets = Math.ceil((options.windowSeconds ?? 900) / bucketSeconds);
+  const owner = options.owner ?? null;
+  const ownedR = OWNED_R.replace('%s', s);
   const [load, dispatch, daemons, queue, clock] = await Promise.all([
     // In flight through the partial in-flight index; waiting rows of live batches in one pass (the
     // queue's totals are their sums): the most expensive read here, linear in the backlog.
@@ -414,40 +436,52 @@ export async function operations(pool: pg.Pool, s: string, options: OperationsOp
       concurrency: number | null;
     }>(
       `WITH inflight AS (
-         SELECT model, count(*)::int AS n FROM ${s}.requests WHERE state IN ('claimed', 'processing') GROUP BY model
+         SELECT r.model, count(*)::int AS n FROM ${s}.requests r
+          WHERE r.state IN ('claimed', 'processing') AND ${ownedR}
+          GROUP BY r.model
        ), waiting AS (
          SELECT r.model, count(*)::int AS pending,
                 count(*) FILTER (WHERE r.not_before IS NULL OR r.not_before <= now())::int AS ready
            FROM ${s}.batches b JOIN ${s}.requests r ON r.batch_id = b.id AND r.state = 'pending'
-          WHERE ${LIVE_B}
+          WHERE ${LIVE_B} AND ${OWNED_B}
           GROUP BY r.model
        ), models AS (
-         SELECT model FROM inflight UNION SELECT model FROM waiting UNION SELECT model FROM ${s}.model_limits
+         SELECT model FROM inflight UNION SELECT model FROM waiting
+         UNION
+         SELECT model FROM ${s}.model_limits WHERE $1::text IS NULL OR model = ANY($2::text[])
+         UNION
+         -- The owner's models of batches live or ended within the dispatch window (as the chart's).
+         SELECT bm.model FROM ${s}.batches b JOIN ${s}.batch_models bm ON bm.batch_id = b.id
+          WHERE $1::text IS NOT NULL AND b.owner = $1 AND b.deleted_at IS NULL
+            AND (b.finished_at IS NULL OR b.finished_at >= now() - make_interval(secs => $3::int))
        )
        SELECT m.model, coalesce(i.n, 0) AS in_flight, coalesce(w.pending, 0) AS pending,
               coalesce(w.ready, 0) AS ready, l.concurrency
          FROM models m LEFT JOIN inflight i USING (model) LEFT JOIN waiting w USING (model)
          LEFT JOIN ${s}.model_limits l USING (model)
         ORDER BY m.model`,
+      [owner, options.configuredModels ?? [], buckets * bucketSeconds],
     ),
     // Sends in the window: rows that finished since (completed_at index per recent batch) or are in
     // flight. A row sent and then requeued for a retry is counted again when its next attempt is.
     pool.query<{ model: string; i: number; n: number }>(
-      `WITH since AS (SELECT now() - make_interval(secs => $1::int * $2::int) AS t),
+      `WITH since AS (SELECT now() - make_interval(secs => $2::int * $3::int) AS t),
        recent AS (
-         SELECT id FROM ${s}.batches, since
-          WHERE deleted_at IS NULL AND (finished_at IS NULL OR finished_at >= since.t)
+         SELECT b.id FROM ${s}.batches b, since
+          WHERE b.deleted_at IS NULL AND (b.finished_at IS NULL OR b.finished_at >= since.t) AND ${OWNED_B}
        ), sent AS (
          SELECT r.model, r.started_at FROM recent b JOIN ${s}.requests r ON r.batch_id = b.id, since
           WHERE r.completed_at >= since.t AND r.started_at >= since.t
          UNION ALL
          SELECT r.model, r.started_at FROM ${s}.requests r, since
-          WHERE r.state = 'processing' AND r.started_at >= since.t
+          WHERE r.state = 'processing' AND r.started_at >= since.t AND ${ownedR}
        )
-       SELECT model, floor(extract(epoch FROM (started_at - since.t)) / $2)::int AS i, count(*)::int AS n
+       SELECT model, floor(extract(epoch FROM (started_at - since.t)) / $3)::int AS i, count(*)::int AS n
          FROM sent, since GROUP BY 1, 2`,
-      [buckets, bucketSeconds],
+      [owner, buckets, bucketSeconds],
     ),
+    // Every daemon (infrastructure: host, pid, version, health), but only the owner's requests in
+    // its in-flight count.
     pool.query<{
       id: string;
       host: string;
@@ -460,16 +494,19 @@ export async function operations(pool: pg.Pool, s: string, options: OperationsOp
       in_flight: number;
     }>(
       `SELECT d.id, d.host, d.pid, d.version, d.started_at, d.heartbeat_at, d.stopped_at,
-              d.heartbeat_at < now() - make_interval(secs => $1::float8 / 1000) AS stale,
+              d.heartbeat_at < now() - make_interval(secs => $2::float8 / 1000) AS stale,
               (SELECT count(*)::int FROM ${s}.requests r
-                WHERE r.daemon_id = d.id AND r.state IN ('claimed', 'processing')) AS in_flight
+                WHERE r.daemon_id = d.id AND r.state IN ('claimed', 'processing') AND ${ownedR}) AS in_flight
          FROM ${s}.daemons d
         WHERE d.stopped_at IS NULL OR d.stopped_at > now() - interval '1 hour'
         ORDER BY d.stopped_at IS NOT NULL, d.started_at DESC
         LIMIT 50`,
-      [options.deadDaemonAfterMs],
+      [owner, options.deadDaemonAfterMs],
     ),
-    pool.query<{ live: number }>(`SELECT count(*)::int AS live FROM ${s}.batches b WHERE ${LIVE_B}`),
+    pool.query<{ live: number }>(
+      `SELECT count(*)::int AS live FROM ${s}.batches b WHERE ${LIVE_B} AND ${OWNED_B}`,
+      [owner],
+    ),
     pool.query<{ t: Date }>(`SELECT now() - make_interval(secs => $1::int * $2::int) AS t`, [
       buckets,
       bucketSeconds,

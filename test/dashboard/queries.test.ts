@@ -312,4 +312,60 @@ describe('operations', () => {
     expect(ops.queue.ready - ops0.queue.ready).toBe(9);
     expect(ops.queue.inFlight - ops0.queue.inFlight).toBe(4);
   });
+
+  it("scopes load, dispatch, daemons' counts and queue to the owner; lists only its and configured models", async () => {
+    const daemon = randomUUID();
+    await db.pool.query(
+      `INSERT INTO ${m.schema}.daemons (id, host, pid, version) VALUES ($1, 'node-s', 201, '0.1.0')`,
+      [daemon],
+    );
+    // model_limits holds the configured model and, seeded by a daemon, the other owner's model.
+    await db.pool.query(
+      `INSERT INTO ${m.schema}.model_limits (model, concurrency) VALUES ('configured-model', 8), ('b-secret', 3)`,
+    );
+    const a = await newBatch('scope-a', 4, null, 'a-model');
+    const b = await newBatch('scope-b', 5, null, 'b-secret');
+    await settle(a, [1], 'processing', { daemonId: daemon, agoMs: 500 });
+    await settle(a, [2], 'completed', { agoMs: 10_000 });
+    await settle(b, [1, 2], 'processing', { daemonId: daemon, agoMs: 500 });
+    await settle(b, [3], 'completed', { agoMs: 10_000 });
+
+    const of = (owner: string | null) =>
+      operations(db.pool, m.schema, {
+        owner,
+        configuredModels: ['configured-model'],
+        defaultModelConcurrency: 16,
+        deadDaemonAfterMs: 30_000,
+      });
+    const opsA = await of('scope-a');
+    expect(opsA.models).toEqual([
+      { model: 'a-model', inFlight: 1, pending: 2, limit: 16 },
+      { model: 'configured-model', inFlight: 0, pending: 0, limit: 8 },
+    ]);
+    expect(opsA.dispatch.series.map((x) => x.model)).toEqual(['a-model']);
+    expect(opsA.dispatch.series[0]!.counts.reduce((x, y) => x + y, 0)).toBe(2);
+    expect(opsA.daemons.find((d) => d.id === daemon)).toMatchObject({ host: 'node-s', inFlight: 1 });
+    expect(opsA.queue).toEqual({ pending: 2, ready: 2, inFlight: 1, liveBatches: 1 });
+    expect(JSON.stringify(opsA)).not.toContain('b-secret');
+
+    const opsB = await of('scope-b');
+    expect(opsB.models).toEqual([
+      { model: 'b-secret', inFlight: 2, pending: 2, limit: 3 },
+      { model: 'configured-model', inFlight: 0, pending: 0, limit: 8 },
+    ]);
+    expect(opsB.daemons.find((d) => d.id === daemon)).toMatchObject({ inFlight: 2 });
+    expect(opsB.queue).toEqual({ pending: 2, ready: 2, inFlight: 2, liveBatches: 1 });
+
+    // An owner with nothing sees the daemons and the configured model only, all idle.
+    const opsC = await of('scope-c');
+    expect(opsC.models).toEqual([{ model: 'configured-model', inFlight: 0, pending: 0, limit: 8 }]);
+    expect(opsC.dispatch.series).toEqual([]);
+    expect(opsC.daemons.find((d) => d.id === daemon)).toMatchObject({ inFlight: 0 });
+    expect(opsC.queue).toEqual({ pending: 0, ready: 0, inFlight: 0, liveBatches: 0 });
+
+    // Every owner (library callers): both.
+    const all = await of(null);
+    expect(all.daemons.find((d) => d.id === daemon)).toMatchObject({ inFlight: 3 });
+    expect(all.models.map((x) => x.model)).toEqual(expect.arrayContaining(['a-model', 'b-secret']));
+  });
 });

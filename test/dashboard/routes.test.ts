@@ -153,11 +153,19 @@ describe('dashboard API', () => {
     expect(reopened.counts).toMatchObject({ pending: 3, completed: 3, failed: 0 });
   });
 
-  it('answers operations data to any valid key, and 404 for unknown routes', async () => {
-    const ops = await json(await get('/api/dashboard/operations', t.bobKey));
-    expect(ops.queue.live_batches).toBeGreaterThanOrEqual(1);
-    expect(ops.models.find((m: { model: string }) => m.model === 'gpt-test')).toMatchObject({ in_flight: 0 });
+  it("answers operations data to any valid key, with only the key owner's activity, and 404 for unknown routes", async () => {
+    const ops = await json(await get('/api/dashboard/operations', t.aliceKey));
+    expect(ops.queue).toMatchObject({ live_batches: 1, pending: 3, in_flight: 0 });
+    expect(ops.models.find((m: { model: string }) => m.model === 'gpt-test')).toMatchObject({
+      in_flight: 0,
+      pending: 3,
+    });
     expect(Array.isArray(ops.daemons)).toBe(true);
+    // Bob has no batches: alice's live batch, its model and its queue are not his to see.
+    const bobs = await json(await get('/api/dashboard/operations', t.bobKey));
+    expect(bobs.queue).toEqual({ pending: 0, ready: 0, in_flight: 0, live_batches: 0 });
+    expect(bobs.models).toEqual([]);
+    expect(bobs.dispatch.series).toEqual([]);
     expect((await get('/api/dashboard/nope', t.aliceKey)).status).toBe(404);
   });
 });

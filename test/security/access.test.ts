@@ -253,3 +253,67 @@ describe('owner isolation', () => {
     expect(aliceBatches.data.map((b) => b.id)).toEqual([alice.batch]);
   });
 });
+
+describe('operations page', () => {
+  it("shows every owner the daemons, but no other owner's activity or model names", async () => {
+    // Alice runs a model whose name is her own (a fine-tune's names its organisation): two requests
+    // hang upstream (in flight), two wait behind a limit of 2 (pending).
+    const model = 'ft:gpt-test:alice-corp:secret-project';
+    await t.server.manager.setModelConcurrency(model, 2);
+    mock.setBehaviour((req) => (req.body.includes('"hold me"') ? { kind: 'hang' } : { kind: 'ok' }));
+    const line = (i: number, content: string) =>
+      chatLine(i, { body: { model, messages: [{ role: 'user', content }] } });
+    const file = await upload(
+      t.alice,
+      jsonl([line(1, 'hold me'), line(2, 'hold me'), line(3, 'later'), line(4, 'later')]),
+    );
+    const batch = await t.alice.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    type Ops = {
+      models: { model: string; in_flight: number; pending: number; limit: number }[];
+      dispatch: { series: { model: string; counts: number[] }[] };
+      daemons: { id: string; in_flight: number }[];
+      queue: { pending: number; ready: number; in_flight: number; live_batches: number };
+    };
+    try {
+      // Alice sees her load once both hung requests are out.
+      const mine = await waitFor(async () => {
+        const ops = (await http.call('GET', '/api/dashboard/operations', { key: t.aliceKey })).json as Ops;
+        return ops.queue.in_flight === 2 ? ops : null;
+      });
+      expect(mine.models.find((m) => m.model === model)).toEqual({
+        model,
+        in_flight: 2,
+        pending: 2,
+        limit: 2,
+      });
+      expect(mine.queue).toMatchObject({ pending: 2, in_flight: 2, live_batches: 1 });
+      expect(mine.dispatch.series.find((s) => s.model === model)?.counts.at(-1)).toBe(2);
+      expect(mine.daemons.reduce((n, d) => n + d.in_flight, 0)).toBe(2);
+
+      // Bob sees the same daemons, and nothing of hers: not the model's name (the daemon seeded a
+      // model_limits row for it), not its load, not her requests in the daemons' counts.
+      const res = await http.call('GET', '/api/dashboard/operations', { key: t.bobKey });
+      expect(res.status).toBe(200);
+      const theirs = res.json as Ops;
+      expect(res.text).not.toContain('alice');
+      expect(res.text).not.toContain('secret-project');
+      expect(res.text).not.toContain(batch.id.slice('batch_'.length));
+      // Only bob's own model (gpt-test, from his batch made above), with nothing of hers in it.
+      for (const m of theirs.models) expect(m).toMatchObject({ model: 'gpt-test', in_flight: 0, pending: 0 });
+      for (const s of theirs.dispatch.series) expect(s.model).toBe('gpt-test');
+      expect(theirs.queue).toEqual({ pending: 0, ready: 0, in_flight: 0, live_batches: 0 });
+      expect(theirs.daemons.map((d) => d.id)).toEqual(mine.daemons.map((d) => d.id));
+      expect(theirs.daemons.length).toBeGreaterThan(0);
+      expect(theirs.daemons.every((d) => d.in_flight === 0)).toBe(true);
+    } finally {
+      await t.alice.batches.cancel(batch.id);
+      await waitFor(async () =>
+        (await t.alice.batches.retrieve(batch.id)).status === 'cancelled' ? 1 : null,
+      );
+    }
+  });
+});

@@ -2,7 +2,7 @@ import { api } from '../api.js';
 import { chartWidth, lineChart, meter } from '../charts.js';
 import { fmtAgo, fmtDuration, fmtNum, h, replaceChildren } from '../dom.js';
 
-/** The operators' page: load per model against limits, dispatch rate, daemons, queue depth. */
+/** The operations page: the owner's load per model against limits, dispatch rate, queue; daemons. */
 export function mount(main, app) {
   document.title = 'Operations · fusillade';
   const stats = h('div.stats');
@@ -36,7 +36,11 @@ export function mount(main, app) {
         'div.page-head',
         {},
         h('h1', {}, 'Operations'),
-        h('p.muted', {}, 'Every daemon and model on this database, for all owners.'),
+        h(
+          'p.muted',
+          {},
+          'Your batches’ load per model and queue; the daemons and model limits are shared by all owners.',
+        ),
       ),
       stats,
       h(
