@@ -21,10 +21,11 @@ import type { UpstreamClient } from './upstream-client.js';
  * | deadDaemonAfterMs         | 30000     | a daemon silent this long is dead: its requests are reclaimed |
  * | leaseMs                   | requestTimeoutMs + 60000 | a claimed/processing row whose lease ran out is reclaimed |
  * | shutdownGraceMs           | 30000     | stop(): how long in-flight requests may finish before being handed back |
- * | maxDbWriters              | 4         | concurrent database writes, apart from HTTP concurrency |
+ * | budgetIntervalMs          | 250       | how often a daemon holding or wanting slots rebalances its share of the global limits (src/store/sql/budget.ts) |
+ * | maxDbWriters              | 4         | concurrent database writes, apart from HTTP concurrency (the hot write-and-claim statements run up to min(3, this) at once) |
  * | dbTimeoutMs               | 15000     | deadline of every daemon query/transaction (a dropped connection must not hang it) |
  * | synchronousCommit         | true      | false: claim/write transactions commit without waiting for the WAL flush (faster; a PostgreSQL crash may lose the last ~0.6 s of claims and results, whose requests are then sent again) |
- * | handleSignals             | false     | stop() on SIGTERM / SIGINT (the CLI turns it on; a library should not by default) |
+ * | handleSignals             | false     | stop() on SIGTERM / SIGINT (off: a library should not take over signals; the CLI leaves it off and handles signals itself, src/cli/signals.ts) |
  * | metricsRegistry           | private   | prom-client Registry for the daemon's metrics (never the global default) |
  * | logger                    | stderr JSON, info+ | structured log sink; entries never contain API keys |
  * | upstreamClient            | undici Agent | sends one HTTP attempt (src/daemon/upstream-client.ts) |
@@ -44,6 +45,7 @@ export interface DaemonConfig {
   deadDaemonAfterMs: number;
   leaseMs?: number;
   shutdownGraceMs: number;
+  budgetIntervalMs: number;
   maxDbWriters: number;
   dbTimeoutMs: number;
   synchronousCommit: boolean;
@@ -85,6 +87,7 @@ export const DEFAULT_DAEMON_CONFIG: DaemonConfig = {
   heartbeatIntervalMs: 5000,
   deadDaemonAfterMs: 30_000,
   shutdownGraceMs: 30_000,
+  budgetIntervalMs: 250,
   maxDbWriters: 4,
   dbTimeoutMs: 15_000,
   synchronousCommit: true,

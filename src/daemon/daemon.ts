@@ -3,7 +3,8 @@ import os from 'node:os';
 import type pg from 'pg';
 import type { DaemonHandle, PostgresRequestManager } from '../store/request-manager.js';
 import { eventsChannel } from '../store/schema.js';
-import { claimSql, configureModelLimitsSql, liveModelsSql, lockModelsSql } from '../store/sql/claim.js';
+import { lockLimitsSql, rebalanceSql } from '../store/sql/budget.js';
+import { claimSql, configureModelLimitsSql, liveModelsSql } from '../store/sql/claim.js';
 import { completeSql } from '../store/sql/complete.js';
 import { completeAndClaimSql } from '../store/sql/complete-and-claim.js';
 import { registerDaemonSql, stopDaemonSql } from '../store/sql/heartbeat.js';
@@ -21,8 +22,13 @@ import { UndiciUpstreamClient, type UpstreamClient } from './upstream-client.js'
 
 /** Most row writes one flush carries (one statement). */
 const MAX_FLUSH = 2000;
-/** Cycles in progress at once (see loop()). */
-const PIPELINE_DEPTH = 2;
+/**
+ * Flush statements (write-and-claim) in progress at once, each on its own pooled connection
+ * (bounded by maxDbWriters). Measured at zero latency, 64 in flight: see BENCHMARKS.md.
+ */
+const FLUSH_DEPTH = 3;
+/** After a finished attempt leaves a daemon above its fair share, give the slot back this soon. */
+const GIVE_BACK_DELAY_MS = 10;
 
 /**
  * Named (server-side prepared) statements for the hot path: parsing and planning the claim took
@@ -42,14 +48,46 @@ export async function startDaemon(
   return daemon.handle;
 }
 
+/** This daemon's share of one model's global limit (model_budgets row, src/store/sql/budget.ts). */
+interface ModelBudget {
+  /** Slots granted in the database: the hard ceiling of what this daemon holds. */
+  slots: number;
+  /** Fair share: new requests start only below min(slots, target); above it, slots go back as requests finish. */
+  target: number;
+  /** The model's global limit as of the last rebalance. */
+  limit: number;
+  /** Other live daemons with demand for the model (last rebalance). */
+  peers: number;
+  /** Sum of the caps of this daemon's claims still running (rows that may be about to be in flight). */
+  reserved: number;
+  /** Claims still running that include the model. */
+  claims: number;
+  /** Pending rows may be claimable (a claim that came back short clears it; pokes set it). */
+  hasWork: boolean;
+}
+
 /**
- * The daemon: one serial loop that, per cycle, writes the outcomes gathered since the last cycle and
- * claims as many rows as the global limits allow, in one transaction; a dispatcher that sends them;
- * periodic maintenance (heartbeat, reclaim, cancel checks, finalize sweeps).
+ * The daemon. State machine (all in this process, event driven; nothing sleeps while work is
+ * possible, lesson 14):
  *
- * The loop never sleeps while work is possible (lesson 14): every finished attempt frees a slot and
- * wakes it; it sleeps only when nothing is to be written and the last claim found nothing, until a
- * notification, the poll interval, the next due retry or a finished attempt.
+ *   budgets   One transaction at a time, rarely (on demand changes, every poll, every budgetIntervalMs
+ *             while it holds or wants slots, and soon after a finished attempt when it is above its
+ *             fair share): refresh the models with live work if asked (seed), lock their model_limits
+ *             rows, recompute this daemon's slots and fair-share target (budget.ts). No claim starts
+ *             while it runs; the claims already running are counted in what it keeps.
+ *   flush     Triggered by every finished attempt, every claim that came back full and every budget
+ *             change (coalesced with setImmediate): one autocommit statement writes the outcomes
+ *             gathered so far and claims, per model, min(limiter want, min(slots, target) − held),
+ *             where held = requests in flight + caps of claims still running, counted locally. Up to
+ *             FLUSH_DEPTH flushes run at once on separate connections. Claimed rows are 'processing'
+ *             when the statement commits (durable before the HTTP request leaves), then dispatched.
+ *   dispatch  The dispatcher sends each row; a finished attempt frees its slot at once (the
+ *             upstream no longer holds it) and queues its row write for the next flush.
+ *   maintain  Timers (maintenance.ts): heartbeat, poll (pokes: seed + budgets + claim), reclaim of
+ *             dead daemons (their budgets too) and expired leases, cancel checks, finalize sweeps.
+ *
+ * A model whose claim came back short is idle until a poke (poll interval, batch notification,
+ * reclaim, a retry falling due); an idle model's unused slots go back at the next rebalance.
  */
 export class Daemon {
   readonly id = randomUUID();
@@ -64,22 +102,28 @@ export class Daemon {
   readonly dispatcher: Dispatcher;
   private readonly listener: EventListener;
   private readonly maintenance: Maintenance;
+  private readonly depth: number;
   private results: ResultWrite[] = [];
-  private claimNeeded = true;
+  private readonly budgets = new Map<string, ModelBudget>();
   private seedNeeded = true;
-  /** Models with live work as of the last refresh (each poll and notification). */
-  private liveModels: string[] = [];
   private stopping = false;
-  private stopDeadline = Number.POSITIVE_INFINITY;
-  private wakeUp: (() => void) | null = null;
-  private wakeTimer: NodeJS.Timeout | null = null;
-  private nextRetryAt = Number.POSITIVE_INFINITY;
-  private loopDone: Promise<void> = Promise.resolve();
-  private readonly cycles = new Set<Promise<void>>();
-  /** Result writes a running cycle is carrying (still ours until written). */
+  private stopped = false;
+  /** Flush statements running. */
+  private readonly flushes = new Set<Promise<void>>();
+  private flushQueued = false;
+  /** Result writes a running flush is carrying (still ours until written). */
   private readonly writing = new Set<ResultWrite[]>();
   private backoff = 0;
   private backoffUntil = 0;
+  private backoffTimer: NodeJS.Timeout | null = null;
+  /** The budget task: at most one at a time; claims wait for it. */
+  private rebalancing: Promise<void> | null = null;
+  private rebalanceAgain = false;
+  private rebalanceTimer: NodeJS.Timeout | null = null;
+  private rebalanceAt = Number.POSITIVE_INFINITY;
+  private nextRetryAt = Number.POSITIVE_INFINITY;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private readonly limiterWarnedAt = new Map<string, number>();
   private stopPromise: Promise<void> | null = null;
   private resolveDone!: () => void;
   private readonly poolErrorHandler = (err: Error) =>
@@ -95,6 +139,7 @@ export class Daemon {
     this.log = daemonLog(config.logger ?? stderrLogger('info'), { component: 'daemon', daemonId: this.id });
     this.metrics = createDaemonMetrics(config.metricsRegistry);
     this.writers = new Semaphore(Math.max(1, config.maxDbWriters));
+    this.depth = Math.max(1, Math.min(FLUSH_DEPTH, config.maxDbWriters));
     this.upstream = config.upstreamClient ?? new UndiciUpstreamClient(config.requestTimeoutMs);
     this.limiter = config.limiter ?? new ClaimBatchLimiter(config.claimBatchSize);
     this.dispatcher = new Dispatcher({
@@ -108,8 +153,10 @@ export class Daemon {
       log: this.log,
       onResult: (write) => {
         this.results.push(write);
-        this.claimNeeded = true;
-        this.wake();
+        const b = this.budgets.get(write.model);
+        // Above the fair share with others waiting: hand the freed slot over soon.
+        if (b && b.peers > 0 && b.slots > b.target) this.requestRebalance(GIVE_BACK_DELAY_MS);
+        this.scheduleFlush();
       },
     });
     this.listener = new EventListener(
@@ -121,9 +168,7 @@ export class Daemon {
           if (n > 0)
             this.log.info('batch cancelled: aborting in-flight requests', { batchId: event.batchId, n });
         } else {
-          this.seedNeeded = true;
-          this.claimNeeded = true;
-          this.wake();
+          this.poke();
         }
       },
       () => this.poke(),
@@ -144,11 +189,14 @@ export class Daemon {
     return this.pool;
   }
 
-  /** Asks for a claim (and model seeding) on the next cycle: poll tick, reconnect, reclaim. */
+  /**
+   * There may be new work (poll tick, notification, reconnect, reclaim, a retry falling due):
+   * refresh the models with live work, rebalance, claim.
+   */
   poke(): void {
+    if (this.stopping) return;
     this.seedNeeded = true;
-    this.claimNeeded = true;
-    this.wake();
+    this.requestRebalance(0);
   }
 
   async start(): Promise<void> {
@@ -183,175 +231,322 @@ export class Daemon {
       process.once('SIGINT', this.signalHandler);
     }
     this.maintenance.start();
-    this.loopDone = this.loop();
+    this.poke();
     this.log.info('daemon started', { schema: this.s, pid: process.pid });
   }
 
-  private wake(): void {
-    const w = this.wakeUp;
-    if (w) {
-      this.wakeUp = null;
-      w();
+  // ---- budgets -------------------------------------------------------------------------------
+
+  /** Runs the budget task in `delayMs` (sooner requests win; one task at a time). */
+  private requestRebalance(delayMs: number): void {
+    if (this.stopped) return;
+    if (this.rebalancing) {
+      if (delayMs === 0) this.rebalanceAgain = true;
+      else if (!this.rebalanceTimer || Date.now() + delayMs < this.rebalanceAt) this.armRebalance(delayMs);
+      return;
+    }
+    if (this.rebalanceTimer && Date.now() + delayMs >= this.rebalanceAt) return;
+    this.armRebalance(delayMs);
+  }
+
+  private armRebalance(delayMs: number): void {
+    if (this.rebalanceTimer) clearTimeout(this.rebalanceTimer);
+    this.rebalanceAt = Date.now() + delayMs;
+    this.rebalanceTimer = setTimeout(() => {
+      this.rebalanceTimer = null;
+      this.rebalanceAt = Number.POSITIVE_INFINITY;
+      this.startRebalance();
+    }, delayMs);
+  }
+
+  private startRebalance(): void {
+    if (this.rebalancing) {
+      this.rebalanceAgain = true;
+      return;
+    }
+    const run = this.rebalance()
+      .then(
+        () => {
+          this.backoff = 0;
+        },
+        (err) => {
+          this.log.warn('budget rebalance failed; retrying', errorFields(err));
+          if (isConnectionError(err) || (err as Error).name === 'QueryTimeoutError') {
+            this.maintenance.reclaimOrphansSoon();
+          }
+          this.seedNeeded = true;
+          this.rebalanceAgain = false;
+          this.requestRebalance(Math.min(5000, Math.max(100, this.config.budgetIntervalMs)));
+        },
+      )
+      .finally(() => {
+        this.rebalancing = null;
+        if (this.rebalanceAgain) {
+          this.rebalanceAgain = false;
+          this.requestRebalance(0);
+        } else if (this.budgets.size > 0) {
+          this.requestRebalance(this.config.budgetIntervalMs);
+        }
+        this.scheduleFlush();
+      });
+    this.rebalancing = run;
+  }
+
+  /** What this daemon holds of a model: requests in flight and the caps of its running claims. */
+  private held(model: string, b: ModelBudget): number {
+    return this.dispatcher.modelInFlight(model) + b.reserved;
+  }
+
+  private limiterWant(model: string, held: number): number {
+    try {
+      const n = Math.floor(this.limiter.want(model, held));
+      return Number.isFinite(n) ? Math.max(0, n) : 0;
+    } catch (err) {
+      const last = this.limiterWarnedAt.get(model) ?? 0;
+      if (Date.now() - last > 10_000) {
+        this.limiterWarnedAt.set(model, Date.now());
+        this.log.warn('limiter.want threw; claiming nothing of the model', { model, ...errorFields(err) });
+      }
+      return 0;
     }
   }
 
-  /** Sleeps until woken, the poll interval, or the next due retry. */
-  private sleep(ms: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      this.wakeUp = resolve;
-      const until = Math.min(ms, Math.max(0, this.nextRetryAt - Date.now()));
-      this.wakeTimer = setTimeout(() => {
-        if (this.nextRetryAt <= Date.now()) {
-          this.nextRetryAt = Number.POSITIVE_INFINITY;
-          this.claimNeeded = true;
-        }
-        this.wake();
-      }, until);
-    }).finally(() => {
-      if (this.wakeTimer) clearTimeout(this.wakeTimer);
-      this.wakeTimer = null;
+  /** Seeds the live models if asked, then recomputes this daemon's budgets in one short transaction. */
+  private async rebalance(): Promise<void> {
+    if (this.seedNeeded && !this.stopping) {
+      this.seedNeeded = false;
+      const { rows } = await query<{ model: string }>(
+        this.pool,
+        this.config.dbTimeoutMs,
+        'live models',
+        liveModelsSql(this.s),
+        [JSON.stringify(this.config.modelConcurrencyLimits), this.config.defaultModelConcurrency],
+      );
+      const live = new Set(rows.map((r) => r.model));
+      for (const model of live) {
+        const b = this.budgets.get(model);
+        if (b) b.hasWork = true;
+        else
+          this.budgets.set(model, {
+            slots: 0,
+            target: 0,
+            limit: 0,
+            peers: 0,
+            reserved: 0,
+            claims: 0,
+            hasWork: true,
+          });
+      }
+      for (const [model, b] of this.budgets) if (!live.has(model)) b.hasWork = false;
+    }
+    if (this.budgets.size === 0) return;
+    const models: string[] = [];
+    const wanted: number[] = [];
+    const used: number[] = [];
+    for (const [model, b] of this.budgets) {
+      const held = this.held(model, b);
+      const more = b.hasWork && !this.stopping ? this.limiterWant(model, held) : 0;
+      models.push(model);
+      used.push(held);
+      wanted.push(held + more);
+    }
+    const t = Math.max(1, this.config.dbTimeoutMs);
+    const rows = await withClient(this.pool, this.config.dbTimeoutMs, 'budget rebalance', async (c) => {
+      try {
+        // idle_in_transaction_session_timeout: a daemon frozen inside this transaction (SIGSTOP, a VM
+        // or GC pause) cannot run its own deadlines; PostgreSQL then ends its session and frees the
+        // model locks, or every other daemon's rebalance would wait on that model until it woke up.
+        await c.query(
+          `BEGIN; SET LOCAL statement_timeout = ${t}; SET LOCAL idle_in_transaction_session_timeout = ${t}`,
+        );
+        await c.query({ name: preparedName('lock', this.s), text: lockLimitsSql(this.s), values: [models] });
+        const { rows } = await c.query<{
+          model: string;
+          slots: number;
+          target: number;
+          lim: number;
+          peers: number;
+        }>({
+          name: preparedName('budget', this.s),
+          text: rebalanceSql(this.s),
+          values: [this.id, models, wanted, used, this.config.deadDaemonAfterMs],
+        });
+        await c.query('COMMIT');
+        return rows;
+      } catch (err) {
+        await c.query('ROLLBACK').catch(() => {});
+        throw err;
+      }
+    });
+    const seen = new Set<string>();
+    for (const r of rows) {
+      const b = this.budgets.get(r.model);
+      if (!b) continue;
+      seen.add(r.model);
+      b.slots = r.slots;
+      b.target = r.target;
+      b.limit = r.lim;
+      b.peers = r.peers;
+      this.metrics.limit.set({ model: r.model }, r.lim);
+    }
+    for (const [model, b] of this.budgets) {
+      // No model_limits row (cannot happen after the seed) means no slots.
+      if (!seen.has(model)) {
+        b.slots = 0;
+        b.target = 0;
+      }
+      if (b.slots === 0 && !b.hasWork && this.held(model, b) === 0) this.budgets.delete(model);
+    }
+  }
+
+  // ---- flush: write outcomes and claim ---------------------------------------------------------
+
+  private scheduleFlush(): void {
+    if (this.flushQueued || this.stopped) return;
+    this.flushQueued = true;
+    setImmediate(() => {
+      this.flushQueued = false;
+      this.flush();
     });
   }
 
-  /**
-   * Starts cycles while there is work, up to PIPELINE_DEPTH at once: a second cycle sends its
-   * BEGIN + lock while the first is still on the wire and takes the model locks the moment the
-   * first commits, hiding a round trip per cycle. The locks keep the limit exact either way.
-   */
-  private async loop(): Promise<void> {
-    const depth = Math.max(1, Math.min(PIPELINE_DEPTH, this.config.maxDbWriters));
-    for (;;) {
-      if (this.stopping) {
-        const drained = this.dispatcher.size === 0 && this.results.length === 0 && this.cycles.size === 0;
-        if (drained || Date.now() > this.stopDeadline) break;
+  /** Starts flush statements while there is something to write or claim, up to the depth. */
+  private flush(): void {
+    while (this.flushes.size < this.depth) {
+      const wait = this.backoffUntil - Date.now();
+      if (wait > 0) {
+        if (!this.backoffTimer) {
+          this.backoffTimer = setTimeout(() => {
+            this.backoffTimer = null;
+            this.scheduleFlush();
+          }, wait);
+        }
+        return;
       }
-      const claim = this.claimNeeded && !this.stopping;
-      const backingOff = Date.now() < this.backoffUntil;
-      if ((!claim && this.results.length === 0) || this.cycles.size >= depth || backingOff) {
-        await this.sleep(backingOff ? this.backoffUntil - Date.now() : this.config.pollIntervalMs);
-        continue;
-      }
-      this.claimNeeded = false;
-      const batch = this.results.splice(0, MAX_FLUSH);
-      const run = this.runCycle(batch, claim).finally(() => {
-        this.cycles.delete(run);
-        this.wake();
+      const writes = this.results.splice(0, MAX_FLUSH);
+      const plan = this.planClaim();
+      if (writes.length === 0 && plan.models.length === 0) return;
+      const run = this.runFlush(writes, plan).finally(() => {
+        this.flushes.delete(run);
+        this.scheduleFlush();
       });
-      this.cycles.add(run);
-      // Let a just-started cycle take its connection before deciding on another.
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      this.flushes.add(run);
     }
-    await Promise.allSettled([...this.cycles]);
   }
 
-  private async runCycle(batch: ResultWrite[], claim: boolean): Promise<void> {
-    this.writing.add(batch);
+  /** Caps per model for the next claim, reserved until the claim returns. */
+  private planClaim(): { models: string[]; wants: number[]; held: number[] } {
+    const plan = { models: [] as string[], wants: [] as number[], held: [] as number[] };
+    if (this.stopping || this.rebalancing) return plan;
+    for (const [model, b] of this.budgets) {
+      if (!b.hasWork) continue;
+      const held = this.held(model, b);
+      const room = Math.min(b.slots, b.target) - held;
+      if (room <= 0) continue;
+      const cap = Math.min(room, this.limiterWant(model, held));
+      if (cap <= 0) continue;
+      plan.models.push(model);
+      plan.wants.push(cap);
+      plan.held.push(held);
+      b.reserved += cap;
+      b.claims++;
+    }
+    return plan;
+  }
+
+  private async runFlush(
+    writes: ResultWrite[],
+    plan: { models: string[]; wants: number[]; held: number[] },
+  ): Promise<void> {
+    this.writing.add(writes);
+    const started = process.hrtime.bigint();
+    let claimed: ClaimedRow[] = [];
+    let applied: { id: string; batch_id: string }[] = [];
+    let ok = false;
     try {
-      if (claim && this.seedNeeded) {
-        const { rows } = await query<{ model: string }>(
-          this.pool,
-          this.config.dbTimeoutMs,
-          'live models',
-          liveModelsSql(this.s),
-          [JSON.stringify(this.config.modelConcurrencyLimits), this.config.defaultModelConcurrency],
-        );
-        this.liveModels = rows.map((r) => r.model);
-        this.seedNeeded = false;
-      }
-      await this.cycle(batch, claim);
+      ({ claimed, applied } = await this.flushStatement(writes, plan));
+      ok = true;
       this.backoff = 0;
     } catch (err) {
-      this.results.unshift(...batch);
-      if (claim) this.claimNeeded = true;
+      this.results.unshift(...writes);
       this.backoff = Math.min(5000, Math.max(100, this.backoff * 2));
       this.backoffUntil = Date.now() + this.backoff * (0.5 + Math.random() / 2);
-      this.log.warn('claim/write cycle failed; backing off', {
-        ...errorFields(err),
-        backoffMs: this.backoff,
-      });
+      this.log.warn('write/claim failed; backing off', { ...errorFields(err), backoffMs: this.backoff });
       if (isConnectionError(err) || (err as Error).name === 'QueryTimeoutError') {
         this.maintenance.reclaimOrphansSoon();
       }
     } finally {
-      this.writing.delete(batch);
+      this.writing.delete(writes);
     }
-  }
-
-  /** One transaction: lock the limits of models with work, write outcomes, claim. */
-  private async cycle(writes: ResultWrite[], claim: boolean): Promise<void> {
-    const started = process.hrtime.bigint();
-    const { applied, claimed } = await withClient(
-      this.pool,
-      this.config.dbTimeoutMs,
-      'claim cycle',
-      async (c) => {
-        let applied: { id: string; batch_id: string }[] = [];
-        let claimed: ClaimedRow[] = [];
-        if (!claim || this.liveModels.length === 0) {
-          if (writes.length === 0) return { applied, claimed };
-          applied = (await c.query(this.completeQuery(writes))).rows;
-          return { applied, claimed };
-        }
-        try {
-          const results = (await c.query(
-            // idle_in_transaction_session_timeout: a daemon frozen mid-transaction (SIGSTOP, a VM or GC
-            // pause) cannot run its own deadlines; PostgreSQL then ends its session and frees the model
-            // locks, or every daemon would wait on that model until it woke up.
-            `BEGIN; SET LOCAL statement_timeout = ${Math.max(1, this.config.dbTimeoutMs)};
-             SET LOCAL idle_in_transaction_session_timeout = ${Math.max(1, this.config.dbTimeoutMs)};${this.config.synchronousCommit ? '' : ' SET LOCAL synchronous_commit = off;'} ${lockModelsSql(
-               this.s,
-               `ARRAY[${this.liveModels.map((m) => c.escapeLiteral(m)).join(',')}]`,
-             )}`,
-          )) as unknown as pg.QueryResult<{ model: string; concurrency: number }>[];
-          const limits = results[results.length - 1]!.rows;
-          const models: string[] = [];
-          const wants: number[] = [];
-          for (const { model, concurrency } of limits) {
-            this.metrics.limit.set({ model }, concurrency);
-            const want = this.limiter.want(model, this.dispatcher.modelInFlight(model));
-            if (want > 0) {
-              models.push(model);
-              wants.push(want);
-            }
-          }
-          if (writes.length > 0) {
-            // Writes and claim in one statement (the claim counts the slots the writes free).
-            const { rows } = await c.query<ClaimedRow & { kind: 'claimed' | 'done' }>({
-              name: preparedName('cycle', this.s),
-              text: completeAndClaimSql(this.s),
-              values: [...this.completeParams(writes), models, wants, leaseMs(this.config)],
-            });
-            for (const row of rows) {
-              if (row.kind === 'done') applied.push(row);
-              else claimed.push(row);
-            }
-          } else if (models.length > 0) {
-            claimed = (
-              await c.query<ClaimedRow>({
-                name: preparedName('claim', this.s),
-                text: claimSql(this.s),
-                values: [models, wants, this.id, leaseMs(this.config)],
-              })
-            ).rows;
-          }
-          await c.query('COMMIT');
-        } catch (err) {
-          await c.query('ROLLBACK').catch(() => {});
-          throw err;
-        }
-        return { applied, claimed };
-      },
-    );
-    if (claim)
+    if (plan.models.length > 0 && ok) {
       this.metrics.claimDuration.observe(
         { daemon: this.id },
         Number(process.hrtime.bigint() - started) / 1e9,
       );
-    // Dispatch first: a batch with freshly claimed rows is not a candidate for finalize.
+    }
+    // Dispatch first (in flight from now on), then release the reservations: a slot is never free twice.
     for (const row of claimed) this.dispatcher.dispatch(row);
+    const got = new Map<string, number>();
+    for (const row of claimed) got.set(row.model, (got.get(row.model) ?? 0) + 1);
+    for (let i = 0; i < plan.models.length; i++) {
+      const b = this.budgets.get(plan.models[i]!);
+      if (!b) continue;
+      b.reserved -= plan.wants[i]!;
+      b.claims--;
+      // A short claim while no other claim of the model ran: nothing more is claimable now.
+      if (ok && (got.get(plan.models[i]!) ?? 0) < plan.wants[i]! && b.claims === 0) {
+        b.hasWork = false;
+        if (b.peers > 0 && b.slots > this.held(plan.models[i]!, b)) this.requestRebalance(GIVE_BACK_DELAY_MS);
+      }
+    }
     this.afterWrite(writes, applied);
-    // A claim that found work may find more (rows beyond the cap, other models): try again soon.
-    if (claimed.length > 0) this.claimNeeded = true;
+  }
+
+  private async flushStatement(
+    writes: ResultWrite[],
+    plan: { models: string[]; wants: number[]; held: number[] },
+  ): Promise<{ claimed: ClaimedRow[]; applied: { id: string; batch_id: string }[] }> {
+    const claim = plan.models.length > 0;
+    let q: pg.QueryConfig;
+    if (writes.length > 0 && claim) {
+      q = {
+        name: preparedName('cycle', this.s),
+        text: completeAndClaimSql(this.s),
+        values: [...this.completeParams(writes), plan.models, plan.wants, plan.held, leaseMs(this.config)],
+      };
+    } else if (claim) {
+      q = {
+        name: preparedName('claim', this.s),
+        text: claimSql(this.s),
+        values: [plan.models, plan.wants, plan.held, this.id, leaseMs(this.config)],
+      };
+    } else {
+      q = this.completeQuery(writes);
+    }
+    const rows = await withClient(this.pool, this.config.dbTimeoutMs, 'write/claim', async (c) => {
+      if (this.config.synchronousCommit) return (await c.query(q)).rows;
+      // Opt-in: commit without waiting for the WAL flush (SET LOCAL needs a transaction).
+      try {
+        await c.query('BEGIN; SET LOCAL synchronous_commit = off');
+        const { rows } = await c.query(q);
+        await c.query('COMMIT');
+        return rows;
+      } catch (err) {
+        await c.query('ROLLBACK').catch(() => {});
+        throw err;
+      }
+    });
+    if (writes.length > 0 && claim) {
+      const claimed: ClaimedRow[] = [];
+      const applied: { id: string; batch_id: string }[] = [];
+      for (const row of rows as (ClaimedRow & { kind: 'claimed' | 'done' })[]) {
+        if (row.kind === 'done') applied.push(row);
+        else claimed.push(row);
+      }
+      return { claimed, applied };
+    }
+    if (claim) return { claimed: rows as ClaimedRow[], applied: [] };
+    return { claimed: [], applied: rows as { id: string; batch_id: string }[] };
   }
 
   private completeQuery(writes: ResultWrite[]): pg.QueryConfig {
@@ -396,13 +591,27 @@ export class Daemon {
       else if (w.state === 'failed')
         this.metrics.failed.inc({ model: w.model, reason: w.reason ?? 'unknown' });
       if (w.state === 'pending') {
-        const due = w.notBefore?.getTime() ?? Date.now();
-        if (due < this.nextRetryAt) this.nextRetryAt = due;
+        this.retryDueAt(w.notBefore?.getTime() ?? Date.now());
       } else if (this.dispatcher.batchInFlight(w.batchId) === 0) {
         toFinalize.add(w.batchId);
       }
     }
     for (const batchId of toFinalize) this.maintenance.finalizeSoon(batchId);
+  }
+
+  /** A row of ours went back to pending, claimable from `due`: poke then (earliest wins). */
+  private retryDueAt(due: number): void {
+    if (due >= this.nextRetryAt || this.stopping) return;
+    this.nextRetryAt = due;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(
+      () => {
+        this.retryTimer = null;
+        this.nextRetryAt = Number.POSITIVE_INFINITY;
+        this.poke();
+      },
+      Math.min(Math.max(0, due - Date.now()), 2_147_483_647),
+    );
   }
 
   /** Ids this daemon holds (in flight or awaiting their write), for the orphan reclaim. */
@@ -426,7 +635,7 @@ export class Daemon {
     this.log.info('daemon stopping', { inFlight: this.dispatcher.size });
     process.off('SIGTERM', this.signalHandler);
     process.off('SIGINT', this.signalHandler);
-    this.wake();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     const grace = this.config.shutdownGraceMs;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -439,9 +648,20 @@ export class Daemon {
     // What is still in flight goes back to pending (guarded writes), not lost and not failed.
     this.dispatcher.abortAll('shutdown');
     await this.dispatcher.idle();
-    this.stopDeadline = Date.now() + Math.max(2000, this.config.dbTimeoutMs);
-    this.wake();
-    await this.loopDone;
+    // Write what is left (no claims now), within a deadline.
+    const deadline = Date.now() + Math.max(2000, this.config.dbTimeoutMs);
+    while ((this.results.length > 0 || this.flushes.size > 0) && Date.now() < deadline) {
+      this.flush();
+      const pending = [...this.flushes];
+      await Promise.race([
+        pending.length > 0 ? Promise.allSettled(pending) : new Promise((r) => setTimeout(r, 50)),
+        new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now()))),
+      ]);
+    }
+    this.stopped = true;
+    if (this.rebalanceTimer) clearTimeout(this.rebalanceTimer);
+    if (this.backoffTimer) clearTimeout(this.backoffTimer);
+    await this.rebalancing?.catch(() => {});
     await this.maintenance.stop();
     await this.listener.stop();
     await this.upstream.close();
@@ -450,6 +670,7 @@ export class Daemon {
         n: this.results.length,
       });
     }
+    // Marks the daemon stopped and deletes its budgets: its slots go back to the other daemons.
     await query(this.pool, this.config.dbTimeoutMs, 'mark daemon stopped', stopDaemonSql(this.s), [
       this.id,
     ]).catch((err) => this.log.warn('could not mark the daemon stopped', errorFields(err)));

@@ -1,7 +1,7 @@
 import type { BackoffPolicy } from '../domain/retry.js';
 import type { UpstreamRouter } from './config.js';
 import type { Limiter } from './limiter.js';
-import type { DaemonLog } from './logger.js';
+import { type DaemonLog, errorFields } from './logger.js';
 import type { DaemonMetrics } from './metrics.js';
 import { type AbortReason, type ResultWrite, settleAttempt } from './settle.js';
 import { splitBaseUrl, type UpstreamClient } from './upstream-client.js';
@@ -213,7 +213,13 @@ export class Dispatcher {
       this.o.policy,
     );
     const throttled = outcome.kind === 'http' && (outcome.status === 429 || outcome.status === 529);
-    this.o.limiter.onOutcome(row.model, { throttled, latencyMs });
+    try {
+      this.o.limiter.onOutcome(row.model, { throttled, latencyMs });
+    } catch (err) {
+      // A faulty limiter must not lose the attempt's write nor crash the process (this runs in a
+      // promise callback: a throw would be an unhandled rejection).
+      this.o.log.warn('limiter.onOutcome threw', { model: row.model, ...errorFields(err) });
+    }
     this.o.metrics.latency.observe({ model: row.model, outcome: write.state }, latencyMs / 1000);
     if (write.state === 'pending' && !write.giveBack) {
       this.o.metrics.retried.inc({ model: row.model, reason: write.reason ?? 'unknown' });

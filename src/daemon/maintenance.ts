@@ -1,9 +1,9 @@
 import { cancelledBatchesSql, endableBatchesSql, queueDepthSql } from '../store/sql/batch-watch.js';
 import { finalizeBatchSql } from '../store/sql/finalize-batch.js';
 import { heartbeatSql } from '../store/sql/heartbeat.js';
-import { reclaimOrphansSql, reclaimSql } from '../store/sql/reclaim.js';
+import { reclaimOrphansSql, reclaimSql, releaseDeadBudgetsSql } from '../store/sql/reclaim.js';
 import type { Daemon } from './daemon.js';
-import { query } from './db.js';
+import { query, withClient } from './db.js';
 import { errorFields } from './logger.js';
 
 const QUEUE_DEPTH_INTERVAL_MS = 15_000;
@@ -77,9 +77,31 @@ export class Maintenance {
 
   private async reclaim(): Promise<void> {
     if (this.orphansPending && !this.d.isStopping) await this.reclaimOrphans();
-    const { rows } = await this.d.writers.run(() =>
-      this.q('reclaim', reclaimSql(this.d.schema), [this.d.config.deadDaemonAfterMs]),
+    // One transaction: dead daemons' budgets first (waiting for any claim still holding one), then
+    // their rows and the expired leases, in a snapshot that sees what such a claim took.
+    const { rows, budgets } = await this.d.writers.run(() =>
+      withClient(this.d.db, this.d.config.dbTimeoutMs, 'reclaim', async (c) => {
+        try {
+          await c.query('BEGIN');
+          const released = await c.query(releaseDeadBudgetsSql(this.d.schema), [
+            this.d.config.deadDaemonAfterMs,
+          ]);
+          const reclaimed = await c.query(reclaimSql(this.d.schema), [this.d.config.deadDaemonAfterMs]);
+          await c.query('COMMIT');
+          return { rows: reclaimed.rows, budgets: released.rows };
+        } catch (err) {
+          await c.query('ROLLBACK').catch(() => {});
+          throw err;
+        }
+      }),
     );
+    if (budgets.length > 0) {
+      this.d.log.warn('released the slot budgets of dead daemons', {
+        daemons: [...new Set(budgets.map((b) => b.daemon_id as string))],
+        slots: budgets.reduce((n, b) => n + Number(b.slots), 0),
+      });
+      this.d.poke();
+    }
     if (rows.length > 0) {
       this.d.log.warn('reclaimed requests of dead daemons or expired leases', { n: rows.length });
       this.d.poke();

@@ -1,17 +1,21 @@
 /**
- * The claim (REFERENCE §4 lessons 2, 3, 4, 13), run by the daemon in one transaction:
+ * The claim (REFERENCE §4 lessons 2, 3, 4, 13): one statement, in its own (autocommit) transaction,
+ * needing no global lock:
  *
- *   1. lockModelsSql: lock the model_limits rows of the models with live work (liveModelsSql, refreshed
- *      each poll and notification), ORDER BY model so two daemons never deadlock. A daemon holding a
- *      model's row is the only one claiming for it.
- *   2. claimSql (a new statement, so a fresh READ COMMITTED snapshot that sees every claim committed
- *      before the lock was granted): per model, free = concurrency − rows in flight (counted through
- *      requests_inflight_idx), cap = least(free, the daemon's want); then ONE statement over all
- *      models walks live batches earliest deadline first (sorted once per statement, a handful of
- *      rows) and takes each batch's oldest pending lines of the model (requests_pending_idx) with
- *      FOR UPDATE SKIP LOCKED. A batch without the model, or whose lines of it are all taken, costs
- *      one index probe (≈4 µs); probing batch_models first cost ≈17 µs per batch, so it is only
- *      used to know which models have live work (liveModelsSql).
+ *   - per model, cap = least(the daemon's want, its budget's slots − what it already holds): the
+ *     budget row (model_budgets, see budget.ts) is this daemon's share of the global limit, and the
+ *     daemon passes what it holds (requests in flight plus the caps of its other claims still
+ *     running), which it counts locally and exactly. The budget row is read FOR KEY SHARE: a reclaim
+ *     deleting the budget of a daemon declared dead waits for such a claim to commit, then hands its
+ *     rows back too; a claim after the delete finds no row and takes nothing. A budget row lowered
+ *     by a rebalance is seen by the next claim.
+ *   - ONE statement over all models walks live batches earliest deadline first (sorted once per
+ *     statement, a handful of rows) and takes each batch's oldest pending lines of the model
+ *     (requests_pending_idx) with FOR UPDATE SKIP LOCKED, so a daemon may run several claims at once
+ *     (and several daemons claim side by side) without waiting on each other. A batch without the
+ *     model, or whose lines of it are all taken, costs one index probe (≈4 µs); probing
+ *     batch_models first cost ≈17 µs per batch, so it is only used to know which models have live
+ *     work (liveModelsSql).
  *
  * Rows go straight to 'processing' with started_at set: the claim's commit is the durable mark that
  * the request may be on the wire, so a crash after it is recovered by reclaim, and no second round
@@ -24,9 +28,13 @@
  * `id = ANY(ARRAY(…))`: joining the CTE alone let the planner hash a sequential scan of the whole
  * requests table (18 ms at 20k rows, growing with the table; 0.4 ms with the array).
  *
- * Alternatives measured (bench/claim-latency.ts, 1,000,000 pending over 50 models and 500 batches):
- * one query per model (lesson 3: 6.7 s at 68 models in production) and a global ORDER BY over the
- * requests (sorts the backlog) were rejected; numbers for this statement are in BENCHMARKS.md.
+ * Alternatives measured (bench/claim-latency.ts, 1,000,000 pending over 50 models and 500 batches,
+ * 100 rows per claim): one query per model (lesson 3: 6.7 s at 68 models in production) and a
+ * global ORDER BY over the requests (sorts the backlog) were rejected. The previous claim ran
+ * inside BEGIN + SELECT … FOR UPDATE of the model_limits rows + COMMIT and counted the model's
+ * in-flight rows through requests_inflight_idx (the global lock serialised every daemon): p50
+ * 13.3 ms, p99 30.6 ms for the transaction, 10.5 / 22.8 ms for the statement alone. This budget-
+ * capped autocommit statement: see BENCHMARKS.md (claim latency).
  */
 
 /** Live = claimable: not ended, not cancelling, not deleted, deadline ahead. */
@@ -34,42 +42,26 @@ const LIVE = `b.finished_at IS NULL AND b.cancelling_at IS NULL AND b.deleted_at
   AND b.expires_at > now()`;
 
 /**
- * Locks the limit rows of the given models (the daemon's current list of models with live work,
- * from liveModelsSql), ORDER BY model so daemons never deadlock; returns their concurrency.
- * `modelsLiteral` is a quoted text[] literal (it runs in the same simple-protocol round trip as
- * BEGIN, which cannot carry parameters).
- */
-export function lockModelsSql(s: string, modelsLiteral: string): string {
-  return `
-SELECT ml.model, ml.concurrency
-  FROM ${s}.model_limits ml
- WHERE ml.model = ANY (${modelsLiteral}::text[])
- ORDER BY ml.model
-   FOR UPDATE OF ml`;
-}
-
-/**
- * $1 text[] models, $2 int[] wants (parallel), $3 uuid daemon id, $4 lease in ms.
+ * $1 text[] models, $2 int[] wants (parallel), $3 int[] held (rows of the model this daemon holds:
+ * in flight plus its other running claims' caps), $4 uuid daemon id, $5 lease in ms.
  * Returns the claimed rows with everything needed to send them.
  */
 export function claimSql(s: string): string {
   return `
-WITH ${claimCtes(s, { models: '$1', wants: '$2', freed: '' })}
-${claimUpdate(s, { daemon: '$3', lease: '$4' })}`;
+WITH ${claimCtes(s, { models: '$1', wants: '$2', held: '$3', daemon: '$4' })}
+${claimUpdate(s, { daemon: '$4', lease: '$5' })}`;
 }
 
-/**
- * The claim's CTEs (want, live, picked). `freed` adds, per model, rows this same statement takes out
- * of flight (complete-and-claim.ts), which the statement's snapshot still counts as in flight.
- */
-export function claimCtes(s: string, p: { models: string; wants: string; freed: string }): string {
+/** The claim's CTEs (want, live, picked), capped by the daemon's budget rows. */
+export function claimCtes(
+  s: string,
+  p: { models: string; wants: string; held: string; daemon: string },
+): string {
   return `want AS MATERIALIZED (
-  SELECT w.model,
-         least(w.want, ml.concurrency - (SELECT count(*) FROM ${s}.requests f
-                                          WHERE f.model = w.model AND f.state IN ('claimed', 'processing'))
-                       ${p.freed})::int AS cap
-    FROM unnest(${p.models}::text[], ${p.wants}::int[]) AS w(model, want)
-    JOIN ${s}.model_limits ml ON ml.model = w.model
+  SELECT w.model, least(w.want, b.slots - w.held)::int AS cap
+    FROM unnest(${p.models}::text[], ${p.wants}::int[], ${p.held}::int[]) AS w(model, want, held)
+    JOIN ${s}.model_budgets b ON b.model = w.model AND b.daemon_id = ${p.daemon}
+     FOR KEY SHARE OF b
 ),
 live AS MATERIALIZED (
   SELECT b.id, b.expires_at FROM ${s}.batches b WHERE ${LIVE} ORDER BY b.expires_at, b.created_at, b.id

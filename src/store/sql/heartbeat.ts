@@ -12,7 +12,12 @@ export function registerDaemonSql(s: string): string {
   return `INSERT INTO ${s}.daemons (id, host, pid, version, config) VALUES ($1, $2, $3, $4, $5)`;
 }
 
-/** Marks a daemon stopped ($1 id); its remaining rows, if any, become reclaimable at once. */
+/**
+ * Marks a daemon stopped ($1 id) and releases its slot budgets (budget.ts); its remaining rows, if
+ * any, become reclaimable at once.
+ */
 export function stopDaemonSql(s: string): string {
-  return `UPDATE ${s}.daemons SET stopped_at = now(), heartbeat_at = now() WHERE id = $1`;
+  return `
+WITH released AS (DELETE FROM ${s}.model_budgets WHERE daemon_id = $1)
+UPDATE ${s}.daemons SET stopped_at = now(), heartbeat_at = now() WHERE id = $1`;
 }

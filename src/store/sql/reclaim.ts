@@ -6,7 +6,7 @@
  * daemon_id/attempt guard.
  *
  * The in-flight set is small (bounded by the limits), so both predicates read requests_inflight_idx
- * / requests_lease_idx, never the backlog.
+ * / requests_lease_idx, never the backlog. Runs in one transaction after releaseDeadBudgetsSql.
  */
 export function reclaimSql(s: string): string {
   return `
@@ -20,6 +20,22 @@ UPDATE ${s}.requests r
                             WHERE d.stopped_at IS NOT NULL
                                OR d.heartbeat_at < now() - $1 * interval '1 millisecond'))
 RETURNING r.id, r.batch_id, r.model`;
+}
+
+/**
+ * Deletes the budgets (budget.ts) of daemons that stopped or whose heartbeat is older than $1 ms,
+ * run first in the reclaim transaction. Deleting waits for any claim still holding the row (FOR KEY
+ * SHARE, claim.ts) to commit, so the reclaim's next statement (a new snapshot) also sees and hands
+ * back what such a claim took; a later claim of that daemon finds no budget and takes nothing.
+ * Daemons without a row in daemons (removed by hand) lose their budgets too.
+ */
+export function releaseDeadBudgetsSql(s: string): string {
+  return `
+DELETE FROM ${s}.model_budgets b
+ WHERE NOT EXISTS (SELECT 1 FROM ${s}.daemons d
+                    WHERE d.id = b.daemon_id AND d.stopped_at IS NULL
+                      AND d.heartbeat_at >= now() - $1 * interval '1 millisecond')
+RETURNING b.daemon_id, b.model, b.slots`;
 }
 
 /**

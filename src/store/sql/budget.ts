@@ -1,0 +1,104 @@
+/**
+ * Per-daemon slot budgets (migrations/0004_model_budgets.sql): how the global per-model limit
+ * (model_limits.concurrency, REFERENCE §4 lesson 13) is shared between daemons without a global
+ * lock on the hot path.
+ *
+ * Invariant: for every model, sum(slots) over daemons ≤ concurrency, and a daemon never has more
+ * requests of the model in flight than its slots (its claims are capped by its row, claim.ts). So
+ * the requests in flight at the upstream never exceed the limit. Budgets only GROW in
+ * rebalanceSql, inside a transaction that first locks the model's model_limits row (lockLimitsSql):
+ * rebalances of all daemons for one model are serialised, and each one reads the others' slots in
+ * a snapshot taken after the lock was granted (a second statement; a single statement's snapshot
+ * would predate the lock and could miss a grant committed while it waited).
+ *
+ * A daemon rebalances when its demand changes and every budget interval (250 ms by default), never
+ * per request. Fair share: among the live daemons with demand for a model (n of them), a daemon's
+ * target is min(wanted, ceil(limit / n) + what the others leave unused of their shares); it is
+ * granted min(target, limit − others' slots). A daemon above its target keeps the slots its
+ * in-flight requests use (requests are never aborted to rebalance) and gives them back as they
+ * finish; it starts no new request above its target meanwhile.
+ *
+ * Lowering a limit (setModelConcurrency): each daemon sees it at its next rebalance (within one
+ * budget interval), stops starting requests above its new target, and its slots fall to the new
+ * share as its in-flight requests finish. During that drain the total in flight is between the new
+ * and the old limit, never above the old one; no request is aborted. Raising a limit: the room is
+ * taken at the daemons' next rebalance.
+ *
+ * Dead daemons: their slots keep counting until reclaim.ts deletes their rows, in the same
+ * transaction that hands their requests back (their requests may still be on the wire until then).
+ *
+ * Alternatives measured (bench/daemon-throughput.ts, 2-core machine, same runs as the baselines in
+ * BENCHMARKS.md): locking the model rows in every claim transaction (the previous design: BEGIN +
+ * SELECT … FOR UPDATE + write-and-claim + COMMIT, two cycles overlapped) gave 28–46% of raw undici
+ * at zero latency and 3.75 s for the 2 s ideal at 100 ms latency; this protocol's numbers are in
+ * BENCHMARKS.md. A rebalance costs 4 round trips (≈1–3 ms) a few times a second.
+ */
+
+/** Locks the limit rows of the models ($1 text[]), ORDER BY model so daemons never deadlock. */
+export function lockLimitsSql(s: string): string {
+  return `
+SELECT ml.model, ml.concurrency
+  FROM ${s}.model_limits ml
+ WHERE ml.model = ANY ($1::text[])
+ ORDER BY ml.model
+   FOR UPDATE OF ml`;
+}
+
+/**
+ * Recomputes this daemon's budgets (run after lockLimitsSql, in the same transaction).
+ * $1 uuid daemon, $2 text[] models, $3 int[] wanted (demand: in use + more it would send now),
+ * $4 int[] used (slots it cannot give back: requests in flight or being claimed), $5 int dead-daemon
+ * ms (daemons silent longer do not count as demand, but their slots still count until reclaimed).
+ *
+ * Rows with no slots and no demand are deleted. Returns per model: slots (granted), target (fair
+ * share: the daemon starts requests only below min(slots, target)), limit, peers with demand.
+ */
+export function rebalanceSql(s: string): string {
+  return `
+WITH w AS (
+  SELECT * FROM unnest($2::text[], $3::int[], $4::int[]) AS w(model, wanted, used)
+),
+peer AS (
+  SELECT b.model, b.slots, b.wanted,
+         (d.id IS NOT NULL AND d.stopped_at IS NULL
+          AND d.heartbeat_at >= now() - $5 * interval '1 millisecond' AND b.wanted > 0) AS demanding
+    FROM ${s}.model_budgets b LEFT JOIN ${s}.daemons d ON d.id = b.daemon_id
+   WHERE b.model = ANY ($2::text[]) AND b.daemon_id <> $1
+),
+calc AS (
+  SELECT w.model, w.wanted, w.used, ml.concurrency AS lim,
+         coalesce((SELECT sum(p.slots) FROM peer p WHERE p.model = w.model), 0)::int AS others,
+         (SELECT count(*) FROM peer p WHERE p.model = w.model AND p.demanding)::int AS peers
+    FROM w JOIN ${s}.model_limits ml ON ml.model = w.model
+),
+shared AS (
+  SELECT c.*, ceil(c.lim::numeric / (c.peers + 1))::int AS share FROM calc c
+),
+target AS (
+  SELECT sh.*,
+         least(sh.wanted,
+               sh.share + greatest(0, sh.lim - least(sh.wanted, sh.share)
+                                     - coalesce((SELECT sum(least(p.wanted, sh.share)) FROM peer p
+                                                  WHERE p.model = sh.model AND p.demanding), 0)))::int AS target
+    FROM shared sh
+),
+granted AS (
+  SELECT t.*, greatest(t.used, least(t.target, t.lim - t.others))::int AS slots FROM target t
+),
+upserted AS (
+  INSERT INTO ${s}.model_budgets (model, daemon_id, slots, wanted)
+  SELECT g.model, $1, g.slots, g.wanted FROM granted g WHERE g.slots > 0 OR g.wanted > 0
+  ON CONFLICT (model, daemon_id) DO UPDATE
+     SET slots = EXCLUDED.slots, wanted = EXCLUDED.wanted, updated_at = now()
+),
+released AS (
+  DELETE FROM ${s}.model_budgets b USING granted g
+   WHERE b.model = g.model AND b.daemon_id = $1 AND g.slots = 0 AND g.wanted = 0
+)
+SELECT g.model, g.slots, g.target, g.lim, g.peers FROM granted g`;
+}
+
+/** Deletes this daemon's budgets ($1 uuid): nothing of it is in flight any more (stop). */
+export function releaseBudgetsSql(s: string): string {
+  return `DELETE FROM ${s}.model_budgets WHERE daemon_id = $1`;
+}
