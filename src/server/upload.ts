@@ -15,6 +15,7 @@ import { fileObject } from './objects.js';
  */
 export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
   const { req, res } = call;
+  refuseDeclaredOversize(ctx, call);
   let bb: busboy.Busboy;
   try {
     bb = busboy({
@@ -160,6 +161,30 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
     req.off('close', onClose);
     req.setTimeout(0);
   }
+}
+
+/**
+ * The multipart framing around the file: boundaries, part headers, the purpose and expires_after
+ * fields. A body that declares more than the file limit plus this cannot hold an acceptable file.
+ */
+export const MULTIPART_ALLOWANCE_BYTES = 64 * 1024;
+
+/**
+ * An upload whose Content-Length already says it is too large is refused before a byte of its body
+ * is read (a 300 MB body over a 200 MB limit would otherwise be streamed and validated up to the
+ * limit first). The answer closes the connection: the unread body cannot be skipped any other way.
+ * Uploads without a Content-Length (chunked) are checked as they stream (BatchInputParser).
+ */
+function refuseDeclaredOversize(ctx: ApiContext, call: Call): void {
+  const header = call.req.headers['content-length'];
+  if (header === undefined) return;
+  const declared = Number(header);
+  if (!Number.isFinite(declared) || declared <= ctx.maxUploadBytes + MULTIPART_ALLOWANCE_BYTES) return;
+  throw new ApiError(
+    413,
+    `The upload declares ${declared} bytes; files are limited to ${ctx.maxUploadBytes} bytes.`,
+    { code: 'file_too_large', param: 'file', headers: { connection: 'close' } },
+  );
 }
 
 function malformed(err: unknown): never {

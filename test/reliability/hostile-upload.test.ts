@@ -5,6 +5,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chatLine, jsonl, startTestServer, type TestServer, upload } from '../server/support.js';
 import {
+  BOUNDARY,
   multipartBody,
   multipartHead,
   multipartTail,
@@ -162,6 +163,80 @@ describe('generated hostile files', () => {
     await poolSettles();
     // The connection pool and the server are fine afterwards.
     expect((await upload(t.alice, jsonl([chatLine(1)]))).id).toMatch(/^file-/);
+  });
+
+  it('refuses an upload declaring more than the limit at once, before its body is sent', async () => {
+    const before = await stored();
+    // Only the request head and the multipart head go out: a 300 MB body is announced, never sent.
+    const declared = 300 * 1024 * 1024;
+    const started = Date.now();
+    const socket = await openAndWrite(
+      t.server.port,
+      Buffer.concat([uploadHead(t.server.port, t.aliceKey, declared), multipartHead()]),
+    );
+    // Without the up-front check the server waits for the body (idle timeout 30 s): nothing comes.
+    const answer = await readAll(socket, 10_000);
+    socket.destroy();
+    expect(answer).toMatch(/^HTTP\/1\.1 413 /);
+    expect(answer.toLowerCase()).toContain('content-type: application/json');
+    const envelope = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4));
+    expect(envelope).toEqual({
+      error: {
+        message: `The upload declares ${declared} bytes; files are limited to ${MAX_UPLOAD} bytes.`,
+        type: 'invalid_request_error',
+        param: 'file',
+        code: 'file_too_large',
+      },
+    });
+    // Answered as soon as the head arrived (generous bound for a loaded machine; it takes ms).
+    expect(Date.now() - started).toBeLessThan(8000);
+    // The official client (it sends a Content-Length) reads the same answer while still sending.
+    const err = await refusal(upload(t.alice, Buffer.alloc(40 * 1024 * 1024, 0x20)));
+    expect([err.status, err.code]).toEqual([413, 'file_too_large']);
+    expect(err.message).toContain('The upload declares');
+    expect(await stored()).toEqual(before);
+    await poolSettles();
+    expect((await upload(t.alice, jsonl([chatLine(1)]))).id).toMatch(/^file-/);
+  });
+
+  it('checks an upload without a Content-Length (chunked) as it streams: 413 past the limit', async () => {
+    const before = await stored();
+    const pad = 'x'.repeat(64 * 1024);
+    const line = (i: number) =>
+      Buffer.from(`${JSON.stringify(chatLine(i, { body: { model: 'gpt-test', pad } }))}\n`);
+    const chunks = Math.ceil(MAX_UPLOAD / line(0).length) + 8;
+    let sent = 0;
+    let sentBytes = 0;
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(multipartHead());
+      },
+      pull(c) {
+        if (sent < chunks) {
+          const chunk = line(sent++);
+          sentBytes += chunk.length;
+          c.enqueue(chunk);
+        } else {
+          c.enqueue(multipartTail());
+          c.close();
+        }
+      },
+    });
+    const res = await fetch(`${t.server.url}/v1/files`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${t.aliceKey}`,
+        'content-type': `multipart/form-data; boundary=${BOUNDARY}`,
+      },
+      body,
+      duplex: 'half',
+    } as RequestInit);
+    expect(res.status).toBe(413);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('file_too_large');
+    // The streaming check needed the body up to the limit: far more than the up-front refusal read.
+    expect(sentBytes).toBeGreaterThan(MAX_UPLOAD);
+    expect(await stored()).toEqual(before);
+    await poolSettles();
   });
 
   it('handles huge single lines: a 6 MB valid line round-trips, a 6 MB unterminated one is refused', async () => {
