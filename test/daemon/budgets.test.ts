@@ -1,0 +1,229 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Limiter } from '../../src/daemon/limiter.js';
+import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
+import { createTestDb, type TestDb } from '../support/db.js';
+import {
+  createBatch,
+  memoryLogger,
+  mockTemplates,
+  waitFor,
+  waitForBatchEnd,
+} from '../support/mock-upstream.js';
+
+/**
+ * The per-daemon slot budgets (src/store/sql/budget.ts): daemons share each model's global limit
+ * through model_budgets rows. The mock upstream counts what is really in flight per model.
+ */
+
+let db: TestDb;
+let mock: MockUpstream;
+beforeAll(async () => {
+  db = await createTestDb({ max: 30 });
+  mock = await startMockUpstream({ latencyMs: 150, recordBodies: false });
+});
+afterAll(async () => {
+  await mock.close();
+  await db.close();
+});
+
+const quiet = { pollIntervalMs: 200, logger: () => {} };
+
+async function budgets(model: string): Promise<Map<string, number>> {
+  const { rows } = await db.pool.query(
+    `SELECT daemon_id, slots FROM "${db.schema}".model_budgets WHERE model = $1`,
+    [model],
+  );
+  return new Map(rows.map((r) => [r.daemon_id as string, r.slots as number]));
+}
+
+async function processingBy(daemonId: string, model: string): Promise<number> {
+  const { rows } = await db.pool.query(
+    `SELECT count(*)::int AS n FROM "${db.schema}".requests WHERE daemon_id = $1 AND model = $2 AND state = 'processing'`,
+    [daemonId, model],
+  );
+  return rows[0].n;
+}
+
+/** Samples the sum of budgets of a model while `until` is pending; returns the largest sum seen. */
+async function maxBudgetSum(model: string, until: Promise<unknown>): Promise<number> {
+  let done = false;
+  void until.finally(() => {
+    done = true;
+  });
+  let max = 0;
+  while (!done) {
+    const sum = [...(await budgets(model)).values()].reduce((a, b) => a + b, 0);
+    max = Math.max(max, sum);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return max;
+}
+
+describe('per-daemon slot budgets', () => {
+  it('three daemons with one limit never exceed it together, and all of them send', async () => {
+    const model = 'budget-three';
+    const config = { ...quiet, modelConcurrencyLimits: { [model]: 9 } };
+    const daemons = await Promise.all([1, 2, 3].map(() => db.manager(config).run()));
+    try {
+      const m = db.manager();
+      mock.reset();
+      const batchId = await createBatch(m, mockTemplates(mock, 240, { model, prefix: 'three-' }));
+      const ended = waitForBatchEnd(m, batchId, 60_000);
+      const maxSum = await maxBudgetSum(model, ended);
+      const status = await ended;
+      expect(status.completedRequests).toBe(240);
+      expect(mock.maxInFlight.byModel.get(model)).toBeLessThanOrEqual(9);
+      expect(maxSum).toBeLessThanOrEqual(9);
+      // The limit was used, not just respected.
+      expect(mock.maxInFlight.byModel.get(model)).toBeGreaterThanOrEqual(6);
+      const { rows } = await db.pool.query(
+        `SELECT DISTINCT daemon_id FROM "${db.schema}".requests WHERE batch_id = $1`,
+        [batchId],
+      );
+      // Completed rows keep the daemon that finished them: each daemon got a share of the work.
+      expect(rows.map((r) => r.daemon_id).sort()).toEqual(daemons.map((d) => d.id).sort());
+    } finally {
+      await Promise.all(daemons.map((d) => d.stop()));
+    }
+    // Stopped daemons release their budgets.
+    expect((await budgets(model)).size).toBe(0);
+  }, 90_000);
+
+  it('a daemon starting while another holds the whole limit gets its fair share', async () => {
+    const model = 'budget-fair';
+    const config = { ...quiet, modelConcurrencyLimits: { [model]: 12 } };
+    mock.setLatency(300);
+    const d1 = await db.manager(config).run();
+    let d2: Awaited<ReturnType<ReturnType<TestDb['manager']>['run']>> | undefined;
+    try {
+      const m = db.manager();
+      mock.reset();
+      const batchId = await createBatch(m, mockTemplates(mock, 600, { model, prefix: 'fair-' }));
+      await waitFor(async () => (await budgets(model)).get(d1.id) === 12, 10_000);
+      d2 = await db.manager(config).run();
+      const second = d2.id;
+      // Within a few budget intervals and request lifetimes the newcomer holds half, and uses it.
+      await waitFor(async () => ((await budgets(model)).get(second) ?? 0) >= 6, 10_000);
+      await waitFor(async () => (await processingBy(second, model)) >= 5, 10_000);
+      const shares = await budgets(model);
+      expect((shares.get(d1.id) ?? 0) + (shares.get(second) ?? 0)).toBeLessThanOrEqual(12);
+      expect(mock.maxInFlight.byModel.get(model)).toBeLessThanOrEqual(12);
+      await m.cancelBatch(batchId);
+      await waitForBatchEnd(m, batchId, 20_000);
+    } finally {
+      mock.setLatency(150);
+      await Promise.all([d1.stop(), d2?.stop()]);
+    }
+  }, 60_000);
+
+  it("a dead daemon's budget is respected, then returns to the live ones", async () => {
+    const model = 'budget-dead';
+    const m = db.manager();
+    await m.setModelConcurrency(model, 8);
+    // A daemon that holds 6 of the 8 slots and then stops heartbeating (as if SIGKILLed).
+    const ghost = randomUUID();
+    await db.pool.query(`INSERT INTO "${db.schema}".daemons (id, host, pid) VALUES ($1, 'ghost', 0)`, [
+      ghost,
+    ]);
+    await db.pool.query(
+      `INSERT INTO "${db.schema}".model_budgets (model, daemon_id, slots, wanted) VALUES ($1, $2, 6, 6)`,
+      [model, ghost],
+    );
+    // The test heartbeats for the ghost until it "dies".
+    const beat = setInterval(() => {
+      void db.pool
+        .query(`UPDATE "${db.schema}".daemons SET heartbeat_at = now() WHERE id = $1`, [ghost])
+        .catch(() => {});
+    }, 200);
+    const d = await db.manager({ ...quiet, heartbeatIntervalMs: 200, deadDaemonAfterMs: 1500 }).run();
+    try {
+      mock.reset();
+      const batchId = await createBatch(m, mockTemplates(mock, 150, { model, prefix: 'dead-' }));
+      // While the ghost counts as alive, the live daemon stays within the 2 slots left.
+      await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) >= 2, 5000, 5);
+      await new Promise((r) => setTimeout(r, 400));
+      expect(mock.maxInFlight.byModel.get(model)).toBe(2);
+      expect((await budgets(model)).get(d.id)).toBe(2);
+      clearInterval(beat);
+      // Once the ghost is declared dead its budget is released and the live daemon takes all 8.
+      await waitFor(async () => !(await budgets(model)).has(ghost), 10_000);
+      await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) >= 7, 10_000, 5);
+      const status = await waitForBatchEnd(m, batchId, 30_000);
+      expect(status.completedRequests).toBe(150);
+      expect(mock.maxInFlight.byModel.get(model)).toBeLessThanOrEqual(8);
+    } finally {
+      clearInterval(beat);
+      await d.stop();
+    }
+  }, 60_000);
+
+  it('lowering a limit at runtime: in flight falls to the new limit as requests finish, none aborted', async () => {
+    const model = 'budget-lower';
+    const config = { ...quiet, modelConcurrencyLimits: { [model]: 10 } };
+    mock.setLatency(200);
+    const daemons = await Promise.all([1, 2].map(() => db.manager(config).run()));
+    try {
+      const m = db.manager();
+      mock.reset();
+      const batchId = await createBatch(m, mockTemplates(mock, 300, { model, prefix: 'lower-' }));
+      await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) >= 9, 10_000, 5);
+      await m.setModelConcurrency(model, 3);
+      // One budget interval to see it, one request lifetime to drain, margin for a loaded machine.
+      await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) <= 3, 10_000, 5);
+      await new Promise((r) => setTimeout(r, 500));
+      mock.reset();
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(mock.maxInFlight.byModel.get(model)).toBeLessThanOrEqual(3);
+      // Still sending under the new limit.
+      expect(mock.maxInFlight.byModel.get(model)).toBeGreaterThanOrEqual(1);
+      const sum = [...(await budgets(model)).values()].reduce((a, b) => a + b, 0);
+      expect(sum).toBeLessThanOrEqual(3);
+      // Nothing was aborted or failed by the change: every request that ended so far completed.
+      const { rows } = await db.pool.query(
+        `SELECT count(*) FILTER (WHERE state = 'completed')::int AS ok,
+                count(*) FILTER (WHERE state IN ('failed', 'canceled'))::int AS bad,
+                count(*) FILTER (WHERE attempt > 1)::int AS resent
+           FROM "${db.schema}".requests WHERE batch_id = $1`,
+        [batchId],
+      );
+      expect(rows[0].ok).toBeGreaterThan(20);
+      expect(rows[0].bad).toBe(0);
+      expect(rows[0].resent).toBe(0);
+      await m.cancelBatch(batchId);
+      await waitForBatchEnd(m, batchId, 20_000);
+    } finally {
+      mock.setLatency(150);
+      await Promise.all(daemons.map((d) => d.stop()));
+    }
+  }, 90_000);
+
+  it('a limiter that throws is logged; it neither crashes the daemon nor loses writes', async () => {
+    const model = 'budget-limiter';
+    let wants = 0;
+    const limiter: Limiter = {
+      want(): number {
+        // Throws on its first calls: the model waits (nothing claimed) and then proceeds.
+        if (wants++ < 3) throw new Error('want exploded');
+        return 5;
+      },
+      onOutcome(): void {
+        throw new Error('onOutcome exploded');
+      },
+    };
+    const log = memoryLogger();
+    const d = await db.manager({ ...quiet, logger: log.logger, limiter }).run();
+    try {
+      const m = db.manager();
+      const batchId = await createBatch(m, mockTemplates(mock, 30, { model, prefix: 'lim-' }));
+      const status = await waitForBatchEnd(m, batchId, 30_000);
+      expect(status.completedRequests).toBe(30);
+      expect(log.entries.some((e) => e.msg === 'limiter.onOutcome threw')).toBe(true);
+      expect(log.entries.some((e) => e.msg === 'limiter.want threw; claiming nothing of the model')).toBe(
+        true,
+      );
+    } finally {
+      await d.stop();
+    }
+  }, 60_000);
+});
