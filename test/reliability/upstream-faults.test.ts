@@ -46,7 +46,15 @@ const FAULTS: Fault[] = [
 /** What each fault must end in, when it happens every time. */
 const PERSISTENT: Record<
   string,
-  { attempts: number; state?: 'completed'; status?: number; code?: RegExp; says: RegExp }
+  {
+    attempts: number;
+    state?: 'completed';
+    status?: number;
+    code?: RegExp;
+    /** The error object's message, for an HTTP answer that is nonetheless an error. */
+    message?: RegExp;
+    says: RegExp;
+  }
 > = {
   '429-retry-after': { attempts: 3, status: 429, says: /mock status 429/ },
   '429-quota': { attempts: 1, status: 429, says: /exceeded your current quota/ },
@@ -57,8 +65,15 @@ const PERSISTENT: Record<
   '529': { attempts: 3, status: 529, says: /mock status 529/ },
   reset: { attempts: 3, code: /connection/, says: /socket|reset|closed|other side/i },
   hang: { attempts: 3, code: /timeout/, says: /time/i },
-  // A 200 whose body is not JSON: the error file keeps the status and the body the upstream sent.
-  'not-json': { attempts: 3, status: 200, says: /bad gateway page/ },
+  // A 200 whose body is not JSON: the error file keeps the status and the body the upstream sent,
+  // and says what is wrong with it (a 200 with "error": null read as no error at all).
+  'not-json': {
+    attempts: 3,
+    status: 200,
+    code: /^invalid_response$/,
+    message: /^The upstream answered 200 with a body that is not JSON\.$/,
+    says: /bad gateway page/,
+  },
   'trickle-slow': { attempts: 3, code: /timeout/, says: /time/i },
   refused: { attempts: 3, code: /connection/, says: /ECONNREFUSED/ },
   'trickle-ok': { attempts: 1, state: 'completed', status: 200, says: /chat\.completion/ },
@@ -214,6 +229,13 @@ describe('upstream faults', () => {
       const text = JSON.stringify(line);
       if (want.status !== undefined) {
         expect(line.response?.status_code, id).toBe(want.status);
+        // An upstream error status is its own diagnosis (error null, as at OpenAI); a 2xx that
+        // failed needs the error object to say why.
+        if (want.code === undefined) expect(line.error, `${id}: ${text}`).toBeNull();
+        else {
+          expect(line.error?.code, `${id}: ${text}`).toMatch(want.code);
+          expect(line.error?.message, `${id}: ${text}`).toMatch(want.message!);
+        }
       } else {
         expect(line.error?.code, `${id}: ${text}`).toMatch(want.code!);
       }

@@ -4,9 +4,10 @@
  *
  * Output file (batch_output): completed requests,
  *   {"id":"batch_req_…","custom_id":…,"response":{"status_code":…,"request_id":…,"body":…},"error":null}
- * Error file (batch_error): failed requests with an HTTP answer keep it in `response` with
- * "error":null; failed ones without (timeouts, connection errors) and canceled or expired ones
- * (request_view's effective state) have "response":null and "error":{"code","message"}.
+ * Error file (batch_error): failed requests with an HTTP error answer keep it in `response` with
+ * "error":null; a failed 2xx (its body is not JSON) keeps it too, with "error" saying so; failed ones
+ * without an answer (timeouts, connection errors) and canceled or expired ones (request_view's
+ * effective state) have "response":null and "error":{"code","message"}.
  * Input file (batch): the uploaded lines rebuilt from their templates; bodies are the stored text.
  *
  * The batch or file id is inlined (COPY takes no parameters); callers pass a validated UUID.
@@ -114,11 +115,18 @@ export function errorLinesSql(s: string, batchId: string, mode: LinesMode = 'lin
         WHEN 'batch_cancelled' THEN 'The batch was cancelled before this request completed.'
         WHEN 'batch_expired' THEN 'This request could not be executed before the completion window expired.'
         ELSE ${code} END)`;
+  // A 2xx fails only when its body is not JSON (src/daemon/settle.ts stores it as invalid_response):
+  // the status alone would read as success, so the error says what is wrong.
+  const badSuccess = `(r.response_status BETWEEN 200 AND 299)`;
+  const badSuccessError = `'{"code":' || to_json(coalesce(r.error_code, 'invalid_response'))::text
+            || ',"message":' || to_json('The upstream answered ' || r.response_status
+                                         || ' with a body that is not JSON.')::text || '}'`;
   // Failed bodies are whatever the upstream sent (HTML from a proxy, plain text): always checked.
   const body = mode === 'lines' ? `${s}.jsonl_value(r.response_body)` : `''`;
   const line = `'{"id":' || ${REQUEST_ID} || ',"custom_id":' || ${CUSTOM_ID}
        || ',"response":' || CASE WHEN ${hasResponse} THEN ${httpResponse(body)} ELSE 'null' END
-       || ',"error":' || CASE WHEN ${hasResponse} THEN 'null'
+       || ',"error":' || CASE WHEN ${hasResponse} AND ${badSuccess} THEN ${badSuccessError}
+            WHEN ${hasResponse} THEN 'null'
             ELSE '{"code":' || to_json(${code})::text || ',"message":' || to_json(${message})::text || '}' END
        || '}'`;
   const bodyBytes = `CASE WHEN ${hasResponse} THEN coalesce(octet_length(r.response_body), 4) ELSE 0 END`;
