@@ -13,14 +13,25 @@ export interface Database {
   close(): Promise<void>;
 }
 
+/** How long opening a connection may take before it fails (a host that drops packets, a hung server). */
+export const CONNECT_TIMEOUT_MS = 10_000;
+
 /**
  * The database of `--database-url` (or DATABASE_URL), else the embedded PostgreSQL in `--data-dir`;
- * migrated unless `migrate: false`. An unreachable database is a one-line UsageError.
+ * migrated unless `migrate: false`. An unreachable database is a one-line UsageError, within
+ * `connectTimeoutMs` when it does not answer at all. The pool's sockets use TCP keepalive, so a
+ * connection silently dropped by the network (NAT, firewall, failover) is noticed and replaced.
  */
 export async function openDatabase(
   settings: Settings,
-  options: { log?: (m: string) => void; poolSize?: number; migrate?: boolean } = {},
+  options: {
+    log?: (m: string) => void;
+    poolSize?: number;
+    migrate?: boolean;
+    connectTimeoutMs?: number;
+  } = {},
 ): Promise<Database> {
+  const connectTimeoutMs = options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
   let embedded: EmbeddedPostgres | undefined;
   let url = settings.databaseUrl;
   if (url === undefined) {
@@ -39,7 +50,8 @@ export async function openDatabase(
     connectionString: url,
     max: options.poolSize ?? 20,
     application_name: 'fusillade',
-    connectionTimeoutMillis: 10_000,
+    connectionTimeoutMillis: connectTimeoutMs,
+    keepAlive: true,
   });
   // An idle client's connection dropping (server restart) must not crash the process.
   pool.on('error', () => {});
@@ -54,7 +66,12 @@ export async function openDatabase(
   } catch (err) {
     await close();
     if (err instanceof UsageError) throw err;
-    throw new UsageError(`cannot use the database at ${describe}: ${(err as Error).message}`, 1);
+    const message = (err as Error).message ?? String(err);
+    // pg-pool: "timeout exceeded when trying to connect"; pg: "Connection terminated due to connection timeout".
+    const why = /timeout/i.test(message)
+      ? `no answer within ${connectTimeoutMs / 1000} s (is it running and reachable?)`
+      : message;
+    throw new UsageError(`cannot use the database at ${describe}: ${why.split('\n')[0]}`, 1);
   }
   return { pool, schema: settings.schema, describe, close, ...(embedded ? { embedded } : {}) };
 }

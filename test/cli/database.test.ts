@@ -1,0 +1,76 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CONNECT_TIMEOUT_MS, openDatabase } from '../../src/cli/database.js';
+import type { Settings } from '../../src/config/settings.js';
+import { UsageError } from '../../src/config/usage-error.js';
+import { TEST_DATABASE_URL } from '../support/db.js';
+import { runCli } from './support/cli.js';
+
+/**
+ * The CLI's (and `fusillade serve`'s) pool: TCP keepalive and a connect timeout, so a database that
+ * accepts connections but never answers is a one-line error, not a hang.
+ */
+
+const settings = (databaseUrl: string): Settings => ({
+  databaseUrl,
+  schema: 'fusillade_unused',
+  dataDir: '.fusillade-unused',
+  port: 0,
+  host: '127.0.0.1',
+  routing: {},
+  daemon: false,
+  daemonConfig: {},
+  server: 'http://127.0.0.1:0',
+});
+
+/** Accepts TCP connections and never says a word, like a hung server or a half-open network path. */
+let silent: Server;
+const held: Socket[] = [];
+let silentUrl: string;
+beforeAll(async () => {
+  silent = createServer((socket) => {
+    held.push(socket);
+    socket.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  silentUrl = `postgres://postgres@127.0.0.1:${(silent.address() as { port: number }).port}/test`;
+});
+afterAll(async () => {
+  for (const s of held) s.destroy();
+  await new Promise<void>((resolve) => silent.close(() => resolve()));
+});
+
+describe('the CLI pool', () => {
+  it('uses TCP keepalive and a connect timeout', async () => {
+    const db = await openDatabase(settings(TEST_DATABASE_URL), { migrate: false, poolSize: 1 });
+    try {
+      const options = db.pool.options as { keepAlive?: boolean; connectionTimeoutMillis?: number };
+      expect(options.keepAlive).toBe(true);
+      expect(options.connectionTimeoutMillis).toBe(CONNECT_TIMEOUT_MS);
+      expect((await db.pool.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('gives up on a database that never answers with a one-line error', async () => {
+    const started = Date.now();
+    const err = await openDatabase(settings(silentUrl), { connectTimeoutMs: 500 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UsageError);
+    const message = (err as Error).message;
+    expect(message).toBe(
+      `cannot use the database at ${silentUrl}: no answer within 0.5 s (is it running and reachable?)`,
+    );
+    // Bounded by the timeout (slack for a loaded machine), not by the silent server.
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it('`fusillade migrate` against it exits 1 with that line after the default timeout', async () => {
+    const r = await runCli(['migrate', '--database-url', silentUrl], { timeoutMs: 60_000 });
+    expect(r.signal).toBeNull();
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toBe(
+      `fusillade: cannot use the database at ${silentUrl}: no answer within ${CONNECT_TIMEOUT_MS / 1000} s (is it running and reachable?)`,
+    );
+  }, 70_000);
+});
