@@ -78,6 +78,10 @@ export async function main(argv: string[]): Promise<number> {
     ),
   )
     .option('--no-daemon', 'serve the API only; run `fusillade daemon` elsewhere to send requests')
+    .option(
+      '--metrics-token <token>',
+      'require "Authorization: Bearer <token>" on /metrics (env FUSILLADE_METRICS_TOKEN; default: open)',
+    )
     .addHelpText(
       'after',
       examples([

@@ -19,6 +19,7 @@ export interface CliFlags {
   daemon?: boolean;
   server?: string;
   apiKey?: string;
+  metricsToken?: string;
 }
 
 /** Everything a command needs, resolved with precedence flags > environment > config file > defaults. */
@@ -36,6 +37,8 @@ export interface Settings {
   daemonConfig: Partial<DaemonConfig>;
   server: string;
   apiKey?: string;
+  /** `serve`: when set, /metrics requires `Authorization: Bearer <metricsToken>`. */
+  metricsToken?: string;
 }
 
 export const DEFAULTS = {
@@ -59,6 +62,7 @@ export const ENV = {
   defaultLimit: 'FUSILLADE_DEFAULT_LIMIT',
   server: 'FUSILLADE_SERVER',
   apiKey: 'FUSILLADE_API_KEY',
+  metricsToken: 'FUSILLADE_METRICS_TOKEN',
 } as const;
 
 export async function resolveSettings(
@@ -130,6 +134,12 @@ export async function resolveSettings(
   if (databaseUrl !== undefined) settings.databaseUrl = databaseUrl;
   if (upstream !== undefined) settings.upstream = upstream;
   if (apiKey !== undefined) settings.apiKey = apiKey;
+  // Like the keys, a secret: from the flag or the environment, never from the config file.
+  const metricsToken = pick(flags.metricsToken, ENV.metricsToken, undefined, str);
+  if (metricsToken !== undefined && metricsToken.trim() === '') {
+    throw new UsageError('--metrics-token must not be empty (leave it out to keep /metrics open)');
+  }
+  if (metricsToken !== undefined) settings.metricsToken = metricsToken;
   return settings;
 }
 

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type pg from 'pg';
@@ -6,7 +6,7 @@ import type { DaemonConfig } from '../daemon/config.js';
 import { Semaphore } from '../daemon/semaphore.js';
 import { migrate } from '../store/migrate.js';
 import { type DaemonHandle, PostgresRequestManager } from '../store/request-manager.js';
-import { authenticate } from './auth.js';
+import { authenticate, bearerToken } from './auth.js';
 import type { ApiContext, Call } from './context.js';
 import type { DashboardContext } from './dashboard-context.js';
 import { handleDashboard } from './dashboard-routes.js';
@@ -56,6 +56,11 @@ export interface ServerOptions {
   dbTimeoutMs?: number;
   /** Structured log entries (requests, uploads, errors); never carries keys or bodies. */
   logger?: (entry: Record<string, unknown>) => void;
+  /**
+   * When set, /metrics answers only requests with `Authorization: Bearer <metricsToken>` (401
+   * otherwise). Unset (the default), /metrics is open, for a Prometheus scraping a private network.
+   */
+  metricsToken?: string;
 }
 
 export interface FusilladeServer {
@@ -146,6 +151,7 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
     },
   };
   const router = apiRouter();
+  const metricsGate = options.metricsToken ? bearerCheck(options.metricsToken) : undefined;
   let daemon: DaemonHandle | undefined;
 
   const server = http.createServer((req, res) => {
@@ -178,6 +184,12 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
       }
       if (path === '/metrics') {
         route = path;
+        if (metricsGate && !metricsGate(req)) {
+          throw new ApiError(401, 'Missing or wrong metrics token: send "Authorization: Bearer <token>".', {
+            code: 'invalid_metrics_token',
+            headers: { 'www-authenticate': 'Bearer realm="metrics"' },
+          });
+        }
         res.setHeader('content-type', metrics.registry.contentType);
         res.end(await metrics.registry.metrics());
         return;
@@ -288,6 +300,18 @@ async function health(ctx: ApiContext, res: http.ServerResponse, daemonRunning: 
       daemon: daemonRunning ? 'running' : 'off',
     });
   }
+}
+
+/**
+ * Checks an Authorization header against a fixed bearer token in constant time (SHA-256 digests of
+ * both, so neither the length nor a prefix of the token leaks through timing).
+ */
+function bearerCheck(token: string): (req: http.IncomingMessage) => boolean {
+  const want = createHash('sha256').update(token).digest();
+  return (req) => {
+    const got = bearerToken(req);
+    return got !== null && timingSafeEqual(createHash('sha256').update(got).digest(), want);
+  };
 }
 
 function defaultUploadSlots(pool: pg.Pool): number {

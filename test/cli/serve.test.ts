@@ -25,6 +25,8 @@ beforeAll(async () => {
     TEST_DATABASE_URL,
     '--schema',
     db.schema,
+    '--metrics-token',
+    'mt-cli-secret',
   ]);
   await waitFor(() => /Batch API on (http:\/\/\S+)\/v1/.test(serve.output().stdout), 30_000);
   server = /Batch API on (http:\/\/\S+)\/v1/.exec(serve.output().stdout)![1]!;
@@ -36,6 +38,18 @@ afterAll(async () => {
 });
 
 const dbArgs = () => ['--database-url', TEST_DATABASE_URL, '--schema', db.schema];
+
+describe('fusillade serve --metrics-token', () => {
+  it('serves /metrics only with the token; /healthz stays open', async () => {
+    expect((await fetch(`${server}/metrics`)).status).toBe(401);
+    const wrong = await fetch(`${server}/metrics`, { headers: { authorization: 'Bearer mt-cli-secreT' } });
+    expect(wrong.status).toBe(401);
+    const ok = await fetch(`${server}/metrics`, { headers: { authorization: 'Bearer mt-cli-secret' } });
+    expect(ok.status).toBe(200);
+    expect(await ok.text()).toContain('# TYPE ');
+    expect((await fetch(`${server}/healthz`)).status).toBe(200);
+  });
+});
 
 describe('fusillade serve with the client commands', () => {
   let apiKey = '';

@@ -196,6 +196,17 @@ describe('settings precedence: flags > environment > config file', () => {
       'gpt-b': { limit: 5, upstream: 'http://b.example' },
     });
 
+    // The metrics token: flag over environment, never from the file; empty is refused.
+    expect((await resolveSettings({ config }, {})).metricsToken).toBeUndefined();
+    expect((await resolveSettings({}, { FUSILLADE_METRICS_TOKEN: 'mt-env' })).metricsToken).toBe('mt-env');
+    expect(
+      (await resolveSettings({ metricsToken: 'mt-flag' }, { FUSILLADE_METRICS_TOKEN: 'mt-env' }))
+        .metricsToken,
+    ).toBe('mt-flag');
+    await expect(resolveSettings({ metricsToken: ' ' }, {})).rejects.toThrow(
+      /--metrics-token must not be empty/,
+    );
+
     const defaults = await resolveSettings({}, {});
     expect(defaults).toMatchObject({
       port: 8080,

@@ -19,6 +19,7 @@ export async function serveCommand({ settings, verbose }: CommandContext): Promi
         daemon: settings.daemon,
         routing: upstream.routing,
         daemonConfig: settings.daemonConfig,
+        ...(settings.metricsToken !== undefined ? { metricsToken: settings.metricsToken } : {}),
         ...(verbose
           ? { logger: (entry: Record<string, unknown>) => console.error(JSON.stringify(entry)) }
           : {}),
