@@ -27,6 +27,8 @@ const MAX_FLUSH = 2000;
  * (bounded by maxDbWriters). Measured at zero latency, 64 in flight: see BENCHMARKS.md.
  */
 const FLUSH_DEPTH = 3;
+/** Writes a claiming statement may carry even when it claims fewer rows. */
+const MIN_WRITES_WITH_CLAIM = 32;
 /** After a finished attempt leaves a daemon above its fair share, give the slot back this soon. */
 const GIVE_BACK_DELAY_MS = 10;
 
@@ -103,6 +105,11 @@ export class Daemon {
   private readonly listener: EventListener;
   private readonly maintenance: Maintenance;
   private readonly depth: number;
+  /** Hot-path statements, built once: name (server-side prepared) and text. */
+  private readonly sql: Record<
+    'lock' | 'budget' | 'cycle' | 'claim' | 'complete',
+    { name: string; text: string }
+  >;
   private results: ResultWrite[] = [];
   private readonly budgets = new Map<string, ModelBudget>();
   private seedNeeded = true;
@@ -140,6 +147,14 @@ export class Daemon {
     this.metrics = createDaemonMetrics(config.metricsRegistry);
     this.writers = new Semaphore(Math.max(1, config.maxDbWriters));
     this.depth = Math.max(1, Math.min(FLUSH_DEPTH, config.maxDbWriters));
+    const named = (kind: string, text: string) => ({ name: preparedName(kind, this.s), text });
+    this.sql = {
+      lock: named('lock', lockLimitsSql(this.s)),
+      budget: named('budget', rebalanceSql(this.s)),
+      cycle: named('cycle', completeAndClaimSql(this.s)),
+      claim: named('claim', claimSql(this.s)),
+      complete: named('complete', completeSql(this.s)),
+    };
     this.upstream = config.upstreamClient ?? new UndiciUpstreamClient(config.requestTimeoutMs);
     this.limiter = config.limiter ?? new ClaimBatchLimiter(config.claimBatchSize);
     this.dispatcher = new Dispatcher({
@@ -359,7 +374,7 @@ export class Daemon {
         await c.query(
           `BEGIN; SET LOCAL statement_timeout = ${t}; SET LOCAL idle_in_transaction_session_timeout = ${t}`,
         );
-        await c.query({ name: preparedName('lock', this.s), text: lockLimitsSql(this.s), values: [models] });
+        await c.query({ ...this.sql.lock, values: [models] });
         const { rows } = await c.query<{
           model: string;
           slots: number;
@@ -367,8 +382,7 @@ export class Daemon {
           lim: number;
           peers: number;
         }>({
-          name: preparedName('budget', this.s),
-          text: rebalanceSql(this.s),
+          ...this.sql.budget,
           values: [this.id, models, wanted, used, this.config.deadDaemonAfterMs],
         });
         await c.query('COMMIT');
@@ -404,10 +418,11 @@ export class Daemon {
   private scheduleFlush(): void {
     if (this.flushQueued || this.stopped) return;
     this.flushQueued = true;
-    setImmediate(() => {
+    const run = () => {
       this.flushQueued = false;
       this.flush();
-    });
+    };
+    setImmediate(run);
   }
 
   /** Starts flush statements while there is something to write or claim, up to the depth. */
@@ -423,8 +438,14 @@ export class Daemon {
         }
         return;
       }
-      const writes = this.results.splice(0, MAX_FLUSH);
       const plan = this.planClaim();
+      // A statement that claims carries about as many writes as it claims: a freed slot's refill
+      // does not wait behind a large write (the rest go with the next statements).
+      const claiming = plan.wants.reduce((a, b) => a + b, 0);
+      const writes = this.results.splice(
+        0,
+        claiming > 0 ? Math.max(claiming, MIN_WRITES_WITH_CLAIM) : MAX_FLUSH,
+      );
       if (writes.length === 0 && plan.models.length === 0) return;
       const run = this.runFlush(writes, plan).finally(() => {
         this.flushes.delete(run);
@@ -441,9 +462,12 @@ export class Daemon {
     for (const [model, b] of this.budgets) {
       if (!b.hasWork) continue;
       const held = this.held(model, b);
-      const room = Math.min(b.slots, b.target) - held;
+      const share = Math.min(b.slots, b.target);
+      const room = share - held;
       if (room <= 0) continue;
-      const cap = Math.min(room, this.limiterWant(model, held));
+      // At most 1/depth of the share per claim: the in-flight set splits into groups that cycle
+      // (claim, send, write-and-claim) independently, so statements overlap with HTTP and each other.
+      const cap = Math.min(room, Math.ceil(share / this.depth), this.limiterWant(model, held));
       if (cap <= 0) continue;
       plan.models.push(model);
       plan.wants.push(cap);
@@ -461,10 +485,10 @@ export class Daemon {
     this.writing.add(writes);
     const started = process.hrtime.bigint();
     let claimed: ClaimedRow[] = [];
-    let applied: { id: string; batch_id: string }[] = [];
+    let stale = new Set<string>();
     let ok = false;
     try {
-      ({ claimed, applied } = await this.flushStatement(writes, plan));
+      ({ claimed, stale } = await this.flushStatement(writes, plan));
       ok = true;
       this.backoff = 0;
     } catch (err) {
@@ -499,25 +523,23 @@ export class Daemon {
         if (b.peers > 0 && b.slots > this.held(plan.models[i]!, b)) this.requestRebalance(GIVE_BACK_DELAY_MS);
       }
     }
-    this.afterWrite(writes, applied);
+    if (ok) this.afterWrite(writes, stale);
   }
 
   private async flushStatement(
     writes: ResultWrite[],
     plan: { models: string[]; wants: number[]; held: number[] },
-  ): Promise<{ claimed: ClaimedRow[]; applied: { id: string; batch_id: string }[] }> {
+  ): Promise<{ claimed: ClaimedRow[]; stale: Set<string> }> {
     const claim = plan.models.length > 0;
     let q: pg.QueryConfig;
     if (writes.length > 0 && claim) {
       q = {
-        name: preparedName('cycle', this.s),
-        text: completeAndClaimSql(this.s),
+        ...this.sql.cycle,
         values: [...this.completeParams(writes), plan.models, plan.wants, plan.held, leaseMs(this.config)],
       };
     } else if (claim) {
       q = {
-        name: preparedName('claim', this.s),
-        text: claimSql(this.s),
+        ...this.sql.claim,
         values: [plan.models, plan.wants, plan.held, this.id, leaseMs(this.config)],
       };
     } else {
@@ -538,21 +560,20 @@ export class Daemon {
     });
     if (writes.length > 0 && claim) {
       const claimed: ClaimedRow[] = [];
-      const applied: { id: string; batch_id: string }[] = [];
-      for (const row of rows as (ClaimedRow & { kind: 'claimed' | 'done' })[]) {
-        if (row.kind === 'done') applied.push(row);
+      const stale = new Set<string>();
+      for (const row of rows as (ClaimedRow & { kind: 'claimed' | 'stale' })[]) {
+        if (row.kind === 'stale') stale.add(row.id);
         else claimed.push(row);
       }
-      return { claimed, applied };
+      return { claimed, stale };
     }
-    if (claim) return { claimed: rows as ClaimedRow[], applied: [] };
-    return { claimed: [], applied: rows as { id: string; batch_id: string }[] };
+    if (claim) return { claimed: rows as ClaimedRow[], stale: new Set() };
+    return { claimed: [], stale: new Set((rows as { id: string }[]).map((r) => r.id)) };
   }
 
   private completeQuery(writes: ResultWrite[]): pg.QueryConfig {
     return {
-      name: preparedName('complete', this.s),
-      text: completeSql(this.s),
+      ...this.sql.complete,
       values: this.completeParams(writes),
     };
   }
@@ -577,12 +598,11 @@ export class Daemon {
   }
 
   /** Metrics, stale-write accounting, retry wake-ups and finalize for batches that may have ended. */
-  private afterWrite(writes: ResultWrite[], applied: { id: string; batch_id: string }[]): void {
+  private afterWrite(writes: ResultWrite[], stale: Set<string>): void {
     if (writes.length === 0) return;
-    const ok = new Set(applied.map((a) => a.id));
     const toFinalize = new Set<string>();
     for (const w of writes) {
-      if (!ok.has(w.id)) {
+      if (stale.has(w.id)) {
         this.metrics.staleWrites.inc({ daemon: this.id });
         this.log.info('stale write refused: the request moved on', { requestId: w.id, state: w.state });
         continue;

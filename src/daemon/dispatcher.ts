@@ -53,6 +53,14 @@ export class Dispatcher {
   private readonly inFlight = new Map<string, InFlight>();
   private readonly byModel = new Map<string, number>();
   private readonly byBatch = new Map<string, { count: number; expiresAt: number; timer: NodeJS.Timeout }>();
+  private readonly metricsByModel = new Map<
+    string,
+    {
+      inFlight: ReturnType<DaemonMetrics['inFlight']['labels']>;
+      dispatched: ReturnType<DaemonMetrics['dispatched']['labels']>;
+      latency(outcome: string): ReturnType<DaemonMetrics['latency']['labels']>;
+    }
+  >();
   private readonly bases = new Map<string, { origin: string; prefix: string } | null>();
   private idleWaiters: (() => void)[] = [];
 
@@ -82,6 +90,32 @@ export class Dispatcher {
   idle(): Promise<void> {
     if (this.inFlight.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /**
+   * Labelled metric children per model, looked up once (resolving labels per call hashed them twice
+   * for every request).
+   */
+  private modelMetrics(model: string) {
+    let m = this.metricsByModel.get(model);
+    if (!m) {
+      const byOutcome = new Map<string, ReturnType<DaemonMetrics['latency']['labels']>>();
+      const latency = this.o.metrics.latency;
+      m = {
+        inFlight: this.o.metrics.inFlight.labels({ daemon: this.o.daemonId, model }),
+        dispatched: this.o.metrics.dispatched.labels({ model }),
+        latency: (outcome: string) => {
+          let h = byOutcome.get(outcome);
+          if (!h) {
+            h = latency.labels({ model, outcome });
+            byOutcome.set(outcome, h);
+          }
+          return h;
+        },
+      };
+      this.metricsByModel.set(model, m);
+    }
+    return m;
   }
 
   private base(url: string): { origin: string; prefix: string } | null {
@@ -124,8 +158,9 @@ export class Dispatcher {
       timer.unref();
       this.byBatch.set(row.batch_id, { count: 1, expiresAt, timer });
     }
-    this.o.metrics.inFlight.inc({ daemon: this.o.daemonId, model: row.model });
-    this.o.metrics.dispatched.inc({ model: row.model });
+    const m = this.modelMetrics(row.model);
+    m.inFlight.inc();
+    m.dispatched.inc();
 
     if (base === null) {
       queueMicrotask(() =>
@@ -197,7 +232,7 @@ export class Dispatcher {
       clearTimeout(batch.timer);
       this.byBatch.delete(row.batch_id);
     }
-    this.o.metrics.inFlight.dec({ daemon: this.o.daemonId, model: row.model });
+    this.modelMetrics(row.model).inFlight.dec();
 
     const latencyMs = Date.now() - entry.startedAt;
     const write = settleAttempt(
@@ -220,7 +255,9 @@ export class Dispatcher {
       // promise callback: a throw would be an unhandled rejection).
       this.o.log.warn('limiter.onOutcome threw', { model: row.model, ...errorFields(err) });
     }
-    this.o.metrics.latency.observe({ model: row.model, outcome: write.state }, latencyMs / 1000);
+    this.modelMetrics(row.model)
+      .latency(write.state)
+      .observe(latencyMs / 1000);
     if (write.state === 'pending' && !write.giveBack) {
       this.o.metrics.retried.inc({ model: row.model, reason: write.reason ?? 'unknown' });
     }

@@ -97,9 +97,12 @@ export function settleAttempt(
     outcome = { kind: 'error', code: 'request_timeout', message: 'the upstream did not answer in time' };
   }
 
-  let verdict = classifyOutcome(outcome);
+  let verdict: ReturnType<typeof classifyOutcome>;
   let parsedOk: unknown;
-  if (outcome.kind === 'http' && outcome.status >= 200 && outcome.status < 300) {
+  // A 2xx is classified here, by parsing its body once (classifyOutcome would parse it too).
+  if (outcome.kind !== 'http' || outcome.status < 200 || outcome.status >= 300)
+    verdict = classifyOutcome(outcome);
+  else {
     try {
       parsedOk = JSON.parse(outcome.body);
       verdict = 'success';

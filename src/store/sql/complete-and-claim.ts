@@ -20,12 +20,14 @@ import { completeUpdateSql } from './complete.js';
  * per daemon: see BENCHMARKS.md (daemon throughput).
  *
  * $1 daemon, $2…$14 as complete.ts, $15 text[] models, $16 int[] wants, $17 int[] held, $18 lease ms.
- * Rows come back tagged: kind 'claimed' (to send) or 'done' (writes that applied).
+ * Rows come back tagged: kind 'claimed' (to send) or 'stale' (writes refused by their guard: the
+ * row moved on). Returning the stale ids rather than every applied write saves decoding a row per
+ * write in the daemon, whose event loop also drives the HTTP side.
  */
 export function completeAndClaimSql(s: string): string {
   return `
 WITH done AS (${completeUpdateSql(s)}
-  RETURNING r.id, r.batch_id, r.model
+  RETURNING r.id
 ),
 ${claimCtes(s, { models: '$15', wants: '$16', held: '$17', daemon: '$1' })},
 claimed AS (
@@ -35,6 +37,7 @@ SELECT 'claimed' AS kind, c.id, c.batch_id, c.model, c.attempt, c.expires_at, c.
        c.path, c.body, c.api_key
   FROM claimed c
 UNION ALL
-SELECT 'done', d.id, d.batch_id, d.model, NULL::int, NULL::timestamptz, NULL, NULL, NULL, NULL, NULL, NULL
-  FROM done d`;
+SELECT 'stale', u.id, NULL, NULL, NULL::int, NULL::timestamptz, NULL, NULL, NULL, NULL, NULL, NULL
+  FROM unnest($2::uuid[]) AS u(id)
+ WHERE u.id NOT IN (SELECT d.id FROM done d)`;
 }

@@ -2,7 +2,8 @@
  * Writes the outcomes of many attempts in one statement (REFERENCE §4 lessons 1, 7, 10): one
  * UPDATE … FROM unnest(…) per flush, each row guarded on state = 'processing', its daemon and its
  * attempt, so a stale daemon (paused, declared dead, its rows reclaimed and sent again by another)
- * cannot overwrite anything. RETURNING tells which writes applied; the rest were stale.
+ * cannot overwrite anything. The statement returns the ids of the writes that did not apply (stale:
+ * the row moved on), usually none.
  *
  * New states: 'completed' | 'failed' | 'canceled' (terminal, completed_at set) or 'pending' (a retry
  * at not_before, or a hand-back). Pending rows keep the last attempt's status/body/error as the
@@ -15,8 +16,11 @@
  * worker in REFERENCE §6); a multi-row VALUES list needs per-flush SQL text and loses plan reuse.
  */
 export function completeSql(s: string): string {
-  return `${completeUpdateSql(s)}
-RETURNING r.id, r.batch_id`;
+  return `
+WITH done AS (${completeUpdateSql(s)}
+  RETURNING r.id
+)
+SELECT u.id FROM unnest($2::uuid[]) AS u(id) WHERE u.id NOT IN (SELECT d.id FROM done d)`;
 }
 
 /** The UPDATE of completeSql without RETURNING, for composing (complete-and-claim.ts). */
