@@ -6,7 +6,6 @@ import { eventsChannel } from '../store/schema.js';
 import { lockLimitsSql, rebalanceSql } from '../store/sql/budget.js';
 import { claimSql, configureModelLimitsSql, liveModelsSql } from '../store/sql/claim.js';
 import { completeSql } from '../store/sql/complete.js';
-import { completeAndClaimSql } from '../store/sql/complete-and-claim.js';
 import { registerDaemonSql, stopDaemonSql } from '../store/sql/heartbeat.js';
 import { type DaemonConfig, leaseMs } from './config.js';
 import { isConnectionError, query, withClient } from './db.js';
@@ -23,12 +22,18 @@ import { UndiciUpstreamClient, type UpstreamClient } from './upstream-client.js'
 /** Most row writes one flush carries (one statement). */
 const MAX_FLUSH = 2000;
 /**
- * Flush statements (write-and-claim) in progress at once, each on its own pooled connection
- * (bounded by maxDbWriters). Measured at zero latency, 64 in flight: see BENCHMARKS.md.
+ * Flush statements (claims or writes) in progress at once, each on its own pooled connection
+ * (bounded by maxDbWriters). At zero latency, 64 in flight, 2, 3 and 4 measured alike within this
+ * machine's noise (4.69 / 4.71 / 4.80 s); 1 (no overlap of statements and HTTP) was the slowest.
  */
 const FLUSH_DEPTH = 3;
-/** Writes a claiming statement may carry even when it claims fewer rows. */
-const MIN_WRITES_WITH_CLAIM = 32;
+/**
+ * Row writes waiting that start a write statement even while claims run. Measured at zero latency
+ * (64 in flight) and at 100 ms (limit 100), claims first with this threshold against statements
+ * that wrote and claimed together: 4.75–4.82 s against 4.93–4.94 s, and 2.26–2.28 s against
+ * 2.36–2.39 s (same machine, interleaved runs).
+ */
+const WRITE_BACKLOG = 64;
 /** After a finished attempt leaves a daemon above its fair share, give the slot back this soon. */
 const GIVE_BACK_DELAY_MS = 10;
 
@@ -78,11 +83,13 @@ interface ModelBudget {
  *             rows, recompute this daemon's slots and fair-share target (budget.ts). No claim starts
  *             while it runs; the claims already running are counted in what it keeps.
  *   flush     Triggered by every finished attempt, every claim that came back full and every budget
- *             change (coalesced with setImmediate): one autocommit statement writes the outcomes
- *             gathered so far and claims, per model, min(limiter want, min(slots, target) − held),
- *             where held = requests in flight + caps of claims still running, counted locally. Up to
- *             FLUSH_DEPTH flushes run at once on separate connections. Claimed rows are 'processing'
- *             when the statement commits (durable before the HTTP request leaves), then dispatched.
+ *             change (coalesced with setImmediate). Claims first: one autocommit statement claims,
+ *             per model, min(limiter want, share / depth, min(slots, target) − held), where held =
+ *             requests in flight + caps of claims still running, counted locally. Claimed rows are
+ *             'processing' when it commits (durable before the HTTP request leaves), then
+ *             dispatched. Outcomes are written by separate autocommit statements (guarded, see
+ *             complete.ts) once no claim runs or WRITE_BACKLOG are waiting. Up to FLUSH_DEPTH
+ *             statements run at once on separate connections.
  *   dispatch  The dispatcher sends each row; a finished attempt frees its slot at once (the
  *             upstream no longer holds it) and queues its row write for the next flush.
  *   maintain  Timers (maintenance.ts): heartbeat, poll (pokes: seed + budgets + claim), reclaim of
@@ -106,10 +113,7 @@ export class Daemon {
   private readonly maintenance: Maintenance;
   private readonly depth: number;
   /** Hot-path statements, built once: name (server-side prepared) and text. */
-  private readonly sql: Record<
-    'lock' | 'budget' | 'cycle' | 'claim' | 'complete',
-    { name: string; text: string }
-  >;
+  private readonly sql: Record<'lock' | 'budget' | 'claim' | 'complete', { name: string; text: string }>;
   private results: ResultWrite[] = [];
   private readonly budgets = new Map<string, ModelBudget>();
   private seedNeeded = true;
@@ -118,6 +122,8 @@ export class Daemon {
   /** Flush statements running. */
   private readonly flushes = new Set<Promise<void>>();
   private flushQueued = false;
+  /** Flush statements running that claim. */
+  private claimsRunning = 0;
   /** Result writes a running flush is carrying (still ours until written). */
   private readonly writing = new Set<ResultWrite[]>();
   private backoff = 0;
@@ -151,7 +157,6 @@ export class Daemon {
     this.sql = {
       lock: named('lock', lockLimitsSql(this.s)),
       budget: named('budget', rebalanceSql(this.s)),
-      cycle: named('cycle', completeAndClaimSql(this.s)),
       claim: named('claim', claimSql(this.s)),
       complete: named('complete', completeSql(this.s)),
     };
@@ -439,15 +444,19 @@ export class Daemon {
         return;
       }
       const plan = this.planClaim();
-      // A statement that claims carries about as many writes as it claims: a freed slot's refill
-      // does not wait behind a large write (the rest go with the next statements).
-      const claiming = plan.wants.reduce((a, b) => a + b, 0);
-      const writes = this.results.splice(
-        0,
-        claiming > 0 ? Math.max(claiming, MIN_WRITES_WITH_CLAIM) : MAX_FLUSH,
-      );
+      const claiming = plan.models.length > 0;
+      // Claims first: a freed slot's refill does not wait behind writes (PostgreSQL's work per written
+      // row is as large as per claimed row). Writes go in their own statements once no claim is
+      // running, or sooner when WRITE_BACKLOG of them are waiting (a busy daemon at zero latency).
+      let writes: ResultWrite[] = [];
+      if (!claiming) {
+        if (this.claimsRunning > 0 && this.results.length < WRITE_BACKLOG) return;
+        writes = this.results.splice(0, MAX_FLUSH);
+      }
       if (writes.length === 0 && plan.models.length === 0) return;
+      if (claiming) this.claimsRunning++;
       const run = this.runFlush(writes, plan).finally(() => {
+        if (claiming) this.claimsRunning--;
         this.flushes.delete(run);
         this.scheduleFlush();
       });
@@ -466,7 +475,8 @@ export class Daemon {
       const room = share - held;
       if (room <= 0) continue;
       // At most 1/depth of the share per claim: the in-flight set splits into groups that cycle
-      // (claim, send, write-and-claim) independently, so statements overlap with HTTP and each other.
+      // (claim, send, write) independently, so statements overlap with HTTP and each other. One claim
+      // taking every free slot kept a single statement in flight, in lockstep with the HTTP wave.
       const cap = Math.min(room, Math.ceil(share / this.depth), this.limiterWant(model, held));
       if (cap <= 0) continue;
       plan.models.push(model);
@@ -526,25 +536,15 @@ export class Daemon {
     if (ok) this.afterWrite(writes, stale);
   }
 
+  /** One autocommit statement: a claim (no writes, see flush()) or a write of outcomes. */
   private async flushStatement(
     writes: ResultWrite[],
     plan: { models: string[]; wants: number[]; held: number[] },
   ): Promise<{ claimed: ClaimedRow[]; stale: Set<string> }> {
     const claim = plan.models.length > 0;
-    let q: pg.QueryConfig;
-    if (writes.length > 0 && claim) {
-      q = {
-        ...this.sql.cycle,
-        values: [...this.completeParams(writes), plan.models, plan.wants, plan.held, leaseMs(this.config)],
-      };
-    } else if (claim) {
-      q = {
-        ...this.sql.claim,
-        values: [plan.models, plan.wants, plan.held, this.id, leaseMs(this.config)],
-      };
-    } else {
-      q = this.completeQuery(writes);
-    }
+    const q: pg.QueryConfig = claim
+      ? { ...this.sql.claim, values: [plan.models, plan.wants, plan.held, this.id, leaseMs(this.config)] }
+      : this.completeQuery(writes);
     const rows = await withClient(this.pool, this.config.dbTimeoutMs, 'write/claim', async (c) => {
       if (this.config.synchronousCommit) return (await c.query(q)).rows;
       // Opt-in: commit without waiting for the WAL flush (SET LOCAL needs a transaction).
@@ -558,15 +558,6 @@ export class Daemon {
         throw err;
       }
     });
-    if (writes.length > 0 && claim) {
-      const claimed: ClaimedRow[] = [];
-      const stale = new Set<string>();
-      for (const row of rows as (ClaimedRow & { kind: 'claimed' | 'stale' })[]) {
-        if (row.kind === 'stale') stale.add(row.id);
-        else claimed.push(row);
-      }
-      return { claimed, stale };
-    }
     if (claim) return { claimed: rows as ClaimedRow[], stale: new Set() };
     return { claimed: [], stale: new Set((rows as { id: string }[]).map((r) => r.id)) };
   }

@@ -44,7 +44,7 @@ export function createDaemonMetrics(registry: Registry = new Registry()): Daemon
       () =>
         new Gauge({
           name: 'fusillade_model_concurrency_limit',
-          help: 'Global in-flight limit per model (model_limits), as last seen by a claim',
+          help: 'Global in-flight limit per model (model_limits), as last seen by a budget rebalance',
           labelNames: ['model'],
           registers,
         }),
@@ -122,7 +122,7 @@ export function createDaemonMetrics(registry: Registry = new Registry()): Daemon
       () =>
         new Histogram({
           name: 'fusillade_claim_duration_seconds',
-          help: 'Duration of one claim transaction (lock limits, write results, claim)',
+          help: 'Duration of one claim statement (within the slot budget)',
           labelNames: ['daemon'],
           buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5],
           registers,

@@ -140,8 +140,11 @@ export class PostgresRequestManager {
   }
 
   /**
-   * Sets a model's in-flight limit for every daemon on this database (the model_limits row that
-   * each claim locks and counts against); takes effect at the daemons' next claim.
+   * Sets a model's in-flight limit for every daemon on this database (the model_limits row the
+   * daemons' slot budgets are drawn from, src/store/sql/budget.ts). Takes effect within one budget
+   * interval (budgetIntervalMs, 250 ms by default): a raised limit is used at once; after a lowered
+   * one no new request starts above it, and requests already in flight finish (never aborted), so
+   * the total in flight falls to the new limit as they end.
    */
   async setModelConcurrency(model: string, concurrency: number): Promise<void> {
     if (typeof model !== 'string' || model === '') {

@@ -14,6 +14,11 @@
  *
  * Alternatives: one UPDATE per request costs a round trip each (≈1.9k/s for claim + complete per
  * worker in REFERENCE §6); a multi-row VALUES list needs per-flush SQL text and loses plan reuse.
+ * One json parameter (json_to_recordset) instead of 13 arrays: 25 against 50 µs of client-side
+ * encoding per 20 writes, ≈1 µs a request, not worth a second shape of this SQL. Returning every
+ * applied id (as before) instead of the stale ones cost the daemon a decoded row per write.
+ * Measured in isolation on 20,000 rows: 32 writes p50 1.5 ms, 32 claims 1.45 ms; dropping
+ * requests_lease_idx (one index entry fewer per claimed row) made no measurable difference.
  */
 export function completeSql(s: string): string {
   return `
@@ -23,7 +28,7 @@ WITH done AS (${completeUpdateSql(s)}
 SELECT u.id FROM unnest($2::uuid[]) AS u(id) WHERE u.id NOT IN (SELECT d.id FROM done d)`;
 }
 
-/** The UPDATE of completeSql without RETURNING, for composing (complete-and-claim.ts). */
+/** The guarded UPDATE of completeSql, without RETURNING. */
 export function completeUpdateSql(s: string): string {
   return `
 UPDATE ${s}.requests r SET
