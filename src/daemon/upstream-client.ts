@@ -1,9 +1,9 @@
-import { Agent } from 'undici';
+import { Pool } from 'undici';
 import { type AttemptOutcome, parseRetryAfter } from '../domain/retry.js';
 
 /**
- * How the daemon talks to upstreams: one attempt in, one outcome out. The default is undici's Agent
- * (a keep-alive Pool per origin, `request()`: 28k req/s on loopback against 4.1k for fetch,
+ * How the daemon talks to upstreams: one attempt in, one outcome out. The default keeps an undici
+ * keep-alive Pool per origin (`request()`: 28k req/s on loopback against 4.1k for fetch,
  * REFERENCE §5). Tests or callers may supply another implementation through the daemon config.
  */
 export interface UpstreamRequest {
@@ -46,10 +46,16 @@ export function errorOutcome(err: unknown, signal: AbortSignal): AttemptOutcome 
 }
 
 export class UndiciUpstreamClient implements UpstreamClient {
-  private readonly agent: Agent;
+  /**
+   * One keep-alive undici Pool per upstream origin. An Agent (which keeps such pools itself) cost
+   * ≈12% more CPU per request on loopback (20,000 requests, 64 in flight: 2.29–2.32 s against
+   * 2.03–2.11 s for Pool.request), and this process's one thread also drives the claims.
+   */
+  private readonly pools = new Map<string, Pool>();
+  private readonly options: Pool.Options;
 
   constructor(requestTimeoutMs: number) {
-    this.agent = new Agent({
+    this.options = {
       keepAliveTimeout: 30_000,
       keepAliveMaxTimeout: 10 * 60_000,
       // The daemon's own per-attempt timer bounds the whole attempt; these are backstops that must
@@ -57,13 +63,21 @@ export class UndiciUpstreamClient implements UpstreamClient {
       headersTimeout: requestTimeoutMs,
       bodyTimeout: requestTimeoutMs,
       connect: { timeout: Math.min(requestTimeoutMs, 30_000) },
-    });
+    };
+  }
+
+  private pool(origin: string): Pool {
+    let pool = this.pools.get(origin);
+    if (!pool) {
+      pool = new Pool(origin, this.options);
+      this.pools.set(origin, pool);
+    }
+    return pool;
   }
 
   async send(request: UpstreamRequest, signal: AbortSignal): Promise<AttemptOutcome> {
     try {
-      const res = await this.agent.request({
-        origin: request.origin,
+      const res = await this.pool(request.origin).request({
         path: request.path,
         method: request.method as 'POST',
         headers: request.headers,
@@ -87,7 +101,9 @@ export class UndiciUpstreamClient implements UpstreamClient {
   }
 
   async close(): Promise<void> {
-    await this.agent.destroy().catch(() => {});
+    const pools = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.all(pools.map((p) => p.destroy().catch(() => {})));
   }
 }
 
