@@ -4,7 +4,7 @@ import type { Limiter } from './limiter.js';
 import { type DaemonLog, errorFields } from './logger.js';
 import type { DaemonMetrics } from './metrics.js';
 import { type AbortReason, type ResultWrite, settleAttempt } from './settle.js';
-import { splitBaseUrl, type UpstreamClient } from './upstream-client.js';
+import { AbortEmitter, splitBaseUrl, UndiciUpstreamClient, type UpstreamClient } from './upstream-client.js';
 
 /** setTimeout's ceiling (~24.8 days); a later deadline is caught by the poll. */
 const MAX_TIMER_MS = 2_147_483_647;
@@ -26,7 +26,8 @@ export interface ClaimedRow {
 
 interface InFlight {
   row: ClaimedRow;
-  controller: AbortController;
+  /** Aborts the attempt: an AbortController for any client, an AbortEmitter for the default one. */
+  controller: { abort(): void };
   timer: NodeJS.Timeout;
   startedAt: number;
   aborted: AbortReason | null;
@@ -136,7 +137,8 @@ export class Dispatcher {
     const endpoint = route?.endpoint ?? row.endpoint;
     const apiKey = route?.apiKey ?? row.api_key;
     const base = this.base(endpoint);
-    const controller = new AbortController();
+    const fast = this.o.upstream instanceof UndiciUpstreamClient ? this.o.upstream : null;
+    const controller = fast ? new AbortEmitter() : new AbortController();
     const entry: InFlight = {
       row,
       controller,
@@ -178,16 +180,21 @@ export class Dispatcher {
     };
     if (row.custom_id !== null) headers['x-fusillade-custom-id'] = row.custom_id;
     if (apiKey) headers.authorization = `Bearer ${apiKey}`;
-    this.o.upstream
-      .send(
-        { origin: base.origin, path: base.prefix + row.path, method: row.method, headers, body: row.body },
-        controller.signal,
-      )
-      .then(
-        (outcome) => this.finish(entry, outcome),
-        (err: unknown) =>
-          this.finish(entry, { kind: 'error', code: 'connection_error', message: String(err) }),
-      );
+    const request = {
+      origin: base.origin,
+      path: base.prefix + row.path,
+      method: row.method,
+      headers,
+      body: row.body,
+    };
+    const sent =
+      fast && controller instanceof AbortEmitter
+        ? fast.sendAbortable(request, controller)
+        : this.o.upstream.send(request, (controller as AbortController).signal);
+    sent.then(
+      (outcome) => this.finish(entry, outcome),
+      (err: unknown) => this.finish(entry, { kind: 'error', code: 'connection_error', message: String(err) }),
+    );
   }
 
   private abortEntry(entry: InFlight, reason: AbortReason): void {

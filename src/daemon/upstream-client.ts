@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { Pool } from 'undici';
 import { type AttemptOutcome, parseRetryAfter } from '../domain/retry.js';
 
@@ -31,7 +32,22 @@ function header(value: string | string[] | undefined): string | null {
   return Array.isArray(value) ? (value[0] ?? null) : value;
 }
 
-export function errorOutcome(err: unknown, signal: AbortSignal): AttemptOutcome {
+/**
+ * An abort source for undici's `signal` option, which also takes an EventEmitter. The dispatcher uses
+ * it with the default client: an AbortSignal's listener, added and removed by undici for every
+ * request, cost ≈10% of the HTTP path's CPU on loopback (20,000 requests, 64 in flight: 2.22–2.38 s
+ * with the signal, 2.00–2.10 s without); an EventEmitter's costs next to nothing.
+ */
+export class AbortEmitter extends EventEmitter {
+  aborted = false;
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.emit('abort');
+  }
+}
+
+export function errorOutcome(err: unknown, signal: { aborted: boolean }): AttemptOutcome {
   if (signal.aborted) return { kind: 'error', code: 'aborted', message: 'the attempt was aborted' };
   const e = err as { code?: string; message?: string; cause?: { code?: string } };
   const code = e?.code ?? e?.cause?.code;
@@ -75,7 +91,12 @@ export class UndiciUpstreamClient implements UpstreamClient {
     return pool;
   }
 
-  async send(request: UpstreamRequest, signal: AbortSignal): Promise<AttemptOutcome> {
+  send(request: UpstreamRequest, signal: AbortSignal): Promise<AttemptOutcome> {
+    return this.sendAbortable(request, signal);
+  }
+
+  /** send() with an AbortEmitter (or an AbortSignal): the dispatcher's path for this client. */
+  async sendAbortable(request: UpstreamRequest, signal: AbortSignal | AbortEmitter): Promise<AttemptOutcome> {
     try {
       const res = await this.pool(request.origin).request({
         path: request.path,
