@@ -87,7 +87,9 @@ export async function benchDaemonThroughput(
   const db = await createTestDb({ max: 10 });
   const mock = await startMockUpstream({ record: false });
   try {
-    const raw = await rawUndici(mock, n, 64);
+    // Untimed warm-up of both sides (JIT, connections), so neither timed run pays for it.
+    await rawUndici(mock, 2000, 64);
+    const rawBefore = await rawUndici(mock, n, 64);
     const manager = db.manager({
       modelConcurrencyLimits: { 'bench-64': 64, 'bench-100': 100 },
       claimBatchSize: 100,
@@ -97,6 +99,7 @@ export async function benchDaemonThroughput(
     let zero: number;
     let latency: number;
     try {
+      await daemonRun(manager, mock, 2000, 'bench-64');
       zero = await daemonRun(manager, mock, n, 'bench-64');
       mock.setLatency(100);
       latency = await daemonRun(manager, mock, n2, 'bench-100');
@@ -112,6 +115,12 @@ export async function benchDaemonThroughput(
     } finally {
       await asyncDaemon.stop();
     }
+    // Baselines again after the daemon runs (the machine is shared: its load drifts), averaged.
+    const rawAfter = await rawUndici(mock, n, 64);
+    const raw = (rawBefore + rawAfter) / 2;
+    mock.setLatency(100);
+    const rawLatency = await rawUndici(mock, n2, 100);
+    mock.setLatency(0);
     const ideal = (n2 / 100) * 0.1;
     const ratio = raw / zero;
     return {
@@ -120,22 +129,26 @@ export async function benchDaemonThroughput(
         '',
         '| run | requests | time | rate | baseline (same run) | verdict |',
         '|---|---|---|---|---|---|',
-        `| zero-latency loopback, 64 in flight | ${n} | ${zero.toFixed(2)} s | ${Math.round(n / zero)} req/s | raw undici, no DB: ${raw.toFixed(2)} s (${Math.round(n / raw)} req/s) | ${(ratio * 100).toFixed(0)}% of raw's rate (goal ≥ 50%): ${ratio >= 0.5 ? 'met' : 'NOT met'} |`,
+        `| zero-latency loopback, 64 in flight | ${n} | ${zero.toFixed(2)} s | ${Math.round(n / zero)} req/s | raw undici, no DB: ${raw.toFixed(2)} s (${Math.round(n / raw)} req/s; mean of ${rawBefore.toFixed(2)} s before and ${rawAfter.toFixed(2)} s after) | ${(ratio * 100).toFixed(0)}% of raw's rate (goal ≥ 50%): ${ratio >= 0.5 ? 'met' : 'NOT met'} |`,
         `| same, synchronousCommit: false | ${n} | ${zeroAsync.toFixed(2)} s | ${Math.round(n / zeroAsync)} req/s | raw undici as above | ${((raw / zeroAsync) * 100).toFixed(0)}% of raw's rate |`,
-        `| 100 ms upstream latency, limit 100 | ${n2} | ${latency.toFixed(2)} s | ${Math.round(n2 / latency)} req/s | ideal ${ideal.toFixed(2)} s | ${(((latency - ideal) / ideal) * 100).toFixed(1)}% over ideal (goal ≤ 10%): ${latency <= ideal * 1.1 ? 'met' : 'NOT met'} |`,
+        `| 100 ms upstream latency, limit 100 | ${n2} | ${latency.toFixed(2)} s | ${Math.round(n2 / latency)} req/s | ideal ${ideal.toFixed(2)} s; raw undici, no DB, 100 connections: ${rawLatency.toFixed(2)} s | ${(((latency - ideal) / ideal) * 100).toFixed(1)}% over ideal (goal ≤ 10%): ${latency <= ideal * 1.1 ? 'met' : 'NOT met'}; ${(((latency - rawLatency) / rawLatency) * 100).toFixed(1)}% over raw undici |`,
+        '',
+        'Each side first runs 2,000 untimed requests (warm-up: JIT, connections).',
         '',
         'Peers for (1), from REFERENCE §6 (not re-measured here): graphile-worker 10.3 s, pg-boss 24.2 s for 20,000.',
         '',
         'Before (per-claim global lock: BEGIN + SELECT … FOR UPDATE of the model rows + write-and-claim +',
         'COMMIT, two cycles overlapped), measured the same way: 28–46% of raw at zero latency, 3.75 s for (2).',
         '',
-        'Reading: each daemon now claims within its slot budget (src/store/sql/budget.ts) with one autocommit',
-        'write-and-claim statement, up to three at once, started as soon as attempts finish; the budget',
-        'transaction runs a few times a second, not per request. What is left per request is PostgreSQL’s',
-        'work (two non-HOT row updates with their index entries, ≈120 µs on this machine) and the daemon’s',
-        'own CPU (pg protocol, settle, bookkeeping), which shares this process’s one thread with the mock',
-        'upstream and the HTTP client; at 100 ms, each of the 20 rounds also waits for its refill statement',
-        'and for the in-process mock to answer 100 requests that arrive together.',
+        'Reading: each daemon claims within its slot budget (src/store/sql/budget.ts) with one autocommit',
+        'claim statement per group of slots (up to three at once), started as soon as attempts finish; the',
+        'outcomes are written by separate statements once no claim is running; the budget transaction runs',
+        'a few times a second, not per request. What is left per request is PostgreSQL’s work (a claimed and',
+        'a written row, ≈20 µs each plus ≈0.6 ms per statement on this machine) and the daemon’s own CPU',
+        '(pg protocol, settle, bookkeeping), on the one thread it shares here with the mock upstream and the',
+        'HTTP client. At 100 ms the 100 requests of each of the 20 rounds arrive and leave together, and',
+        'this process handles them one at a time: raw undici, with no database at all, is itself about 10%',
+        'over the ideal, so the goal sits at the HTTP floor of this setup.',
       ].join('\n'),
     };
   } finally {
