@@ -141,7 +141,7 @@ export async function benchDaemonThroughput(
         'COMMIT, two cycles overlapped), measured the same way: 28–46% of raw at zero latency, 3.75 s for (2).',
         '',
         'Reading: each daemon claims within its slot budget (src/store/sql/budget.ts) with one autocommit',
-        'claim statement per group of slots (up to three at once), started as soon as attempts finish; the',
+        'claim statement per group of slots (up to two at once), started as soon as attempts finish; the',
         'outcomes are written by separate statements once no claim is running; the budget transaction runs',
         'a few times a second, not per request. What is left per request is PostgreSQL’s work (a claimed and',
         'a written row, ≈20 µs each plus ≈0.6 ms per statement on this machine) and the daemon’s own CPU',

@@ -22,7 +22,7 @@ import type { UpstreamClient } from './upstream-client.js';
  * | leaseMs                   | requestTimeoutMs + 60000 | a claimed/processing row whose lease ran out is reclaimed |
  * | shutdownGraceMs           | 30000     | stop(): how long in-flight requests may finish before being handed back |
  * | budgetIntervalMs          | 250       | how often a daemon holding or wanting slots rebalances its share of the global limits (src/store/sql/budget.ts) |
- * | maxDbWriters              | 4         | concurrent database writes, apart from HTTP concurrency (the hot write-and-claim statements run up to min(3, this) at once) |
+ * | maxDbWriters              | 4         | concurrent database writes, apart from HTTP concurrency (the hot claim and write statements run up to min(2, this) at once) |
  * | dbTimeoutMs               | 15000     | deadline of every daemon query/transaction (a dropped connection must not hang it) |
  * | synchronousCommit         | true      | false: claim/write transactions commit without waiting for the WAL flush (faster; a PostgreSQL crash may lose the last ~0.6 s of claims and results, whose requests are then sent again) |
  * | handleSignals             | false     | stop() on SIGTERM / SIGINT (off: a library should not take over signals; the CLI leaves it off and handles signals itself, src/cli/signals.ts) |

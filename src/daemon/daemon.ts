@@ -23,10 +23,13 @@ import { UndiciUpstreamClient, type UpstreamClient } from './upstream-client.js'
 const MAX_FLUSH = 2000;
 /**
  * Flush statements (claims or writes) in progress at once, each on its own pooled connection
- * (bounded by maxDbWriters). At zero latency, 64 in flight, 2, 3 and 4 measured alike within this
- * machine's noise (4.69 / 4.71 / 4.80 s); 1 (no overlap of statements and HTTP) was the slowest.
+ * (bounded by maxDbWriters); claims take at most 1/depth of the share each. bench/daemon-throughput,
+ * alternating runs: depth 2 gave 4.20 / 4.51 s at zero latency (64 in flight) and 2.26 / 2.33 s at
+ * 100 ms; depth 3 gave 4.50 / 4.89 s and 2.34 / 2.96 s; 4 measured like 3 and 1 (no overlap of
+ * statements and HTTP) was the slowest. Fewer, larger statements: less fixed cost per statement
+ * (≈0.6 ms of PostgreSQL's time) and fewer backends competing with this process for the CPU.
  */
-const FLUSH_DEPTH = 3;
+const FLUSH_DEPTH = 2;
 /**
  * Row writes waiting that start a write statement even while claims run. Measured at zero latency
  * (64 in flight) and at 100 ms (limit 100), claims first with this threshold against statements
