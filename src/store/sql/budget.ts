@@ -24,6 +24,11 @@
  * and the old limit, never above the old one; no request is aborted. Raising a limit: the room is
  * taken at the daemons' next rebalance.
  *
+ * A slot is free again as soon as its HTTP attempt is over, before the attempt's row write commits
+ * (the daemon writes outcomes in batches): the count of 'processing' rows in the database (dashboard)
+ * may therefore exceed the limit by the writes not yet committed, while the upstream never sees
+ * more than the limit.
+ *
  * Dead daemons: their slots keep counting until reclaim.ts deletes their rows, in the same
  * transaction that hands their requests back (their requests may still be on the wire until then).
  *
