@@ -32,11 +32,14 @@
  * Dead daemons: their slots keep counting until reclaim.ts deletes their rows, in the same
  * transaction that hands their requests back (their requests may still be on the wire until then).
  *
- * Alternatives measured (bench/daemon-throughput.ts, 2-core machine, same runs as the baselines in
- * BENCHMARKS.md): locking the model rows in every claim transaction (the previous design: BEGIN +
- * SELECT … FOR UPDATE + write-and-claim + COMMIT, two cycles overlapped) gave 28–46% of raw undici
- * at zero latency and 3.75 s for the 2 s ideal at 100 ms latency; this protocol's numbers are in
- * BENCHMARKS.md. A rebalance costs 4 round trips (≈1–3 ms) a few times a second.
+ * Alternatives measured (bench/daemon-throughput.ts and bench/cli-run.ts, 2-core machine, each
+ * design run minutes apart against raw undici in the same run): locking the model rows in every
+ * claim transaction (the previous design: BEGIN + SELECT … FOR UPDATE + write-and-claim + COMMIT,
+ * two cycles overlapped) gave 7.76–7.91 s for 20,000 requests at zero latency (23–24% of raw
+ * undici), 2.47–2.49 s for 2,000 at 100 ms, and 39% / 38% for `fusillade run`; with these budgets,
+ * 4.0–4.6 s (38–43%), 2.26–2.36 s (raw undici alone: 2.14–2.46 s), and 47% / 46%. A rebalance
+ * costs 4 round trips (≈1–3 ms) a few times a second. The KEY SHARE lock a claim takes on its
+ * budget row (claim.ts) made no measurable difference to throughput.
  */
 
 /** Locks the limit rows of the models ($1 text[]), ORDER BY model so daemons never deadlock. */
