@@ -6,7 +6,7 @@
  * (untimed) so the in-flight set stays small.
  * Standalone: `node --import tsx bench/claim-latency.ts [pending]`.
  */
-import { claimSql, claimUpdate } from '../src/store/sql/claim.js';
+import { claimSql, claimUpdate, liveAndPickedCtes } from '../src/store/sql/claim.js';
 import { createTestDb } from '../test/support/db.js';
 
 const DAEMON = '00000000-0000-0000-0000-00000000bead';
@@ -26,28 +26,7 @@ WITH want AS MATERIALIZED (
     FROM unnest($1::text[], $2::int[]) AS w(model, want)
     JOIN ${s}.model_limits ml ON ml.model = w.model
 ),
-live AS MATERIALIZED (
-  SELECT b.id, b.expires_at FROM ${s}.batches b
-   WHERE b.finished_at IS NULL AND b.cancelling_at IS NULL AND b.deleted_at IS NULL AND b.failed_at IS NULL
-     AND b.expires_at > now()
-   ORDER BY b.expires_at, b.created_at, b.id
-),
-picked AS (
-  SELECT p.id, p.expires_at
-    FROM want w
-    CROSS JOIN LATERAL (
-      SELECT r.id, lb.expires_at
-        FROM live lb
-        CROSS JOIN LATERAL (
-          SELECT r.id FROM ${s}.requests r
-           WHERE r.batch_id = lb.id AND r.model = w.model AND r.state = 'pending'
-             AND (r.not_before IS NULL OR r.not_before <= now())
-           ORDER BY r.line_number
-           LIMIT greatest(w.cap, 0)
-             FOR UPDATE OF r SKIP LOCKED) r
-       LIMIT greatest(w.cap, 0)) p
-   WHERE w.cap > 0
-)
+${liveAndPickedCtes(s)}
 ${claimUpdate(s, { daemon: '$3', lease: '$4' })}`;
 }
 

@@ -70,7 +70,15 @@ export function claimCtes(
     JOIN ${s}.model_budgets b ON b.model = w.model AND b.daemon_id = ${p.daemon}
      FOR KEY SHARE OF b
 ),
-live AS MATERIALIZED (
+${liveAndPickedCtes(s)}`;
+}
+
+/**
+ * The claim's `live` (claimable batches, deadline first) and `picked` (per model, up to `want.cap`
+ * pending rows, oldest first, SKIP LOCKED) CTEs; they read a `want(model, cap)` CTE defined before.
+ */
+export function liveAndPickedCtes(s: string): string {
+  return `live AS MATERIALIZED (
   SELECT b.id, b.expires_at FROM ${s}.batches b WHERE ${LIVE} ORDER BY b.expires_at, b.created_at, b.id
 ),
 picked AS (
