@@ -4,6 +4,7 @@ import {
   classifyOutcome,
   decideRetry,
   extractUsage,
+  type Usage,
 } from '../domain/retry.js';
 
 /** Why the daemon aborted an attempt itself (as opposed to the upstream failing it). */
@@ -42,22 +43,41 @@ export interface SettleInput {
 
 const SNIPPET = 300;
 
-function base(row: SettleInput): Omit<ResultWrite, 'state' | 'reason'> {
+/**
+ * One write, built as a single object literal of a fixed shape: settleAttempt runs once per
+ * request, and building it by spreading partial objects (as before) cost ≈9 µs a request, the
+ * largest self time of the daemon's own code in a CPU profile of bench/daemon-throughput.
+ */
+function write(
+  row: SettleInput,
+  state: ResultWrite['state'],
+  reason: string | null,
+  status: number | null,
+  body: string | null,
+  upstreamId: string | null,
+  errorCode: string | null,
+  errorMessage: string | null,
+  notBefore: Date | null = null,
+  usage: Usage | null = null,
+  giveBack = false,
+): ResultWrite {
   return {
     id: row.id,
     batchId: row.batchId,
     model: row.model,
     attempt: row.attempt,
-    notBefore: null,
-    status: null,
-    body: null,
-    upstreamId: null,
-    errorCode: null,
-    errorMessage: null,
-    inputTokens: null,
-    outputTokens: null,
-    totalTokens: null,
-    giveBack: false,
+    state,
+    notBefore,
+    status,
+    body,
+    upstreamId,
+    errorCode,
+    errorMessage,
+    inputTokens: usage === null ? null : usage.inputTokens,
+    outputTokens: usage === null ? null : usage.outputTokens,
+    totalTokens: usage === null ? null : usage.totalTokens,
+    giveBack,
+    reason,
   };
 }
 
@@ -73,78 +93,87 @@ export function settleAttempt(
   now: number = Date.now(),
   random: () => number = Math.random,
 ): ResultWrite {
-  const b = base(row);
   if (aborted === 'cancelled') {
-    return {
-      ...b,
-      state: 'canceled',
-      errorCode: 'batch_cancelled',
-      errorMessage: 'The batch was cancelled while this request was in flight.',
-      reason: 'batch_cancelled',
-    };
+    const code = 'batch_cancelled';
+    const message = 'The batch was cancelled while this request was in flight.';
+    return write(row, 'canceled', code, null, null, null, code, message);
   }
   if (aborted === 'expired') {
-    return {
-      ...b,
-      state: 'canceled',
-      errorCode: 'batch_expired',
-      errorMessage: 'The completion window expired while this request was in flight.',
-      reason: 'batch_expired',
-    };
+    const code = 'batch_expired';
+    const message = 'The completion window expired while this request was in flight.';
+    return write(row, 'canceled', code, null, null, null, code, message);
   }
-  if (aborted === 'shutdown') return { ...b, state: 'pending', giveBack: true, reason: 'shutdown' };
+  if (aborted === 'shutdown')
+    return write(row, 'pending', 'shutdown', null, null, null, null, null, null, null, true);
   if (aborted === 'timeout') {
     outcome = { kind: 'error', code: 'request_timeout', message: 'the upstream did not answer in time' };
   }
 
-  let verdict: ReturnType<typeof classifyOutcome>;
-  let parsedOk: unknown;
-  // A 2xx is classified here, by parsing its body once (classifyOutcome would parse it too).
-  if (outcome.kind !== 'http' || outcome.status < 200 || outcome.status >= 300)
-    verdict = classifyOutcome(outcome);
-  else {
-    try {
-      parsedOk = JSON.parse(outcome.body);
-      verdict = 'success';
-    } catch {
-      verdict = 'retriable';
-    }
-  }
-
   if (outcome.kind === 'http') {
-    const http = { ...b, status: outcome.status, body: outcome.body, upstreamId: outcome.upstreamRequestId };
-    if (verdict === 'success') {
-      const usage = extractUsage(parsedOk);
-      return { ...http, state: 'completed', ...usage, reason: null };
+    const { status, body, upstreamRequestId } = outcome;
+    let verdict: ReturnType<typeof classifyOutcome>;
+    let parsedOk: unknown;
+    // A 2xx is classified here, by parsing its body once (classifyOutcome would parse it too).
+    if (status < 200 || status >= 300) verdict = classifyOutcome(outcome);
+    else {
+      try {
+        parsedOk = JSON.parse(body);
+        verdict = 'success';
+      } catch {
+        verdict = 'retriable';
+      }
     }
-    const code = outcome.status < 300 ? 'invalid_response' : `http_${outcome.status}`;
-    const message = `upstream answered ${outcome.status}: ${outcome.body.slice(0, SNIPPET)}`;
+    if (verdict === 'success') {
+      return write(
+        row,
+        'completed',
+        null,
+        status,
+        body,
+        upstreamRequestId,
+        null,
+        null,
+        null,
+        extractUsage(parsedOk),
+      );
+    }
+    const code = status < 300 ? 'invalid_response' : `http_${status}`;
+    const message = `upstream answered ${status}: ${body.slice(0, SNIPPET)}`;
     if (verdict === 'retriable') {
       const decision = decideRetry(row.attempt, outcome.retryAfterMs, row.deadline, policy, now, random);
       if (decision.retry) {
-        return {
-          ...http,
-          state: 'pending',
-          notBefore: new Date(decision.notBefore),
-          errorCode: code,
-          errorMessage: message,
-          reason: code,
-        };
+        return write(
+          row,
+          'pending',
+          code,
+          status,
+          body,
+          upstreamRequestId,
+          code,
+          message,
+          new Date(decision.notBefore),
+        );
       }
     }
     // Final: the upstream's status and body are the diagnosis (error files carry them).
-    return {
-      ...http,
-      state: 'failed',
-      errorCode: outcome.status < 300 ? code : null,
-      errorMessage: outcome.status < 300 ? message : null,
-      reason: code,
-    };
+    return write(
+      row,
+      'failed',
+      code,
+      status,
+      body,
+      upstreamRequestId,
+      status < 300 ? code : null,
+      status < 300 ? message : null,
+    );
   }
 
-  const err = { ...b, errorCode: outcome.code, errorMessage: outcome.message, reason: outcome.code };
-  if (verdict === 'final') return { ...err, state: 'failed' };
+  const { code, message } = outcome;
+  if (classifyOutcome(outcome) === 'final')
+    return write(row, 'failed', code, null, null, null, code, message);
   const decision = decideRetry(row.attempt, null, row.deadline, policy, now, random);
-  if (decision.retry) return { ...err, state: 'pending', notBefore: new Date(decision.notBefore) };
-  return { ...err, state: 'failed' };
+  if (decision.retry) {
+    return write(row, 'pending', code, null, null, null, code, message, new Date(decision.notBefore));
+  }
+  return write(row, 'failed', code, null, null, null, code, message);
 }
