@@ -4,7 +4,7 @@ import type { Limiter } from './limiter.js';
 import { type DaemonLog, errorFields } from './logger.js';
 import type { DaemonMetrics } from './metrics.js';
 import { type AbortReason, type ResultWrite, settleAttempt } from './settle.js';
-import { AbortEmitter, splitBaseUrl, UndiciUpstreamClient, type UpstreamClient } from './upstream-client.js';
+import { splitBaseUrl, UndiciAttempt, UndiciUpstreamClient, type UpstreamClient } from './upstream-client.js';
 
 /** setTimeout's ceiling (~24.8 days); a later deadline is caught by the poll. */
 const MAX_TIMER_MS = 2_147_483_647;
@@ -27,7 +27,7 @@ export interface ClaimedRow {
 
 interface InFlight {
   row: ClaimedRow;
-  /** Aborts the attempt: an AbortController for any client, an AbortEmitter for the default one. */
+  /** Aborts the attempt: an AbortController for any client, the UndiciAttempt itself for the default one. */
   controller: { abort(): void };
   startedAt: number;
   /** startedAt + requestTimeoutMs: when the shared timeout timer aborts it. */
@@ -148,7 +148,7 @@ export class Dispatcher {
     const apiKey = route?.apiKey ?? row.api_key;
     const base = this.base(endpoint);
     const fast = this.o.upstream instanceof UndiciUpstreamClient ? this.o.upstream : null;
-    const controller = fast ? new AbortEmitter() : new AbortController();
+    const controller = fast ? new UndiciAttempt() : new AbortController();
     const startedAt = Date.now();
     const entry: InFlight = {
       row,
@@ -200,8 +200,8 @@ export class Dispatcher {
       body: row.body,
     };
     const sent =
-      fast && controller instanceof AbortEmitter
-        ? fast.sendAbortable(request, controller)
+      fast && controller instanceof UndiciAttempt
+        ? fast.start(request, controller)
         : this.o.upstream.send(request, (controller as AbortController).signal);
     sent.then(
       (outcome) => this.finish(entry, outcome),
