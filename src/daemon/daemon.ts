@@ -572,23 +572,9 @@ export class Daemon {
     };
   }
 
+  /** complete.ts's parameters: the daemon id and the writes as JSON (extra keys are ignored). */
   private completeParams(writes: ResultWrite[]): unknown[] {
-    return [
-      this.id,
-      writes.map((w) => w.id),
-      writes.map((w) => w.attempt),
-      writes.map((w) => w.state),
-      writes.map((w) => w.notBefore),
-      writes.map((w) => w.status),
-      writes.map((w) => w.body),
-      writes.map((w) => w.upstreamId),
-      writes.map((w) => w.errorCode),
-      writes.map((w) => w.errorMessage),
-      writes.map((w) => w.inputTokens),
-      writes.map((w) => w.outputTokens),
-      writes.map((w) => w.totalTokens),
-      writes.map((w) => w.giveBack),
-    ];
+    return [this.id, JSON.stringify(writes)];
   }
 
   /** Metrics, stale-write accounting, retry wake-ups and finalize for batches that may have ended. */

@@ -44,6 +44,16 @@ export interface SettleInput {
 const SNIPPET = 300;
 
 /**
+ * The first SNIPPET UTF-16 units of a body, never ending in half a surrogate pair: the writes go to
+ * PostgreSQL as JSON (complete.ts), which refuses a lone surrogate's escape.
+ */
+function snippet(body: string): string {
+  if (body.length <= SNIPPET) return body;
+  const last = body.charCodeAt(SNIPPET - 1);
+  return body.slice(0, last >= 0xd800 && last <= 0xdbff ? SNIPPET - 1 : SNIPPET);
+}
+
+/**
  * One write, built as a single object literal of a fixed shape: settleAttempt runs once per
  * request, and building it by spreading partial objects (as before) cost ≈9 µs a request, the
  * largest self time of the daemon's own code in a CPU profile of bench/daemon-throughput.
@@ -138,7 +148,7 @@ export function settleAttempt(
       );
     }
     const code = status < 300 ? 'invalid_response' : `http_${status}`;
-    const message = `upstream answered ${status}: ${body.slice(0, SNIPPET)}`;
+    const message = `upstream answered ${status}: ${snippet(body)}`;
     if (verdict === 'retriable') {
       const decision = decideRetry(row.attempt, outcome.retryAfterMs, row.deadline, policy, now, random);
       if (decision.retry) {
