@@ -172,6 +172,11 @@ export async function benchCliRun(options: CliRunOptions = {}): Promise<CliRunRe
       'Before slot budgets (commit 80a503e), this bench on the same machine minutes apart: 7.66 s (39%) and',
       '7.75 s (38%) against raw undici 2.97 s.',
       '',
+      'Before the daemon’s CPU cuts of commits c21bc3c, 1b3fc0b and 723e268 (commit dd72255: writes built by',
+      'spreading, a timer per attempt, Pool.request with a Readable body, the writes sent as 13 escaped',
+      'arrays), this bench minutes apart: 6.18 s (47%) with the PostgreSQL server and 6.05 s (48%) embedded,',
+      'against raw undici 2.90 s. Two runs after the cuts: 56–59% with the server, 57–62% embedded.',
+      '',
       `One-time creation of the embedded data directory (initdb + migrate, \`fusillade migrate\`): ${initSeconds.toFixed(2)} s.`,
       '',
     ].join('\n');
