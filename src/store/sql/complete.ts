@@ -26,10 +26,12 @@
  *
  * Alternatives: one UPDATE per request costs a round trip each (≈1.9k/s for claim + complete per
  * worker in REFERENCE §6); a multi-row VALUES list needs per-flush SQL text and loses plan reuse.
- * Returning every
- * applied id (as before) instead of the stale ones cost the daemon a decoded row per write.
+ * Returning every applied id (as before) instead of the stale ones cost the daemon a decoded row per write.
  * Measured in isolation on 20,000 rows: 32 writes p50 1.5 ms, 32 claims 1.45 ms; dropping
  * requests_lease_idx (one index entry fewer per claimed row) made no measurable difference.
+ * Re-measured (the 13-array writes; claim 32 + complete 32 on one connection, 5,000 rows per round,
+ * alternating rounds in one run): PostgreSQL CPU 74–78 µs a request with the index, 76 µs without;
+ * not worth a migration (reclaim would read requests_inflight_idx whole instead).
  */
 export function completeSql(s: string): string {
   return `
