@@ -54,6 +54,16 @@ function snippet(body: string): string {
 }
 
 /**
+ * Text as PostgreSQL can store it: a text value cannot hold U+0000 (nor can the JSON the writes
+ * travel in), and one such body would fail the whole batched write statement, again and again,
+ * holding up every row in it. A NUL is replaced by U+FFFD (a JSON body cannot contain a raw NUL, so
+ * a 2xx with one already fails as invalid_response). includes() is a native scan: no cost otherwise.
+ */
+function storable(text: string | null): string | null {
+  return text !== null && text.includes('\u0000') ? text.replaceAll('\u0000', '\ufffd') : text;
+}
+
+/**
  * One write, built as a single object literal of a fixed shape: settleAttempt runs once per
  * request, and building it by spreading partial objects (as before) cost ≈9 µs a request, the
  * largest self time of the daemon's own code in a CPU profile of bench/daemon-throughput.
@@ -79,10 +89,10 @@ function write(
     state,
     notBefore,
     status,
-    body,
+    body: storable(body),
     upstreamId,
     errorCode,
-    errorMessage,
+    errorMessage: storable(errorMessage),
     inputTokens: usage === null ? null : usage.inputTokens,
     outputTokens: usage === null ? null : usage.outputTokens,
     totalTokens: usage === null ? null : usage.totalTokens,

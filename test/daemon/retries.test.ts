@@ -14,6 +14,9 @@ const BAD = JSON.stringify({
   error: { message: 'Unsupported parameter: foo', type: 'invalid_request_error', code: null },
 });
 
+/** PostgreSQL text cannot hold U+0000: such a body must not poison the daemon's batched writes. */
+const NUL_BODY = 'bad\u0000body';
+
 beforeAll(async () => {
   db = await createTestDb();
   mock = await startMockUpstream();
@@ -27,6 +30,8 @@ beforeAll(async () => {
       return { kind: 'status', status: req.attemptNo === 1 ? 500 : 503 };
     if (id.startsWith('quota-')) return { kind: 'status', status: 429, body: QUOTA };
     if (id.startsWith('bad-')) return { kind: 'status', status: 400, body: BAD };
+    if (id.startsWith('nul400-')) return { kind: 'status', status: 400, body: NUL_BODY };
+    if (id.startsWith('nul200-')) return { kind: 'status', status: 200, body: NUL_BODY };
     if (id.startsWith('reset-') && req.attemptNo === 1) return { kind: 'reset' };
     if (id.startsWith('hang-') && req.attemptNo === 1) return { kind: 'hang' };
     if (id.startsWith('html-') && req.attemptNo === 1) return { kind: 'not-json' };
@@ -103,6 +108,24 @@ describe('retries', () => {
       response_body: BAD,
     });
     expect(mock.countsByCustomId.get('bad-0')).toBe(1);
+  });
+
+  it('stores a body with a NUL character (as U+FFFD) instead of failing the write of every row with it', async () => {
+    const m = db.manager();
+    const batchId = await createBatch(m, [
+      ...mockTemplates(mock, 2, { prefix: 'nul400-' }),
+      ...mockTemplates(mock, 1, { prefix: 'nul200-' }),
+      ...mockTemplates(mock, 3, { prefix: 'fine-' }),
+    ]);
+    const status = await waitForBatchEnd(m, batchId);
+    expect(status).toMatchObject({ completedRequests: 3, failedRequests: 3 });
+    const { rows } = await db.pool.query(
+      `SELECT response_status, response_body, error_code FROM ${m.schema}.requests
+        WHERE batch_id = $1 AND state = 'failed' ORDER BY line_number`,
+      [batchId],
+    );
+    expect(rows.map((r) => r.response_body)).toEqual(Array(3).fill('bad\ufffdbody'));
+    expect(rows[2]).toMatchObject({ response_status: 200, error_code: 'invalid_response' });
   });
 
   it('fails after the retries are spent, and not before', async () => {
