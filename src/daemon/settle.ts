@@ -60,7 +60,7 @@ function snippet(body: string): string {
  * a 2xx with one already fails as invalid_response). includes() is a native scan: no cost otherwise.
  */
 function storable(text: string | null): string | null {
-  return text !== null && text.includes('\u0000') ? text.replaceAll('\u0000', '\ufffd') : text;
+  return text?.includes('\u0000') ? text.replaceAll('\u0000', '\ufffd') : text;
 }
 
 /**
