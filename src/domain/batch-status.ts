@@ -1,13 +1,16 @@
-/** OpenAI batch statuses (REFERENCE §1). */
-export type BatchLifecycleStatus =
-  | 'validating'
-  | 'failed'
-  | 'in_progress'
-  | 'finalizing'
-  | 'completed'
-  | 'expired'
-  | 'cancelling'
-  | 'cancelled';
+/** OpenAI batch statuses (REFERENCE §1), in lifecycle order. */
+export const BATCH_STATUSES = [
+  'validating',
+  'failed',
+  'in_progress',
+  'finalizing',
+  'completed',
+  'expired',
+  'cancelling',
+  'cancelled',
+] as const;
+
+export type BatchLifecycleStatus = (typeof BATCH_STATUSES)[number];
 
 export interface BatchTimestamps {
   inProgressAt: Date | null;

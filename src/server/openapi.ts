@@ -1,4 +1,5 @@
 import { BATCH_ENDPOINTS } from '../domain/batch-input.js';
+import { BATCH_STATUSES } from '../domain/batch-status.js';
 
 /** The OpenAPI 3.1 description served at /openapi.json (the OpenAI Files and Batches subset). */
 
@@ -68,16 +69,7 @@ export const OPENAPI_DOCUMENT = {
           input_file_id: { type: 'string' },
           completion_window: { type: 'string' },
           status: {
-            enum: [
-              'validating',
-              'failed',
-              'in_progress',
-              'finalizing',
-              'completed',
-              'expired',
-              'cancelling',
-              'cancelled',
-            ],
+            enum: [...BATCH_STATUSES],
           },
           output_file_id: { type: ['string', 'null'] },
           error_file_id: { type: ['string', 'null'] },

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { BatchLifecycleStatus } from '../domain/batch-status.js';
+import { BATCH_STATUSES, type BatchLifecycleStatus } from '../domain/batch-status.js';
 import { NotFoundError } from '../domain/errors.js';
 import { REQUEST_STATES, type RequestState } from '../domain/request-state.js';
 import type { BatchInfo, BatchStatus } from '../domain/types.js';
@@ -36,19 +36,8 @@ const STATUS_SQL = `CASE
   WHEN b.expires_at <= now() THEN 'finalizing'
   ELSE 'in_progress' END`;
 
-const STATUSES: readonly BatchLifecycleStatus[] = [
-  'validating',
-  'failed',
-  'in_progress',
-  'finalizing',
-  'completed',
-  'expired',
-  'cancelling',
-  'cancelled',
-];
-
 export function isBatchStatus(s: string): s is BatchLifecycleStatus {
-  return (STATUSES as readonly string[]).includes(s);
+  return (BATCH_STATUSES as readonly string[]).includes(s);
 }
 
 export function isRequestState(s: string): s is RequestState {
@@ -180,6 +169,33 @@ export interface RequestSummary {
   completedAt: Date | null;
 }
 
+/** A request_view row (with its template's custom_id and a latency_ms column) as a table row. */
+function toRequestSummary(r: {
+  id: string;
+  line_number: number;
+  custom_id: string | null;
+  model: string;
+  effective_state: RequestState;
+  attempt: number;
+  response_status: number | null;
+  effective_error_code: string | null;
+  latency_ms: number | null;
+  completed_at: Date | null;
+}): RequestSummary {
+  return {
+    id: r.id,
+    lineNumber: r.line_number,
+    customId: r.custom_id,
+    model: r.model,
+    state: r.effective_state,
+    attempt: r.attempt,
+    statusCode: r.response_status,
+    errorCode: r.effective_error_code,
+    latencyMs: r.latency_ms === null ? null : Math.round(r.latency_ms),
+    completedAt: r.completed_at,
+  };
+}
+
 export interface ListRequestSummariesOptions {
   owner: string | null;
   state?: RequestState;
@@ -236,18 +252,7 @@ export async function listRequestSummaries(
     [batchId, options.state ?? null, search, options.afterLine ?? 0, limit + 1, batch.file_id],
   );
   return {
-    data: rows.slice(0, limit).map((r) => ({
-      id: r.id,
-      lineNumber: r.line_number,
-      customId: r.custom_id,
-      model: r.model,
-      state: r.effective_state,
-      attempt: r.attempt,
-      statusCode: r.response_status,
-      errorCode: r.effective_error_code,
-      latencyMs: r.latency_ms === null ? null : Math.round(r.latency_ms),
-      completedAt: r.completed_at,
-    })),
+    data: rows.slice(0, limit).map(toRequestSummary),
     hasMore: rows.length > limit,
   };
 }
@@ -291,17 +296,8 @@ export async function getRequestDetail(
     batch_expired: 'This request could not be executed before the completion window expired.',
   };
   return {
-    id: r.id,
-    lineNumber: r.line_number,
-    customId: r.custom_id,
-    model: r.model,
-    state: r.effective_state,
-    attempt: r.attempt,
-    statusCode: r.response_status,
-    errorCode: r.effective_error_code,
+    ...toRequestSummary(r),
     errorMessage: r.error_message ?? cancelMessages[r.effective_error_code] ?? null,
-    latencyMs: r.latency_ms === null ? null : Math.round(r.latency_ms),
-    completedAt: r.completed_at,
     createdAt: r.created_at,
     startedAt: r.started_at,
     notBefore: r.not_before,
