@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { DaemonConfig } from '../daemon/config.js';
 import { DEFAULT_DAEMON_CONFIG } from '../daemon/config.js';
+import { type RetryableStatuses, retryableStatusesProblem } from '../domain/retry.js';
 import { UsageError } from './usage-error.js';
 
 /** Per-model routing in a config file: its own upstream, key (by environment variable) and limit. */
@@ -27,8 +28,11 @@ export interface ConfigFile {
   defaultLimit?: number;
   server?: string;
   apiKeyEnv?: string;
-  /** Daemon tuning: any DaemonConfig number field (maxRetries, requestTimeoutMs, ...). */
-  daemon?: Partial<Record<keyof DaemonConfig, number>>;
+  /**
+   * Daemon tuning: any DaemonConfig number field (maxRetries, requestTimeoutMs, ...), and
+   * `retryableStatuses` (a list of statuses replacing the defaults, or `{"add": [...], "remove": [...]}`).
+   */
+  daemon?: Partial<Record<keyof DaemonConfig, number>> & { retryableStatuses?: RetryableStatuses };
 }
 
 const STRING_FIELDS = [
@@ -96,6 +100,11 @@ export function validateConfig(value: unknown, path: string): ConfigFile {
   if (obj.daemon !== undefined) {
     if (obj.daemon === null || typeof obj.daemon !== 'object') throw bad('"daemon" must be an object');
     for (const [k, v] of Object.entries(obj.daemon as Record<string, unknown>)) {
+      if (k === 'retryableStatuses') {
+        const problem = retryableStatusesProblem(v);
+        if (problem !== null) throw bad(`daemon.retryableStatuses ${problem}`);
+        continue;
+      }
       const known = k in DEFAULT_DAEMON_CONFIG || k === 'leaseMs';
       if (!known || k === 'modelConcurrencyLimits') throw bad(`daemon: unknown setting "${k}"`);
       if (!isNonNegativeInt(v)) throw bad(`daemon.${k} must be an integer >= 0`);

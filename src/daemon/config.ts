@@ -1,4 +1,5 @@
 import type { Registry } from 'prom-client';
+import type { RetryableStatuses, ShouldRetry } from '../domain/retry.js';
 import type { Limiter } from './limiter.js';
 import type { Logger } from './logger.js';
 import type { UpstreamClient } from './upstream-client.js';
@@ -25,6 +26,8 @@ import type { UpstreamClient } from './upstream-client.js';
  * | maxDbWriters              | 4         | concurrent database writes, apart from HTTP concurrency (the hot claim and write statements run up to min(2, this) at once) |
  * | dbTimeoutMs               | 15000     | deadline of every daemon query/transaction (a dropped connection must not hang it) |
  * | synchronousCommit         | true      | false: claim/write transactions commit without waiting for the WAL flush (faster; a PostgreSQL crash may lose the last ~0.6 s of claims and results, whose requests are then sent again) |
+ * | retryableStatuses         | 408, 429, 500, 502, 503, 504, 529 | HTTP statuses retried: a list replaces these, `{ add, remove }` edits them (src/domain/retry.ts) |
+ * | shouldRetry               | none      | `(outcome, request) => boolean \| undefined`: true retries, false makes final, undefined leaves it to the statuses |
  * | handleSignals             | false     | stop() on SIGTERM / SIGINT (off: a library should not take over signals; the CLI leaves it off and handles signals itself, src/cli/signals.ts) |
  * | metricsRegistry           | private   | prom-client Registry for the daemon's metrics (never the global default) |
  * | logger                    | stderr JSON, info+ | structured log sink; entries never contain API keys |
@@ -49,6 +52,10 @@ export interface DaemonConfig {
   maxDbWriters: number;
   dbTimeoutMs: number;
   synchronousCommit: boolean;
+  /** HTTP statuses retried; a list replaces the defaults, `{ add, remove }` edits them. */
+  retryableStatuses?: RetryableStatuses;
+  /** The caller's retry rule, asked after every attempt (see ShouldRetry). */
+  shouldRetry?: ShouldRetry;
   handleSignals: boolean;
   metricsRegistry?: Registry;
   logger?: Logger;

@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import os from 'node:os';
 import type pg from 'pg';
+import { resolveRetryableStatuses } from '../domain/retry.js';
 import type { DaemonHandle, PostgresRequestManager } from '../store/request-manager.js';
 import { eventsChannel } from '../store/schema.js';
 import { lockLimitsSql, rebalanceSql } from '../store/sql/budget.js';
@@ -170,7 +171,14 @@ export class Daemon {
       upstream: this.upstream,
       router: config.upstreamRouter,
       limiter: this.limiter,
-      policy: config,
+      policy: {
+        maxRetries: config.maxRetries,
+        backoffMs: config.backoffMs,
+        backoffFactor: config.backoffFactor,
+        maxBackoffMs: config.maxBackoffMs,
+        retryableStatuses: resolveRetryableStatuses(config.retryableStatuses),
+        shouldRetry: config.shouldRetry,
+      },
       requestTimeoutMs: config.requestTimeoutMs,
       metrics: this.metrics,
       log: this.log,

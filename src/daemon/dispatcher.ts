@@ -1,4 +1,4 @@
-import type { BackoffPolicy } from '../domain/retry.js';
+import type { BackoffPolicy, RetryRules } from '../domain/retry.js';
 import type { UpstreamRouter } from './config.js';
 import type { Limiter } from './limiter.js';
 import { type DaemonLog, errorFields } from './logger.js';
@@ -15,8 +15,8 @@ export interface ClaimedRow {
   batch_id: string;
   model: string;
   attempt: number;
-  /** The batch's deadline, epoch ms (a float8 from the claim: cheaper to parse than a timestamptz). */
-  expires_ms: number;
+  /** The batch's deadline, epoch ms (a float8 from the claim: cheaper to parse than a timestamptz); null for none. */
+  expires_ms: number | null;
   custom_id: string | null;
   endpoint: string;
   method: string;
@@ -40,7 +40,7 @@ export interface DispatcherOptions {
   upstream: UpstreamClient;
   router: UpstreamRouter | undefined;
   limiter: Limiter;
-  policy: BackoffPolicy;
+  policy: BackoffPolicy & RetryRules;
   requestTimeoutMs: number;
   metrics: DaemonMetrics;
   log: DaemonLog;
@@ -55,7 +55,10 @@ export interface DispatcherOptions {
 export class Dispatcher {
   private readonly inFlight = new Map<string, InFlight>();
   private readonly byModel = new Map<string, number>();
-  private readonly byBatch = new Map<string, { count: number; expiresAt: number; timer: NodeJS.Timeout }>();
+  private readonly byBatch = new Map<
+    string,
+    { count: number; expiresAt: number; timer: NodeJS.Timeout | null }
+  >();
   private readonly metricsByModel = new Map<
     string,
     {
@@ -74,6 +77,9 @@ export class Dispatcher {
    */
   private timeoutTimer: NodeJS.Timeout | null = null;
   private idleWaiters: (() => void)[] = [];
+
+  /** Logs a throwing shouldRetry hook (the attempt is then settled by the status rules). */
+  private readonly hookError = (err: unknown) => this.o.log.warn('shouldRetry threw', errorFields(err));
 
   constructor(private readonly o: DispatcherOptions) {}
 
@@ -163,13 +169,17 @@ export class Dispatcher {
     const batch = this.byBatch.get(row.batch_id);
     if (batch) batch.count++;
     else {
-      // Abort at the deadline itself rather than at the next poll: the batch can end on time.
-      const expiresAt = row.expires_ms;
-      const timer = setTimeout(
-        () => Date.now() >= expiresAt && this.abortBatches([row.batch_id], 'expired'),
-        Math.min(Math.max(0, expiresAt - Date.now()), MAX_TIMER_MS),
-      );
-      timer.unref();
+      // Abort at the deadline itself rather than at the next poll: the batch can end on time. A
+      // batch without a deadline needs no timer.
+      const expiresAt = row.expires_ms ?? Number.POSITIVE_INFINITY;
+      const timer =
+        row.expires_ms === null
+          ? null
+          : setTimeout(
+              () => Date.now() >= expiresAt && this.abortBatches([row.batch_id], 'expired'),
+              Math.min(Math.max(0, expiresAt - Date.now()), MAX_TIMER_MS),
+            );
+      timer?.unref();
       this.byBatch.set(row.batch_id, { count: 1, expiresAt, timer });
     }
     const m = this.modelMetrics(row.model);
@@ -268,7 +278,7 @@ export class Dispatcher {
     else this.byModel.set(row.model, m);
     const batch = this.byBatch.get(row.batch_id);
     if (batch && --batch.count === 0) {
-      clearTimeout(batch.timer);
+      if (batch.timer !== null) clearTimeout(batch.timer);
       this.byBatch.delete(row.batch_id);
     }
     this.modelMetrics(row.model).inFlight.dec();
@@ -280,7 +290,9 @@ export class Dispatcher {
         batchId: row.batch_id,
         model: row.model,
         attempt: row.attempt,
-        deadline: row.expires_ms,
+        deadline: row.expires_ms ?? Number.POSITIVE_INFINITY,
+        customId: row.custom_id,
+        onHookError: this.hookError,
       },
       outcome,
       entry.aborted,

@@ -1,10 +1,15 @@
 import {
   type AttemptOutcome,
   type BackoffPolicy,
-  classifyOutcome,
   decideRetry,
   extractUsage,
+  overruleVerdict,
+  type RetryRules,
+  type ShouldRetry,
+  statusVerdict,
   type Usage,
+  upstreamErrorMessage,
+  type Verdict,
 } from '../domain/retry.js';
 
 /** Why the daemon aborted an attempt itself (as opposed to the upstream failing it). */
@@ -37,8 +42,14 @@ export interface SettleInput {
   batchId: string;
   model: string;
   attempt: number;
-  /** Batch deadline (epoch ms): no retry is scheduled past it. */
+  /** Batch deadline (epoch ms; Infinity for none): no retry is scheduled past it. */
   deadline: number;
+  /** For the shouldRetry hook. */
+  customId?: string | null;
+  /** The template takes any answer (its contentType is not JSON): a 2xx completes whatever its body. */
+  anyBody?: boolean;
+  /** Told when the shouldRetry hook throws. */
+  onHookError?: (err: unknown) => void;
 }
 
 const SNIPPET = 300;
@@ -109,7 +120,7 @@ export function settleAttempt(
   row: SettleInput,
   outcome: AttemptOutcome,
   aborted: AbortReason | null,
-  policy: BackoffPolicy,
+  policy: BackoffPolicy & Partial<RetryRules>,
   now: number = Date.now(),
   random: () => number = Math.random,
 ): ResultWrite {
@@ -129,12 +140,15 @@ export function settleAttempt(
     outcome = { kind: 'error', code: 'request_timeout', message: 'the upstream did not answer in time' };
   }
 
+  const hook = policy.shouldRetry;
+  const said = hook ? askHook(hook, outcome, row) : undefined;
   if (outcome.kind === 'http') {
     const { status, body, upstreamRequestId } = outcome;
-    let verdict: ReturnType<typeof classifyOutcome>;
+    let verdict: Verdict;
     let parsedOk: unknown;
-    // A 2xx is classified here, by parsing its body once (classifyOutcome would parse it too).
-    if (status < 200 || status >= 300) verdict = classifyOutcome(outcome);
+    // A 2xx is classified here, by parsing its body once (statusVerdict would parse it too).
+    if (status < 200 || status >= 300) verdict = statusVerdict(outcome, policy.retryableStatuses);
+    else if (row.anyBody) verdict = 'success';
     else {
       try {
         parsedOk = JSON.parse(body);
@@ -143,6 +157,8 @@ export function settleAttempt(
         verdict = 'retriable';
       }
     }
+    const checked = verdict;
+    if (said !== undefined) verdict = overruleVerdict(verdict, said);
     if (verdict === 'success') {
       return write(
         row,
@@ -157,8 +173,16 @@ export function settleAttempt(
         extractUsage(parsedOk),
       );
     }
-    const code = status < 300 ? 'invalid_response' : `http_${status}`;
-    const message = `upstream answered ${status}: ${snippet(body)}`;
+    // A 2xx failed its content check, or the caller's hook rejected it; any other status carries
+    // the upstream's own explanation.
+    const code =
+      status >= 300 ? `http_${status}` : checked === 'success' ? 'rejected_response' : 'invalid_response';
+    const message =
+      status >= 300
+        ? upstreamErrorMessage(status, body)
+        : checked === 'success'
+          ? `shouldRetry rejected the ${status} answer`
+          : `upstream answered ${status}: ${snippet(body)}`;
     if (verdict === 'retriable') {
       const decision = decideRetry(row.attempt, outcome.retryAfterMs, row.deadline, policy, now, random);
       if (decision.retry) {
@@ -189,11 +213,25 @@ export function settleAttempt(
   }
 
   const { code, message } = outcome;
-  if (classifyOutcome(outcome) === 'final')
-    return write(row, 'failed', code, null, null, null, code, message);
+  const verdict = overruleVerdict(statusVerdict(outcome), said);
+  if (verdict === 'final') return write(row, 'failed', code, null, null, null, code, message);
   const decision = decideRetry(row.attempt, null, row.deadline, policy, now, random);
   if (decision.retry) {
     return write(row, 'pending', code, null, null, null, code, message, new Date(decision.notBefore));
   }
   return write(row, 'failed', code, null, null, null, code, message);
+}
+
+/**
+ * The caller's shouldRetry verdict. A hook that throws or answers something else is ignored (the
+ * status rules decide) rather than lose the attempt's write; the daemon logs it (dispatcher.ts).
+ */
+function askHook(hook: ShouldRetry, outcome: AttemptOutcome, row: SettleInput): boolean | undefined {
+  try {
+    const said = hook(outcome, { model: row.model, attempt: row.attempt, customId: row.customId ?? null });
+    return said === true || said === false ? said : undefined;
+  } catch (err) {
+    row.onHookError?.(err);
+    return undefined;
+  }
 }

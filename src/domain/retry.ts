@@ -1,3 +1,5 @@
+import { STATUS_CODES } from 'node:http';
+
 /**
  * Retry policy (pure): what one attempt's outcome means for its request, and when to try again.
  * REFERENCE §3: connection errors, resets, timeouts, 408, 429 (except insufficient_quota), 500, 502,
@@ -21,9 +23,69 @@ export type AttemptOutcome =
       message: string;
     };
 
-const RETRIABLE_STATUSES = new Set([408, 429, 500, 502, 503, 504, 529]);
+/** The HTTP statuses retried by default (REFERENCE §3). */
+export const DEFAULT_RETRYABLE_STATUSES: readonly number[] = [408, 429, 500, 502, 503, 504, 529];
+const DEFAULT_STATUS_SET: ReadonlySet<number> = new Set(DEFAULT_RETRYABLE_STATUSES);
 /** Non-HTTP failures no retry can fix (a malformed upstream URL). */
 const FINAL_ERROR_CODES = new Set(['invalid_endpoint']);
+
+/**
+ * Which HTTP statuses are retried: a list replaces the defaults (`[500, 503]`); `{ add, remove }`
+ * edits them (`{ add: [404] }` retries 404 too, `{ remove: [500] }` makes 500 final).
+ */
+export type RetryableStatuses = readonly number[] | { add?: readonly number[]; remove?: readonly number[] };
+
+/** What a shouldRetry hook is told besides the outcome. */
+export interface ShouldRetryContext {
+  model: string;
+  /** 1 for the first attempt. */
+  attempt: number;
+  customId: string | null;
+}
+
+/**
+ * A caller's retry rule, asked after every attempt the daemon did not abort itself (cancel,
+ * deadline, shutdown): true retries it (while retries and the deadline allow, then it fails),
+ * false never retries it (a failure is final; a good answer completes), undefined leaves the
+ * decision to the status rules. A 2xx it rejects is retried as `rejected_response`.
+ */
+export type ShouldRetry = (outcome: AttemptOutcome, request: ShouldRetryContext) => boolean | undefined;
+
+/** The retry rules a daemon applies: resolved once at start. */
+export interface RetryRules {
+  retryableStatuses: ReadonlySet<number>;
+  shouldRetry?: ShouldRetry | undefined;
+}
+
+export const DEFAULT_RETRY_RULES: RetryRules = { retryableStatuses: DEFAULT_STATUS_SET };
+
+/** Checks a RetryableStatuses setting; returns the problem, or null when it is valid. */
+export function retryableStatusesProblem(spec: unknown): string | null {
+  const isStatus = (v: unknown) => Number.isInteger(v) && (v as number) >= 100 && (v as number) <= 599;
+  const list = (v: unknown) => Array.isArray(v) && v.every(isStatus);
+  if (Array.isArray(spec)) return list(spec) ? null : 'must list HTTP statuses (integers 100-599)';
+  if (spec === null || typeof spec !== 'object') {
+    return 'must be a list of HTTP statuses, or {"add": [...], "remove": [...]}';
+  }
+  for (const [k, v] of Object.entries(spec)) {
+    if (k !== 'add' && k !== 'remove') return `has an unknown field "${k}" (known: add, remove)`;
+    if (!list(v)) return `.${k} must list HTTP statuses (integers 100-599)`;
+  }
+  return null;
+}
+
+/** The set of retried statuses for a setting (undefined: the defaults). */
+export function resolveRetryableStatuses(spec: RetryableStatuses | undefined): ReadonlySet<number> {
+  if (spec === undefined) return DEFAULT_STATUS_SET;
+  const problem = retryableStatusesProblem(spec);
+  if (problem !== null) throw new TypeError(`retryableStatuses ${problem}`);
+  if (Array.isArray(spec)) return new Set(spec as readonly number[]);
+  const edit = spec as { add?: readonly number[]; remove?: readonly number[] };
+  const set = new Set(DEFAULT_RETRYABLE_STATUSES);
+  for (const s of edit.add ?? []) set.add(s);
+  for (const s of edit.remove ?? []) set.delete(s);
+  return set;
+}
 
 /** Whether the body says the account is out of quota (a 429 that no retry can fix). */
 export function isInsufficientQuota(body: string): boolean {
@@ -48,12 +110,39 @@ export function isJsonBody(body: string): boolean {
 
 export type Verdict = 'success' | 'retriable' | 'final';
 
-export function classifyOutcome(outcome: AttemptOutcome): Verdict {
+/**
+ * What an attempt's outcome means by the status rules: a 2xx succeeds (when `expectJson`, only if
+ * its body is JSON; else it is retried), a retryable status or a non-HTTP error is retried (not a
+ * 429 out of quota, nor an invalid endpoint), anything else is final.
+ */
+export function statusVerdict(
+  outcome: AttemptOutcome,
+  statuses: ReadonlySet<number> = DEFAULT_STATUS_SET,
+  expectJson = true,
+): Verdict {
   if (outcome.kind === 'error') return FINAL_ERROR_CODES.has(outcome.code) ? 'final' : 'retriable';
   const { status, body } = outcome;
-  if (status >= 200 && status < 300) return isJsonBody(body) ? 'success' : 'retriable';
+  if (status >= 200 && status < 300) return !expectJson || isJsonBody(body) ? 'success' : 'retriable';
   if (status === 429 && isInsufficientQuota(body)) return 'final';
-  return RETRIABLE_STATUSES.has(status) ? 'retriable' : 'final';
+  return statuses.has(status) ? 'retriable' : 'final';
+}
+
+/** The caller's hook, if any, over the status rules' verdict (see ShouldRetry). */
+export function overruleVerdict(verdict: Verdict, said: boolean | undefined): Verdict {
+  if (said === true) return 'retriable';
+  if (said === false && verdict === 'retriable') return 'final';
+  return verdict;
+}
+
+/** The verdict of the rules (status rules, then the hook). */
+export function classifyOutcome(
+  outcome: AttemptOutcome,
+  rules: RetryRules = DEFAULT_RETRY_RULES,
+  context: ShouldRetryContext = { model: '', attempt: 1, customId: null },
+  expectJson = true,
+): Verdict {
+  const verdict = statusVerdict(outcome, rules.retryableStatuses, expectJson);
+  return rules.shouldRetry ? overruleVerdict(verdict, rules.shouldRetry(outcome, context)) : verdict;
 }
 
 /**
@@ -134,4 +223,43 @@ export function extractUsage(parsedBody: unknown): Usage {
   const total =
     int(usage.total_tokens) ?? (input !== null || output !== null ? (input ?? 0) + (output ?? 0) : null);
   return { inputTokens: input, outputTokens: output, totalTokens: total };
+}
+
+/** Longest error message kept from an upstream's answer (UTF-16 units). */
+export const MESSAGE_CHARS = 1000;
+
+/**
+ * The first `max` UTF-16 units of a text, never ending in half a surrogate pair: messages travel to
+ * PostgreSQL as JSON (src/store/sql/complete.ts), which refuses a lone surrogate's escape.
+ */
+export function clip(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const last = text.charCodeAt(max - 1);
+  return text.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
+}
+
+/**
+ * The upstream's own explanation of an answer it failed: the `message` of an OpenAI
+ * (`{"error":{"message"}}`) or Anthropic (`{"type":"error","error":{"message"}}`) error envelope,
+ * else of the common variants (`{"error":"…"}`, `{"message":"…"}`, FastAPI's `{"detail":"…"}`),
+ * else the status and its text followed by the start of the body (`502 Bad Gateway: <html>…`).
+ */
+export function upstreamErrorMessage(status: number, body: string): string {
+  const text = body.trim();
+  if (text.startsWith('{')) {
+    try {
+      const parsed = JSON.parse(text) as Record<string, unknown>;
+      const error = parsed.error as Record<string, unknown> | string | undefined;
+      const found =
+        (typeof error === 'object' && error !== null ? error.message : undefined) ??
+        (typeof error === 'string' ? error : undefined) ??
+        parsed.message ??
+        parsed.detail;
+      if (typeof found === 'string' && found.trim() !== '') return clip(found.trim(), MESSAGE_CHARS);
+    } catch {
+      // not JSON: described by its status and start below
+    }
+  }
+  const head = `${status}${STATUS_CODES[status] ? ` ${STATUS_CODES[status]}` : ''}`;
+  return text === '' ? head : `${head}: ${clip(text, 300).replace(/\s+/g, ' ')}`;
 }

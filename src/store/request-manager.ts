@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { type DaemonConfig, resolveDaemonConfig } from '../daemon/config.js';
 import { ValidationError } from '../domain/errors.js';
+import { retryableStatusesProblem } from '../domain/retry.js';
 import type { RequestTemplateInput } from '../domain/templates.js';
 import { validateTemplate } from '../domain/templates.js';
 import type {
@@ -22,6 +23,22 @@ import { assertSchemaName, DEFAULT_SCHEMA, qualify } from './schema.js';
 export interface ManagerConfig extends Partial<DaemonConfig> {
   /** PostgreSQL schema of fusillade's tables (default "fusillade"); must match migrate()'s. */
   schema?: string;
+}
+
+/** Refuses retry settings the daemon could not apply, when the manager is made rather than at run(). */
+function checkRetryRules(config: DaemonConfig): void {
+  const problem =
+    config.retryableStatuses === undefined ? null : retryableStatusesProblem(config.retryableStatuses);
+  if (problem !== null) {
+    throw new ValidationError([
+      { code: 'invalid_config', param: 'retryableStatuses', message: `retryableStatuses ${problem}` },
+    ]);
+  }
+  if (config.shouldRetry !== undefined && typeof config.shouldRetry !== 'function') {
+    throw new ValidationError([
+      { code: 'invalid_config', param: 'shouldRetry', message: 'shouldRetry must be a function' },
+    ]);
+  }
 }
 
 /** Restricts an operation to one owner's files and batches; others' read as not found. */
@@ -59,6 +76,7 @@ export class PostgresRequestManager {
     this.schemaName = assertSchemaName(schema ?? DEFAULT_SCHEMA);
     this.schema = qualify(this.schemaName);
     this.config = resolveDaemonConfig(daemon);
+    checkRetryRules(this.config);
     this.events = notifyEvents(this.schemaName);
   }
 
@@ -171,6 +189,8 @@ export class PostgresRequestManager {
   /** Starts a daemon that claims and sends this database's requests. */
   async run(overrides: Partial<DaemonConfig> = {}): Promise<DaemonHandle> {
     const { startDaemon } = await import('../daemon/daemon.js');
-    return startDaemon(this, resolveDaemonConfig({ ...this.config, ...overrides }));
+    const config = resolveDaemonConfig({ ...this.config, ...overrides });
+    checkRetryRules(config);
+    return startDaemon(this, config);
   }
 }

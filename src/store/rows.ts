@@ -1,5 +1,6 @@
 import { batchLifecycleStatus } from '../domain/batch-status.js';
 import { NotFoundError } from '../domain/errors.js';
+import { upstreamErrorMessage } from '../domain/retry.js';
 import type { BatchInfo, FileInfo, FilePurpose, RequestRecord, RequestState } from '../domain/types.js';
 
 /** Row shapes as pg returns them, and their mapping to the public types. */
@@ -170,7 +171,18 @@ export function toRequestRecord(r: RequestRow): RequestRecord {
       r.effective_error_code ??
       r.error_code ??
       (r.response_status ? `http_${r.response_status}` : 'unknown_error');
-    return { code, message: r.error_message ?? EFFECTIVE_MESSAGES[code] ?? code };
+    // A pending row of a cancelled or expired batch reads as canceled: its last attempt's error is
+    // not the reason.
+    const overridden = r.effective_error_code !== null && r.effective_error_code !== r.error_code;
+    const stored = overridden
+      ? (EFFECTIVE_MESSAGES[code] ?? code)
+      : (r.error_message ?? EFFECTIVE_MESSAGES[code]);
+    if (stored !== undefined) return { code, message: stored };
+    // A final HTTP failure stores its status and body only: the message is the upstream's own.
+    if (r.response_status !== null && r.response_body !== null) {
+      return { code, message: upstreamErrorMessage(r.response_status, r.response_body) };
+    }
+    return { code, message: EFFECTIVE_MESSAGES[code] ?? code };
   };
   switch (r.effective_state) {
     case 'pending':
