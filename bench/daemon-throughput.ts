@@ -1,172 +1,215 @@
 /**
- * Bench: the daemon end to end (claim → POST to a loopback mock → store every answer) against raw
- * undici firing the same requests with no database, measured in the same run.
- *  (1) 20,000 requests, zero-latency upstream, 64 in flight (goal: ≥ half of raw undici's rate).
- *  (2) 2,000 requests, 100 ms upstream latency, limit 100 (goal: within 10% of the ideal 2 s).
- * Standalone: `node --import tsx bench/daemon-throughput.ts`.
+ * Bench: the library daemon end to end (claim → POST → store every answer) against raw undici firing
+ * the same number of requests with no database, on the jobs of issue 10 (20,000 × 0 ms at 64 in
+ * flight, 2,000 × 100 ms at 100, 6,000 × 1 s at 1,000), plus the zero-latency job with
+ * synchronousCommit off.
+ *
+ * Three processes, as in production: the mock upstream (one per job), the daemon (a long-lived
+ * `manager.run()` in bench/children/daemon.ts, warmed up with an untimed batch) and the baseline
+ * (bench/children/raw-undici.mjs, a process per run). The harness only creates the batches. The
+ * sides alternate (a b b a …); figures are medians. The daemon's time runs from the batch's creation
+ * (its INSERT's transaction start) to its end (finished_at), both from PostgreSQL's clock; raw undici
+ * times itself from its first request to its last answer.
+ *
+ * CPU per request is measured per process: the daemon's (process.cpuUsage over IPC), its PostgreSQL
+ * backends' (/proc of the pids carrying its application_name) and the mock's.
+ * Standalone: `node --import tsx bench/daemon-throughput.ts [rounds]`.
  */
-import { Pool } from 'undici';
-import { type MockUpstream, startMockUpstream } from '../src/mock-upstream/server.js';
+import { fileURLToPath } from 'node:url';
 import type { PostgresRequestManager } from '../src/store/request-manager.js';
-import { createTestDb } from '../test/support/db.js';
+import { createTestDb, TEST_DATABASE_URL } from '../test/support/db.js';
+import {
+  alternate,
+  BackendCpu,
+  type DaemonProcess,
+  type MockProcess,
+  median,
+  RAW_UNDICI,
+  runTimed,
+  startDaemonProcess,
+  startMockProcess,
+} from './support/processes.js';
 
-function template(mock: MockUpstream, i: number, model: string) {
-  return {
-    endpoint: mock.url,
-    method: 'POST',
-    path: '/v1/chat/completions',
-    body: JSON.stringify({ model, messages: [{ role: 'user', content: `hello ${i}` }] }),
-    model,
-    apiKey: 'sk-bench',
-    customId: `req-${i}`,
-  };
+export interface ThroughputJob {
+  requests: number;
+  latencyMs: number;
+  concurrency: number;
+  goal: { kind: 'rate' | 'time'; value: number };
+  /** Daemon settings beyond the model limit (e.g. synchronousCommit: false). */
+  config?: Record<string, unknown>;
+  label?: string;
 }
 
-async function rawUndici(mock: MockUpstream, n: number, concurrency: number): Promise<number> {
-  const pool = new Pool(mock.url, { connections: concurrency, pipelining: 1 });
-  const started = performance.now();
-  let next = 0;
-  const worker = async () => {
-    while (next < n) {
-      const i = next++;
-      const res = await pool.request({
-        path: '/v1/chat/completions',
+export const THROUGHPUT_JOBS: ThroughputJob[] = [
+  { requests: 20_000, latencyMs: 0, concurrency: 64, goal: { kind: 'rate', value: 0.5 } },
+  {
+    requests: 20_000,
+    latencyMs: 0,
+    concurrency: 64,
+    goal: { kind: 'rate', value: 0.5 },
+    config: { synchronousCommit: false },
+    label: 'synchronousCommit: false',
+  },
+  { requests: 2_000, latencyMs: 100, concurrency: 100, goal: { kind: 'time', value: 1.15 } },
+  { requests: 6_000, latencyMs: 1000, concurrency: 1000, goal: { kind: 'time', value: 1.15 } },
+];
+
+interface Side {
+  seconds: number[];
+  self: number[];
+  pg: number[];
+  mock: number[];
+}
+
+const newSide = (): Side => ({ seconds: [], self: [], pg: [], mock: [] });
+
+function templates(mockUrl: string, n: number, model: string) {
+  return (async function* () {
+    for (let i = 0; i < n; i++) {
+      yield {
+        endpoint: mockUrl,
         method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: 'Bearer sk-bench' },
-        body: JSON.stringify({ model: 'raw', messages: [{ role: 'user', content: `hello ${i}` }] }),
-      });
-      const text = await res.body.text();
-      JSON.parse(text);
+        path: '/v1/chat/completions',
+        body: JSON.stringify({ model, messages: [{ role: 'user', content: `hello ${i}` }] }),
+        model,
+        apiKey: 'sk-bench',
+        customId: `req-${i}`,
+      };
     }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  const seconds = (performance.now() - started) / 1000;
-  await pool.close();
-  return seconds;
+  })();
 }
 
-/** Creates the batch (not timed), then times from the batch's creation to its end. */
-async function daemonRun(
-  manager: PostgresRequestManager,
-  mock: MockUpstream,
-  n: number,
-  model: string,
-): Promise<number> {
-  async function* templates() {
-    for (let i = 0; i < n; i++) yield template(mock, i, model);
-  }
-  const fileId = await manager.createFileStream('bench.jsonl', null, templates());
-  const started = performance.now();
+/** Creates a batch of `n` (file stored untimed) and waits for its end; returns PostgreSQL's duration. */
+async function daemonBatch(manager: PostgresRequestManager, mockUrl: string, n: number, model: string) {
+  const fileId = await manager.createFileStream('bench.jsonl', null, templates(mockUrl, n, model));
   const batchId = await manager.createBatch(fileId);
   for (;;) {
     const { rows } = await manager.pool.query(
-      `SELECT finished_at FROM ${manager.schema}.batches WHERE id = $1`,
+      `SELECT extract(epoch FROM finished_at - created_at)::float8 AS seconds,
+              (SELECT count(*) FROM ${manager.schema}.requests r WHERE r.batch_id = b.id AND r.state = 'completed')::int AS ok
+         FROM ${manager.schema}.batches b WHERE id = $1 AND finished_at IS NOT NULL`,
       [batchId],
     );
-    if (rows[0].finished_at) break;
-    await new Promise((r) => setTimeout(r, 5));
+    if (rows[0]) {
+      if (rows[0].ok !== n) throw new Error(`expected ${n} completed, got ${rows[0].ok}`);
+      return rows[0].seconds as number;
+    }
+    await new Promise((r) => setTimeout(r, 50));
   }
-  const seconds = (performance.now() - started) / 1000;
-  const { rows } = await manager.pool.query(
-    `SELECT count(*) FILTER (WHERE state = 'completed')::int AS ok FROM ${manager.schema}.requests WHERE batch_id = $1`,
-    [batchId],
-  );
-  if (rows[0].ok !== n) throw new Error(`expected ${n} completed, got ${rows[0].ok}`);
-  return seconds;
 }
 
-export interface ThroughputResult {
-  markdown: string;
+async function rawRun(job: ThroughputJob, mock: MockProcess, side: Side) {
+  const mock0 = mock.cpuMs();
+  const run = await runTimed(RAW_UNDICI, [
+    mock.url,
+    String(job.concurrency),
+    '--count',
+    String(job.requests),
+  ]);
+  side.seconds.push((JSON.parse(run.stdout) as { seconds: number }).seconds);
+  side.self.push((run.cpuMs * 1000) / job.requests);
+  side.pg.push(0);
+  side.mock.push(((mock.cpuMs() - mock0) * 1000) / job.requests);
 }
+
+async function daemonRun(
+  job: ThroughputJob,
+  manager: PostgresRequestManager,
+  daemon: DaemonProcess,
+  backends: BackendCpu,
+  mock: MockProcess,
+  model: string,
+  side: Side,
+) {
+  await backends.mark();
+  backends.every(200);
+  const cpu0 = await daemon.cpuMs();
+  const mock0 = mock.cpuMs();
+  const seconds = await daemonBatch(manager, mock.url, job.requests, model);
+  await backends.stop();
+  side.seconds.push(seconds);
+  side.self.push((((await daemon.cpuMs()) - cpu0) * 1000) / job.requests);
+  side.pg.push((backends.used() * 1000) / job.requests);
+  side.mock.push(((mock.cpuMs() - mock0) * 1000) / job.requests);
+}
+
+const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : '?');
+const spread = (xs: number[]) => `${fmt(median(xs))} s (${xs.map((x) => fmt(x)).join(', ')})`;
 
 export async function benchDaemonThroughput(
-  options: { requests?: number; latencyRequests?: number } = {},
-): Promise<ThroughputResult> {
-  const n = options.requests ?? 20_000;
-  const n2 = options.latencyRequests ?? 2_000;
-  const db = await createTestDb({ max: 10 });
-  const mock = await startMockUpstream({ record: false });
-  try {
-    // Untimed warm-up of both sides (JIT, connections), so neither timed run pays for it.
-    await rawUndici(mock, 2000, 64);
-    const rawBefore = await rawUndici(mock, n, 64);
-    const manager = db.manager({
-      modelConcurrencyLimits: { 'bench-64': 64, 'bench-100': 100 },
-      claimBatchSize: 100,
-      logger: () => {},
+  options: { rounds?: number; jobs?: ThroughputJob[] } = {},
+): Promise<{ markdown: string }> {
+  const rounds = options.rounds ?? 3;
+  const jobs = options.jobs ?? THROUGHPUT_JOBS;
+  const rows: string[] = [];
+  const cpuRows: string[] = [];
+  for (const [j, job] of jobs.entries()) {
+    const db = await createTestDb({ max: 4 });
+    const mock = await startMockProcess(job.latencyMs);
+    const model = `bench-${j}`;
+    const manager = db.manager({ logger: () => {} });
+    const daemon = await startDaemonProcess({
+      databaseUrl: TEST_DATABASE_URL,
+      schema: db.schema,
+      config: { modelConcurrencyLimits: { [model]: job.concurrency }, ...job.config },
     });
-    const daemon = await manager.run();
-    let zero: number;
-    let latency: number;
+    const backends = new BackendCpu(db.pool, daemon.app);
+    const raw = newSide();
+    const ours = newSide();
     try {
-      await daemonRun(manager, mock, 2000, 'bench-64');
-      zero = await daemonRun(manager, mock, n, 'bench-64');
-      mock.setLatency(100);
-      latency = await daemonRun(manager, mock, n2, 'bench-100');
-      mock.setLatency(0);
+      // Untimed warm-up of both sides (JIT, connections, prepared statements).
+      await runTimed(RAW_UNDICI, [mock.url, String(job.concurrency), '--count', String(job.concurrency * 4)]);
+      await daemonBatch(manager, mock.url, Math.min(job.requests, job.concurrency * 4), model);
+      for (let i = 0; i < rounds; i++) {
+        for (const s of alternate(i, 'raw', 'ours')) {
+          if (s === 'raw') await rawRun(job, mock, raw);
+          else await daemonRun(job, manager, daemon, backends, mock, model, ours);
+          // The requests table grows by each run; PostgreSQL here runs without autovacuum.
+          await db.pool.query(`VACUUM ${manager.schema}.requests`).catch(() => {});
+        }
+      }
     } finally {
       await daemon.stop();
+      await mock.close();
+      await db.close();
     }
-    // The same with commits that do not wait for the WAL flush (opt-in: synchronousCommit false).
-    const asyncDaemon = await manager.run({ synchronousCommit: false });
-    let zeroAsync: number;
-    try {
-      zeroAsync = await daemonRun(manager, mock, n, 'bench-64');
-    } finally {
-      await asyncDaemon.stop();
-    }
-    // Baselines again after the daemon runs (the machine is shared: its load drifts), averaged.
-    const rawAfter = await rawUndici(mock, n, 64);
-    const raw = (rawBefore + rawAfter) / 2;
-    mock.setLatency(100);
-    const rawLatency = await rawUndici(mock, n2, 100);
-    mock.setLatency(0);
-    const ideal = (n2 / 100) * 0.1;
-    const ratio = raw / zero;
-    return {
-      markdown: [
-        `### Daemon throughput (claim → POST → store)`,
-        '',
-        '| run | requests | time | rate | baseline (same run) | verdict |',
-        '|---|---|---|---|---|---|',
-        `| zero-latency loopback, 64 in flight | ${n} | ${zero.toFixed(2)} s | ${Math.round(n / zero)} req/s | raw undici, no DB: ${raw.toFixed(2)} s (${Math.round(n / raw)} req/s; mean of ${rawBefore.toFixed(2)} s before and ${rawAfter.toFixed(2)} s after) | ${(ratio * 100).toFixed(0)}% of raw's rate (goal ≥ 50%): ${ratio >= 0.5 ? 'met' : 'NOT met'} |`,
-        `| same, synchronousCommit: false | ${n} | ${zeroAsync.toFixed(2)} s | ${Math.round(n / zeroAsync)} req/s | raw undici as above | ${((raw / zeroAsync) * 100).toFixed(0)}% of raw's rate |`,
-        `| 100 ms upstream latency, limit 100 | ${n2} | ${latency.toFixed(2)} s | ${Math.round(n2 / latency)} req/s | ideal ${ideal.toFixed(2)} s; raw undici, no DB, 100 connections: ${rawLatency.toFixed(2)} s | ${(((latency - ideal) / ideal) * 100).toFixed(1)}% over ideal (goal ≤ 10%): ${latency <= ideal * 1.1 ? 'met' : 'NOT met'}; ${(((latency - rawLatency) / rawLatency) * 100).toFixed(1)}% over raw undici |`,
-        '',
-        'Each side first runs 2,000 untimed requests (warm-up: JIT, connections).',
-        '',
-        'Peers for (1), from REFERENCE §6 (not re-measured here): graphile-worker 10.3 s, pg-boss 24.2 s for 20,000.',
-        '',
-        'Before slot budgets (per-claim global lock: BEGIN + SELECT … FOR UPDATE of the model rows +',
-        'write-and-claim + COMMIT, two cycles overlapped; commit 80a503e), this bench on the same machine',
-        'minutes apart: 7.76–7.91 s, 23–24% of raw, at zero latency; 2.47–2.49 s at 100 ms.',
-        '',
-        'Before the CPU cuts of commits c21bc3c, 1b3fc0b and 723e268 (commit dd72255: writes built by',
-        'spreading, a timer per attempt, Pool.request with a Readable body, the writes sent as 13 escaped',
-        'arrays), this bench minutes apart: 4.33 s (43% of raw) and 4.71 s (40%) at zero latency, 2.34 s at',
-        '100 ms. Per request at zero latency (alternating runs): Node CPU ≈190 → ≈160 µs, PostgreSQL CPU',
-        '≈165 → ≈125 µs. The zero-latency ratio varies from run to run on this shared 2-core machine: six',
-        'runs of this bench within minutes after the cuts gave 40–54% of raw (3.38–4.23 s), four of the',
-        'previous code 38–43% (4.19–4.71 s).',
-        '',
-        'Reading: each daemon claims within its slot budget (src/store/sql/budget.ts) with one autocommit',
-        'claim statement per group of slots (up to two at once), started as soon as attempts finish; the',
-        'outcomes are written by separate statements once no claim is running; the budget transaction runs',
-        'a few times a second, not per request. What is left per request is PostgreSQL’s work (a claimed and',
-        'a written row, ≈20 µs each plus ≈0.6 ms per statement on this machine) and the daemon’s own CPU',
-        '(pg protocol, settle, bookkeeping), on the one thread it shares here with the mock upstream and the',
-        'HTTP client. At 100 ms the 100 requests of each of the 20 rounds arrive and leave together, and',
-        'this process handles them one at a time: raw undici, with no database at all, is itself about 10%',
-        'over the ideal, so the goal sits at the HTTP floor of this setup.',
-      ].join('\n'),
-    };
-  } finally {
-    await mock.close();
-    await db.close();
+    const name =
+      `${job.requests.toLocaleString('en-US')} × ${job.latencyMs >= 1000 ? `${job.latencyMs / 1000} s` : `${job.latencyMs} ms`}, ` +
+      `${job.concurrency.toLocaleString('en-US')} in flight${job.label ? `, ${job.label}` : ''}`;
+    const r = median(raw.seconds);
+    const o = median(ours.seconds);
+    const result =
+      job.goal.kind === 'rate'
+        ? `${fmt(r / o)} of raw's rate (goal ≥ ${job.goal.value}: ${r / o >= job.goal.value ? 'met' : 'NOT met'})`
+        : `${fmt(o / r)}× raw's time (goal ≤ ${job.goal.value}×: ${o / r <= job.goal.value ? 'met' : 'NOT met'})`;
+    rows.push(`| ${name} | ${spread(raw.seconds)} | ${spread(ours.seconds)} | ${result} |`);
+    cpuRows.push(
+      `| ${name} | ${fmt(median(raw.self), 0)} | ${fmt(median(raw.mock), 0)} | ${fmt(median(ours.self), 0)} | ${fmt(median(ours.pg), 0)} | ${fmt(median(ours.mock), 0)} |`,
+    );
   }
+  return {
+    markdown: [
+      '### Daemon throughput (claim → POST → store), three processes',
+      '',
+      'The mock upstream, the daemon (a long-lived `manager.run()`) and raw undici each run in a process of',
+      `their own. Medians of ${rounds} alternating rounds (each run in brackets); the daemon is timed from the`,
+      'batch’s creation to its end (PostgreSQL’s clock), raw undici from its first request to its last answer.',
+      '',
+      '| job | raw undici, no database | daemon | result |',
+      '|---|---|---|---|',
+      ...rows,
+      '',
+      'CPU per request, µs (medians): raw undici’s process and the mock it drove; the daemon’s process, its',
+      'PostgreSQL backends and the mock it drove.',
+      '',
+      '| job | raw: process | raw: mock | daemon: process | daemon: PostgreSQL | daemon: mock |',
+      '|---|---|---|---|---|---|',
+      ...cpuRows,
+    ].join('\n'),
+  };
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  const result = await benchDaemonThroughput();
-  console.log(result.markdown);
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const rounds = process.argv[2] ? Number(process.argv[2]) : undefined;
+  console.log((await benchDaemonThroughput({ rounds })).markdown);
 }

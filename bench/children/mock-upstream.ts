@@ -1,0 +1,34 @@
+/**
+ * The mock upstream in a process of its own (as a real upstream is: it must not share an event loop
+ * with what it measures). Env: LATENCY_MS. Over IPC it sends {type:'ready', url} once listening and
+ * answers {type:'stats'} with {received, maxInFlight, inFlight}; {type:'reset'} forgets the maxima,
+ * {type:'latency', ms} changes the delay.
+ */
+import { startMockUpstream } from '../../src/mock-upstream/server.js';
+
+const mock = await startMockUpstream({
+  latencyMs: Number(process.env.LATENCY_MS ?? 0),
+  record: false,
+  recordBodies: false,
+});
+
+process.on('message', (msg: { type: string; ms?: number }) => {
+  if (msg.type === 'stats') {
+    process.send!({
+      type: 'stats',
+      received: mock.received,
+      inFlight: mock.inFlight.total,
+      maxInFlight: mock.maxInFlight.total,
+    });
+  } else if (msg.type === 'reset') {
+    mock.reset();
+    process.send!({ type: 'reset' });
+  } else if (msg.type === 'latency') {
+    mock.setLatency(msg.ms ?? 0);
+    process.send!({ type: 'latency' });
+  }
+});
+process.on('disconnect', () => {
+  void mock.close().then(() => process.exit(0));
+});
+process.send!({ type: 'ready', url: mock.url });
