@@ -105,8 +105,12 @@ class Out {
     this.ensure(end - start);
     this.at += src.copy(this.buf, this.at, start, end);
   }
-  /** src[start, end) with COPY text escapes undone. */
-  unescaped(src: Buffer, start: number, end: number): void {
+  /**
+   * src[start, end) with COPY text escapes undone. Returns true when the range ends in the first
+   * byte of an escape (a row cut by a chunk end): that backslash is not written, the caller
+   * decodes the escape from the next chunk's first byte.
+   */
+  unescaped(src: Buffer, start: number, end: number): boolean {
     this.ensure(end - start);
     let at = src.indexOf(BACKSLASH, start);
     let from = start;
@@ -116,7 +120,9 @@ class Out {
       from = at + 2;
       at = src.indexOf(BACKSLASH, from);
     }
-    this.at += src.copy(this.buf, this.at, from, end);
+    const cutEscape = at !== -1 && at === end - 1;
+    this.at += src.copy(this.buf, this.at, from, cutEscape ? at : end);
+    return cutEscape;
   }
   /** A text column as a JSON string (null for COPY's \N): quoted as-is unless it needs escapes. */
   jsonString(src: Buffer, start: number, end: number): void {
@@ -145,37 +151,41 @@ class Out {
  * The body's bytes pass through (escapes undone, raw newlines blanked as above), so the database
  * builds no strings per row; rows are written straight into one buffer per chunk (a Buffer view
  * per field made the garbage collector the largest cost of a download).
+ *
+ * A row cut by a chunk end is never re-assembled: once its head (the four short columns before the
+ * body) is complete, its body is copied out chunk by chunk as it arrives, so work and memory stay
+ * proportional to the chunk whatever a row's size. (Growing the cut row with Buffer.concat per
+ * chunk, as before, was quadratic: a 50 MB line took 21 s and stalled the event loop for seconds.)
  */
 export class OutputRowsToJsonl extends Transform {
-  private tail: Buffer | null = null;
+  /** Pieces of a cut row's head (copied: chunks may be reused), while its fourth tab is unseen. */
+  private head: Buffer[] = [];
+  /** Tabs among the pieces in `head`. */
+  private headTabs = 0;
+  /** A row's head is framed and its body is being copied out; its newline is not seen yet. */
+  private inBody = false;
+  /** The body piece copied last ended in the first byte of an escape. */
+  private bodyEscape = false;
   /** Framed bytes not yet passed on: handed over in ~256 KB pieces, not one per socket read. */
   private pending: Buffer[] = [];
   private pendingBytes = 0;
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
     const out = new Out(chunk.length + 4096);
-    let start = 0;
     try {
-      if (this.tail) {
-        // Finish the row cut by the previous chunk without copying this whole chunk.
-        const nl = chunk.indexOf(NEWLINE);
-        if (nl === -1) {
-          this.tail = Buffer.concat([this.tail, chunk]);
-          done();
-          return;
+      let start = 0;
+      while (start < chunk.length) {
+        if (this.inBody) start = this.copyBody(chunk, start, out);
+        else if (this.head.length > 0) start = this.finishHead(chunk, start, out);
+        else {
+          start = frameRows(chunk, start, out);
+          if (start < chunk.length) start = this.beginCutRow(chunk, start, out);
         }
-        const row = Buffer.concat([this.tail, chunk.subarray(0, nl + 1)]);
-        this.tail = null;
-        frameRows(row, 0, out);
-        start = nl + 1;
       }
-      start = frameRows(chunk, start, out);
     } catch (err) {
       done(err as Error);
       return;
     }
-    // The rest of a cut row waits for the next chunk (copied: the chunk may be reused).
-    if (start < chunk.length) this.tail = Buffer.from(chunk.subarray(start));
     if (out.at > 0) {
       this.pending.push(out.buf.subarray(0, out.at));
       this.pendingBytes += out.at;
@@ -188,11 +198,70 @@ export class OutputRowsToJsonl extends Transform {
   }
 
   override _flush(done: TransformCallback): void {
-    if (this.tail) {
+    if (this.inBody || this.head.length > 0) {
       done(new Error('COPY output ended inside a row'));
       return;
     }
     done(null, this.pendingBytes > 0 ? this.takePending() : undefined);
+  }
+
+  /** buf[start…] is a row without its newline: frames its head if complete, else keeps it. */
+  private beginCutRow(buf: Buffer, start: number, out: Out): number {
+    const t1 = buf.indexOf(TAB, start);
+    const t2 = t1 === -1 ? -1 : buf.indexOf(TAB, t1 + 1);
+    const t3 = t2 === -1 ? -1 : buf.indexOf(TAB, t2 + 1);
+    const t4 = t3 === -1 ? -1 : buf.indexOf(TAB, t3 + 1);
+    if (t4 !== -1) {
+      frameHead(buf, start, t1, t2, t3, t4, out);
+      this.inBody = true;
+      return t4 + 1;
+    }
+    this.head.push(Buffer.from(buf.subarray(start)));
+    this.headTabs = (t1 !== -1 ? 1 : 0) + (t2 !== -1 ? 1 : 0) + (t3 !== -1 ? 1 : 0);
+    return buf.length;
+  }
+
+  /** Continues a cut head: once its fourth tab arrives, frames it (one small concat). */
+  private finishHead(buf: Buffer, start: number, out: Out): number {
+    let at = start;
+    while (this.headTabs < 4) {
+      const tab = buf.indexOf(TAB, at);
+      const nl = buf.indexOf(NEWLINE, at);
+      if (nl !== -1 && (tab === -1 || nl < tab)) {
+        throw new Error('unexpected COPY row: expected a uuid and 4 more columns');
+      }
+      if (tab === -1) {
+        this.head.push(Buffer.from(buf.subarray(start)));
+        return buf.length;
+      }
+      this.headTabs++;
+      at = tab + 1;
+    }
+    const head = Buffer.concat([...this.head, buf.subarray(start, at)]);
+    this.head = [];
+    this.headTabs = 0;
+    const t1 = head.indexOf(TAB);
+    const t2 = head.indexOf(TAB, t1 + 1);
+    const t3 = head.indexOf(TAB, t2 + 1);
+    frameHead(head, 0, t1, t2, t3, head.length - 1, out);
+    this.inBody = true;
+    return at;
+  }
+
+  /** Copies the body of the row being framed from buf[start…] up to its newline or the chunk's end. */
+  private copyBody(buf: Buffer, start: number, out: Out): number {
+    const nl = buf.indexOf(NEWLINE, start);
+    const end = nl === -1 ? buf.length : nl;
+    if (this.bodyEscape && start < end) {
+      out.ensure(1);
+      out.buf[out.at++] = DECODE[buf[start++]!]!;
+      this.bodyEscape = false;
+    }
+    this.bodyEscape = out.unescaped(buf, start, end);
+    if (nl === -1) return buf.length;
+    out.bytes(PART.end);
+    this.inBody = false;
+    return nl + 1;
   }
 
   private takePending(): Buffer {
@@ -211,26 +280,38 @@ function frameRows(buf: Buffer, start: number, out: Out): number {
     const t2 = buf.indexOf(TAB, t1 + 1);
     const t3 = buf.indexOf(TAB, t2 + 1);
     const t4 = buf.indexOf(TAB, t3 + 1);
-    if (t1 - start !== 36 || t4 === -1 || t4 > nl) {
-      throw new Error('unexpected COPY row: expected a uuid and 4 more columns');
-    }
-    out.bytes(PART.id);
-    // The uuid without its dashes (8-4-4-4-12).
-    out.bytes(buf, start, start + 8);
-    out.bytes(buf, start + 9, start + 13);
-    out.bytes(buf, start + 14, start + 18);
-    out.bytes(buf, start + 19, start + 23);
-    out.bytes(buf, start + 24, t1);
-    out.bytes(PART.customId);
-    out.jsonString(buf, t1 + 1, t2);
-    out.bytes(PART.status);
-    out.bytes(buf, t2 + 1, t3);
-    out.bytes(PART.requestId);
-    out.jsonString(buf, t3 + 1, t4);
-    out.bytes(PART.body);
+    if (t4 === -1 || t4 > nl) throw new Error('unexpected COPY row: expected a uuid and 4 more columns');
+    frameHead(buf, start, t1, t2, t3, t4, out);
     out.unescaped(buf, t4 + 1, nl);
     out.bytes(PART.end);
     start = nl + 1;
   }
   return start;
+}
+
+/** Writes a row's line up to its body: `{"id":…,"custom_id":…,"response":{…,"body":`. */
+function frameHead(
+  buf: Buffer,
+  start: number,
+  t1: number,
+  t2: number,
+  t3: number,
+  t4: number,
+  out: Out,
+): void {
+  if (t1 - start !== 36) throw new Error('unexpected COPY row: expected a uuid and 4 more columns');
+  out.bytes(PART.id);
+  // The uuid without its dashes (8-4-4-4-12).
+  out.bytes(buf, start, start + 8);
+  out.bytes(buf, start + 9, start + 13);
+  out.bytes(buf, start + 14, start + 18);
+  out.bytes(buf, start + 19, start + 23);
+  out.bytes(buf, start + 24, t1);
+  out.bytes(PART.customId);
+  out.jsonString(buf, t1 + 1, t2);
+  out.bytes(PART.status);
+  out.bytes(buf, t2 + 1, t3);
+  out.bytes(PART.requestId);
+  out.jsonString(buf, t3 + 1, t4);
+  out.bytes(PART.body);
 }

@@ -184,4 +184,65 @@ describe('OutputRowsToJsonl', () => {
       { numRuns: 200 },
     );
   });
+
+  it('frames rows fed one byte at a time (every escape and column cut)', async () => {
+    const { OutputRowsToJsonl } = await import('../../src/store/copy-text-decode.js');
+    const id = '0123abcd-0000-4000-8000-00000000aa11';
+    const copied = Buffer.from(`${id}\tc\\\\1\t200\tup\t{"a":"\\\\\\\\","b":\\n\\t"x"}\n`.repeat(3));
+    const whole = new OutputRowsToJsonl();
+    const expected: Buffer[] = [];
+    whole.on('data', (d: Buffer) => expected.push(d));
+    whole.end(copied);
+    const framer = new OutputRowsToJsonl();
+    const out: Buffer[] = [];
+    framer.on('data', (d: Buffer) => out.push(d));
+    for (let i = 0; i < copied.length; i++) framer.write(copied.subarray(i, i + 1));
+    framer.end();
+    const text = Buffer.concat(out).toString();
+    expect(text).toBe(Buffer.concat(expected).toString());
+    const lines = text.trimEnd().split('\n');
+    expect(lines).toHaveLength(3);
+    for (const line of lines) {
+      expect(JSON.parse(line)).toMatchObject({ custom_id: 'c\\1', response: { body: { a: '\\', b: 'x' } } });
+    }
+  });
+
+  it('copies a 30 MB row out in bounded pieces as it arrives, never re-assembling it', async () => {
+    const { OutputRowsToJsonl } = await import('../../src/store/copy-text-decode.js');
+    const id = '0123abcd-0000-4000-8000-00000000aa11';
+    // A body with an escape every 1,000 bytes, so escapes fall across chunk ends too.
+    const unit = `${'x'.repeat(998)}\\\\`;
+    const body = `{"s":"${unit.repeat(30_000)}"}`;
+    const copied = Buffer.from(`${id}\tbig\t200\t\\N\t${body}\n${id}\tsmall\t200\t\\N\t{}\n`);
+    const framer = new OutputRowsToJsonl();
+    const pieces: number[] = [];
+    let bytes = 0;
+    const tail: Buffer[] = [];
+    framer.on('data', (d: Buffer) => {
+      pieces.push(d.length);
+      bytes += d.length;
+      if (tail.length < 2 || d.length < 1000) tail.push(d);
+    });
+    // 64 KB reads, as a socket delivers them, cutting escapes too. Before the big row's newline
+    // arrives, nearly all of its body has been passed on already (it used to wait for the newline).
+    const rowEnd = copied.indexOf('\n');
+    for (let at = 0; at < rowEnd; at += 65_537)
+      framer.write(copied.subarray(at, Math.min(at + 65_537, rowEnd)));
+    await new Promise((r) => setImmediate(r));
+    expect(bytes).toBeGreaterThan(body.length - 512 * 1024);
+    framer.write(copied.subarray(rowEnd));
+    framer.end();
+    await new Promise((r) => framer.once('end', r));
+    // Every piece is bounded (≈256 KB plus one chunk), whatever the row's size.
+    expect(Math.max(...pieces)).toBeLessThan(512 * 1024);
+    const expectedBytes =
+      `{"id":"batch_req_${id.replaceAll('-', '')}","custom_id":"big","response":{"status_code":200,"request_id":null,"body":`
+        .length +
+      body.length -
+      30_000 +
+      '},"error":null}\n'.length +
+      `{"id":"batch_req_${id.replaceAll('-', '')}","custom_id":"small","response":{"status_code":200,"request_id":null,"body":{}},"error":null}\n`
+        .length;
+    expect(bytes).toBe(expectedBytes);
+  });
 });
