@@ -30,6 +30,23 @@ export interface BatchInputLimits {
   maxLines: number;
   /** Most bytes per file (OpenAI: 200 MB). */
   maxBytes: number;
+  /**
+   * Most embedding inputs across the lines of a `/v1/embeddings` file (OpenAI: 50,000, counted as
+   * embeddingInputCount counts them). Unset: no limit.
+   */
+  maxEmbeddingInputs?: number;
+}
+
+/** The path whose lines count their inputs against maxEmbeddingInputs. */
+const EMBEDDINGS = '/v1/embeddings';
+
+/**
+ * How many inputs an embeddings (or moderations) body's `input` holds: a string, or one list of
+ * token ids, is one input; a list of strings or of token lists is one per element.
+ */
+export function embeddingInputCount(input: unknown): number {
+  if (!Array.isArray(input) || input.length === 0) return 1;
+  return typeof input[0] === 'number' ? 1 : input.length;
 }
 
 export interface BatchInputLine {
@@ -54,6 +71,7 @@ export class BatchInputParser {
   private lineNumber = 0;
   private requests = 0;
   private totalBytes = 0;
+  private embeddingInputs = 0;
   /** The url every line must carry: the batch endpoint if known, else the first line's url. */
   private endpoint: string | undefined;
 
@@ -203,36 +221,64 @@ export class BatchInputParser {
     if (!span || text.charCodeAt(span[0]) !== 0x7b)
       throw bad('invalid_body', 'body', 'body must be a JSON object');
     const body = text.slice(span[0], span[1]);
-    const model = this.modelOf(body, bad);
+    const countInputs = url === EMBEDDINGS && this.limits.maxEmbeddingInputs !== undefined;
+    const fields = this.fieldsOf(body, countInputs, bad);
+    const model = fields.model;
     if (typeof model !== 'string' || model.trim() === '') {
       throw bad('missing_model', 'body.model', 'body.model is missing');
+    }
+    if (countInputs) {
+      this.embeddingInputs += embeddingInputCount(fields.input);
+      const limit = this.limits.maxEmbeddingInputs!;
+      if (this.embeddingInputs > limit) {
+        throw bad(
+          'too_many_embedding_inputs',
+          'body.input',
+          `the file has more than ${limit} embedding inputs across its requests`,
+        );
+      }
     }
     this.endpoint ??= url as string;
     this.customIds.add(customId);
     return { line, customId, method: 'POST', url: url as string, body, model };
   }
 
-  /** body.model; parses the whole body unless the caller validates bodies itself. */
-  private modelOf(
+  /**
+   * body.model (and body.input when asked); parses the whole body unless the caller validates
+   * bodies itself, in which case only those members are parsed.
+   */
+  private fieldsOf(
     body: string,
+    withInput: boolean,
     bad: (code: string, param: string, message: string) => ValidationError,
-  ): unknown {
+  ): { model: unknown; input?: unknown } {
     if (this.validateBodies) {
       try {
-        return (JSON.parse(body) as Record<string, unknown>).model;
+        const parsed = JSON.parse(body) as Record<string, unknown>;
+        return { model: parsed.model, input: parsed.input };
       } catch {
         throw bad('invalid_json_line', 'body', 'the body is not valid JSON');
       }
     }
+    const model = this.memberOf(body, 'model', bad);
+    return withInput ? { model, input: this.memberOf(body, 'input', bad) } : { model };
+  }
+
+  /** One top-level member of a body that has not been parsed (undefined when absent). */
+  private memberOf(
+    body: string,
+    key: string,
+    bad: (code: string, param: string, message: string) => ValidationError,
+  ): unknown {
     let span: [number, number] | undefined;
     try {
       // memberSpan expects valid JSON; an unparsed body may have a bad key (e.g. "a\q").
-      span = memberSpan(body, 'model');
+      span = memberSpan(body, key);
     } catch {
       throw bad('invalid_json_line', 'body', 'the body is not valid JSON');
     }
     if (!span) {
-      // Tell "no model" from "not JSON at all" (e.g. single quotes): a rare path, so parse here.
+      // Tell "no member" from "not JSON at all" (e.g. single quotes): a rare path, so parse here.
       try {
         JSON.parse(body);
       } catch {

@@ -11,6 +11,8 @@ export interface ApiContext {
   metrics: ServerMetrics;
   maxUploadBytes: number;
   maxLinesPerFile: number;
+  /** Most embedding inputs across the lines of a /v1/embeddings file. */
+  maxEmbeddingInputsPerFile: number;
   /** Bytes of validated lines read before an upload takes a database connection. */
   uploadPreBufferBytes: number;
   /** Uploads streaming into the database at once (each holds a pooled connection). */

@@ -38,6 +38,8 @@ export interface ServerOptions {
   maxUploadBytes?: number;
   /** Default 50,000. */
   maxLinesPerFile?: number;
+  /** Most embedding inputs across the lines of a /v1/embeddings file; default 50,000 (OpenAI's). */
+  maxEmbeddingInputsPerFile?: number;
   /**
    * Uploads larger than the pre-buffer stream into the database holding a pooled connection;
    * at most this many at once (the others wait). Default: half the pool's max, at least 1.
@@ -76,6 +78,7 @@ const DEFAULTS = {
   host: '127.0.0.1',
   maxUploadBytes: 200 * 1024 * 1024,
   maxLinesPerFile: 50_000,
+  maxEmbeddingInputsPerFile: 50_000,
   maxJsonBytes: 1024 * 1024,
   uploadIdleTimeoutMs: 30_000,
   uploadPreBufferBytes: 8 * 1024 * 1024,
@@ -128,6 +131,7 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
     metrics,
     maxUploadBytes: options.maxUploadBytes ?? DEFAULTS.maxUploadBytes,
     maxLinesPerFile: options.maxLinesPerFile ?? DEFAULTS.maxLinesPerFile,
+    maxEmbeddingInputsPerFile: options.maxEmbeddingInputsPerFile ?? DEFAULTS.maxEmbeddingInputsPerFile,
     maxJsonBytes: options.maxJsonBytes ?? DEFAULTS.maxJsonBytes,
     uploadIdleTimeoutMs: options.uploadIdleTimeoutMs ?? DEFAULTS.uploadIdleTimeoutMs,
     uploadPreBufferBytes: options.uploadPreBufferBytes ?? DEFAULTS.uploadPreBufferBytes,

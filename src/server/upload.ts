@@ -78,7 +78,11 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
     checkPurpose(fields, false);
     // The store parses every body (validateTemplate) before COPY: no need to parse it twice.
     const parser = new BatchInputParser(
-      { maxLines: ctx.maxLinesPerFile, maxBytes: ctx.maxUploadBytes },
+      {
+        maxLines: ctx.maxLinesPerFile,
+        maxBytes: ctx.maxUploadBytes,
+        maxEmbeddingInputs: ctx.maxEmbeddingInputsPerFile,
+      },
       { validateBodies: false },
     );
     const toTemplate = templateMaker(ctx);

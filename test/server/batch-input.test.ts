@@ -116,6 +116,29 @@ describe('BatchInputParser', () => {
     expect(issueOf(() => q.push(Buffer.alloc(101, 0x20))).code).toBe('file_too_large');
   });
 
+  it('counts embedding inputs across an embeddings file, with and without validating bodies', () => {
+    const emb = (id: string, input: string) =>
+      Buffer.from(
+        `{"custom_id":"${id}","method":"POST","url":"/v1/embeddings","body":{"model":"e","input":${input}}}\n`,
+      );
+    for (const validateBodies of [true, false]) {
+      const p = new BatchInputParser({ ...limits, maxEmbeddingInputs: 6 }, { validateBodies });
+      expect(p.push(emb('a', '"one"'))).toHaveLength(1); // 1
+      expect(p.push(emb('b', '["x","y","z"]'))).toHaveLength(1); // 4
+      expect(p.push(emb('c', '[1,2,3,4]'))).toHaveLength(1); // token ids: one input, 5
+      expect(issueOf(() => p.push(emb('d', '[[1,2],[3]]')))).toMatchObject({
+        code: 'too_many_embedding_inputs',
+        param: 'body.input',
+        line: 4,
+      });
+    }
+    // Other endpoints' inputs are not counted.
+    const chat = new BatchInputParser({ ...limits, maxEmbeddingInputs: 1 });
+    expect(
+      chat.push(Buffer.from(`${line('a', '{"model":"m","input":[1,2]}')}\n${line('b', '{"model":"m"}')}\n`)),
+    ).toHaveLength(2);
+  });
+
   it('refuses invalid UTF-8 even when a character is split across chunks only if it is really broken', () => {
     const text = Buffer.from(line('é', '{"model":"🚀"}'));
     // Split inside the multi-byte characters: still valid.

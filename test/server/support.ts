@@ -109,3 +109,18 @@ export function uuidOf(openaiId: string): string {
   const h = openaiId.replace(/^(file-|batch_)/, '');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
+
+/** The usage a batch should report: summed from the output lines' bodies, whatever their shape. */
+export function usageOfOutput(lines: { response: { body: { usage?: Record<string, unknown> } } }[]) {
+  const sum = { input: 0, output: 0, total: 0 };
+  for (const l of lines) {
+    const u = l.response.body.usage as Record<string, number> | undefined;
+    if (!u) continue;
+    const input = u.input_tokens ?? u.prompt_tokens ?? 0;
+    const output = u.output_tokens ?? u.completion_tokens ?? 0;
+    sum.input += input;
+    sum.output += output;
+    sum.total += u.total_tokens ?? input + output;
+  }
+  return sum;
+}
