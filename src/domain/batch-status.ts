@@ -20,7 +20,8 @@ export interface BatchTimestamps {
   expiredAt: Date | null;
   cancellingAt: Date | null;
   cancelledAt: Date | null;
-  expiresAt: Date;
+  /** Null: the batch has no deadline. */
+  expiresAt: Date | null;
 }
 
 /**
@@ -44,5 +45,5 @@ export function batchLifecycleStatus(b: BatchTimestamps, now: Date = new Date())
 
 /** Whether the batch's completion window has closed: nothing of it will be sent any more. */
 export function isPastDeadline(b: Pick<BatchTimestamps, 'expiresAt'>, now: Date = new Date()): boolean {
-  return b.expiresAt.getTime() <= now.getTime();
+  return b.expiresAt !== null && b.expiresAt.getTime() <= now.getTime();
 }

@@ -26,8 +26,11 @@ export interface CreateFileOptions {
 }
 
 export interface CreateBatchOptions {
-  /** OpenAI-style window such as "24h" (default) or "30m"; sets expiresAt. */
-  completionWindow?: string;
+  /**
+   * OpenAI-style window such as "24h" or "30m"; sets expiresAt. null: no deadline (nothing of the
+   * batch ever expires). Default: the manager's defaultCompletionWindow ("24h" unless configured).
+   */
+  completionWindow?: string | null;
   metadata?: Record<string, string> | null;
   owner?: string | null;
   /** The batch's OpenAI endpoint path (e.g. "/v1/chat/completions"), for display and validation. */
@@ -41,14 +44,16 @@ export interface BatchInfo {
   fileId: string;
   owner: string | null;
   endpoint: string;
-  completionWindow: string;
+  /** Null: no deadline. */
+  completionWindow: string | null;
   metadata: Record<string, string> | null;
   errors: { code: string; message: string; param: string | null; line: number | null }[] | null;
   status: BatchLifecycleStatus;
   totalRequests: number;
   createdAt: Date;
   inProgressAt: Date | null;
-  expiresAt: Date;
+  /** Null: no deadline. */
+  expiresAt: Date | null;
   finalizingAt: Date | null;
   completedAt: Date | null;
   failedAt: Date | null;
@@ -74,7 +79,8 @@ export interface BatchStatus {
   canceledRequests: number;
   usage: { inputTokens: number; outputTokens: number; totalTokens: number };
   createdAt: Date;
-  expiresAt: Date;
+  /** Null: no deadline. */
+  expiresAt: Date | null;
   finishedAt: Date | null;
 }
 

@@ -38,7 +38,8 @@ export function batchObject(batch: BatchInfo, status: BatchStatus): Record<strin
     endpoint: batch.endpoint,
     errors: batch.errors && batch.errors.length > 0 ? { object: 'list', data: batch.errors } : null,
     input_file_id: fileId(batch.fileId),
-    completion_window: batch.completionWindow,
+    // A batch without a deadline (library-made: the API always takes a window) reads "none".
+    completion_window: batch.completionWindow ?? 'none',
     status: batch.status,
     output_file_id: batch.outputFileId ? fileId(batch.outputFileId) : null,
     error_file_id: batch.errorFileId ? fileId(batch.errorFileId) : null,

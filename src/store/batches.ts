@@ -33,18 +33,29 @@ export interface BatchEvents {
 
 const METADATA_LIMITS = { pairs: 16, key: 64, value: 512 };
 
-function validateBatchOptions(options: CreateBatchOptions): number {
-  const window = options.completionWindow ?? '24h';
-  const ms = parseCompletionWindow(window);
+/** The default completion window of a batch (the manager's defaultCompletionWindow unless set). */
+export const DEFAULT_COMPLETION_WINDOW = '24h';
+
+/** A completion window in ms, or null for none; a ValidationError for anything else. */
+export function completionWindowMs(window: string | null): number | null {
+  if (window === null) return null;
+  const ms = typeof window === 'string' ? parseCompletionWindow(window) : undefined;
   if (ms === undefined) {
     throw new ValidationError([
       {
         code: 'invalid_completion_window',
         param: 'completion_window',
-        message: `invalid completion window ${JSON.stringify(window)}`,
+        message: `invalid completion window ${JSON.stringify(window)} (e.g. "24h", "30m", "7d"; null for none)`,
       },
     ]);
   }
+  return ms;
+}
+
+function validateBatchOptions(options: CreateBatchOptions): number | null {
+  const ms = completionWindowMs(
+    options.completionWindow === undefined ? DEFAULT_COMPLETION_WINDOW : options.completionWindow,
+  );
   const md = options.metadata;
   if (md !== undefined && md !== null) {
     const entries = typeof md === 'object' && !Array.isArray(md) ? Object.entries(md) : null;
@@ -115,13 +126,13 @@ export async function insertBatch(
     const { rows } = await client.query<{ id: string }>(
       `INSERT INTO ${s}.batches (file_id, owner, endpoint, completion_window, metadata, idempotency_key,
                                  total_requests, in_progress_at, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now() + $8 * interval '1 millisecond')
+       VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now() + $8::float8 * interval '1 millisecond')
        RETURNING id`,
       [
         fileId,
         owner,
         options.endpoint ?? '',
-        options.completionWindow ?? '24h',
+        windowMs === null ? null : (options.completionWindow ?? DEFAULT_COMPLETION_WINDOW),
         options.metadata ?? null,
         key,
         file.rows[0].template_count,
@@ -314,7 +325,7 @@ export async function cancelBatch(
     const { rowCount } = await client.query(
       `UPDATE ${s}.batches SET cancelling_at = now()
         WHERE id = $1 AND cancelling_at IS NULL AND finished_at IS NULL AND failed_at IS NULL
-          AND expires_at > now()`,
+          AND (expires_at IS NULL OR expires_at > now())`,
       [id],
     );
     cancelled = (rowCount ?? 0) > 0;
@@ -330,7 +341,7 @@ export async function cancelBatch(
     const current = await getBatch(pool, s, id, owner);
     if (current.cancellingAt !== null) return current;
     // Not ended, so the database found the deadline passed (its clock decides): refuse as such.
-    refuseCancel(current, current.expiresAt);
+    refuseCancel(current, current.expiresAt ?? undefined);
   }
   await finalizeBatch(pool, s, id);
   return getBatch(pool, s, id, owner);

@@ -403,8 +403,9 @@ export interface OperationsOptions {
   bucketSeconds?: number;
 }
 
-/** Live batches: not ended, not cancelled, not deleted, deadline ahead (as batches_live_idx). */
-const LIVE_B = `b.finished_at IS NULL AND b.cancelling_at IS NULL AND b.deleted_at IS NULL AND b.expires_at > now()`;
+/** Live batches: not ended, not cancelled, not deleted, deadline ahead or none (as batches_live_idx). */
+const LIVE_B = `b.finished_at IS NULL AND b.cancelling_at IS NULL AND b.deleted_at IS NULL
+  AND (b.expires_at IS NULL OR b.expires_at > now())`;
 
 /** `b` belongs to the owner in $1 (any owner when $1 is null). */
 const OWNED_B = `($1::text IS NULL OR b.owner = $1)`;

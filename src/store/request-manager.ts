@@ -16,6 +16,7 @@ import type {
 } from '../domain/types.js';
 import type { BatchEvents } from './batches.js';
 import * as batches from './batches.js';
+import { completionWindowMs, DEFAULT_COMPLETION_WINDOW } from './batches.js';
 import { notifyEvents } from './events.js';
 import * as files from './files.js';
 import { assertSchemaName, DEFAULT_SCHEMA, qualify } from './schema.js';
@@ -23,6 +24,11 @@ import { assertSchemaName, DEFAULT_SCHEMA, qualify } from './schema.js';
 export interface ManagerConfig extends Partial<DaemonConfig> {
   /** PostgreSQL schema of fusillade's tables (default "fusillade"); must match migrate()'s. */
   schema?: string;
+  /**
+   * The completion window of a batch created without one: "24h" by default (as OpenAI's); null
+   * for no deadline (the Rust crate's behaviour: nothing expires however long the batch takes).
+   */
+  defaultCompletionWindow?: string | null;
 }
 
 /** Refuses retry settings the daemon could not apply, when the manager is made rather than at run(). */
@@ -69,9 +75,14 @@ export class PostgresRequestManager {
   readonly schema: string;
   readonly config: DaemonConfig;
   readonly events: BatchEvents;
+  /** The completion window of batches created without one (null: no deadline). */
+  readonly defaultCompletionWindow: string | null;
 
   constructor(pool: pg.Pool, config: ManagerConfig = {}) {
-    const { schema, ...daemon } = config;
+    const { schema, defaultCompletionWindow, ...daemon } = config;
+    this.defaultCompletionWindow =
+      defaultCompletionWindow === undefined ? DEFAULT_COMPLETION_WINDOW : defaultCompletionWindow;
+    completionWindowMs(this.defaultCompletionWindow); // refuses a bad window now, not at the first batch
     this.pool = pool;
     this.schemaName = assertSchemaName(schema ?? DEFAULT_SCHEMA);
     this.schema = qualify(this.schemaName);
@@ -117,9 +128,15 @@ export class PostgresRequestManager {
     return files.deleteFile(this.pool, this.schema, fileId, scope.owner);
   }
 
-  /** Creates a batch with one request per template of the file. Idempotent with `idempotencyKey`. */
+  /**
+   * Creates a batch with one request per template of the file. Idempotent with `idempotencyKey`.
+   * `completionWindow: null` gives it no deadline; without the option it gets the manager's
+   * defaultCompletionWindow ("24h" unless configured).
+   */
   createBatch(fileId: string, options: CreateBatchOptions = {}): Promise<string> {
-    return batches.insertBatch(this.pool, this.schema, this.events, fileId, options);
+    const completionWindow =
+      options.completionWindow === undefined ? this.defaultCompletionWindow : options.completionWindow;
+    return batches.insertBatch(this.pool, this.schema, this.events, fileId, { ...options, completionWindow });
   }
 
   getBatch(batchId: string, scope: OwnerScope = {}): Promise<BatchInfo> {

@@ -53,13 +53,13 @@ export interface BatchRow {
   file_id: string;
   owner: string | null;
   endpoint: string;
-  completion_window: string;
+  completion_window: string | null;
   metadata: Record<string, string> | null;
   errors: BatchInfo['errors'];
   total_requests: number;
   created_at: Date;
   in_progress_at: Date | null;
-  expires_at: Date;
+  expires_at: Date | null;
   finalizing_at: Date | null;
   completed_at: Date | null;
   failed_at: Date | null;

@@ -115,7 +115,7 @@ describe('batches', () => {
     });
     expect(typeof status.totalRequests).toBe('number');
     const batch = await m.getBatch(b2);
-    expect(batch.expiresAt.getTime() - batch.createdAt.getTime()).toBeGreaterThan(3_590_000);
+    expect(batch.expiresAt!.getTime() - batch.createdAt.getTime()).toBeGreaterThan(3_590_000);
     expect((await m.getBatch(b1)).metadata).toEqual({ k: 'v' });
 
     const reqs = await m.getBatchRequests(b1);

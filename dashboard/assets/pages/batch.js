@@ -224,7 +224,7 @@ export function mount(main, app, batchId) {
       ['Cancelled', p.cancelled_at],
     ].filter(([, t]) => t);
     const ended = p.completed_at || p.failed_at || p.expired_at || p.cancelled_at;
-    if (!ended) steps.push(['Deadline', p.expires_at, true]);
+    if (!ended && p.expires_at) steps.push(['Deadline', p.expires_at, true]);
     replaceChildren(
       timeline,
       steps.map(([label, t, future]) =>

@@ -32,6 +32,7 @@ export function queueDepthSql(s: string): string {
   return `
 SELECT r.model, count(*)::bigint AS n
   FROM ${s}.batches b JOIN ${s}.requests r ON r.batch_id = b.id AND r.state = 'pending'
- WHERE b.finished_at IS NULL AND b.cancelling_at IS NULL AND b.deleted_at IS NULL AND b.expires_at > now()
+ WHERE b.finished_at IS NULL AND b.cancelling_at IS NULL AND b.deleted_at IS NULL
+   AND (b.expires_at IS NULL OR b.expires_at > now())
  GROUP BY r.model`;
 }

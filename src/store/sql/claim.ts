@@ -44,9 +44,12 @@
  * zero and 100 ms latency.
  */
 
-/** Live = claimable: not ended, not cancelling, not deleted, deadline ahead. */
+/**
+ * Live = claimable: not ended, not cancelling, not deleted, deadline ahead or none. Batches without a
+ * deadline sort after those with one (NULLS LAST, as batches_live_idx is ordered).
+ */
 const LIVE = `b.finished_at IS NULL AND b.cancelling_at IS NULL AND b.deleted_at IS NULL AND b.failed_at IS NULL
-  AND b.expires_at > now()`;
+  AND (b.expires_at IS NULL OR b.expires_at > now())`;
 
 /**
  * $1 text[] models, $2 int[] wants (parallel), $3 int[] held (rows of the model this daemon holds:
@@ -102,7 +105,7 @@ picked AS (
 /**
  * The claim's UPDATE of the picked rows, returning what is needed to send them. The batch deadline
  * comes back as epoch ms (float8, parsed by parseFloat) rather than a timestamptz, which node-pg
- * parsed into a Date per row (postgres-date showed in the daemon's CPU profile).
+ * parsed into a Date per row (postgres-date showed in the daemon's CPU profile); NULL for none.
  */
 export function claimUpdate(s: string, p: { daemon: string; lease: string }): string {
   return `UPDATE ${s}.requests r

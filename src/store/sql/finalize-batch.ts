@@ -3,6 +3,7 @@
  *
  * A batch is over when nothing of it is in flight and either nothing is pending, or it is being
  * cancelled, or its deadline has passed (its pending rows then read as canceled, see request_view).
+ * A batch without a deadline (expires_at NULL) never expires.
  * One statement: it locks the batch row, counts by state through requests_batch_state_idx, and only
  * writes when the batch is over, so callers may call it whenever they suspect a batch has ended.
  * Two callers racing serialise on the row lock and the second finds finished_at set.
@@ -14,7 +15,7 @@
 export function finalizeBatchSql(s: string): string {
   return `
 WITH b AS (
-  SELECT id, owner, cancelling_at, (expired_at IS NOT NULL OR expires_at <= now()) AS expired
+  SELECT id, owner, cancelling_at, (expired_at IS NOT NULL OR coalesce(expires_at <= now(), false)) AS expired
     FROM ${s}.batches WHERE id = $1 AND finished_at IS NULL AND failed_at IS NULL
      FOR UPDATE
 ),
