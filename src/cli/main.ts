@@ -216,13 +216,29 @@ export async function main(argv: string[]): Promise<number> {
     program
       .command('mock-upstream')
       .description('run the built-in mock OpenAI-compatible upstream (for trying fusillade offline)')
-      .option('--latency-ms <n>', 'delay of each answer in milliseconds', '0'),
+      .option('--latency-ms <n>', 'delay of each answer in milliseconds', '0')
+      .option('--rpm <n>', 'enforce requests per minute per model (429 with retry-after-ms when over)')
+      .option(
+        '--tpm <n>',
+        'enforce tokens per minute per model, counted as prompt characters / 4 + max output',
+      )
+      .option('--burst-seconds <n>', 'bucket capacity in seconds of refill (default 60, a full minute)')
+      .option(
+        '--default-max-tokens <n>',
+        'output tokens counted for a request naming no maximum (default 256)',
+      )
+      .option(
+        '--rate-limit-headers <style>',
+        'openai (x-ratelimit-*), anthropic (anthropic-ratelimit-*) or none',
+        'openai',
+      ),
     'mock upstream',
   )
     .addHelpText(
       'after',
       examples([
         'fusillade mock-upstream --port 9000',
+        'fusillade mock-upstream --port 9000 --latency-ms 300 --rpm 600 --tpm 60000',
         'fusillade run in.jsonl -o out.jsonl --upstream http://127.0.0.1:9000',
       ]),
     )

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { MockRateLimiter, type MockRateLimits } from './rate-limits.js';
 import { mockRequestId, okBody } from './responses.js';
 
 /**
@@ -72,6 +73,11 @@ export interface MockUpstreamOptions {
   record?: boolean;
   /** Keep request bodies in the records (default true). */
   recordBodies?: boolean;
+  /**
+   * Enforce requests and tokens per minute per model as a provider does (./rate-limits.ts): limit
+   * headers on every answer, 429 with retry-after-ms when over. Counts are served at GET /__mock/stats.
+   */
+  rateLimits?: MockRateLimits;
 }
 
 export interface MockUpstream {
@@ -88,6 +94,8 @@ export interface MockUpstream {
   readonly countsByCustomId: Map<string, number>;
   /** Total requests received. */
   readonly received: number;
+  /** The rate limiter when started with `rateLimits`. */
+  readonly rateLimiter: MockRateLimiter | null;
   setBehaviour(fn: BehaviourFn | null): void;
   setLatency(ms: number): void;
   /** Forgets records, counts and maxima (not the behaviour). */
@@ -119,6 +127,7 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
   const sockets = new Set<Socket>();
   const timers = new Set<NodeJS.Timeout>();
   let received = 0;
+  const limiter = options.rateLimits ? new MockRateLimiter(options.rateLimits) : null;
 
   const later = (ms: number, fn: () => void) => {
     if (ms <= 0) return fn();
@@ -131,6 +140,11 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse, body: string) => {
     const path = (req.url ?? '/').split('?')[0]!;
+    if (path === '/__mock/stats' && req.method === 'GET') {
+      res.writeHead(200, JSON_HEADERS);
+      res.end(JSON.stringify({ received, rateLimits: limiter?.stats() ?? null }));
+      return;
+    }
     let parsed: unknown = null;
     try {
       parsed = body.length > 0 ? JSON.parse(body) : null;
@@ -162,7 +176,13 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
       headers: req.headers,
     };
     let action: MockBehaviour = { kind: 'ok' };
-    if (behaviour) {
+    // Rate limits first, as a provider admits before it works: a refused request is answered at once.
+    let limitHeaders: Record<string, string> = {};
+    const admission = limiter ? limiter.admit(model, limiter.cost(body, path)) : null;
+    if (admission) limitHeaders = admission.headers;
+    if (admission && !admission.ok) {
+      action = { kind: 'status', status: 429, body: admission.body, headers: admission.headers, delayMs: 0 };
+    } else if (behaviour) {
       try {
         action = await behaviour(info);
       } catch (err) {
@@ -200,7 +220,7 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
     const requestId = mockRequestId();
     const sendOk = () => {
       if (res.destroyed) return;
-      res.writeHead(200, { ...JSON_HEADERS, 'x-request-id': requestId });
+      res.writeHead(200, { ...JSON_HEADERS, 'x-request-id': requestId, ...limitHeaders });
       res.end(okBody(path, model, parsed));
     };
 
@@ -219,7 +239,7 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
               : JSON.stringify(action.body);
         return later(action.delayMs ?? latencyMs, () => {
           if (res.destroyed) return;
-          res.writeHead(status, { ...JSON_HEADERS, 'x-request-id': requestId, ...headers });
+          res.writeHead(status, { ...JSON_HEADERS, 'x-request-id': requestId, ...limitHeaders, ...headers });
           res.end(payload);
         });
       }
@@ -292,6 +312,7 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
     get received() {
       return received;
     },
+    rateLimiter: limiter,
     setBehaviour(fn) {
       behaviour = fn;
     },
@@ -305,6 +326,7 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
       maxInFlight.byModel.clear();
       for (const [model, n] of inFlight.byModel) maxInFlight.byModel.set(model, n);
       received = 0;
+      limiter?.reset();
     },
     close() {
       for (const t of timers) clearTimeout(t);
