@@ -58,7 +58,7 @@ describe('the rate-limiting mock upstream', () => {
     const served = (await (await fetch(`${mock.url}/__mock/stats`)).json()) as {
       rateLimits: { models: Record<string, { throttled: number }> };
     };
-    expect(served.rateLimits.models['gpt-test'].throttled).toBe(1);
+    expect(served.rateLimits.models['gpt-test']?.throttled).toBe(1);
   });
 
   it('limits requests per minute on their own, and can send Anthropic-style or no limit headers', async () => {
