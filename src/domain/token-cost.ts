@@ -4,7 +4,7 @@
  * output (`max_tokens`, `max_completion_tokens`, `max_output_tokens`; else a configured default),
  * times `n` choices. Not the tokens later used: OpenAI charges the requested maximum against the
  * limit, so an answer's `usage` does not correct the estimate (the upstream's headers do, see
- * docs/decisions/0001-rate-limits.md). Pure: the tokenizer, where one is known for the model, is
+ * docs/decisions/rate-limits.md). Pure: the tokenizer, where one is known for the model, is
  * passed in (src/daemon/tokenizer.ts loads it).
  *
  * The prompt is the text the model reads: chat `messages[].content` (strings or text parts),

@@ -9,6 +9,17 @@ import {
   parseResetInstant,
   tokenWindow,
 } from '../../src/domain/rate-limit-headers.js';
+import {
+  admissible,
+  applyGrant,
+  demand,
+  giveBack,
+  limited,
+  newWallet,
+  reserve,
+  settle,
+  throttled,
+} from '../../src/domain/rate-wallet.js';
 import { type Bucket, fullBucket, refill, resetMs, take, waitMs } from '../../src/domain/token-bucket.js';
 import { charEstimate, estimateTokenCost, maxOutputTokens, promptText } from '../../src/domain/token-cost.js';
 
@@ -284,5 +295,46 @@ describe('adaptive concurrency (AIMD)', () => {
     expect(aimdSignal({ status: null, timeout: true })).toBe('overload');
     expect(aimdSignal({ status: 200, timeout: false })).toBe('ok');
     expect(aimdSignal({ status: 400, timeout: false })).toBe('neutral');
+  });
+});
+
+describe('rate wallet (one daemon, one model)', () => {
+  const limits = { rpm: 600, tpm: 60_000 };
+
+  it('admits nothing until a grant, then as many rows as the tokens cover at the average cost', () => {
+    const w = newWallet(limits, 300);
+    expect(admissible(w, 0)).toBe(0);
+    applyGrant(w, { requests: 10, tokens: 1000, limits, pausedUntil: 0 }, 0);
+    expect(admissible(w, 0)).toBe(3);
+    reserve(w, 3);
+    expect(admissible(w, 0)).toBe(1); // 100 tokens left: positive, so one more (a debt of one estimate at most)
+    settle(w, 3, 300, [250, 250]);
+    expect(w.tokens).toBeCloseTo(1000 - 500);
+    expect(w.requests).toBe(8);
+    expect(w.avgCost).toBeLessThan(300);
+  });
+
+  it('an unlimited wallet never limits; requests alone limit by count', () => {
+    expect(admissible(newWallet({ rpm: null, tpm: null }, 1), 0)).toBe(Number.POSITIVE_INFINITY);
+    const w = newWallet({ rpm: 60, tpm: null }, 1);
+    applyGrant(w, { requests: 2.5, tokens: 0, limits: { rpm: 60, tpm: null }, pausedUntil: 0 }, 0);
+    expect(admissible(w, 0)).toBe(2);
+    expect(demand(w, 5)).toEqual({ requests: 2.5, tokens: 0 });
+  });
+
+  it('gives everything back at a rebalance, and a 429 pauses and empties it', () => {
+    const w = newWallet(limits, 100);
+    applyGrant(w, { requests: 5, tokens: 500, limits, pausedUntil: 0 }, 0);
+    expect(giveBack(w)).toEqual({ requests: 5, tokens: 500 });
+    expect(admissible(w, 0)).toBe(0);
+    applyGrant(w, { requests: 5, tokens: 500, limits, pausedUntil: 0 }, 0);
+    throttled(w, 2000, 1000);
+    expect(admissible(w, 2999)).toBe(0);
+    expect(w.tokens).toBe(0);
+    // The database's pause (another daemon's 429) holds too, and the later of the two wins.
+    applyGrant(w, { requests: 5, tokens: 500, limits, pausedUntil: 2500 }, 1500);
+    expect(admissible(w, 2999)).toBe(0);
+    expect(admissible(w, 3000)).toBe(5);
+    expect(limited(w)).toBe(true);
   });
 });
