@@ -8,6 +8,7 @@ import { lockLimitsSql, rebalanceSql } from '../store/sql/budget.js';
 import { claimSql, configureModelLimitsSql, liveModelsSql } from '../store/sql/claim.js';
 import { completeSql } from '../store/sql/complete.js';
 import { registerDaemonSql, stopDaemonSql } from '../store/sql/heartbeat.js';
+import { VERSION } from '../version.js';
 import { type DaemonConfig, leaseMs } from './config.js';
 import { isConnectionError, query, withClient } from './db.js';
 import { type ClaimedRow, Dispatcher } from './dispatcher.js';
@@ -246,7 +247,7 @@ export class Daemon {
       this.id,
       os.hostname(),
       process.pid,
-      process.env.npm_package_version ?? null,
+      VERSION,
       JSON.stringify(safeConfig),
     ]);
     const limits = Object.entries(this.config.modelConcurrencyLimits);
