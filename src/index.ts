@@ -19,7 +19,6 @@ export type {
   MockUpstreamOptions,
 } from './mock-upstream/server.js';
 export { startMockUpstream } from './mock-upstream/server.js';
-export type { DashboardContext } from './server/dashboard-context.js';
 export type { FusilladeServer, ServerOptions } from './server/server.js';
 export { createServer } from './server/server.js';
 export type { RoutingConfig } from './server/upstream-routing.js';

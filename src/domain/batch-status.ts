@@ -12,6 +12,20 @@ export const BATCH_STATUSES = [
 
 export type BatchLifecycleStatus = (typeof BATCH_STATUSES)[number];
 
+/** Statuses of a batch that has not ended: its counts and rate still move. */
+export const LIVE_BATCH_STATUSES = [
+  'validating',
+  'in_progress',
+  'finalizing',
+  'cancelling',
+] as const satisfies readonly BatchLifecycleStatus[];
+
+/** Statuses of a batch that has ended (a retry can still reopen a completed one). */
+export const ENDED_BATCH_STATUSES = BATCH_STATUSES.filter(
+  (s): s is Exclude<BatchLifecycleStatus, (typeof LIVE_BATCH_STATUSES)[number]> =>
+    !(LIVE_BATCH_STATUSES as readonly string[]).includes(s),
+);
+
 export interface BatchTimestamps {
   inProgressAt: Date | null;
   finalizingAt: Date | null;

@@ -62,9 +62,15 @@ export class ValidationError extends FusilladeError {
 
 /** The operation is not allowed in the object's current state (e.g. cancelling a finished batch). */
 export class InvalidStateError extends FusilladeError {
-  constructor(message: string) {
+  /**
+   * Which state stood in the way, when a caller may act on it: `batch_ended` for a retry that
+   * would reopen an ended batch without `reopen: true`.
+   */
+  readonly reason: 'batch_ended' | null;
+  constructor(message: string, options: { reason?: 'batch_ended' } = {}) {
     super('invalid_state', message);
     this.name = 'InvalidStateError';
+    this.reason = options.reason ?? null;
   }
 }
 

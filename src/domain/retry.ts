@@ -27,7 +27,27 @@ export type AttemptOutcome =
 export const DEFAULT_RETRYABLE_STATUSES: readonly number[] = [408, 429, 500, 502, 503, 504, 529];
 const DEFAULT_STATUS_SET: ReadonlySet<number> = new Set(DEFAULT_RETRYABLE_STATUSES);
 /** Non-HTTP failures no retry can fix (a malformed upstream URL). */
-const FINAL_ERROR_CODES = new Set(['invalid_endpoint']);
+export const FINAL_ERROR_CODES: ReadonlySet<string> = new Set(['invalid_endpoint']);
+
+/**
+ * The code a stored final failure is grouped and filtered by: the error code for a failure without
+ * a usable answer (request_timeout, connection_error, invalid_response, …), this code for a 429 out
+ * of quota, else the HTTP status as text ("400", "503").
+ */
+export const INSUFFICIENT_QUOTA_CODE = 'insufficient_quota';
+
+/**
+ * Whether a request that failed with this failure code could succeed if sent again, by the status
+ * rules (a shouldRetry hook cannot be asked about a stored failure): a retryable status, or a
+ * non-HTTP error other than an invalid endpoint; never a 429 out of quota.
+ */
+export function isRetriableFailureCode(
+  code: string,
+  statuses: ReadonlySet<number> = DEFAULT_STATUS_SET,
+): boolean {
+  if (/^[0-9]+$/.test(code)) return statuses.has(Number(code));
+  return code !== INSUFFICIENT_QUOTA_CODE && !FINAL_ERROR_CODES.has(code);
+}
 
 /**
  * Which HTTP statuses are retried: a list replaces the defaults (`[500, 503]`); `{ add, remove }`

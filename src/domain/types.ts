@@ -63,6 +63,22 @@ export interface BatchInfo {
   finishedAt: Date | null;
   outputFileId: string | null;
   errorFileId: string | null;
+  /** Requests put back to pending by retries over the batch's life (their failures stay in its history). */
+  retriedRequests: number;
+}
+
+/** What retryFailedRequests requeues. */
+export interface RetryOptions {
+  /**
+   * `retriable` requeues only failures a retry can fix (429 except insufficient quota, 408, 5xx,
+   * 529, timeouts and connection errors); `all` (the default) every failed request.
+   */
+  only?: 'all' | 'retriable';
+  /**
+   * Whether an ended batch may be reopened (default true). With false, a retry that would reopen
+   * one throws InvalidStateError with reason `batch_ended` and changes nothing.
+   */
+  reopen?: boolean;
 }
 
 /** A batch's progress. Computed from the requests while live, read from frozen counts once ended. */

@@ -1,3 +1,4 @@
+import type { BatchLifecycleStatus } from '../domain/batch-status.js';
 import type { BatchInfo, BatchStatus, FileInfo } from '../domain/types.js';
 import { batchId, fileId } from './ids.js';
 
@@ -31,7 +32,39 @@ export function fileObject(file: FileInfo, bytes: number): FileObject {
   };
 }
 
-export function batchObject(batch: BatchInfo, status: BatchStatus): Record<string, unknown> {
+/** The OpenAI Batch object; times are Unix seconds. */
+export interface BatchObject {
+  id: string;
+  object: 'batch';
+  endpoint: string;
+  errors: { object: 'list'; data: NonNullable<BatchInfo['errors']> } | null;
+  input_file_id: string;
+  completion_window: string;
+  status: BatchLifecycleStatus;
+  output_file_id: string | null;
+  error_file_id: string | null;
+  created_at: number;
+  in_progress_at: number | null;
+  /** Null for a batch without a deadline. */
+  expires_at: number | null;
+  finalizing_at: number | null;
+  completed_at: number | null;
+  failed_at: number | null;
+  expired_at: number | null;
+  cancelling_at: number | null;
+  cancelled_at: number | null;
+  request_counts: { total: number; completed: number; failed: number };
+  metadata: Record<string, string> | null;
+  usage: {
+    input_tokens: number;
+    input_tokens_details: { cached_tokens: number };
+    output_tokens: number;
+    output_tokens_details: { reasoning_tokens: number };
+    total_tokens: number;
+  };
+}
+
+export function batchObject(batch: BatchInfo, status: BatchStatus): BatchObject {
   return {
     id: batchId(batch.id),
     object: 'batch',
@@ -43,7 +76,7 @@ export function batchObject(batch: BatchInfo, status: BatchStatus): Record<strin
     status: batch.status,
     output_file_id: batch.outputFileId ? fileId(batch.outputFileId) : null,
     error_file_id: batch.errorFileId ? fileId(batch.errorFileId) : null,
-    created_at: seconds(batch.createdAt),
+    created_at: seconds(batch.createdAt)!,
     in_progress_at: seconds(batch.inProgressAt),
     expires_at: seconds(batch.expiresAt),
     finalizing_at: seconds(batch.finalizingAt),

@@ -8,14 +8,14 @@ import { migrate } from '../store/migrate.js';
 import { type DaemonHandle, PostgresRequestManager } from '../store/request-manager.js';
 import { authenticate, bearerToken } from './auth.js';
 import type { ApiContext, Call } from './context.js';
-import type { DashboardContext } from './dashboard-context.js';
-import { handleDashboard } from './dashboard-routes.js';
+import { serveDashboard } from './dashboard-static.js';
 import { DatabaseTimeoutError, toApiError } from './errors.js';
 import { ApiError, sendError, sendJson } from './http.js';
 import { createServerMetrics } from './metrics.js';
 import { OPENAPI_DOCUMENT } from './openapi.js';
 import { Router } from './router.js';
 import { cancelBatch, createBatch, listBatches, retrieveBatch } from './routes/batches.js';
+import { addDashboardRoutes } from './routes/dashboard.js';
 import { deleteFile, fileContent, listFiles, retrieveFile } from './routes/files.js';
 import { uploadFile } from './upload.js';
 import { createUpstreamRouter, limitsFromRouting, type RoutingConfig } from './upstream-routing.js';
@@ -85,8 +85,9 @@ const DEFAULTS = {
   dbTimeoutMs: 5000,
 };
 
+/** The Batch API and the dashboard's JSON: one router, one key check, one error envelope. */
 function apiRouter(): Router {
-  return new Router()
+  const router = new Router()
     .add('POST', '/v1/files', uploadFile)
     .add('GET', '/v1/files', listFiles)
     .add('GET', '/v1/files/:id', retrieveFile)
@@ -96,6 +97,7 @@ function apiRouter(): Router {
     .add('GET', '/v1/batches', listBatches)
     .add('GET', '/v1/batches/:id', retrieveBatch)
     .add('POST', '/v1/batches/:id/cancel', cancelBatch);
+  return addDashboardRoutes(router);
 }
 
 /**
@@ -138,21 +140,6 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
     uploadSlots: new Semaphore(options.maxConcurrentUploads ?? defaultUploadSlots(options.pool)),
     db: (work) => withDeadline(work, dbTimeoutMs),
     log: logger,
-  };
-  const dashboard: DashboardContext = {
-    manager,
-    authenticate: (req) => ctx.db(authenticate(manager, req)),
-    sendJson,
-    sendError(res, error, message, code) {
-      if (typeof error === 'number') {
-        sendError(
-          res,
-          new ApiError(error, message ?? http.STATUS_CODES[error] ?? 'Error', { code: code ?? null }),
-        );
-      } else {
-        sendError(res, toApiError(error));
-      }
-    },
   };
   const router = apiRouter();
   const metricsGate = options.metricsToken ? bearerCheck(options.metricsToken) : undefined;
@@ -202,7 +189,7 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
         route = path;
         return sendJson(res, 200, OPENAPI_DOCUMENT);
       }
-      if (path === '/v1' || path.startsWith('/v1/')) {
+      if (path === '/v1' || path.startsWith('/v1/') || path.startsWith('/api/dashboard/')) {
         const owner = await ctx.db(authenticate(manager, req));
         if (!owner) {
           throw new ApiError(
@@ -228,8 +215,7 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
         return match.route.handler(ctx, call);
       }
       route = 'dashboard';
-      // The dashboard's queries get the same deadline as the API's: a locked table answers 503.
-      if (!(await ctx.db(handleDashboard(req, res, dashboard)))) {
+      if (!(await serveDashboard(req, res, path))) {
         route = 'unmatched';
         throw new ApiError(404, `Invalid URL (${method} ${path}).`, { code: 'unknown_url' });
       }

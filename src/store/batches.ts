@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { isPastDeadline } from '../domain/batch-status.js';
 import { parseCompletionWindow } from '../domain/completion-window.js';
 import { ConflictError, InvalidStateError, NotFoundError, ValidationError } from '../domain/errors.js';
+import { DEFAULT_RETRY_RULES } from '../domain/retry.js';
 import type {
   BatchInfo,
   BatchStatus,
@@ -10,6 +11,7 @@ import type {
   ListRequestsOptions,
   Page,
   RequestRecord,
+  RetryOptions,
 } from '../domain/types.js';
 import {
   assertId,
@@ -22,6 +24,7 @@ import {
   toRequestRecord,
 } from './rows.js';
 import { finalizeBatchSql } from './sql/finalize-batch.js';
+import { reopenBatchSql, retryFailedSql } from './sql/retry-failed.js';
 
 export interface BatchEvents {
   /** Publishes one notification per batch event (lesson 9: never per row). */
@@ -197,13 +200,8 @@ export async function listBatches(
   return { data: rows.slice(0, limit).map((r) => toBatchInfo(r, now)), hasMore: rows.length > limit };
 }
 
-interface CountRow {
+interface CountRow extends LiveCounts {
   batch_id: string;
-  pending: string;
-  in_flight: string;
-  completed: string;
-  failed: string;
-  canceled: string;
 }
 
 async function getBatchRow(pool: pg.Pool, s: string, id: string, owner?: string | null): Promise<BatchRow> {
@@ -255,38 +253,49 @@ export async function statusesOf(pool: pg.Pool, s: string, rows: BatchRow[]): Pr
     for (const c of result.rows) counts.set(c.batch_id, c);
   }
   const now = new Date();
-  return rows.map((row) => {
-    const b = toBatchInfo(row, now);
-    const c = counts.get(b.id);
-    const frozen = row.finished_at !== null;
-    let pending = frozen ? 0 : Number(c?.pending ?? 0);
-    let canceled = frozen ? row.canceled_count! : Number(c?.canceled ?? 0);
-    // Pending rows of a cancelled batch, or of one past its deadline, read as canceled (cancel is one
-    // row update; nothing is claimed past the deadline), as in request_view.
-    if (b.cancellingAt !== null || isPastDeadline(b, now)) {
-      canceled += pending;
-      pending = 0;
-    }
-    return {
-      batchId: b.id,
-      fileId: b.fileId,
-      status: b.status,
-      totalRequests: b.totalRequests,
-      pendingRequests: pending,
-      inProgressRequests: frozen ? 0 : Number(c?.in_flight ?? 0),
-      completedRequests: frozen ? row.completed_count! : Number(c?.completed ?? 0),
-      failedRequests: frozen ? row.failed_count! : Number(c?.failed ?? 0),
-      canceledRequests: canceled,
-      usage: {
-        inputTokens: Number(row.input_tokens ?? 0),
-        outputTokens: Number(row.output_tokens ?? 0),
-        totalTokens: Number(row.total_tokens ?? 0),
-      },
-      createdAt: b.createdAt,
-      expiresAt: b.expiresAt,
-      finishedAt: b.finishedAt,
-    };
-  });
+  return rows.map((row) => toBatchStatus(row, counts.get(row.id), now));
+}
+
+/** A live batch's requests counted by state (in_flight: claimed and processing). */
+export interface LiveCounts {
+  pending: number | string;
+  in_flight: number | string;
+  completed: number | string;
+  failed: number | string;
+  canceled: number | string;
+}
+
+/** A batch's progress from its row and, while it is live, its counts by state. */
+export function toBatchStatus(row: BatchRow, c: LiveCounts | undefined, now = new Date()): BatchStatus {
+  const b = toBatchInfo(row, now);
+  const frozen = row.finished_at !== null;
+  let pending = frozen ? 0 : Number(c?.pending ?? 0);
+  let canceled = frozen ? row.canceled_count! : Number(c?.canceled ?? 0);
+  // Pending rows of a cancelled batch, or of one past its deadline, read as canceled (cancel is one
+  // row update; nothing is claimed past the deadline), as in request_view.
+  if (b.cancellingAt !== null || isPastDeadline(b, now)) {
+    canceled += pending;
+    pending = 0;
+  }
+  return {
+    batchId: b.id,
+    fileId: b.fileId,
+    status: b.status,
+    totalRequests: b.totalRequests,
+    pendingRequests: pending,
+    inProgressRequests: frozen ? 0 : Number(c?.in_flight ?? 0),
+    completedRequests: frozen ? row.completed_count! : Number(c?.completed ?? 0),
+    failedRequests: frozen ? row.failed_count! : Number(c?.failed ?? 0),
+    canceledRequests: canceled,
+    usage: {
+      inputTokens: Number(row.input_tokens ?? 0),
+      outputTokens: Number(row.output_tokens ?? 0),
+      totalTokens: Number(row.total_tokens ?? 0),
+    },
+    createdAt: b.createdAt,
+    expiresAt: b.expiresAt,
+    finishedAt: b.finishedAt,
+  };
 }
 
 /** Token usage of a live batch, summed from its completed requests. */
@@ -366,8 +375,10 @@ export async function finalizeBatch(pool: pg.Pool | pg.ClientBase, s: string, id
 }
 
 /**
- * Puts a batch's failed requests back to pending with their attempts reset, and reopens the batch.
- * Returns how many requests were requeued.
+ * Puts a batch's failed requests back to pending with their attempts reset (all of them, or only
+ * the retriable ones), and reopens the batch if it had ended. Each failed outcome is kept in
+ * request_failures and the batch counts its retried requests (sql/retry-failed.ts). Returns how
+ * many requests were requeued.
  */
 export async function retryFailedRequests(
   pool: pg.Pool,
@@ -375,6 +386,9 @@ export async function retryFailedRequests(
   events: BatchEvents,
   id: string,
   owner?: string | null,
+  options: RetryOptions = {},
+  /** The HTTP statuses the daemons retry: what `only: 'retriable'` requeues. */
+  retryableStatuses: ReadonlySet<number> = DEFAULT_RETRY_RULES.retryableStatuses,
 ): Promise<number> {
   const batch = await getBatch(pool, s, id, owner);
   if (batch.cancellingAt !== null || batch.status === 'expired') {
@@ -387,27 +401,28 @@ export async function retryFailedRequests(
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
-    await client.query(`SELECT 1 FROM ${s}.batches WHERE id = $1 FOR UPDATE`, [id]);
-    const { rowCount } = await client.query(
-      `UPDATE ${s}.requests SET state = 'pending', attempt = 0, not_before = NULL, daemon_id = NULL,
-              claimed_at = NULL, lease_expires_at = NULL, started_at = NULL, completed_at = NULL,
-              response_status = NULL, response_body = NULL, upstream_request_id = NULL,
-              error_code = NULL, error_message = NULL
-        WHERE batch_id = $1 AND state = 'failed'`,
+    const locked = await client.query<{ finished_at: Date | null }>(
+      `SELECT finished_at FROM ${s}.batches WHERE id = $1 FOR UPDATE`,
       [id],
     );
-    if (rowCount) {
-      await client.query(
-        `UPDATE ${s}.batches SET finished_at = NULL, finalizing_at = NULL, completed_at = NULL,
-                completed_count = NULL, failed_count = NULL, canceled_count = NULL,
-                input_tokens = NULL, output_tokens = NULL, total_tokens = NULL
-          WHERE id = $1`,
-        [id],
+    const { rows } = await client.query<{ n: number }>(retryFailedSql(s), [
+      id,
+      options.only === 'retriable',
+      [...retryableStatuses],
+    ]);
+    const n = rows[0]!.n;
+    if (n > 0 && locked.rows[0]?.finished_at && options.reopen === false) {
+      throw new InvalidStateError(
+        `batch ${id} has ended: retrying ${n} request${n === 1 ? '' : 's'} reopens it (confirm with reopen)`,
+        { reason: 'batch_ended' },
       );
+    }
+    if (n > 0) {
+      await client.query(reopenBatchSql(s), [id, n]);
       await events.notify(client, { type: 'batch_reopened', batchId: id });
     }
     await client.query('COMMIT');
-    return rowCount ?? 0;
+    return n;
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});
     throw err;

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { type DaemonConfig, resolveDaemonConfig } from '../daemon/config.js';
 import { ValidationError } from '../domain/errors.js';
-import { retryableStatusesProblem } from '../domain/retry.js';
+import { resolveRetryableStatuses, retryableStatusesProblem } from '../domain/retry.js';
 import type { RequestTemplateInput } from '../domain/templates.js';
 import { validateTemplate } from '../domain/templates.js';
 import type {
@@ -13,6 +13,7 @@ import type {
   ListRequestsOptions,
   Page,
   RequestRecord,
+  RetryOptions,
 } from '../domain/types.js';
 import type { BatchEvents } from './batches.js';
 import * as batches from './batches.js';
@@ -164,9 +165,20 @@ export class PostgresRequestManager {
     return batches.cancelBatch(this.pool, this.schema, this.events, batchId, scope.owner);
   }
 
-  /** Requeues the batch's failed requests (attempts reset); returns how many. */
-  retryFailedRequests(batchId: string, scope: OwnerScope = {}): Promise<number> {
-    return batches.retryFailedRequests(this.pool, this.schema, this.events, batchId, scope.owner);
+  /**
+   * Requeues the batch's failed requests (attempts reset; all, or only the retriable ones) and
+   * reopens it if it had ended; the failed outcomes stay in its history. Returns how many.
+   */
+  retryFailedRequests(batchId: string, scope: OwnerScope & RetryOptions = {}): Promise<number> {
+    return batches.retryFailedRequests(
+      this.pool,
+      this.schema,
+      this.events,
+      batchId,
+      scope.owner,
+      scope,
+      resolveRetryableStatuses(this.config.retryableStatuses),
+    );
   }
 
   /** Ends the batch if nothing of it remains to do; returns whether this call ended it. */

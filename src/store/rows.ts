@@ -75,12 +75,13 @@ export interface BatchRow {
   total_tokens: string | null;
   output_file_id: string | null;
   error_file_id: string | null;
+  retried_count: number;
 }
 
 export const BATCH_COLUMNS = `id, file_id, owner, endpoint, completion_window, metadata, errors, total_requests,
   created_at, in_progress_at, expires_at, finalizing_at, completed_at, failed_at, expired_at, cancelling_at,
   cancelled_at, finished_at, completed_count, failed_count, canceled_count, input_tokens, output_tokens,
-  total_tokens, output_file_id, error_file_id`;
+  total_tokens, output_file_id, error_file_id, retried_count`;
 
 export function toBatchInfo(r: BatchRow, now = new Date()): BatchInfo {
   return {
@@ -117,6 +118,7 @@ export function toBatchInfo(r: BatchRow, now = new Date()): BatchInfo {
     finishedAt: r.finished_at,
     outputFileId: r.output_file_id,
     errorFileId: r.error_file_id,
+    retriedRequests: r.retried_count,
   };
 }
 

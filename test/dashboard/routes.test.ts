@@ -100,7 +100,7 @@ describe('dashboard API', () => {
     expect(bob.data).toEqual([]);
     const bad = await get('/api/dashboard/batches?status=sleeping', t.aliceKey);
     expect(bad.status).toBe(400);
-    expect((await json(bad)).error.param).toBeNull();
+    expect((await json(bad)).error.param).toBe('status');
   });
 
   it('shows requests, one request, progress and retries failed ones; other owners get 404', async () => {
@@ -146,11 +146,38 @@ describe('dashboard API', () => {
       400,
     );
 
-    const retry = await get(`/api/dashboard/batches/${batchId}/retry`, t.aliceKey, { method: 'POST' });
-    expect(await json(retry)).toEqual({ id: batchId, retried: 3 });
+    // Retry is deliberate: an ended batch is reopened only when asked to.
+    const post = (body: unknown) =>
+      get(`/api/dashboard/batches/${batchId}/retry`, t.aliceKey, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    const refused = await post({});
+    expect(refused.status).toBe(409);
+    expect((await json(refused)).error).toMatchObject({ code: 'reopen_required', param: 'reopen' });
+    expect((await post({ only: 'sometimes', reopen: true })).status).toBe(400);
+    // Only the retriable ones: a 400 cannot succeed, so nothing is requeued and nothing reopens.
+    expect(await json(await post({ only: 'retriable', reopen: true }))).toEqual({
+      id: batchId,
+      retried: 0,
+      reopened: false,
+    });
+    expect(await json(await post({ reopen: true }))).toEqual({ id: batchId, retried: 3, reopened: true });
     const reopened = await json(await get(`/api/dashboard/batches/${batchId}/progress`, t.aliceKey));
     expect(reopened.status).toBe('in_progress');
     expect(reopened.counts).toMatchObject({ pending: 3, completed: 3, failed: 0 });
+    expect(reopened.retried).toBe(3);
+    expect(reopened.state_counts).toMatchObject({ pending: 3, completed: 3, failed: 0, canceled: 0 });
+    // The failures stay in the history: on the chart and on the request.
+    expect(reopened.throughput.failed.reduce((a: number, b: number) => a + b, 0)).toBe(3);
+    const again = await json(
+      await get(`/api/dashboard/batches/${batchId}/requests/${failed.data[0].id}`, t.aliceKey),
+    );
+    expect(again.state).toBe('pending');
+    expect(again.history).toEqual([
+      expect.objectContaining({ status_code: 400, response_body: '{"error":{"message":"no"}}' }),
+    ]);
   });
 
   it("answers operations data to any valid key, with only the key owner's activity, and 404 for unknown routes", async () => {

@@ -254,7 +254,10 @@ export function mount(main, app, batchId) {
           onclick: async (e) => {
             e.target.disabled = true;
             try {
-              const r = await api(`/api/dashboard/batches/${enc}/retry`, { method: 'POST' });
+              const r = await api(`/api/dashboard/batches/${enc}/retry`, {
+                method: 'POST',
+                body: { reopen: true },
+              });
               app.toast(`${fmtNum(r.retried)} failed request${r.retried === 1 ? '' : 's'} queued again`);
               await refresh();
             } catch (err) {

@@ -4,11 +4,11 @@ import { firstPathMismatch, listBatchesWithStatus } from '../../store/api-querie
 import type { ApiContext, Call } from '../context.js';
 import { ApiError, readJsonBody, sendJson } from '../http.js';
 import { batchId, parseBatchId, parseFileId } from '../ids.js';
-import { batchObject } from '../objects.js';
+import { type BatchObject, batchObject } from '../objects.js';
 import { noSuchFile } from './files.js';
 import { intParam } from './params.js';
 
-function noSuchBatch(id: string): ApiError {
+export function noSuchBatch(id: string): ApiError {
   return new ApiError(404, `No such Batch object: ${id}`, { code: 'not_found', param: 'batch_id' });
 }
 
@@ -16,7 +16,7 @@ function isNotFound(err: unknown): boolean {
   return (err as { code?: string })?.code === 'not_found';
 }
 
-async function batchAnswer(ctx: ApiContext, call: Call, uuid: string): Promise<Record<string, unknown>> {
+async function batchAnswer(ctx: ApiContext, call: Call, uuid: string): Promise<BatchObject> {
   const scope = { owner: call.owner };
   const [batch, status] = await ctx.db(
     Promise.all([ctx.manager.getBatch(uuid, scope), ctx.manager.getBatchStatus(uuid, scope)]),
@@ -135,8 +135,8 @@ export async function listBatches(ctx: ApiContext, call: Call): Promise<void> {
   sendJson(call.res, 200, {
     object: 'list',
     data,
-    first_id: (data[0]?.id as string | undefined) ?? null,
-    last_id: (data.at(-1)?.id as string | undefined) ?? null,
+    first_id: data[0]?.id ?? null,
+    last_id: data.at(-1)?.id ?? null,
     has_more: page.hasMore,
   });
 }

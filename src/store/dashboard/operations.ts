@@ -1,0 +1,207 @@
+import type pg from 'pg';
+
+/**
+ * The operators' view for one owner: load per model against limits, recent dispatch rate, daemons
+ * and queue depth. In flight is read through the partial requests_inflight_idx, rates through
+ * requests_completed_at_idx; the waiting rows of live batches are one pass over the backlog (the
+ * most expensive read of the dashboard, see bench/dashboard-queries.ts).
+ */
+
+export interface ModelLoad {
+  model: string;
+  inFlight: number;
+  /** The limit that holds across all daemons: model_limits, else the configured default. */
+  limit: number;
+  /** Pending requests of live batches (waiting or backing off). */
+  pending: number;
+}
+
+export interface DaemonSummary {
+  id: string;
+  host: string;
+  pid: number;
+  version: string | null;
+  startedAt: Date;
+  heartbeatAt: Date;
+  stoppedAt: Date | null;
+  /** alive: heartbeat within the dead-daemon limit; stale: silent longer (its work is reclaimed). */
+  health: 'alive' | 'stale' | 'stopped';
+  inFlight: number;
+}
+
+export interface Operations {
+  models: ModelLoad[];
+  /** Requests sent per bucket and model over the recent window, oldest bucket first. */
+  dispatch: { start: Date; bucketSeconds: number; series: { model: string; counts: number[] }[] };
+  daemons: DaemonSummary[];
+  queue: { pending: number; ready: number; inFlight: number; liveBatches: number };
+}
+
+export interface OperationsOptions {
+  /**
+   * Whose activity to count: per-model in flight and pending, dispatch, each daemon's in-flight
+   * count and the queue are this owner's batches only (null = every owner, for library callers and
+   * operators). Daemons themselves and model limits are infrastructure and shown to everyone, but a
+   * model is listed only if it is the owner's or configured (`configuredModels`): model_limits is
+   * also seeded from every owner's work, and a model's name can be a tenant's (a fine-tune's).
+   */
+  owner?: string | null;
+  /** Models this server is configured for (their limits are shown to every owner). */
+  configuredModels?: string[];
+  defaultModelConcurrency: number;
+  deadDaemonAfterMs: number;
+  /** Dispatch-rate window, default 15 minutes in 30 s buckets. */
+  windowSeconds?: number;
+  bucketSeconds?: number;
+}
+
+/** Live batches: not ended, not cancelled, not deleted, deadline ahead or none (as batches_live_idx). */
+const LIVE_B = `b.finished_at IS NULL AND b.cancelling_at IS NULL AND b.deleted_at IS NULL
+  AND (b.expires_at IS NULL OR b.expires_at > now())`;
+
+/** `b` belongs to the owner in $1 (any owner when $1 is null). */
+const OWNED_B = `($1::text IS NULL OR b.owner = $1)`;
+
+/** The request `r` belongs to a batch of the owner in $1 (any owner when $1 is null). */
+const OWNED_R = `($1::text IS NULL OR EXISTS (SELECT 1 FROM %s.batches ob WHERE ob.id = r.batch_id AND ob.owner = $1))`;
+
+/**
+ * The operators' view: load per model, recent dispatch rate, daemons and queue depth, scoped to
+ * one owner's batches (see OperationsOptions.owner).
+ */
+export async function operations(pool: pg.Pool, s: string, options: OperationsOptions): Promise<Operations> {
+  const bucketSeconds = options.bucketSeconds ?? 30;
+  const buckets = Math.ceil((options.windowSeconds ?? 900) / bucketSeconds);
+  const owner = options.owner ?? null;
+  const ownedR = OWNED_R.replace('%s', s);
+  const [load, dispatch, daemons, queue, clock] = await Promise.all([
+    // In flight through the partial in-flight index; waiting rows of live batches in one pass (the
+    // queue's totals are their sums): the most expensive read here, linear in the backlog.
+    pool.query<{
+      model: string;
+      in_flight: number;
+      pending: number;
+      ready: number;
+      concurrency: number | null;
+    }>(
+      `WITH inflight AS (
+         SELECT r.model, count(*)::int AS n FROM ${s}.requests r
+          WHERE r.state IN ('claimed', 'processing') AND ${ownedR}
+          GROUP BY r.model
+       ), waiting AS (
+         SELECT r.model, count(*)::int AS pending,
+                count(*) FILTER (WHERE r.not_before IS NULL OR r.not_before <= now())::int AS ready
+           FROM ${s}.batches b JOIN ${s}.requests r ON r.batch_id = b.id AND r.state = 'pending'
+          WHERE ${LIVE_B} AND ${OWNED_B}
+          GROUP BY r.model
+       ), models AS (
+         SELECT model FROM inflight UNION SELECT model FROM waiting
+         UNION
+         SELECT model FROM ${s}.model_limits WHERE $1::text IS NULL OR model = ANY($2::text[])
+         UNION
+         -- The owner's models of batches live or ended within the dispatch window (as the chart's).
+         SELECT bm.model FROM ${s}.batches b JOIN ${s}.batch_models bm ON bm.batch_id = b.id
+          WHERE $1::text IS NOT NULL AND b.owner = $1 AND b.deleted_at IS NULL
+            AND (b.finished_at IS NULL OR b.finished_at >= now() - make_interval(secs => $3::int))
+       )
+       SELECT m.model, coalesce(i.n, 0) AS in_flight, coalesce(w.pending, 0) AS pending,
+              coalesce(w.ready, 0) AS ready, l.concurrency
+         FROM models m LEFT JOIN inflight i USING (model) LEFT JOIN waiting w USING (model)
+         LEFT JOIN ${s}.model_limits l USING (model)
+        ORDER BY m.model`,
+      [owner, options.configuredModels ?? [], buckets * bucketSeconds],
+    ),
+    // Sends in the window: rows that finished since (completed_at index per recent batch) or are in
+    // flight. A row sent and then requeued for a retry is counted again when its next attempt is.
+    pool.query<{ model: string; i: number; n: number }>(
+      `WITH since AS (SELECT now() - make_interval(secs => $2::int * $3::int) AS t),
+       recent AS (
+         SELECT b.id FROM ${s}.batches b, since
+          WHERE b.deleted_at IS NULL AND (b.finished_at IS NULL OR b.finished_at >= since.t) AND ${OWNED_B}
+       ), sent AS (
+         SELECT r.model, r.started_at FROM recent b JOIN ${s}.requests r ON r.batch_id = b.id, since
+          WHERE r.completed_at >= since.t AND r.started_at >= since.t
+         UNION ALL
+         SELECT r.model, r.started_at FROM ${s}.requests r, since
+          WHERE r.state = 'processing' AND r.started_at >= since.t AND ${ownedR}
+       )
+       SELECT model, floor(extract(epoch FROM (started_at - since.t)) / $3)::int AS i, count(*)::int AS n
+         FROM sent, since GROUP BY 1, 2`,
+      [owner, buckets, bucketSeconds],
+    ),
+    // Every daemon (infrastructure: host, pid, version, health), but only the owner's requests in
+    // its in-flight count.
+    pool.query<{
+      id: string;
+      host: string;
+      pid: number;
+      version: string | null;
+      started_at: Date;
+      heartbeat_at: Date;
+      stopped_at: Date | null;
+      stale: boolean;
+      in_flight: number;
+    }>(
+      `SELECT d.id, d.host, d.pid, d.version, d.started_at, d.heartbeat_at, d.stopped_at,
+              d.heartbeat_at < now() - make_interval(secs => $2::float8 / 1000) AS stale,
+              (SELECT count(*)::int FROM ${s}.requests r
+                WHERE r.daemon_id = d.id AND r.state IN ('claimed', 'processing') AND ${ownedR}) AS in_flight
+         FROM ${s}.daemons d
+        WHERE d.stopped_at IS NULL OR d.stopped_at > now() - interval '1 hour'
+        ORDER BY d.stopped_at IS NOT NULL, d.started_at DESC
+        LIMIT 50`,
+      [owner, options.deadDaemonAfterMs],
+    ),
+    pool.query<{ live: number }>(
+      `SELECT count(*)::int AS live FROM ${s}.batches b WHERE ${LIVE_B} AND ${OWNED_B}`,
+      [owner],
+    ),
+    pool.query<{ t: Date }>(`SELECT now() - make_interval(secs => $1::int * $2::int) AS t`, [
+      buckets,
+      bucketSeconds,
+    ]),
+  ]);
+  const series = new Map<string, number[]>();
+  for (const r of dispatch.rows) {
+    if (r.i < 0 || r.i >= buckets) continue;
+    let counts = series.get(r.model);
+    if (!counts) {
+      counts = new Array(buckets).fill(0);
+      series.set(r.model, counts);
+    }
+    counts[r.i] = r.n;
+  }
+  const sum = (f: (r: (typeof load.rows)[number]) => number) => load.rows.reduce((n, r) => n + f(r), 0);
+  return {
+    models: load.rows.map((r) => ({
+      model: r.model,
+      inFlight: r.in_flight,
+      pending: r.pending,
+      limit: r.concurrency ?? options.defaultModelConcurrency,
+    })),
+    dispatch: {
+      start: clock.rows[0]!.t,
+      bucketSeconds,
+      series: [...series]
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([model, counts]) => ({ model, counts })),
+    },
+    daemons: daemons.rows.map((d) => ({
+      id: d.id,
+      host: d.host,
+      pid: d.pid,
+      version: d.version,
+      startedAt: d.started_at,
+      heartbeatAt: d.heartbeat_at,
+      stoppedAt: d.stopped_at,
+      health: d.stopped_at ? 'stopped' : d.stale ? 'stale' : 'alive',
+      inFlight: d.in_flight,
+    })),
+    queue: {
+      pending: sum((r) => r.pending),
+      ready: sum((r) => r.ready),
+      inFlight: sum((r) => r.in_flight),
+      liveBatches: queue.rows[0]!.live,
+    },
+  };
+}
