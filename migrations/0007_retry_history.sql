@@ -1,4 +1,4 @@
--- Retry history, version 6. A retry of failed requests (src/store/sql/retry-failed.ts) copies each
+-- Retry history, version 7. A retry of failed requests (src/store/sql/retry-failed.ts) copies each
 -- failed outcome here before it puts the request back to pending, so the failure stays visible:
 -- the throughput chart keeps its red, a request shows its earlier outcomes, and the batch counts
 -- how many requests it has retried. Only the retry statement writes here: the daemon's writes
