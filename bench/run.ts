@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { benchBatchResults } from './batch-results.js';
 import { benchClaimLatency } from './claim-latency.js';
 import { benchCliRun } from './cli-run.js';
 import { benchCreateFileStream } from './create-file-stream.js';
@@ -31,6 +32,7 @@ const BENCHES: Bench[] = [
   { name: 'cli-run', run: () => benchCliRun() },
   { name: 'server-transfer', run: () => benchServerTransfer() },
   { name: 'dashboard-queries', run: async () => ({ markdown: await benchDashboardQueries() }) },
+  { name: 'batch-results', run: () => benchBatchResults() },
 ];
 
 const OUT = fileURLToPath(new URL('../BENCHMARKS.md', import.meta.url));

@@ -6,6 +6,7 @@ import { NotFoundError, ValidationError, type ValidationIssue } from '../domain/
 import { CustomIdSet, type RequestTemplateInput, validateTemplate } from '../domain/templates.js';
 import type { CreateFileOptions, FileInfo, FilePurpose, ListOptions, Page } from '../domain/types.js';
 import { copyRow } from './copy-text.js';
+import { measureFiles } from './output-files.js';
 import { assertId, FILE_COLUMNS, type FileRow, isUuid, toFileInfo } from './rows.js';
 
 /** A template as streamed into a file; `lineNumber` (1-based) defaults to its position + 1. */
@@ -113,7 +114,18 @@ export async function insertFile(
   }
 }
 
+/** A file with its real size and line count (output and error files are measured, see measured()). */
 export async function getFile(
+  pool: pg.Pool,
+  schema: string,
+  id: string,
+  owner?: string | null,
+): Promise<FileInfo> {
+  return (await measured(pool, schema, [await findFile(pool, schema, id, owner)]))[0]!;
+}
+
+/** A file as stored: for reading its content, which needs no measuring. */
+export async function findFile(
   pool: pg.Pool,
   schema: string,
   id: string,
@@ -127,6 +139,18 @@ export async function getFile(
   );
   if (!rows[0]) throw new NotFoundError('file', id);
   return toFileInfo(rows[0]);
+}
+
+/**
+ * Output and error files with their real size and line count (sizeBytes, templateCount), measured
+ * from their batch's requests as they are now (output-files.ts measureFiles); input files as stored.
+ */
+async function measured(pool: pg.Pool, schema: string, files: FileInfo[]): Promise<FileInfo[]> {
+  const sizes = await measureFiles(pool, schema, files);
+  return files.map((f) => {
+    const size = sizes.get(f.id);
+    return size ? { ...f, sizeBytes: size.bytes, templateCount: size.lines } : f;
+  });
 }
 
 export interface ListFilesOptions extends ListOptions {
@@ -154,7 +178,8 @@ export async function listFiles(
       LIMIT $4`,
     [options.owner ?? null, options.purpose ?? null, after, limit + 1],
   );
-  return { data: rows.slice(0, limit).map(toFileInfo), hasMore: rows.length > limit };
+  const data = await measured(pool, schema, rows.slice(0, limit).map(toFileInfo));
+  return { data, hasMore: rows.length > limit };
 }
 
 /** Soft delete: the file disappears from reads at once; batches made from it keep their templates. */

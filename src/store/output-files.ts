@@ -17,7 +17,10 @@ import {
  * file: COPY TO hands over rows as they come and pauses when the reader does.
  */
 
-function linesSql(schema: string, file: FileInfo, mode: LinesMode = 'lines'): string {
+/** What locating a file's content needs: for output and error files, the batch they come from. */
+export type ContentSource = Pick<FileInfo, 'id' | 'purpose' | 'sourceBatchId'>;
+
+function linesSql(schema: string, file: ContentSource, mode: LinesMode = 'lines'): string {
   if (file.purpose === 'batch') return inputLinesSql(schema, file.id);
   if (!file.sourceBatchId) throw new TypeError(`file ${file.id} has no source batch`);
   return file.purpose === 'batch_output'
@@ -34,7 +37,7 @@ function copyOut(sql: string): string {
  * Opens the file's content. The stream holds one pooled connection until it ends; destroying it
  * (a client that went away) discards that connection rather than return it mid-COPY.
  */
-export async function openFileContent(pool: pg.Pool, schema: string, file: FileInfo): Promise<Readable> {
+export async function openFileContent(pool: pg.Pool, schema: string, file: ContentSource): Promise<Readable> {
   // Output files, the large and hot case, come as columns framed in Node (see outputRowsSql).
   const framed = file.purpose === 'batch_output' && file.sourceBatchId !== null;
   const sql = copyOut(framed ? outputRowsSql(schema, file.sourceBatchId!) : linesSql(schema, file));
@@ -64,46 +67,41 @@ export async function openFileContent(pool: pg.Pool, schema: string, file: FileI
   return stream.pipe(jsonl);
 }
 
-/**
- * Size in bytes of a file's content. Input files report their upload's size; output and error
- * files are measured from the stored lengths of the bodies (see sql/output-lines.ts).
- */
-export async function fileContentBytes(pool: pg.Pool, schema: string, file: FileInfo): Promise<number> {
-  if (file.purpose === 'batch') return file.sizeBytes;
-  const { rows } = await pool.query<{ bytes: string }>(
-    `SELECT coalesce(sum(q.n), 0) AS bytes FROM (${linesSql(schema, file, 'size')}) q`,
-  );
-  return Number(rows[0]!.bytes);
+/** What a file's content measures: its bytes and its lines. */
+export interface ContentSize {
+  bytes: number;
+  lines: number;
 }
 
 /**
- * Sizes of several files (a list page) in one statement: one round trip instead of one per output
- * or error file. Same measure as fileContentBytes.
+ * Bytes and lines of output and error files, measured from their batch's requests as they are now
+ * (so they match the batch at every moment, also while a retry reopened it), without reading the
+ * bodies of JSON answers (octet_length of a stored text is known without decompressing it; see
+ * sql/output-lines.ts). Several files (a list page) in one statement each 100: one round trip
+ * instead of one per file. Input files are not measured here (their upload's size is stored).
  */
-export async function fileContentBytesMany(
+export async function measureFiles(
   pool: pg.Pool,
   schema: string,
   files: FileInfo[],
-): Promise<Map<string, number>> {
-  const sizes = new Map<string, number>();
+): Promise<Map<string, ContentSize>> {
+  const sizes = new Map<string, ContentSize>();
   const measured = files.filter((f) => f.purpose !== 'batch' && f.sourceBatchId);
-  for (const f of files) if (!measured.includes(f)) sizes.set(f.id, f.sizeBytes);
   if (measured.length === 0) return sizes;
   // 100 files a statement keeps the SQL text small for a 10,000-file page.
-  const rows: { id: string; bytes: string }[] = [];
   for (let from = 0; from < measured.length; from += 100) {
     const group = measured.slice(from, from + 100);
-    const result = await pool.query<{ id: string; bytes: string }>(
+    const result = await pool.query<{ id: string; bytes: string; lines: string }>(
       group
         .map(
           (f, i) =>
-            `SELECT $${i + 1}::uuid AS id, (SELECT coalesce(sum(q.n), 0) FROM (${linesSql(schema, f, 'size')}) q) AS bytes`,
+            `SELECT $${i + 1}::uuid AS id, q.* FROM (SELECT coalesce(sum(l.n), 0) AS bytes, count(*) AS lines
+                FROM (${linesSql(schema, f, 'size')}) l) q`,
         )
         .join(' UNION ALL '),
       group.map((f) => f.id),
     );
-    rows.push(...result.rows);
+    for (const r of result.rows) sizes.set(r.id, { bytes: Number(r.bytes), lines: Number(r.lines) });
   }
-  for (const r of rows) sizes.set(r.id, Number(r.bytes));
   return sizes;
 }

@@ -18,6 +18,7 @@ import type {
 import type { BatchEvents } from './batches.js';
 import * as batches from './batches.js';
 import { completionWindowMs, DEFAULT_COMPLETION_WINDOW } from './batches.js';
+import { batchResultLines, checkInclude, fileLines, type ResultsInclude } from './content-lines.js';
 import { notifyEvents } from './events.js';
 import * as files from './files.js';
 import { assertSchemaName, DEFAULT_SCHEMA, qualify } from './schema.js';
@@ -119,6 +120,31 @@ export class PostgresRequestManager {
 
   getFile(fileId: string, scope: OwnerScope = {}): Promise<FileInfo> {
     return files.getFile(this.pool, this.schema, fileId, scope.owner);
+  }
+
+  /**
+   * A file's content as JSONL lines (each without its newline), streamed from the database as you
+   * read: input files rebuilt from their templates, output and error files from their batch's
+   * requests (the same lines the API's /files/{id}/content sends). Memory stays flat for any size.
+   * A missing file (or another owner's) rejects the first read with a NotFoundError.
+   */
+  getFileContent(fileId: string, scope: OwnerScope = {}): AsyncIterableIterator<string> {
+    return fileLines(this.pool, this.schema, () =>
+      files.findFile(this.pool, this.schema, fileId, scope.owner),
+    );
+  }
+
+  /**
+   * A batch's results as JSONL lines in OpenAI's output-file format, streamed from the database as
+   * you read: `completed` (the output file's lines), `failed` (the error file's: failed, canceled and
+   * expired requests) or `all` (both, output first). A live batch gives its results so far.
+   */
+  getBatchResults(
+    batchId: string,
+    options: { include?: ResultsInclude } & OwnerScope = {},
+  ): AsyncIterableIterator<string> {
+    const include = checkInclude(options.include ?? 'all');
+    return batchResultLines(this.pool, this.schema, () => this.getBatch(batchId, options), include);
   }
 
   listFiles(options: files.ListFilesOptions = {}): Promise<Page<FileInfo>> {

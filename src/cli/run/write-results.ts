@@ -2,7 +2,6 @@ import { createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
-import type { FileInfo } from '../../domain/types.js';
 import { openFileContent } from '../../store/output-files.js';
 
 /**
@@ -17,18 +16,7 @@ export async function writeBatchFile(
   purpose: 'batch_output' | 'batch_error',
   path: string,
 ): Promise<void> {
-  const file: FileInfo = {
-    id: batchId,
-    name: path,
-    description: null,
-    purpose,
-    sizeBytes: 0,
-    templateCount: 0,
-    owner: null,
-    sourceBatchId: batchId,
-    expiresAt: null,
-    createdAt: new Date(),
-  };
+  const file = { id: batchId, purpose, sourceBatchId: batchId };
   const tmp = `${path}.partial-${process.pid}`;
   try {
     await pipeline(await openFileContent(pool, quotedSchema, file), createWriteStream(tmp));

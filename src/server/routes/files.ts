@@ -1,6 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import type { FileInfo, FilePurpose } from '../../domain/types.js';
-import { fileContentBytes, fileContentBytesMany, openFileContent } from '../../store/output-files.js';
+import { findFile } from '../../store/files.js';
+import { openFileContent } from '../../store/output-files.js';
 import type { ApiContext, Call } from '../context.js';
 import { ApiError, sendJson } from '../http.js';
 import { fileId, parseFileId } from '../ids.js';
@@ -13,20 +14,22 @@ export function noSuchFile(id: string): ApiError {
   return new ApiError(404, `No such File object: ${id}`, { code: 'not_found', param: 'file_id' });
 }
 
-/** Resolves an OpenAI file id to the owner's file, or 404. */
-async function ownFile(ctx: ApiContext, call: Call, id: string): Promise<FileInfo> {
+/**
+ * Resolves an OpenAI file id to the owner's file, or 404. `measured`: with the real size of an
+ * output or error file (one pass over its batch's rows), which reading its content does not need.
+ */
+async function ownFile(ctx: ApiContext, call: Call, id: string, measured = true): Promise<FileInfo> {
   const uuid = parseFileId(id);
   if (!uuid) throw noSuchFile(id);
+  const { pool, schema } = ctx.manager;
   try {
-    return await ctx.db(ctx.manager.getFile(uuid, { owner: call.owner }));
+    return await ctx.db(
+      measured ? ctx.manager.getFile(uuid, { owner: call.owner }) : findFile(pool, schema, uuid, call.owner),
+    );
   } catch (err) {
     if ((err as { code?: string }).code === 'not_found') throw noSuchFile(id);
     throw err;
   }
-}
-
-async function toObject(ctx: ApiContext, file: FileInfo): Promise<FileObject> {
-  return fileObject(file, await ctx.db(fileContentBytes(ctx.manager.pool, ctx.manager.schema, file)));
 }
 
 export async function listFiles(ctx: ApiContext, call: Call): Promise<void> {
@@ -57,8 +60,8 @@ export async function listFiles(ctx: ApiContext, call: Call): Promise<void> {
       ...(after ? { after } : {}),
     }),
   );
-  const sizes = await ctx.db(fileContentBytesMany(ctx.manager.pool, ctx.manager.schema, page.data));
-  const data: FileObject[] = page.data.map((f) => fileObject(f, sizes.get(f.id) ?? f.sizeBytes));
+  // Output and error files come measured from their batch (the store's getFile and listFiles).
+  const data: FileObject[] = page.data.map((f) => fileObject(f, f.sizeBytes));
   sendJson(call.res, 200, {
     object: 'list',
     data,
@@ -70,19 +73,19 @@ export async function listFiles(ctx: ApiContext, call: Call): Promise<void> {
 
 export async function retrieveFile(ctx: ApiContext, call: Call): Promise<void> {
   const file = await ownFile(ctx, call, call.params[0]!);
-  sendJson(call.res, 200, await toObject(ctx, file));
+  sendJson(call.res, 200, fileObject(file, file.sizeBytes));
 }
 
 export async function deleteFile(ctx: ApiContext, call: Call): Promise<void> {
   const id = call.params[0]!;
-  const file = await ownFile(ctx, call, id);
+  const file = await ownFile(ctx, call, id, false);
   await ctx.db(ctx.manager.deleteFile(file.id, { owner: call.owner }));
   sendJson(call.res, 200, { id: fileId(file.id), object: 'file', deleted: true });
 }
 
 /** The raw JSONL, streamed from PostgreSQL with back-pressure (never buffered whole). */
 export async function fileContent(ctx: ApiContext, call: Call): Promise<void> {
-  const file = await ownFile(ctx, call, call.params[0]!);
+  const file = await ownFile(ctx, call, call.params[0]!, false);
   const stream = await ctx.db(openFileContent(ctx.manager.pool, ctx.manager.schema, file));
   const { res } = call;
   res.statusCode = 200;

@@ -7,7 +7,9 @@
  * One statement: it locks the batch row, counts by state through requests_batch_state_idx, and only
  * writes when the batch is over, so callers may call it whenever they suspect a batch has ended.
  * Two callers racing serialise on the row lock and the second finds finished_at set.
- * The output and error file rows are created in the same statement.
+ * The output and error file rows are created in the same statement, or, when the batch ends again
+ * after retryFailedRequests reopened it, brought up to date (their line counts; their content is
+ * always read from the requests). The API measures sizes and lines live (output-files.ts).
  *
  * Alternatives: a per-request trigger maintaining counters drifted and contended in the Rust system;
  * counting on every status read is what this avoids once a batch has ended.
@@ -38,7 +40,8 @@ output_file AS (
   INSERT INTO ${s}.files (name, purpose, owner, source_batch_id, template_count)
   SELECT 'batch_' || replace(e.id::text, '-', '') || '_output.jsonl', 'batch_output', e.owner, e.id, e.completed
     FROM ending e WHERE e.completed > 0
-  ON CONFLICT DO NOTHING
+  ON CONFLICT (source_batch_id, purpose) WHERE source_batch_id IS NOT NULL
+  DO UPDATE SET template_count = EXCLUDED.template_count
   RETURNING id
 ),
 error_file AS (
@@ -46,8 +49,18 @@ error_file AS (
   SELECT 'batch_' || replace(e.id::text, '-', '') || '_error.jsonl', 'batch_error', e.owner, e.id,
          e.failed + e.canceled + e.pending
     FROM ending e WHERE e.failed + e.canceled + e.pending > 0
-  ON CONFLICT DO NOTHING
+  ON CONFLICT (source_batch_id, purpose) WHERE source_batch_id IS NOT NULL
+  DO UPDATE SET template_count = EXCLUDED.template_count
   RETURNING id
+),
+-- A file of an earlier end that has no lines now (a retry completed every failed request) says so;
+-- the batch no longer points at it. Disjoint from the upserts above (those need lines).
+emptied AS (
+  UPDATE ${s}.files f SET template_count = 0
+    FROM ending e
+   WHERE f.source_batch_id = e.id
+     AND ((f.purpose = 'batch_output' AND e.completed = 0)
+       OR (f.purpose = 'batch_error' AND e.failed + e.canceled + e.pending = 0))
 )
 UPDATE ${s}.batches t SET
   finished_at     = now(),
@@ -61,10 +74,8 @@ UPDATE ${s}.batches t SET
   input_tokens    = e.input_tokens,
   output_tokens   = e.output_tokens,
   total_tokens    = e.total_tokens,
-  output_file_id  = coalesce((SELECT id FROM output_file), t.output_file_id,
-                             (SELECT id FROM ${s}.files WHERE source_batch_id = e.id AND purpose = 'batch_output')),
-  error_file_id   = coalesce((SELECT id FROM error_file), t.error_file_id,
-                             (SELECT id FROM ${s}.files WHERE source_batch_id = e.id AND purpose = 'batch_error'))
+  output_file_id  = CASE WHEN e.completed > 0 THEN (SELECT id FROM output_file) END,
+  error_file_id   = CASE WHEN e.failed + e.canceled + e.pending > 0 THEN (SELECT id FROM error_file) END
 FROM ending e
 WHERE t.id = e.id
 RETURNING t.id`;

@@ -34,8 +34,8 @@ const CUSTOM_ID = `coalesce(to_json(r.custom_id)::text, 'null')`;
 
 /**
  * `lines` selects each line as text; `size` selects each line's byte length (newline included)
- * without reading the bodies: octet_length of a stored text is known without decompressing it.
- * The size is exact except for a body that is not JSON, which the line quotes (rare: 2xx bodies).
+ * without reading the bodies of answers used as they are: octet_length of a stored text is known
+ * without decompressing it. A body the line quotes (not JSON) is measured as quoted.
  */
 export type LinesMode = 'lines' | 'size';
 
@@ -129,7 +129,9 @@ export function errorLinesSql(s: string, batchId: string, mode: LinesMode = 'lin
             WHEN ${hasResponse} THEN 'null'
             ELSE '{"code":' || to_json(${code})::text || ',"message":' || to_json(${message})::text || '}' END
        || '}'`;
-  const bodyBytes = `CASE WHEN ${hasResponse} THEN coalesce(octet_length(r.response_body), 4) ELSE 0 END`;
+  // A failed body is often not JSON (a proxy's HTML page): the line quotes it, so it is measured
+  // as quoted. Error files are small next to output files; their bodies are read to measure them.
+  const bodyBytes = `CASE WHEN ${hasResponse} THEN octet_length(${s}.jsonl_value(r.response_body)) ELSE 0 END`;
   return `${select(mode, line, bodyBytes)}
   FROM ${rows(
     `r.id, r.effective_state, r.effective_error_code, r.error_code, r.error_message, r.response_status,
