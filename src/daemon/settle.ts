@@ -50,6 +50,11 @@ export interface SettleInput {
   anyBody?: boolean;
   /** Told when the shouldRetry hook throws. */
   onHookError?: (err: unknown) => void;
+  /**
+   * The model is paced by requests/tokens-per-minute limits (configured or learned): a 429 with a
+   * hint is the pacing's miss, not the request's failure (see rateLimitedWrite).
+   */
+  paced?: boolean;
 }
 
 const SNIPPET = 300;
@@ -110,6 +115,34 @@ function write(
     giveBack,
     reason,
   };
+}
+
+/**
+ * A 429 (not insufficient_quota: that is final before this is asked) on a model paced by rate
+ * limits, or one whose answer carries the provider's limit headers, with a hint: the request goes
+ * back to pending at the hint and its attempt is not counted (issue 11: the 429 costs no retry; the
+ * whole model pauses, see src/store/sql/rate-budget.ts). Past the batch's deadline it is an ordinary
+ * retriable failure. Null otherwise: a 429 with no hint, or from an upstream that sends no limit
+ * headers for a model without rate limits, is retried as any other.
+ */
+export function rateLimitedWrite(
+  row: SettleInput,
+  outcome: AttemptOutcome,
+  now: number = Date.now(),
+): ResultWrite | null {
+  if (outcome.kind !== 'http' || outcome.status !== 429 || outcome.retryAfterMs === null) return null;
+  const info = outcome.rateLimit;
+  const limited =
+    row.paced === true ||
+    (info != null &&
+      (info.requests !== null ||
+        info.tokens !== null ||
+        info.inputTokens !== null ||
+        info.outputTokens !== null));
+  if (!limited) return null;
+  const notBefore = now + Math.ceil(outcome.retryAfterMs);
+  if (notBefore >= row.deadline) return null;
+  return write(row, 'pending', 'rate_limited', null, null, null, null, null, new Date(notBefore), null, true);
 }
 
 /**
@@ -184,6 +217,8 @@ export function settleAttempt(
           ? `shouldRetry rejected the ${status} answer`
           : `upstream answered ${status}: ${snippet(body)}`;
     if (verdict === 'retriable') {
+      const paused = rateLimitedWrite(row, outcome, now);
+      if (paused) return paused;
       const decision = decideRetry(row.attempt, outcome.retryAfterMs, row.deadline, policy, now, random);
       if (decision.retry) {
         return write(

@@ -1,6 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { Pool } from 'undici';
-import { type AttemptOutcome, parseRetryAfter } from '../domain/retry.js';
+import {
+  isRateLimitHeader,
+  parseRateLimitHeaders,
+  type RateLimitInfo,
+} from '../domain/rate-limit-headers.js';
+import type { AttemptOutcome } from '../domain/retry.js';
 
 /**
  * How the daemon talks to upstreams: one attempt in, one outcome out. The default keeps an undici
@@ -47,15 +52,29 @@ export class AbortEmitter extends EventEmitter {
   }
 }
 
-/** The first value of a response header in undici's raw form ([name, value, …] as Buffers); lower-case name. */
-function rawHeader(raw: Buffer[], name: string): string | null {
+/**
+ * One pass over undici's raw headers ([name, value, …] as Buffers): the request id and the
+ * rate-limit headers (src/domain/rate-limit-headers.ts), first value of each. A name that cannot be
+ * one of them (its first letter is not x, a or r) is skipped without decoding it, so an upstream
+ * that sends no such headers costs one byte comparison per header.
+ */
+function scanHeaders(raw: Buffer[]): { requestId: string | null; rateLimit: RateLimitInfo | null } {
+  let requestId: string | null = null;
+  let limits: Record<string, string> | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const n = raw[i]!;
-    if (n.length === name.length && n.toString('latin1').toLowerCase() === name) {
-      return raw[i + 1]!.toString('latin1');
+    const first = (n[0] ?? 0) | 0x20;
+    if (first !== 0x78 && first !== 0x61 && first !== 0x72) continue;
+    const name = n.toString('latin1').toLowerCase();
+    if (name === 'x-request-id') {
+      requestId ??= raw[i + 1]!.toString('latin1');
+    } else if (isRateLimitHeader(name)) {
+      limits ??= {};
+      limits[name] ??= raw[i + 1]!.toString('latin1');
     }
   }
-  return null;
+  const found = limits;
+  return { requestId, rateLimit: found ? parseRateLimitHeaders((name) => found[name]) : null };
 }
 
 /**
@@ -118,13 +137,14 @@ export class UndiciAttempt {
           : Buffer.concat(chunks).toString('utf8');
     // As body.text() did: a leading byte order mark is not part of the text.
     if (body.charCodeAt(0) === 0xfeff) body = body.slice(1);
-    const raw = this.headers;
+    const { requestId, rateLimit } = scanHeaders(this.headers);
     this.resolve({
       kind: 'http',
       status: this.status,
       body,
-      upstreamRequestId: rawHeader(raw, 'x-request-id'),
-      retryAfterMs: parseRetryAfter(rawHeader(raw, 'retry-after-ms'), rawHeader(raw, 'retry-after')),
+      upstreamRequestId: requestId,
+      retryAfterMs: rateLimit?.retryAfterMs ?? null,
+      rateLimit,
     });
   }
 
@@ -216,15 +236,14 @@ export class UndiciUpstreamClient implements UpstreamClient {
         signal,
       });
       const body = await res.body.text();
+      const rateLimit = parseRateLimitHeaders((name) => header(res.headers[name]));
       return {
         kind: 'http',
         status: res.statusCode,
         body,
         upstreamRequestId: header(res.headers['x-request-id']),
-        retryAfterMs: parseRetryAfter(
-          header(res.headers['retry-after-ms']),
-          header(res.headers['retry-after']),
-        ),
+        retryAfterMs: rateLimit?.retryAfterMs ?? null,
+        rateLimit,
       };
     } catch (err) {
       return errorOutcome(err, signal);

@@ -1,4 +1,5 @@
 import { STATUS_CODES } from 'node:http';
+import type { RateLimitInfo } from './rate-limit-headers.js';
 
 /**
  * Retry policy (pure): what one attempt's outcome means for its request, and when to try again.
@@ -15,6 +16,8 @@ export type AttemptOutcome =
       upstreamRequestId: string | null;
       /** Server hint from retry-after-ms, else retry-after (seconds or HTTP date), in ms. */
       retryAfterMs: number | null;
+      /** The answer's rate-limit headers, parsed (absent or null when it carried none). */
+      rateLimit?: RateLimitInfo | null;
     }
   | {
       kind: 'error';

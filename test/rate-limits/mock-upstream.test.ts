@@ -1,5 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { parseGoDuration, parseRateLimitHeaders } from '../../src/domain/rate-limit-headers.js';
+import { rateLimitedWrite, settleAttempt } from '../../src/daemon/settle.js';
+import { UndiciAttempt, UndiciUpstreamClient } from '../../src/daemon/upstream-client.js';
+import {
+  parseGoDuration,
+  parseRateLimitHeaders,
+  type RateLimitInfo,
+} from '../../src/domain/rate-limit-headers.js';
 import { goDuration } from '../../src/mock-upstream/rate-limits.js';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
 import { startCli, waitFor } from '../cli/support/cli.js';
@@ -102,5 +108,62 @@ describe('the rate-limiting mock upstream', () => {
       cli.kill('SIGTERM');
       await cli.exited;
     }
+  });
+});
+
+describe('the daemon reads the headers of every answer', () => {
+  it('the upstream client parses them in one pass, and reports none for an upstream that sends none', async () => {
+    const limited = await startMockUpstream({ rateLimits: { rpm: 1, tpm: 1000 } });
+    const plain = await startMockUpstream();
+    const client = new UndiciUpstreamClient(10_000);
+    try {
+      const send = (origin: string) =>
+        client.start(
+          { origin, path: '/v1/chat/completions', method: 'POST', headers: {}, body: chat('hello', 10) },
+          new UndiciAttempt(),
+        );
+      const ok = await send(limited.url);
+      expect(ok.kind === 'http' && ok.rateLimit?.tokens?.limit).toBe(1000);
+      expect(ok.kind === 'http' && ok.upstreamRequestId).toMatch(/^req_mock_/);
+      const refused = await send(limited.url);
+      expect(refused.kind === 'http' && refused.status).toBe(429);
+      expect(refused.kind === 'http' && refused.retryAfterMs).toBeGreaterThan(1000);
+      expect(refused.kind === 'http' && refused.rateLimit?.requests?.remaining).toBe(0);
+      const none = await send(plain.url);
+      expect(none.kind === 'http' && none.rateLimit).toBeNull();
+      expect(none.kind === 'http' && none.retryAfterMs).toBeNull();
+      const viaRequest = await client.send(
+        { origin: limited.url, path: '/v1/chat/completions', method: 'POST', headers: {}, body: chat('x') },
+        new AbortController().signal,
+      );
+      expect(viaRequest.kind === 'http' && viaRequest.rateLimit?.requests?.limit).toBe(1);
+    } finally {
+      await client.close();
+      await limited.close();
+      await plain.close();
+    }
+  });
+
+  it('a 429 with a hint costs no attempt on a paced model or with limit headers; otherwise as before', () => {
+    const row = { id: 'r', batchId: 'b', model: 'm', attempt: 2, deadline: 1_000_000 };
+    const policy = { maxRetries: 3, backoffMs: 10, backoffFactor: 2, maxBackoffMs: 100 };
+    const http429 = (rateLimit: RateLimitInfo | null, retryAfterMs: number | null = 500) =>
+      ({ kind: 'http', status: 429, body: '{}', upstreamRequestId: null, retryAfterMs, rateLimit }) as const;
+    const sent: Record<string, string> = { 'x-ratelimit-remaining-tokens': '0' };
+    const headers = parseRateLimitHeaders((n) => sent[n]);
+    const paced = settleAttempt({ ...row, paced: true }, http429(null), null, policy, 1000);
+    expect(paced).toMatchObject({ state: 'pending', giveBack: true, reason: 'rate_limited' });
+    expect(paced.notBefore?.getTime()).toBe(1500);
+    expect(settleAttempt(row, http429(headers), null, policy, 1000)).toMatchObject({ giveBack: true });
+    // No limit headers and not paced: an ordinary retry that counts.
+    expect(settleAttempt(row, http429(null), null, policy, 1000)).toMatchObject({
+      state: 'pending',
+      giveBack: false,
+    });
+    // No hint: an ordinary retry too; past the deadline: not a free wait.
+    expect(settleAttempt({ ...row, paced: true }, http429(headers, null), null, policy, 1000).giveBack).toBe(
+      false,
+    );
+    expect(rateLimitedWrite({ ...row, paced: true, deadline: 1200 }, http429(null), 1000)).toBeNull();
   });
 });
