@@ -1,4 +1,5 @@
 import type { BackoffPolicy, RetryRules } from '../domain/retry.js';
+import { isJsonContentType } from '../domain/templates.js';
 import type { UpstreamRouter } from './config.js';
 import type { Limiter } from './limiter.js';
 import { type DaemonLog, errorFields } from './logger.js';
@@ -23,6 +24,8 @@ export interface ClaimedRow {
   path: string;
   body: string;
   api_key: string;
+  /** The template's Content-Type; null: application/json. */
+  content_type: string | null;
 }
 
 interface InFlight {
@@ -197,7 +200,7 @@ export class Dispatcher {
       return;
     }
     const headers: Record<string, string> = {
-      'content-type': 'application/json',
+      'content-type': row.content_type ?? 'application/json',
       'x-fusillade-request-id': row.id,
     };
     if (row.custom_id !== null) headers['x-fusillade-custom-id'] = row.custom_id;
@@ -292,6 +295,7 @@ export class Dispatcher {
         attempt: row.attempt,
         deadline: row.expires_ms ?? Number.POSITIVE_INFINITY,
         customId: row.custom_id,
+        anyBody: row.content_type !== null && !isJsonContentType(row.content_type),
         onHookError: this.hookError,
       },
       outcome,

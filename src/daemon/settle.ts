@@ -181,8 +181,17 @@ export function settleAttempt(
     let parsedOk: unknown;
     // A 2xx is classified here, by parsing its body once (statusVerdict would parse it too).
     if (status < 200 || status >= 300) verdict = statusVerdict(outcome, policy.retryableStatuses);
-    else if (row.anyBody) verdict = 'success';
-    else {
+    else if (row.anyBody) {
+      // Any answer completes; one that is JSON may still report usage.
+      verdict = 'success';
+      if (body.charCodeAt(0) === 0x7b) {
+        try {
+          parsedOk = JSON.parse(body);
+        } catch {
+          // text that starts with a brace
+        }
+      }
+    } else {
       try {
         parsedOk = JSON.parse(body);
         verdict = 'success';

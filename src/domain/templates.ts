@@ -8,7 +8,7 @@ export interface RequestTemplateInput {
   method: string;
   /** URL path sent to the upstream, e.g. "/v1/chat/completions". */
   path: string;
-  /** Request body as a JSON string (sent byte for byte). */
+  /** Request body, sent byte for byte: JSON unless `contentType` says otherwise. */
   body: string;
   /** Model name; selects the concurrency limit. */
   model: string;
@@ -16,6 +16,24 @@ export interface RequestTemplateInput {
   apiKey: string;
   /** The caller's id for this request; unique within a file when given. */
   customId?: string | null;
+  /**
+   * The body's media type, sent as Content-Type (default "application/json"). A JSON type (that one,
+   * with parameters, or `…+json`) keeps the LLM rules: the body must be JSON and a 2xx answer that
+   * is not JSON is retried. Any other type ("text/plain", "application/x-www-form-urlencoded", …):
+   * the body is any text and any 2xx answer completes as it is (an answer that is not JSON appears
+   * in results as a JSON string).
+   */
+  contentType?: string | null;
+}
+
+/** A media type as a header value can carry it: type/subtype and optional parameters, no controls. */
+const MEDIA_TYPE = /^[A-Za-z0-9!#$&^_.+-]+\/[A-Za-z0-9!#$&^_.+-]+(\s*;[\x20-\x7e]*)?$/;
+
+/** Whether a template's content type is JSON (absent: application/json). */
+export function isJsonContentType(contentType: string | null | undefined): boolean {
+  if (contentType === undefined || contentType === null) return true;
+  const essence = contentType.split(';')[0]!.trim().toLowerCase();
+  return essence === 'application/json' || essence.endsWith('+json');
 }
 
 export const ALLOWED_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
@@ -52,9 +70,20 @@ export function validateTemplate(t: RequestTemplateInput, index: number): Valida
       `method must be one of ${ALLOWED_METHODS.join(', ')}, got ${JSON.stringify(t.method)}`,
     );
   }
+  const contentType = t.contentType;
+  if (contentType !== undefined && contentType !== null) {
+    if (typeof contentType !== 'string' || !MEDIA_TYPE.test(contentType)) {
+      bad(
+        'invalid_content_type',
+        'contentType',
+        `contentType must be a media type such as "text/plain", got ${JSON.stringify(contentType)}`,
+      );
+    }
+  }
+  const json = typeof contentType !== 'string' || isJsonContentType(contentType);
   if (typeof t.body !== 'string') {
-    bad('invalid_body', 'body', 'body must be a string of JSON');
-  } else if (!(BODYLESS.has(String(method)) && t.body === '')) {
+    bad('invalid_body', 'body', json ? 'body must be a string of JSON' : 'body must be a string');
+  } else if (json && !(BODYLESS.has(String(method)) && t.body === '')) {
     try {
       JSON.parse(t.body);
     } catch {
@@ -72,6 +101,7 @@ export function validateTemplate(t: RequestTemplateInput, index: number): Valida
     ['customId', t.customId],
     ['path', t.path],
     ['apiKey', t.apiKey],
+    ['body', t.body],
   ]) {
     if (typeof v === 'string' && v.includes('\u0000'))
       bad('invalid_string', String(param), `${param} contains a NUL character`);

@@ -47,7 +47,7 @@ export async function insertFile(
     copy = client.query(
       copyFrom(
         `COPY ${schema}.request_templates
-           (file_id, line_number, custom_id, endpoint, method, path, body, model, api_key) FROM STDIN`,
+           (file_id, line_number, custom_id, endpoint, method, path, body, model, api_key, content_type) FROM STDIN`,
       ),
     );
     const copyDone = once(copy, 'finish');
@@ -84,6 +84,7 @@ export async function insertFile(
         t.body,
         t.model,
         t.apiKey ?? '',
+        t.contentType ?? null,
       ]);
       index++;
       if (chunk.length >= FLUSH_BYTES) {

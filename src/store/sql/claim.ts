@@ -114,7 +114,7 @@ export function claimUpdate(s: string, p: { daemon: string; lease: string }): st
   FROM picked p, ${s}.request_templates t
  WHERE r.id = ANY (ARRAY(SELECT id FROM picked)) AND r.id = p.id AND t.id = r.template_id
 RETURNING r.id, r.batch_id, r.model, r.attempt, floor(extract(epoch FROM p.expires_at) * 1000)::float8 AS expires_ms, t.custom_id, t.endpoint, t.method, t.path,
-          t.body, t.api_key`;
+          t.body, t.api_key, t.content_type`;
 }
 
 /**

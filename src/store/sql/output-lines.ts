@@ -4,11 +4,14 @@
  *
  * Output file (batch_output): completed requests,
  *   {"id":"batch_req_…","custom_id":…,"response":{"status_code":…,"request_id":…,"body":…},"error":null}
+ * A template whose contentType is not JSON takes any answer: its body is the answer's JSON value if
+ * it is JSON, else the answer as a JSON string.
  * Error file (batch_error): failed requests with an HTTP error answer keep it in `response` with
  * "error":null; a failed 2xx (its body is not JSON) keeps it too, with "error" saying so; failed ones
  * without an answer (timeouts, connection errors) and canceled or expired ones (request_view's
  * effective state) have "response":null and "error":{"code","message"}.
- * Input file (batch): the uploaded lines rebuilt from their templates; bodies are the stored text.
+ * Input file (batch): the uploaded lines rebuilt from their templates; bodies are the stored text
+ * (a body of a non-JSON contentType as a JSON string).
  *
  * The batch or file id is inlined (COPY takes no parameters); callers pass a validated UUID.
  * Alternatives: keyset pages of rows assembled in Node (JSON.parse of every body to check it is
@@ -52,8 +55,17 @@ function httpResponse(body: string): string {
  * Raw newlines (pretty-printed JSON) are blanked on the way out by CopyTextToJsonl.
  */
 function trustedJson(s: string): string {
-  return `CASE WHEN substr(r.response_body, 1, 1) IN ('{', '[') THEN r.response_body
+  return `CASE WHEN r.content_type IS NULL AND substr(r.response_body, 1, 1) IN ('{', '[') THEN r.response_body
           ELSE ${s}.jsonl_value(r.response_body) END`;
+}
+
+/**
+ * The bytes of trustedJson's value: a JSON template's answer as stored (octet_length, without
+ * reading the body); another template's answer (any text) as jsonl_value quotes it.
+ */
+function trustedJsonBytes(s: string): string {
+  return `CASE WHEN r.content_type IS NULL THEN coalesce(octet_length(r.response_body), 4)
+          ELSE octet_length(${s}.jsonl_value(r.response_body)) END`;
 }
 
 /**
@@ -84,9 +96,9 @@ export function outputLinesSql(s: string, batchId: string, mode: LinesMode = 'li
        ',"response":{"status_code":', r.response_status,
        ',"request_id":', coalesce(to_json(r.upstream_request_id)::text, 'null'),
        ',"body":', ${body}, '},"error":null}')`;
-  return `${select(mode, line, `coalesce(octet_length(r.response_body), 4)`)}
+  return `${select(mode, line, trustedJsonBytes(s))}
   FROM ${rows(
-    'r.id, r.response_status, r.upstream_request_id, t.custom_id',
+    'r.id, r.response_status, r.upstream_request_id, t.custom_id, t.content_type',
     `FROM ${s}.requests r JOIN ${s}.request_templates t ON ${sameFile(s, batchId)}
      WHERE r.batch_id = ${literal(batchId)} AND r.state = 'completed'`,
   )}`;
@@ -101,7 +113,7 @@ export function outputLinesSql(s: string, batchId: string, mode: LinesMode = 'li
 export function outputRowsSql(s: string, batchId: string): string {
   return `SELECT r.id, r.custom_id, r.response_status, r.upstream_request_id, ${trustedJson(s)}
   FROM ${rows(
-    'r.id, r.response_status, r.upstream_request_id, t.custom_id',
+    'r.id, r.response_status, r.upstream_request_id, t.custom_id, t.content_type',
     `FROM ${s}.requests r JOIN ${s}.request_templates t ON ${sameFile(s, batchId)}
      WHERE r.batch_id = ${literal(batchId)} AND r.state = 'completed'`,
   )}`;
@@ -115,12 +127,14 @@ export function errorLinesSql(s: string, batchId: string, mode: LinesMode = 'lin
         WHEN 'batch_cancelled' THEN 'The batch was cancelled before this request completed.'
         WHEN 'batch_expired' THEN 'This request could not be executed before the completion window expired.'
         ELSE ${code} END)`;
-  // A 2xx fails only when its body is not JSON (src/daemon/settle.ts stores it as invalid_response):
+  // A 2xx fails only when its body is not JSON (src/daemon/settle.ts stores it as invalid_response)
+  // or the caller's shouldRetry hook rejected it to the end (rejected_response, with its message):
   // the status alone would read as success, so the error says what is wrong.
   const badSuccess = `(r.response_status BETWEEN 200 AND 299)`;
   const badSuccessError = `'{"code":' || to_json(coalesce(r.error_code, 'invalid_response'))::text
-            || ',"message":' || to_json('The upstream answered ' || r.response_status
-                                         || ' with a body that is not JSON.')::text || '}'`;
+            || ',"message":' || to_json(CASE WHEN r.error_code = 'rejected_response' THEN r.error_message
+                 ELSE 'The upstream answered ' || r.response_status || ' with a body that is not JSON.' END)::text
+            || '}'`;
   // Failed bodies are whatever the upstream sent (HTML from a proxy, plain text): always checked.
   const body = mode === 'lines' ? `${s}.jsonl_value(r.response_body)` : `''`;
   const line = `'{"id":' || ${REQUEST_ID} || ',"custom_id":' || ${CUSTOM_ID}
@@ -148,7 +162,8 @@ export function errorLinesSql(s: string, batchId: string, mode: LinesMode = 'lin
 export function inputLinesSql(s: string, fileId: string): string {
   return `SELECT '{"custom_id":' || ${CUSTOM_ID} || ',"method":' || to_json(r.method)::text
        || ',"url":' || to_json(r.path)::text
-       || ',"body":' || CASE WHEN r.body = '' THEN 'null' ELSE r.body END || '}' AS line
-  FROM (SELECT custom_id, method, path, body FROM ${s}.request_templates
+       || ',"body":' || CASE WHEN r.content_type IS NOT NULL THEN ${s}.jsonl_value(r.body)
+                             WHEN r.body = '' THEN 'null' ELSE r.body END || '}' AS line
+  FROM (SELECT custom_id, method, path, body, content_type FROM ${s}.request_templates
          WHERE file_id = ${literal(fileId)} ORDER BY line_number) r`;
 }
