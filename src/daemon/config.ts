@@ -16,6 +16,7 @@ import type { UpstreamClient } from './upstream-client.js';
  * | backoffMs / backoffFactor | 1000 / 2  | full-jitter backoff: random(0, min(maxBackoffMs, backoffMs·factor^attempt)) |
  * | maxBackoffMs              | 60000     | cap of one backoff; never shorter than the upstream's retry-after |
  * | requestTimeoutMs          | 600000    | one HTTP attempt, headers and body (long generations take minutes) |
+ * | maxResponseBytes          | 67108864 (64 MiB) | largest upstream answer body; past it the attempt fails with `response_too_large` (final) and the connection is cut; 0: no cap. Memory held by answers stays ≤ this × requests in flight |
  * | claimBatchSize            | 100       | most rows one claim takes for one model |
  * | pollIntervalMs            | 1000      | fallback poll when no notification arrives |
  * | heartbeatIntervalMs       | 5000      | how often a daemon proves it is alive |
@@ -42,6 +43,12 @@ export interface DaemonConfig {
   backoffFactor: number;
   maxBackoffMs: number;
   requestTimeoutMs: number;
+  /**
+   * Largest upstream answer body in bytes (0: no cap). 64 MiB holds large embedding answers: 2,048
+   * inputs × 1,536 dimensions is ≈ 60 MB as pretty-printed JSON floats and ≈ 17 MB as base64;
+   * 2,048 × 3,072 floats needs a larger cap.
+   */
+  maxResponseBytes: number;
   claimBatchSize: number;
   pollIntervalMs: number;
   heartbeatIntervalMs: number;
@@ -89,6 +96,7 @@ export const DEFAULT_DAEMON_CONFIG: DaemonConfig = {
   backoffFactor: 2,
   maxBackoffMs: 60_000,
   requestTimeoutMs: 600_000,
+  maxResponseBytes: 64 * 1024 * 1024,
   claimBatchSize: 100,
   pollIntervalMs: 1000,
   heartbeatIntervalMs: 5000,

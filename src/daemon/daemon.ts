@@ -24,6 +24,16 @@ import { UndiciUpstreamClient, type UpstreamClient } from './upstream-client.js'
 /** Most row writes one flush carries (one statement). */
 const MAX_FLUSH = 2000;
 /**
+ * Most response-body characters one write statement carries (at least one write), and the size
+ * from which a body goes in a statement of its own, as a text parameter of its own rather than
+ * inside the writes' JSON. Four 30 MB answers written together made a 120 MB JSON parameter:
+ * JSON.stringify, then pg's byteLength and write of that fresh string, held the event loop ≈ 7 s on
+ * a loaded 2-core machine (the API answered 503 meanwhile) and each step copied the bodies again.
+ * Alone and as its own parameter, a body is not re-encoded: pg writes the decoded string once.
+ */
+const MAX_FLUSH_BODY_CHARS = 4 * 1024 * 1024;
+const LARGE_BODY_CHARS = 1024 * 1024;
+/**
  * Flush statements (claims or writes) in progress at once, each on its own pooled connection
  * (bounded by maxDbWriters); claims take at most 1/depth of the share each. bench/daemon-throughput,
  * alternating runs: depth 2 gave 4.20 / 4.51 s at zero latency (64 in flight) and 2.26 / 2.33 s at
@@ -165,7 +175,8 @@ export class Daemon {
       claim: named('claim', claimSql(this.s)),
       complete: named('complete', completeSql(this.s)),
     };
-    this.upstream = config.upstreamClient ?? new UndiciUpstreamClient(config.requestTimeoutMs);
+    this.upstream =
+      config.upstreamClient ?? new UndiciUpstreamClient(config.requestTimeoutMs, config.maxResponseBytes);
     this.limiter = config.limiter ?? new ClaimBatchLimiter(config.claimBatchSize);
     this.dispatcher = new Dispatcher({
       daemonId: this.id,
@@ -463,7 +474,7 @@ export class Daemon {
       let writes: ResultWrite[] = [];
       if (!claiming) {
         if (this.claimsRunning > 0 && this.results.length < WRITE_BACKLOG) return;
-        writes = this.results.splice(0, MAX_FLUSH);
+        writes = this.takeWrites();
       }
       if (writes.length === 0 && plan.models.length === 0) return;
       if (claiming) this.claimsRunning++;
@@ -474,6 +485,23 @@ export class Daemon {
       });
       this.flushes.add(run);
     }
+  }
+
+  /**
+   * The next writes for one statement: up to MAX_FLUSH of them and MAX_FLUSH_BODY_CHARS of bodies;
+   * a body of LARGE_BODY_CHARS or more alone (completeParams).
+   */
+  private takeWrites(): ResultWrite[] {
+    const results = this.results;
+    if ((results[0]?.body?.length ?? 0) >= LARGE_BODY_CHARS) return results.splice(0, 1);
+    const most = Math.min(results.length, MAX_FLUSH);
+    let n = 0;
+    for (let chars = 0; n < most && chars < MAX_FLUSH_BODY_CHARS; n++) {
+      const length = results[n]!.body?.length ?? 0;
+      if (length >= LARGE_BODY_CHARS) break;
+      chars += length;
+    }
+    return results.splice(0, n);
   }
 
   /** Caps per model for the next claim, reserved until the claim returns. */
@@ -581,9 +609,14 @@ export class Daemon {
     };
   }
 
-  /** complete.ts's parameters: the daemon id and the writes as JSON (extra keys are ignored). */
+  /**
+   * complete.ts's parameters: the daemon id, the writes as JSON (extra keys are ignored) and the
+   * body of a lone large write (takeWrites), which its JSON then leaves out.
+   */
   private completeParams(writes: ResultWrite[]): unknown[] {
-    return [this.id, JSON.stringify(writes)];
+    const large = writes.length === 1 && (writes[0]!.body?.length ?? 0) >= LARGE_BODY_CHARS;
+    if (!large) return [this.id, JSON.stringify(writes), null];
+    return [this.id, JSON.stringify([{ ...writes[0], body: null }]), writes[0]!.body];
   }
 
   /** Metrics, stale-write accounting, retry wake-ups and finalize for batches that may have ended. */

@@ -31,6 +31,8 @@ export interface UpstreamClient {
 }
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
+/** undici's error when an answer passes the pool's maxResponseSize (the daemon's maxResponseBytes). */
+const TOO_LARGE_CODE = 'UND_ERR_RES_EXCEEDED_MAX_SIZE';
 
 function header(value: string | string[] | undefined): string | null {
   if (value === undefined) return null;
@@ -91,6 +93,8 @@ export class UndiciAttempt {
   private status = 0;
   private headers: Buffer[] = [];
   private chunks: Buffer[] = [];
+  /** The cap the pool enforces (set by UndiciUpstreamClient.start), for the error message. */
+  maxResponseBytes = 0;
 
   constructor() {
     this.outcome = new Promise((resolve) => {
@@ -150,16 +154,28 @@ export class UndiciAttempt {
 
   onError(err: Error): void {
     this.abortRequest = null;
-    this.resolve(errorOutcome(err, this));
+    this.chunks = [];
+    this.resolve(errorOutcome(err, this, this.maxResponseBytes));
   }
 }
 
-export function errorOutcome(err: unknown, signal: { aborted: boolean }): AttemptOutcome {
+export function errorOutcome(
+  err: unknown,
+  signal: { aborted: boolean },
+  maxResponseBytes = 0,
+): AttemptOutcome {
   if (signal.aborted) return { kind: 'error', code: 'aborted', message: 'the attempt was aborted' };
   const e = err as { code?: string; message?: string; cause?: { code?: string } };
   const code = e?.code ?? e?.cause?.code;
   if (code && TIMEOUT_CODES.has(code)) {
     return { kind: 'error', code: 'request_timeout', message: `upstream timed out (${code})` };
+  }
+  if (code === TOO_LARGE_CODE) {
+    return {
+      kind: 'error',
+      code: 'response_too_large',
+      message: `the upstream's answer was larger than maxResponseBytes (${maxResponseBytes} bytes); it was cut off there`,
+    };
   }
   return {
     kind: 'error',
@@ -176,8 +192,15 @@ export class UndiciUpstreamClient implements UpstreamClient {
    */
   private readonly pools = new Map<string, Pool>();
   private readonly options: Pool.Options;
+  private readonly maxResponseBytes: number;
 
-  constructor(requestTimeoutMs: number) {
+  /**
+   * `maxResponseBytes` (0: no cap) bounds one answer's body: undici's parser counts the bytes it
+   * reads anyway and cuts the connection past the cap (its maxResponseSize), so the cap costs the
+   * hot path nothing, and an endless or huge answer holds at most the cap in memory.
+   */
+  constructor(requestTimeoutMs: number, maxResponseBytes = 0) {
+    this.maxResponseBytes = maxResponseBytes;
     this.options = {
       keepAliveTimeout: 30_000,
       keepAliveMaxTimeout: 10 * 60_000,
@@ -186,6 +209,7 @@ export class UndiciUpstreamClient implements UpstreamClient {
       headersTimeout: requestTimeoutMs,
       bodyTimeout: requestTimeoutMs,
       connect: { timeout: Math.min(requestTimeoutMs, 30_000) },
+      ...(maxResponseBytes > 0 ? { maxResponseSize: maxResponseBytes } : {}),
     };
   }
 
@@ -209,6 +233,7 @@ export class UndiciUpstreamClient implements UpstreamClient {
    * before, 189/187/191 with this; 43.4/44.0/41.4% of raw undici's rate before, 49.2/45.9/45.3% after.
    */
   start(request: UpstreamRequest, attempt: UndiciAttempt): Promise<AttemptOutcome> {
+    attempt.maxResponseBytes = this.maxResponseBytes;
     try {
       this.pool(request.origin).dispatch(
         {
@@ -246,7 +271,7 @@ export class UndiciUpstreamClient implements UpstreamClient {
         rateLimit,
       };
     } catch (err) {
-      return errorOutcome(err, signal);
+      return errorOutcome(err, signal, this.maxResponseBytes);
     }
   }
 

@@ -29,8 +29,11 @@ export type AttemptOutcome =
 /** The HTTP statuses retried by default (REFERENCE §3). */
 export const DEFAULT_RETRYABLE_STATUSES: readonly number[] = [408, 429, 500, 502, 503, 504, 529];
 const DEFAULT_STATUS_SET: ReadonlySet<number> = new Set(DEFAULT_RETRYABLE_STATUSES);
-/** Non-HTTP failures no retry can fix (a malformed upstream URL). */
-export const FINAL_ERROR_CODES: ReadonlySet<string> = new Set(['invalid_endpoint']);
+/**
+ * Non-HTTP failures no retry can fix: a malformed upstream URL; an answer over maxResponseBytes
+ * (sending it again would fetch up to the cap again for the same end).
+ */
+export const FINAL_ERROR_CODES: ReadonlySet<string> = new Set(['invalid_endpoint', 'response_too_large']);
 
 /**
  * The code a stored final failure is grouped and filtered by: the error code for a failure without
@@ -42,7 +45,7 @@ export const INSUFFICIENT_QUOTA_CODE = 'insufficient_quota';
 /**
  * Whether a request that failed with this failure code could succeed if sent again, by the status
  * rules (a shouldRetry hook cannot be asked about a stored failure): a retryable status, or a
- * non-HTTP error other than an invalid endpoint; never a 429 out of quota.
+ * non-HTTP error other than FINAL_ERROR_CODES; never a 429 out of quota.
  */
 export function isRetriableFailureCode(
   code: string,

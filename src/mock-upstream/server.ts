@@ -41,7 +41,11 @@ export type MockBehaviour =
   /** Sends the headers at once, then the body in `chunks` pieces `intervalMs` apart. */
   | { kind: 'trickle'; chunks?: number; intervalMs: number }
   /** 200 with a body that is not JSON. */
-  | { kind: 'not-json' };
+  | { kind: 'not-json' }
+  /** 200 with a valid chat completion of about `bytes` bytes (its content padded), streamed. */
+  | { kind: 'large'; bytes: number }
+  /** 200 whose body never ends: JSON-looking bytes as fast as the client reads them, until it hangs up. */
+  | { kind: 'endless' };
 
 export type BehaviourFn = (req: MockRequestInfo) => MockBehaviour | Promise<MockBehaviour>;
 
@@ -104,6 +108,8 @@ export interface MockUpstream {
 }
 
 const JSON_HEADERS = { 'content-type': 'application/json' };
+/** Padding for the large and endless answers. */
+const FILLER = Buffer.alloc(64 * 1024, 'x');
 
 function modelOf(parsed: unknown): string {
   const model = (parsed as { model?: unknown } | null)?.model;
@@ -267,6 +273,27 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
           else later(action.intervalMs, step);
         };
         return later(action.intervalMs, step);
+      }
+      case 'large':
+      case 'endless': {
+        res.writeHead(200, { ...JSON_HEADERS, 'x-request-id': requestId });
+        const head = `{"id":"chatcmpl-mock-large","object":"chat.completion","model":${JSON.stringify(model)},"choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"`;
+        const tail = '"}}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}';
+        let left = action.kind === 'large' ? Math.max(0, action.bytes - head.length - tail.length) : Infinity;
+        res.write(head);
+        // Written as fast as the client reads (back-pressure), so the mock holds one piece at a time.
+        const pump = () => {
+          while (left > 0 && !res.destroyed) {
+            const n = Math.min(left, FILLER.length);
+            left -= n;
+            if (!res.write(n === FILLER.length ? FILLER : FILLER.subarray(0, n))) {
+              res.once('drain', pump);
+              return;
+            }
+          }
+          if (!res.destroyed) res.end(tail);
+        };
+        return pump();
       }
     }
   };

@@ -11,6 +11,8 @@
  *
  * $1 uuid daemon id, $2 json: the daemon's ResultWrite objects as JSON.stringify writes them (keys
  * are matched by name; batchId, model and reason are ignored; notBefore is an ISO timestamp).
+ * $3 text: the body of a lone write whose JSON has none (a large answer, written as a parameter of
+ * its own so that it is not copied into the JSON; src/daemon/daemon.ts), else null.
  * `r.id = ANY(ARRAY(…))` gives the planner the primary-key path: with the join alone it estimated
  * 100 rows and hashed a sequential scan of the table (cost growing with the table).
  *
@@ -51,7 +53,7 @@ UPDATE ${s}.requests r SET
   lease_expires_at    = NULL,
   completed_at        = CASE WHEN u.state = 'pending' THEN NULL ELSE now() END,
   response_status     = CASE WHEN u."giveBack" THEN r.response_status ELSE u.status END,
-  response_body       = CASE WHEN u."giveBack" THEN r.response_body ELSE u.body END,
+  response_body       = CASE WHEN u."giveBack" THEN r.response_body ELSE coalesce(u.body, $3::text) END,
   upstream_request_id = CASE WHEN u."giveBack" THEN r.upstream_request_id ELSE u."upstreamId" END,
   error_code          = CASE WHEN u."giveBack" THEN r.error_code ELSE u."errorCode" END,
   error_message       = CASE WHEN u."giveBack" THEN r.error_message ELSE u."errorMessage" END,
