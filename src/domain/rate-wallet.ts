@@ -96,12 +96,14 @@ export function giveBack(w: RateWallet): { requests: number; tokens: number } {
 
 /**
  * What the daemon asks for at a rebalance: enough for `rows` more requests (its demand until the
- * next rebalance), less what its wallet already holds.
+ * next rebalance), less what its wallet already holds. Asked whether or not a limit is known here
+ * yet: the database grants nothing for a limit not in force, and the first lease after a limit
+ * was learned already grants.
  */
 export function demand(w: RateWallet, rows: number): { requests: number; tokens: number } {
   return {
-    requests: w.limits.rpm === null ? 0 : Math.max(0, rows - w.requests),
-    tokens: w.limits.tpm === null ? 0 : Math.max(0, rows * w.avgCost - w.tokens),
+    requests: Math.max(0, rows - w.requests),
+    tokens: Math.max(0, rows * w.avgCost - w.tokens),
   };
 }
 

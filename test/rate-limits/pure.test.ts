@@ -319,7 +319,7 @@ describe('rate wallet (one daemon, one model)', () => {
     const w = newWallet({ rpm: 60, tpm: null }, 1);
     applyGrant(w, { requests: 2.5, tokens: 0, limits: { rpm: 60, tpm: null }, pausedUntil: 0 }, 0);
     expect(admissible(w, 0)).toBe(2);
-    expect(demand(w, 5)).toEqual({ requests: 2.5, tokens: 0 });
+    expect(demand(w, 5)).toEqual({ requests: 2.5, tokens: 5 });
   });
 
   it('gives everything back at a rebalance, and a 429 pauses and empties it', () => {
