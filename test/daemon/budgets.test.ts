@@ -130,33 +130,35 @@ describe('per-daemon slot budgets', () => {
       `INSERT INTO "${db.schema}".model_budgets (model, daemon_id, slots, wanted) VALUES ($1, $2, 6, 6)`,
       [model, ghost],
     );
-    // The test heartbeats for the ghost until it "dies".
-    const beat = setInterval(() => {
-      void db.pool
-        .query(`UPDATE "${db.schema}".daemons SET heartbeat_at = now() WHERE id = $1`, [ghost])
-        .catch(() => {});
-    }, 200);
+    // The ghost's heartbeat is in the future, so it counts as alive however slow this machine is,
+    // until the test lets it die.
+    await db.pool.query(
+      `UPDATE "${db.schema}".daemons SET heartbeat_at = now() + interval '1 hour' WHERE id = $1`,
+      [ghost],
+    );
     const d = await db.manager({ ...quiet, heartbeatIntervalMs: 200, deadDaemonAfterMs: 1500 }).run();
     try {
       mock.reset();
       const batchId = await createBatch(m, mockTemplates(mock, 150, { model, prefix: 'dead-' }));
       // While the ghost counts as alive, the live daemon stays within the 2 slots left.
-      await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) >= 2, 5000, 5);
-      await new Promise((r) => setTimeout(r, 400));
+      await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) >= 2, 60_000, 5);
+      await waitFor(() => mock.received >= 10, 60_000, 5);
       expect(mock.maxInFlight.byModel.get(model)).toBe(2);
       expect((await budgets(model)).get(d.id)).toBe(2);
-      clearInterval(beat);
+      await db.pool.query(
+        `UPDATE "${db.schema}".daemons SET heartbeat_at = now() - interval '1 hour' WHERE id = $1`,
+        [ghost],
+      );
       // Once the ghost is declared dead its budget is released and the live daemon takes all 8.
-      await waitFor(async () => !(await budgets(model)).has(ghost), 10_000);
-      await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) >= 7, 10_000, 5);
-      const status = await waitForBatchEnd(m, batchId, 30_000);
+      await waitFor(async () => !(await budgets(model)).has(ghost), 60_000);
+      await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) >= 7, 60_000, 5);
+      const status = await waitForBatchEnd(m, batchId, 60_000);
       expect(status.completedRequests).toBe(150);
       expect(mock.maxInFlight.byModel.get(model)).toBeLessThanOrEqual(8);
     } finally {
-      clearInterval(beat);
       await d.stop();
     }
-  }, 60_000);
+  }, 120_000);
 
   it('lowering a limit at runtime: in flight falls to the new limit as requests finish, none aborted', async () => {
     const model = 'budget-lower';
@@ -167,15 +169,23 @@ describe('per-daemon slot budgets', () => {
       const m = db.manager();
       mock.reset();
       const batchId = await createBatch(m, mockTemplates(mock, 300, { model, prefix: 'lower-' }));
-      await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) >= 9, 10_000, 5);
+      await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) >= 9, 60_000, 5);
+      const changedAt = await db.pool.query('SELECT now() AS t');
       await m.setModelConcurrency(model, 3);
-      // One budget interval to see it, one request lifetime to drain, margin for a loaded machine.
-      await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) <= 3, 10_000, 5);
-      // A dip to 3 may come before a daemon's rebalance: leave several budget intervals and request
-      // lifetimes (with room for a loaded machine) before measuring.
-      await new Promise((r) => setTimeout(r, 1500));
+      // Conditions, not clock time: both daemons have rebalanced since the change, their budgets
+      // add up to the new limit, and every request in flight at the change has ended.
+      await waitFor(async () => {
+        const { rows } = await db.pool.query(
+          `SELECT count(*) FILTER (WHERE updated_at > $2)::int AS fresh, coalesce(sum(slots), 0)::int AS slots
+             FROM "${db.schema}".model_budgets WHERE model = $1`,
+          [model, changedAt.rows[0].t],
+        );
+        return rows[0].fresh === 2 && rows[0].slots <= 3;
+      }, 60_000);
+      await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) <= 3, 60_000, 5);
       mock.reset();
-      await new Promise((r) => setTimeout(r, 1500));
+      // Measure over the next 20 requests the daemons start.
+      await waitFor(() => mock.received >= 20, 60_000, 5);
       expect(mock.maxInFlight.byModel.get(model)).toBeLessThanOrEqual(3);
       // Still sending under the new limit.
       expect(mock.maxInFlight.byModel.get(model)).toBeGreaterThanOrEqual(1);

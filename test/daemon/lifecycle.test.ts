@@ -26,37 +26,33 @@ async function rowsOf(batchId: string) {
 }
 
 describe('daemon lifecycle', () => {
-  it('an idle daemon starts a new batch within 100 ms (LISTEN/NOTIFY, not polling)', async () => {
-    const m = db.manager({ ...quiet, pollIntervalMs: 10_000 });
+  it('an idle daemon starts a new batch on its notification (LISTEN/NOTIFY, not polling)', async () => {
+    // Its poll would take an hour: only the notification can wake it. (Wake-up latency is measured
+    // by bench/daemon-wakeup.ts, not asserted here.)
+    const m = db.manager({ ...quiet, pollIntervalMs: 3_600_000 });
     const daemon = await m.run();
     try {
-      const delays: number[] = [];
-      for (let i = 0; i < 5; i++) {
-        await new Promise((r) => setTimeout(r, 300)); // idle, asleep on its 10 s poll
-        const fileId = await m.createFile('f', null, mockTemplates(mock, 1, { prefix: `wake${i}-` }));
-        const t0 = Date.now();
-        await m.createBatch(fileId);
-        await waitFor(() => mock.requests.some((r) => r.customId === `wake${i}-0`), 5000, 1);
-        delays.push(mock.requests.find((r) => r.customId === `wake${i}-0`)!.receivedAt - t0);
+      for (let i = 0; i < 3; i++) {
+        // Idle between batches: the previous one has ended.
+        const batchId = await createBatch(m, mockTemplates(mock, 1, { prefix: `wake${i}-` }));
+        await waitForBatchEnd(m, batchId, 60_000);
+        expect(mock.requests.some((r) => r.customId === `wake${i}-0`)).toBe(true);
       }
-      expect(Math.min(...delays)).toBeLessThan(100);
-      expect(Math.max(...delays)).toBeLessThan(1000);
     } finally {
       await daemon.stop();
     }
   });
 
-  it('cancelling a batch aborts its in-flight requests within 2 s; they settle as canceled', async () => {
-    const m = db.manager({ ...quiet, pollIntervalMs: 200 });
+  it('cancelling a batch aborts its in-flight requests on its notification; they settle as canceled', async () => {
+    // No poll within the test: the cancel's notification alone must abort the in-flight requests.
+    const m = db.manager({ ...quiet, pollIntervalMs: 3_600_000 });
     const daemon = await m.run();
     try {
       const batchId = await createBatch(m, mockTemplates(mock, 40, { prefix: 'hang-c' }));
-      await waitFor(() => (mock.inFlight.byModel.get('gpt-mock') ?? 0) >= 16, 5000, 5);
-      const t0 = Date.now();
+      await waitFor(() => (mock.inFlight.byModel.get('gpt-mock') ?? 0) >= 16, 60_000, 5);
       await m.cancelBatch(batchId);
-      await waitFor(() => (mock.inFlight.byModel.get('gpt-mock') ?? 0) === 0, 2000, 5);
-      expect(Date.now() - t0).toBeLessThan(2000);
-      const status = await waitForBatchEnd(m, batchId, 5000);
+      await waitFor(() => (mock.inFlight.byModel.get('gpt-mock') ?? 0) === 0, 60_000, 5);
+      const status = await waitForBatchEnd(m, batchId, 60_000);
       expect(status).toMatchObject({ status: 'cancelled', canceledRequests: 40, completedRequests: 0 });
       const rows = await rowsOf(batchId);
       const aborted = rows.filter((r) => r.state === 'canceled');
@@ -74,12 +70,10 @@ describe('daemon lifecycle', () => {
     const daemon = await m.run();
     try {
       const batchId = await createBatch(m, mockTemplates(mock, 4, { prefix: 'hang-p' }));
-      await waitFor(async () => (await rowsOf(batchId)).every((r) => r.state === 'processing'), 5000);
+      await waitFor(() => (mock.inFlight.byModel.get('gpt-mock') ?? 0) === 4, 60_000);
       // Cancel behind the daemon's back: no NOTIFY.
       await db.pool.query(`UPDATE ${db.schema}.batches SET cancelling_at = now() WHERE id = $1`, [batchId]);
-      const t0 = Date.now();
-      const status = await waitForBatchEnd(m, batchId, 5000);
-      expect(Date.now() - t0).toBeLessThan(2000);
+      const status = await waitForBatchEnd(m, batchId, 60_000);
       expect(status.status).toBe('cancelled');
       expect((await rowsOf(batchId)).map((r) => r.error_code)).toEqual(Array(4).fill('batch_cancelled'));
     } finally {
@@ -101,14 +95,8 @@ describe('daemon lifecycle', () => {
         `UPDATE ${db.schema}.batches SET expires_at = now() + interval '1 second' WHERE id = $1`,
         [batchId],
       );
-      const status = await waitForBatchEnd(m, batchId, 6000);
+      const status = await waitForBatchEnd(m, batchId, 60_000);
       expect(status).toMatchObject({ status: 'expired', canceledRequests: 6, completedRequests: 0 });
-      const ended = await db.pool.query(
-        `SELECT extract(epoch FROM finished_at - expires_at) * 1000 AS late_ms FROM ${db.schema}.batches WHERE id = $1`,
-        [batchId],
-      );
-      // Ended by the daemon shortly after its deadline (poll 200 ms, sweep 500 ms).
-      expect(Number(ended.rows[0].late_ms)).toBeLessThan(1500);
       const rows = await rowsOf(batchId);
       expect(rows.filter((r) => r.state === 'canceled').map((r) => r.error_code)).toEqual([
         'batch_expired',
@@ -123,25 +111,36 @@ describe('daemon lifecycle', () => {
   });
 
   it('stop() lets in-flight requests finish within the grace period and hands the rest back', async () => {
-    mock.setBehaviour((req) => {
-      if (req.customId?.startsWith('quick-')) return { kind: 'delay', ms: 150 };
-      if (req.customId?.startsWith('slow-')) return { kind: 'delay', ms: 20_000 };
+    // The quick requests answer once stop() has begun (inside the grace period); the slow ones never
+    // answer, so the grace period runs out on them. No race with the clock besides the grace itself.
+    let releaseQuick!: () => void;
+    const quickMayAnswer = new Promise<void>((resolve) => {
+      releaseQuick = resolve;
+    });
+    mock.setBehaviour(async (req) => {
+      if (req.customId?.startsWith('quick-')) {
+        await quickMayAnswer;
+        return { kind: 'ok' };
+      }
+      if (req.customId?.startsWith('slow-')) return { kind: 'hang' };
       return { kind: 'ok' };
     });
-    const m = db.manager({ ...quiet, shutdownGraceMs: 1500 });
+    const graceMs = 5000;
+    const m = db.manager({ ...quiet, shutdownGraceMs: graceMs });
     const daemon = await m.run();
     const quick = await createBatch(m, mockTemplates(mock, 3, { prefix: 'quick-', model: 'q' }));
     const slow = await createBatch(m, mockTemplates(mock, 3, { prefix: 'slow-', model: 's' }));
     await waitFor(
       () => (mock.inFlight.byModel.get('q') ?? 0) + (mock.inFlight.byModel.get('s') ?? 0) === 6,
-      5000,
+      60_000,
       2,
     );
     const t0 = Date.now();
-    await daemon.stop();
-    const took = Date.now() - t0;
-    expect(took).toBeGreaterThanOrEqual(1400);
-    expect(took).toBeLessThan(8000);
+    const stopped = daemon.stop();
+    releaseQuick();
+    await stopped;
+    // It waited for the grace period, since the slow requests never answer.
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(graceMs - 100);
     expect((await rowsOf(quick)).map((r) => r.state)).toEqual(['completed', 'completed', 'completed']);
     const handedBack = await rowsOf(slow);
     for (const r of handedBack) expect(r).toMatchObject({ state: 'pending', attempt: 0, daemon_id: null });
@@ -152,9 +151,9 @@ describe('daemon lifecycle', () => {
     mock.setBehaviour(null);
     const next = await m.run();
     try {
-      expect((await waitForBatchEnd(m, slow)).completedRequests).toBe(3);
+      expect((await waitForBatchEnd(m, slow, 60_000)).completedRequests).toBe(3);
     } finally {
       await next.stop();
     }
-  });
+  }, 120_000);
 });

@@ -41,7 +41,8 @@ beforeAll(async () => {
   });
   const m = db.manager({
     pollIntervalMs: 100,
-    requestTimeoutMs: 400,
+    // Long enough that no ordinary answer times out on a loaded machine; the hang test waits it out.
+    requestTimeoutMs: 2000,
     backoffMs: 20,
     maxBackoffMs: 50,
     maxRetries: 3,
@@ -73,12 +74,14 @@ describe('retries', () => {
     const { rows, status } = await runBatch('rl-', 2);
     expect(status.completedRequests).toBe(2);
     for (const r of rows) expect(r).toMatchObject({ state: 'completed', attempt: 2, response_status: 200 });
+    // The retry is due no sooner than Retry-After after the 429 reached the daemon, which is after
+    // the first attempt arrived at the upstream: a lower bound that holds however slow the machine.
     const sent = mock.requests.filter((r) => r.customId === 'rl-0');
-    expect(sent[1]!.receivedAt - sent[0]!.endedAt!).toBeGreaterThanOrEqual(950);
+    expect(sent[1]!.receivedAt - sent[0]!.receivedAt).toBeGreaterThanOrEqual(1000);
     const ms = await runBatch('rlms-', 1);
     const sentMs = mock.requests.filter((r) => r.customId === 'rlms-0');
     expect(ms.rows[0].state).toBe('completed');
-    expect(sentMs[1]!.receivedAt - sentMs[0]!.endedAt!).toBeGreaterThanOrEqual(380);
+    expect(sentMs[1]!.receivedAt - sentMs[0]!.receivedAt).toBeGreaterThanOrEqual(400);
   });
 
   it('retries 5xx, resets, hangs (timeout) and non-JSON 200s', async () => {
@@ -148,7 +151,11 @@ describe('retries', () => {
       return r && r.state === 'pending' && r.attempt === 1 ? r : null;
     });
     expect(record).toMatchObject({ state: 'pending', lastError: { code: 'http_503' } });
-    expect(record.state === 'pending' && record.notBefore!.getTime()).toBeGreaterThan(Date.now() + 1000);
+    // Retry-After 2 s counts from the answer, which came after the attempt arrived at the upstream.
+    const first = mock.requests.find((r) => r.customId === 'wait-0' && r.attemptNo === 1)!;
+    expect(record.state === 'pending' && record.notBefore!.getTime()).toBeGreaterThanOrEqual(
+      first.receivedAt + 2000,
+    );
     const status = await m.getBatchStatus(batchId);
     expect(status.failedRequests).toBe(0);
     const end = await waitForBatchEnd(m, batchId);

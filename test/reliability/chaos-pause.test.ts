@@ -12,14 +12,17 @@ import { DaemonFleet, type DaemonProcess, taggedUrl, uniqueTag } from './support
  */
 
 const SLOW = 8;
-const ATTEMPT_ONE_MS = 2500;
-const LEASE_MS = 3000;
-const PAUSE_MS = 5000;
+const LEASE_MS = 120_000;
 
 let db: TestDb;
 let mock: MockUpstream;
 let fleet: DaemonFleet;
 const tag = uniqueTag('pause');
+/** First attempts of `slow-` requests are held at the upstream until the test lets them answer. */
+let releaseAttemptOne!: () => void;
+const attemptOneMayAnswer = new Promise<void>((resolve) => {
+  releaseAttemptOne = resolve;
+});
 
 /** Sessions of the fleet inside a transaction (only daemon A runs when this is asked). */
 async function inTransaction(): Promise<number> {
@@ -46,22 +49,28 @@ async function freeze(d: DaemonProcess, insideTransaction: boolean): Promise<voi
   throw new Error(`could not freeze the daemon ${insideTransaction ? 'inside' : 'outside'} a transaction`);
 }
 
-beforeAll(async () => {
-  db = await createTestDb();
-  mock = await startMockUpstream();
-  // Each answer says which attempt it served, so the test can tell whose result was stored.
-  mock.setBehaviour((req) => ({
-    kind: 'status',
+/** Each answer says which attempt it served, so the test can tell whose result was stored. */
+function answer(customId: string | null, attemptNo: number) {
+  return {
+    kind: 'status' as const,
     status: 200,
-    delayMs: req.attemptNo === 1 ? ATTEMPT_ONE_MS : 0,
     body: {
-      id: `chatcmpl-${req.customId}-${req.attemptNo}`,
+      id: `chatcmpl-${customId}-${attemptNo}`,
       object: 'chat.completion',
-      served_attempt: req.attemptNo,
+      served_attempt: attemptNo,
       choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
       usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 },
     },
-  }));
+  };
+}
+
+beforeAll(async () => {
+  db = await createTestDb();
+  mock = await startMockUpstream();
+  mock.setBehaviour(async (req) => {
+    if (req.attemptNo === 1 && req.customId?.startsWith('slow-')) await attemptOneMayAnswer;
+    return answer(req.customId, req.attemptNo);
+  });
   fleet = new DaemonFleet({
     databaseUrl: taggedUrl(TEST_DATABASE_URL, tag),
     schema: db.schema,
@@ -71,9 +80,9 @@ beforeAll(async () => {
     daemon: {
       heartbeatIntervalMs: 200,
       deadDaemonAfterMs: 1000,
-      // Longer than one attempt (so nothing is reclaimed unless the daemon freezes), shorter than the pause.
+      // Far longer than the test: A's rows go to B because A is declared dead, not by a lease.
       leaseMs: LEASE_MS,
-      requestTimeoutMs: 15_000,
+      requestTimeoutMs: LEASE_MS - 60_000,
       pollIntervalMs: 200,
       shutdownGraceMs: 1000,
       // Also how long PostgreSQL lets a frozen daemon sit inside a transaction.
@@ -124,7 +133,11 @@ describe('chaos: a daemon frozen past its lease', () => {
       })),
     );
     // Every request is on the wire from daemon A.
-    await waitFor(() => mock.requests.filter((r) => r.customId?.startsWith('slow-')).length >= SLOW, 30_000);
+    // Counted on arrival (the mock records a request once its answer is decided).
+    await waitFor(
+      () => [...mock.countsByCustomId.keys()].filter((id) => id.startsWith('slow-')).length >= SLOW,
+      30_000,
+    );
     // Frozen between transactions: this test is about late writes (see the known bug below for a
     // freeze inside the claim transaction).
     await freeze(a, false);
@@ -146,14 +159,15 @@ describe('chaos: a daemon frozen past its lease', () => {
         expect(r.attempt).toBe(2);
         expect(JSON.parse(r.response_body).served_attempt).toBe(2);
       }
-      const remaining = PAUSE_MS - (Date.now() - frozenAt);
-      if (remaining > 0) await new Promise((r) => setTimeout(r, remaining));
-      // By now the upstream has answered A's first attempts; they wait in A's sockets.
-      expect(
-        mock.requests.filter(
-          (r) => r.customId?.startsWith('slow-') && r.attemptNo === 1 && r.endedAt !== null,
-        ),
-      ).toHaveLength(SLOW);
+      // Now the upstream answers A's first attempts; the answers wait in the frozen A's sockets.
+      releaseAttemptOne();
+      await waitFor(
+        () =>
+          mock.requests.filter(
+            (r) => r.customId?.startsWith('slow-') && r.attemptNo === 1 && r.endedAt !== null,
+          ).length === SLOW,
+        30_000,
+      );
       a.kill('SIGCONT');
       const pausedMs = Date.now() - frozenAt;
 
@@ -178,9 +192,10 @@ describe('chaos: a daemon frozen past its lease', () => {
         }),
       );
     } finally {
+      releaseAttemptOne();
       a.kill('SIGCONT');
     }
-  }, 90_000);
+  }, 180_000);
 
   /**
    * Found by this suite: a daemon frozen inside its claim transaction kept the model_limits row
