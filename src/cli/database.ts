@@ -4,6 +4,9 @@ import { UsageError } from '../config/usage-error.js';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from '../embedded/embedded-postgres.js';
 import { migrate } from '../store/migrate.js';
 
+/** The settings that say where the database is. */
+export type DatabaseSettings = Pick<Settings, 'databaseUrl' | 'schema' | 'dataDir' | 'embeddedUser'>;
+
 export interface Database {
   pool: pg.Pool;
   schema: string;
@@ -23,7 +26,7 @@ export const CONNECT_TIMEOUT_MS = 10_000;
  * connection silently dropped by the network (NAT, firewall, failover) is noticed and replaced.
  */
 export async function openDatabase(
-  settings: Settings,
+  settings: DatabaseSettings,
   options: {
     log?: (m: string) => void;
     poolSize?: number;
@@ -38,6 +41,7 @@ export async function openDatabase(
     try {
       embedded = await startEmbeddedPostgres({
         dataDir: settings.dataDir,
+        ...(settings.embeddedUser ? { user: settings.embeddedUser } : {}),
         ...(options.log ? { log: options.log } : {}),
       });
     } catch (err) {

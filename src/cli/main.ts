@@ -1,8 +1,9 @@
 import { Command, CommanderError } from 'commander';
+import type { CommandName } from '../config/schema.js';
 import { type CliFlags, resolveSettings, type Settings } from '../config/settings.js';
 import { UsageError } from '../config/usage-error.js';
 import { FusilladeError } from '../domain/errors.js';
-import { clientOptions, databaseOptions, listenOptions, upstreamOptions } from './options.js';
+import { globalOptions, settingOptions } from './options.js';
 
 /** What every command receives: resolved settings (flags > env > config file) and the raw flags. */
 export interface CommandContext {
@@ -40,20 +41,19 @@ export async function main(argv: string[]): Promise<number> {
   let verbose = argv.includes('--verbose');
   const program = new Command('fusillade');
   const act =
-    (load: () => Promise<Handler>) =>
+    (name: CommandName, load: () => Promise<Handler>) =>
     async (...params: unknown[]) => {
       const command = params[params.length - 1] as Command;
       const flags = command.optsWithGlobals<CliFlags & Record<string, unknown>>();
       verbose = flags.verbose === true;
       const args = params.slice(0, -2).filter((p): p is string => typeof p === 'string');
-      const settings = await resolveSettings(flags);
+      const settings = await resolveSettings(flags, process.env, name);
       const handler = await load();
       exitCode = await handler({ settings, flags, verbose }, ...args);
     };
 
-  program
+  globalOptions(program)
     .description('Send large batches of LLM/HTTP requests reliably, with PostgreSQL as the queue.')
-    .option('--config <file>', 'JSON config file (env FUSILLADE_CONFIG); flags and env override it')
     .option('--verbose', 'show stack traces and more detail on errors')
     .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError('(run with --help for usage)')
@@ -69,19 +69,10 @@ export async function main(argv: string[]): Promise<number> {
       ]),
     );
 
-  upstreamOptions(
-    databaseOptions(
-      listenOptions(
-        program.command('serve').description('run the OpenAI-compatible Batch API server (and the daemon)'),
-        'API server',
-      ),
-    ),
+  settingOptions(
+    program.command('serve').description('run the OpenAI-compatible Batch API server (and the daemon)'),
+    'serve',
   )
-    .option('--no-daemon', 'serve the API only; run `fusillade daemon` elsewhere to send requests')
-    .option(
-      '--metrics-token <token>',
-      'require "Authorization: Bearer <token>" on /metrics (env FUSILLADE_METRICS_TOKEN; default: open)',
-    )
     .addHelpText(
       'after',
       examples([
@@ -90,10 +81,11 @@ export async function main(argv: string[]): Promise<number> {
         'FUSILLADE_UPSTREAM_API_KEY=sk-... fusillade serve --upstream https://api.openai.com --default-limit 64',
       ]),
     )
-    .action(act(commands.serve));
+    .action(act('serve', commands.serve));
 
-  upstreamOptions(
-    databaseOptions(program.command('daemon').description('run only the daemon that sends queued requests')),
+  settingOptions(
+    program.command('daemon').description('run only the daemon that sends queued requests'),
+    'daemon',
   )
     .addHelpText(
       'after',
@@ -102,18 +94,17 @@ export async function main(argv: string[]): Promise<number> {
         'fusillade daemon --upstream mock --model-limit gpt-4o-mini=8',
       ]),
     )
-    .action(act(commands.daemon));
+    .action(act('daemon', commands.daemon));
 
-  upstreamOptions(
-    databaseOptions(
-      program
-        .command('run')
-        .description('send every request of an OpenAI batch JSONL file and write the results (resumable)')
-        .argument('<input>', 'OpenAI batch input file (.jsonl)')
-        .requiredOption('-o, --output <file>', 'where to write the output JSONL (successful responses)')
-        .option('--errors <file>', 'where to write the error JSONL (default: <output>.errors.jsonl)')
-        .option('--completion-window <window>', 'deadline for the whole run, e.g. 24h', '24h'),
-    ),
+  settingOptions(
+    program
+      .command('run')
+      .description('send every request of an OpenAI batch JSONL file and write the results (resumable)')
+      .argument('<input>', 'OpenAI batch input file (.jsonl)')
+      .requiredOption('-o, --output <file>', 'where to write the output JSONL (successful responses)')
+      .option('--errors <file>', 'where to write the error JSONL (default: <output>.errors.jsonl)')
+      .option('--completion-window <window>', 'deadline for the whole run, e.g. 24h', '24h'),
+    'run',
   )
     .addHelpText(
       'after',
@@ -124,9 +115,9 @@ export async function main(argv: string[]): Promise<number> {
         '# re-running the same command resumes: completed requests are not sent again',
       ]),
     )
-    .action(act(commands.run));
+    .action(act('run', commands.run));
 
-  databaseOptions(program.command('migrate').description('create or upgrade the database schema'))
+  settingOptions(program.command('migrate').description('create or upgrade the database schema'), 'migrate')
     .addHelpText(
       'after',
       examples([
@@ -134,7 +125,7 @@ export async function main(argv: string[]): Promise<number> {
         'fusillade migrate --schema batches',
       ]),
     )
-    .action(act(commands.migrate));
+    .action(act('migrate', commands.migrate));
 
   const keys = program
     .command('keys')
@@ -147,32 +138,39 @@ export async function main(argv: string[]): Promise<number> {
         'fusillade keys revoke KEY_ID',
       ]),
     );
-  databaseOptions(
+  settingOptions(
     keys
       .command('create')
       .description('create an API key (printed once, as the last line)')
       .requiredOption('--owner <name>', 'owner of the files and batches made with the key')
       .option('--name <label>', 'a label for the key'),
+    'keys',
   )
     .addHelpText(
       'after',
       examples(['fusillade keys create --owner alice', 'KEY=$(fusillade keys create --owner ci | tail -1)']),
     )
-    .action(act(commands.keysCreate));
-  databaseOptions(keys.command('list').description('list API keys (never the keys themselves)'))
-    .option('--owner <name>', 'only this owner')
+    .action(act('keys', commands.keysCreate));
+  settingOptions(
+    keys
+      .command('list')
+      .description('list API keys (never the keys themselves)')
+      .option('--owner <name>', 'only this owner'),
+    'keys',
+  )
     .addHelpText('after', examples(['fusillade keys list', 'fusillade keys list --owner alice']))
-    .action(act(commands.keysList));
-  databaseOptions(
+    .action(act('keys', commands.keysList));
+  settingOptions(
     keys
       .command('revoke')
       .description('revoke an API key')
       .argument('<id>', 'key id or prefix, from `keys list`'),
+    'keys',
   )
     .addHelpText('after', examples(['fusillade keys revoke 7f0c1b2e-...']))
-    .action(act(commands.keysRevoke));
+    .action(act('keys', commands.keysRevoke));
 
-  clientOptions(
+  settingOptions(
     program
       .command('submit')
       .description('upload a batch file to a running server and create a batch')
@@ -181,6 +179,7 @@ export async function main(argv: string[]): Promise<number> {
       .option('-o, --output <file>', 'with --wait: write the output file here')
       .option('--errors <file>', 'with --wait: write the error file here')
       .option('--completion-window <window>', 'completion window', '24h'),
+    'submit',
   )
     .addHelpText(
       'after',
@@ -189,50 +188,39 @@ export async function main(argv: string[]): Promise<number> {
         'fusillade submit requests.jsonl --wait -o out.jsonl --server http://127.0.0.1:8080 --api-key sk-...',
       ]),
     )
-    .action(act(commands.submit));
-  clientOptions(
+    .action(act('submit', commands.submit));
+  settingOptions(
     program
       .command('status')
       .description("show one batch, or list the key owner's batches")
       .argument('[batch]', 'batch id'),
+    'status',
   )
     .addHelpText('after', examples(['fusillade status', 'fusillade status batch_...']))
-    .action(act(commands.status));
-  clientOptions(
+    .action(act('status', commands.status));
+  settingOptions(
     program
       .command('results')
       .description("download a batch's output (and error) file")
       .argument('<batch>', 'batch id')
       .requiredOption('-o, --output <file>', 'where to write the output JSONL')
       .option('--errors <file>', 'where to write the error JSONL'),
+    'results',
   )
     .addHelpText('after', examples(['fusillade results batch_... -o out.jsonl --errors errors.jsonl']))
-    .action(act(commands.results));
-  clientOptions(program.command('cancel').description('cancel a batch').argument('<batch>', 'batch id'))
+    .action(act('results', commands.results));
+  settingOptions(
+    program.command('cancel').description('cancel a batch').argument('<batch>', 'batch id'),
+    'cancel',
+  )
     .addHelpText('after', examples(['fusillade cancel batch_...']))
-    .action(act(commands.cancel));
+    .action(act('cancel', commands.cancel));
 
-  listenOptions(
+  settingOptions(
     program
       .command('mock-upstream')
-      .description('run the built-in mock OpenAI-compatible upstream (for trying fusillade offline)')
-      .option('--latency-ms <n>', 'delay of each answer in milliseconds', '0')
-      .option('--rpm <n>', 'enforce requests per minute per model (429 with retry-after-ms when over)')
-      .option(
-        '--tpm <n>',
-        'enforce tokens per minute per model, counted as prompt characters / 4 + max output',
-      )
-      .option('--burst-seconds <n>', 'bucket capacity in seconds of refill (default 60, a full minute)')
-      .option(
-        '--default-max-tokens <n>',
-        'output tokens counted for a request naming no maximum (default 256)',
-      )
-      .option(
-        '--rate-limit-headers <style>',
-        'openai (x-ratelimit-*), anthropic (anthropic-ratelimit-*) or none',
-        'openai',
-      ),
-    'mock upstream',
+      .description('run the built-in mock OpenAI-compatible upstream (for trying fusillade offline)'),
+    'mock-upstream',
   )
     .addHelpText(
       'after',
@@ -242,7 +230,7 @@ export async function main(argv: string[]): Promise<number> {
         'fusillade run in.jsonl -o out.jsonl --upstream http://127.0.0.1:9000',
       ]),
     )
-    .action(act(commands.mockUpstream));
+    .action(act('mock-upstream', commands.mockUpstream));
 
   try {
     await program.parseAsync(argv);

@@ -1,5 +1,6 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { parseCount, parseModelLimit, parsePort } from '../config/settings.js';
+import { parseFlagText, parseModelEntry } from '../config/resolve.js';
+import { type CommandName, type SettingName, type SettingSpec, settingSpecs } from '../config/schema.js';
 import { UsageError } from '../config/usage-error.js';
 
 /** Wraps a parser so that its UsageError becomes commander's one-line "invalid argument" error. */
@@ -14,56 +15,42 @@ function commanderParser<T>(parse: (value: string, previous: T) => T) {
   };
 }
 
-/** --database-url, --schema, --data-dir: where the queue lives. */
-export function databaseOptions(cmd: Command): Command {
-  return cmd
-    .option(
-      '--database-url <url>',
-      'PostgreSQL URL (env DATABASE_URL); none = embedded PostgreSQL in --data-dir',
-    )
-    .option('--schema <name>', 'PostgreSQL schema of the tables (env FUSILLADE_SCHEMA)', undefined)
-    .option('--data-dir <dir>', 'directory of the embedded PostgreSQL (env FUSILLADE_DATA_DIR)', undefined);
+/** The flags of the settings `command` takes (src/config/schema.ts), in the schema's order. */
+export function settingOptions(cmd: Command, command: CommandName): Command {
+  for (const [name, spec] of settingSpecs()) {
+    if (spec.flag && !spec.global && spec.commands.includes(command))
+      cmd.addOption(settingOption(name, spec));
+  }
+  return cmd;
 }
 
-/** --upstream, --upstream-api-key, --model-limit, --default-limit: where requests go and how many at once. */
-export function upstreamOptions(cmd: Command): Command {
-  return cmd
-    .option(
-      '--upstream <url>',
-      'upstream base URL for every model, or "mock" for the built-in mock (env FUSILLADE_UPSTREAM)',
-    )
-    .option('--upstream-api-key <key>', 'API key sent upstream (env FUSILLADE_UPSTREAM_API_KEY)')
-    .addOption(
-      new Option(
-        '--model-limit <model=n>',
-        'concurrency limit of one model, across all daemons (repeatable)',
-      ).argParser(commanderParser(parseModelLimit)),
-    )
-    .addOption(
-      new Option(
-        '--default-limit <n>',
-        'concurrency limit of models not listed (env FUSILLADE_DEFAULT_LIMIT)',
-      ).argParser(commanderParser((v) => parseCount(v, '--default-limit'))),
-    );
+/** The program's own setting flags (`--config`). */
+export function globalOptions(program: Command): Command {
+  for (const [name, spec] of settingSpecs()) {
+    if (spec.flag && spec.global) program.addOption(settingOption(name, spec));
+  }
+  return program;
 }
 
-/** --port, --host for servers. */
-export function listenOptions(cmd: Command, what: string): Command {
-  return cmd
-    .addOption(
-      new Option('--port <n>', `port of the ${what} (env FUSILLADE_PORT; default 8080)`).argParser(
-        commanderParser((v) => parsePort(v)),
+function settingOption(name: SettingName, spec: SettingSpec): Option {
+  const option = new Option(spec.flag!, helpText(spec));
+  if (spec.flag!.startsWith('--no-') || !spec.flag!.includes('<')) return option;
+  if (spec.perModel) {
+    return option.argParser(
+      commanderParser((v: string, previous: Record<string, unknown> | undefined) =>
+        parseModelEntry(name, v, previous),
       ),
-    )
-    .option('--host <host>', `interface of the ${what} (env FUSILLADE_HOST; default 127.0.0.1)`);
+    );
+  }
+  return option.argParser(commanderParser((v: string) => parseFlagText(name, v)));
 }
 
-/** --server, --api-key for commands that talk to a running `fusillade serve`. */
-export function clientOptions(cmd: Command): Command {
-  return cmd
-    .option(
-      '--server <url>',
-      'URL of a running fusillade serve (env FUSILLADE_SERVER; default http://127.0.0.1:8080)',
-    )
-    .option('--api-key <key>', 'API key from `fusillade keys create` (env FUSILLADE_API_KEY)');
+function helpText(spec: SettingSpec): string {
+  const notes: string[] = [];
+  if (spec.perModel) notes.push('repeatable');
+  if (spec.env) notes.push(`env ${spec.env}`);
+  const shown = spec.defaultText ?? (spec.default !== undefined ? String(spec.default) : undefined);
+  if (shown !== undefined && !spec.perModel && !spec.flag!.startsWith('--no-'))
+    notes.push(`default ${shown}`);
+  return notes.length > 0 ? `${spec.description} (${notes.join('; ')})` : spec.description;
 }

@@ -1,52 +1,61 @@
 import { readFile } from 'node:fs/promises';
-import type { DaemonConfig } from '../daemon/config.js';
-import { DEFAULT_DAEMON_CONFIG } from '../daemon/config.js';
-import { type RetryableStatuses, retryableStatusesProblem } from '../domain/retry.js';
+import * as v from 'valibot';
+import { envName } from './kinds.js';
+import { filePaths, type SettingName, type SettingSpec, settingSpecs } from './schema.js';
 import { UsageError } from './usage-error.js';
 
-/** Per-model routing in a config file: its own upstream, key (by environment variable) and limit. */
-export interface ModelEntry {
-  upstream?: string;
-  apiKeyEnv?: string;
-  limit?: number;
-}
-
 /**
- * The JSON config file (`--config FILE` or FUSILLADE_CONFIG). Every field is optional; flags and
- * environment variables override it. Upstream keys are named by environment variable, not written
- * in the file.
+ * The JSON config file (`--config FILE` or FUSILLADE_CONFIG). Its shape is generated from the
+ * settings' `file` paths (schema.ts): every key is optional, unknown keys are refused, secrets appear
+ * only as the names of environment variables that hold them.
  */
-export interface ConfigFile {
-  databaseUrl?: string;
-  schema?: string;
-  dataDir?: string;
-  port?: number;
-  host?: string;
-  upstream?: string;
-  upstreamApiKeyEnv?: string;
-  models?: Record<string, ModelEntry>;
-  defaultLimit?: number;
-  server?: string;
-  apiKeyEnv?: string;
-  /**
-   * Daemon tuning: any DaemonConfig number field (maxRetries, requestTimeoutMs, ...), and
-   * `retryableStatuses` (a list of statuses replacing the defaults, or `{"add": [...], "remove": [...]}`).
-   */
-  daemon?: Partial<Record<keyof DaemonConfig, number>> & { retryableStatuses?: RetryableStatuses };
+export type ConfigFile = Record<string, unknown>;
+
+/** A node of the file's shape: a setting's value (leaf), or an object of named keys or of model names ('*'). */
+interface ShapeNode {
+  leaf?: { name: SettingName; spec: SettingSpec };
+  children: Map<string, ShapeNode>;
 }
 
-const STRING_FIELDS = [
-  'databaseUrl',
-  'schema',
-  'dataDir',
-  'host',
-  'upstream',
-  'upstreamApiKeyEnv',
-  'server',
-  'apiKeyEnv',
-] as const;
-const NUMBER_FIELDS = ['port', 'defaultLimit'] as const;
-const KNOWN = new Set<string>([...STRING_FIELDS, ...NUMBER_FIELDS, 'models', 'daemon']);
+function buildShape(): ShapeNode {
+  const root: ShapeNode = { children: new Map() };
+  for (const [name, spec] of settingSpecs()) {
+    for (const path of filePaths(spec)) {
+      let node = root;
+      for (const segment of path.split('.')) {
+        let next = node.children.get(segment);
+        if (!next) {
+          next = { children: new Map() };
+          node.children.set(segment, next);
+        }
+        node = next;
+      }
+      if (node.leaf || node.children.size > 0) throw new Error(`settings: file path ${path} is used twice`);
+      node.leaf = { name, spec };
+    }
+  }
+  return root;
+}
+
+function leafSchema(spec: SettingSpec): v.GenericSchema {
+  return spec.secret ? envName().schema : spec.kind.schema;
+}
+
+/** The valibot schema of a node's value (not optional: the parent makes its keys optional). */
+function nodeSchema(node: ShapeNode): v.GenericSchema {
+  if (node.leaf) return leafSchema(node.leaf.spec);
+  const any = node.children.get('*');
+  if (any) {
+    if (node.children.size > 1) throw new Error('settings: "*" cannot sit beside named keys in a file path');
+    return v.record(v.string(), nodeSchema(any));
+  }
+  const entries: Record<string, v.GenericSchema> = {};
+  for (const [key, child] of node.children) entries[key] = v.optional(nodeSchema(child));
+  return v.strictObject(entries);
+}
+
+const SHAPE = buildShape();
+const FILE_SCHEMA = nodeSchema(SHAPE);
 
 export async function loadConfigFile(path: string): Promise<ConfigFile> {
   let text: string;
@@ -64,55 +73,82 @@ export async function loadConfigFile(path: string): Promise<ConfigFile> {
   return validateConfig(value, path);
 }
 
-/** Checks the shape of a parsed config file; the error names the offending field. */
+/** Checks a parsed config file against the settings; the error names the offending key. */
 export function validateConfig(value: unknown, path: string): ConfigFile {
-  const bad = (message: string) => new UsageError(`config file ${path}: ${message}`);
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad('must be a JSON object');
-  const obj = value as Record<string, unknown>;
-  for (const key of Object.keys(obj)) {
-    if (!KNOWN.has(key)) throw bad(`unknown field "${key}" (known: ${[...KNOWN].join(', ')})`);
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new UsageError(`config file ${path}: must be a JSON object`);
   }
-  for (const key of STRING_FIELDS) {
-    if (obj[key] !== undefined && typeof obj[key] !== 'string') throw bad(`"${key}" must be a string`);
-  }
-  for (const key of NUMBER_FIELDS) {
-    if (obj[key] !== undefined && !isNonNegativeInt(obj[key])) throw bad(`"${key}" must be an integer >= 0`);
-  }
-  if (obj.models !== undefined) {
-    if (obj.models === null || typeof obj.models !== 'object' || Array.isArray(obj.models)) {
-      throw bad('"models" must be an object of model name → {upstream, apiKeyEnv, limit}');
-    }
-    for (const [model, entry] of Object.entries(obj.models as Record<string, unknown>)) {
-      if (entry === null || typeof entry !== 'object') throw bad(`models["${model}"] must be an object`);
-      const e = entry as Record<string, unknown>;
-      for (const k of Object.keys(e)) {
-        if (!['upstream', 'apiKeyEnv', 'limit'].includes(k))
-          throw bad(`models["${model}"]: unknown field "${k}"`);
-      }
-      if (e.upstream !== undefined && typeof e.upstream !== 'string')
-        throw bad(`models["${model}"].upstream must be a string`);
-      if (e.apiKeyEnv !== undefined && typeof e.apiKeyEnv !== 'string')
-        throw bad(`models["${model}"].apiKeyEnv must be a string`);
-      if (e.limit !== undefined && !isNonNegativeInt(e.limit))
-        throw bad(`models["${model}"].limit must be an integer >= 0`);
-    }
-  }
-  if (obj.daemon !== undefined) {
-    if (obj.daemon === null || typeof obj.daemon !== 'object') throw bad('"daemon" must be an object');
-    for (const [k, v] of Object.entries(obj.daemon as Record<string, unknown>)) {
-      if (k === 'retryableStatuses') {
-        const problem = retryableStatusesProblem(v);
-        if (problem !== null) throw bad(`daemon.retryableStatuses ${problem}`);
-        continue;
-      }
-      const known = k in DEFAULT_DAEMON_CONFIG || k === 'leaseMs';
-      if (!known || k === 'modelConcurrencyLimits') throw bad(`daemon: unknown setting "${k}"`);
-      if (!isNonNegativeInt(v)) throw bad(`daemon.${k} must be an integer >= 0`);
-    }
-  }
-  return obj as ConfigFile;
+  const result = v.safeParse(FILE_SCHEMA, value);
+  if (result.success) return result.output as ConfigFile;
+  throw new UsageError(`config file ${path}: ${describeIssue(result.issues[0])}`);
 }
 
-function isNonNegativeInt(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= 0;
+/** One issue as a sentence naming the key as the user wrote it: `"daemon.maxRetries" must be …`. */
+function describeIssue(issue: v.BaseIssue<unknown>): string {
+  const keys = (issue.path ?? []).map((p) => String(p.key));
+  let node: ShapeNode = SHAPE;
+  let shown = '';
+  for (const [i, key] of keys.entries()) {
+    const named = node.children.get(key);
+    const next = named ?? node.children.get('*');
+    shown += named ? (shown ? `.${key}` : key) : `[${JSON.stringify(key)}]`;
+    if (!next) {
+      const parent = i > 0 ? ` in ${quoteKey(displayPath(keys.slice(0, i)))}` : '';
+      return `unknown key "${key}"${parent} (known: ${[...node.children.keys()].join(', ')})`;
+    }
+    node = next;
+  }
+  if (node.leaf) {
+    const spec = node.leaf.spec;
+    const kind = spec.secret ? envName() : spec.kind;
+    const what = kind.problem?.(issue.input) ?? `must be ${kind.expected}`;
+    return `${quoteKey(shown)} ${what}, got ${JSON.stringify(issue.input)}`;
+  }
+  if (node.children.has('*')) return `${quoteKey(shown)} must be an object of model name → settings`;
+  return `${quoteKey(shown)} must be an object`;
+}
+
+function displayPath(keys: string[]): string {
+  let node: ShapeNode | undefined = SHAPE;
+  let shown = '';
+  for (const key of keys) {
+    const named: ShapeNode | undefined = node?.children.get(key);
+    shown += named ? (shown ? `.${key}` : key) : `[${JSON.stringify(key)}]`;
+    node = named ?? node?.children.get('*');
+  }
+  return shown;
+}
+
+/**
+ * The value of a file path in a validated config file. A path with '*' yields a map of model name →
+ * value (models without the key are left out).
+ */
+export function readFilePath(file: ConfigFile, path: string): unknown {
+  const walk = (value: unknown, segments: string[]): unknown => {
+    if (segments.length === 0) return value;
+    if (value === null || typeof value !== 'object') return undefined;
+    const [head, ...rest] = segments as [string, ...string[]];
+    const obj = value as Record<string, unknown>;
+    if (head !== '*') return walk(obj[head], rest);
+    const map: Record<string, unknown> = {};
+    for (const [model, entry] of Object.entries(obj)) {
+      const found = walk(entry, rest);
+      if (found !== undefined) map[model] = found;
+    }
+    return map;
+  };
+  return walk(file, path.split('.'));
+}
+
+/** `models.*.limit` with the model's name filled in, for messages: models["gpt-4o"].limit. */
+export function fileKeyOf(path: string, model?: string): string {
+  return path
+    .split('.')
+    .map((s, i) => (s === '*' ? `[${JSON.stringify(model ?? '*')}]` : i === 0 ? s : `.${s}`))
+    .join('');
+}
+
+/** A config-file key for messages: "daemon.maxRetries" quoted, models["gpt-4o"].limit as is. */
+export function quoteKey(key: string): string {
+  return key.includes('[') ? key : `"${key}"`;
 }

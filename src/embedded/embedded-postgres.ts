@@ -24,6 +24,8 @@ export interface EmbeddedPostgresOptions {
   startTimeoutMs?: number;
   /** Progress messages ("initialising…", "started on port…"). */
   log?: (message: string) => void;
+  /** As root: the account PostgreSQL runs as (FUSILLADE_EMBEDDED_USER); default postgres, else nobody. */
+  user?: string;
 }
 
 /** A connection to the embedded server, started by this process or found running. */
@@ -60,7 +62,7 @@ export async function startEmbeddedPostgres(
   const dataDir = resolve(options.dataDir ?? DEFAULT_DATA_DIR);
   const log = options.log ?? (() => {});
   const timeoutMs = options.startTimeoutMs ?? 60_000;
-  const runAs = await postgresRunAsUser();
+  const runAs = await postgresRunAsUser(options.user);
   await mkdir(dataDir, { recursive: true, mode: runAs ? 0o755 : 0o700 });
   const pgdata = await pgdataPath(dataDir, runAs);
 
@@ -109,8 +111,11 @@ export async function startEmbeddedPostgres(
 }
 
 /** Shuts the server of `dataDir` down whoever started it (tests, and recovering from a crash). */
-export async function stopEmbeddedServer(dataDir: string = DEFAULT_DATA_DIR): Promise<boolean> {
-  const pgdata = await pgdataPath(resolve(dataDir), await postgresRunAsUser());
+export async function stopEmbeddedServer(
+  dataDir: string = DEFAULT_DATA_DIR,
+  user?: string,
+): Promise<boolean> {
+  const pgdata = await pgdataPath(resolve(dataDir), await postgresRunAsUser(user));
   const running = await readPostmasterPid(pgdata);
   if (!running || !(await isPostgresAlive(running.pid, pgdata))) return false;
   return shutdown(running.pid);

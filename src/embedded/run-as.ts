@@ -11,14 +11,13 @@ export interface RunAsUser {
 }
 
 /**
- * PostgreSQL refuses to run as root. As root (CI, containers) it runs under FUSILLADE_EMBEDDED_USER,
- * else the `postgres` system account, else `nobody` — never creating accounts on the host.
+ * PostgreSQL refuses to run as root. As root (CI, containers) it runs under `preferred` (the
+ * FUSILLADE_EMBEDDED_USER setting), else the `postgres` system account, else `nobody`, never
+ * creating accounts on the host.
  */
-export async function postgresRunAsUser(): Promise<RunAsUser | undefined> {
+export async function postgresRunAsUser(preferred?: string): Promise<RunAsUser | undefined> {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return undefined;
-  const candidates = [process.env.FUSILLADE_EMBEDDED_USER, 'postgres', 'nobody'].filter(
-    (n): n is string => !!n,
-  );
+  const candidates = [preferred, 'postgres', 'nobody'].filter((n): n is string => !!n);
   for (const name of candidates) {
     try {
       const [uid, gid] = await Promise.all([exec('id', ['-u', name]), exec('id', ['-g', name])]);

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { type DaemonConfig, resolveDaemonConfig } from '../daemon/config.js';
 import { ValidationError } from '../domain/errors.js';
-import { resolveRetryableStatuses, retryableStatusesProblem } from '../domain/retry.js';
+import { resolveRetryableStatuses } from '../domain/retry.js';
 import type { RequestTemplateInput } from '../domain/templates.js';
 import { validateTemplate } from '../domain/templates.js';
 import type {
@@ -33,15 +33,8 @@ export interface ManagerConfig extends Partial<DaemonConfig> {
   defaultCompletionWindow?: string | null;
 }
 
-/** Refuses retry settings the daemon could not apply, when the manager is made rather than at run(). */
+/** Refuses a shouldRetry that is not a function when the manager is made (settings: resolveDaemonConfig). */
 function checkRetryRules(config: DaemonConfig): void {
-  const problem =
-    config.retryableStatuses === undefined ? null : retryableStatusesProblem(config.retryableStatuses);
-  if (problem !== null) {
-    throw new ValidationError([
-      { code: 'invalid_config', param: 'retryableStatuses', message: `retryableStatuses ${problem}` },
-    ]);
-  }
   if (config.shouldRetry !== undefined && typeof config.shouldRetry !== 'function') {
     throw new ValidationError([
       { code: 'invalid_config', param: 'shouldRetry', message: 'shouldRetry must be a function' },

@@ -1,7 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CONNECT_TIMEOUT_MS, openDatabase } from '../../src/cli/database.js';
-import type { Settings } from '../../src/config/settings.js';
+import { CONNECT_TIMEOUT_MS, type DatabaseSettings, openDatabase } from '../../src/cli/database.js';
 import { UsageError } from '../../src/config/usage-error.js';
 import { TEST_DATABASE_URL } from '../support/db.js';
 import { runCli } from './support/cli.js';
@@ -11,16 +10,10 @@ import { runCli } from './support/cli.js';
  * accepts connections but never answers is a one-line error, not a hang.
  */
 
-const settings = (databaseUrl: string): Settings => ({
+const settings = (databaseUrl: string): DatabaseSettings => ({
   databaseUrl,
   schema: 'fusillade_unused',
   dataDir: '.fusillade-unused',
-  port: 0,
-  host: '127.0.0.1',
-  routing: {},
-  daemon: false,
-  daemonConfig: {},
-  server: 'http://127.0.0.1:0',
 });
 
 /** Accepts TCP connections and never says a word, like a hung server or a half-open network path. */

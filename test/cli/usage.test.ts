@@ -95,7 +95,10 @@ describe('bad input gets a one-line error and a non-zero status', () => {
     await writeFile(config, '{"port": "eighty"}');
     const cfg = await runCli(['migrate', '--config', config]);
     expect(cfg.code).toBe(2);
-    expectOneLineError(cfg.stderr, /config file .*config\.json: "port" must be an integer/);
+    expectOneLineError(
+      cfg.stderr,
+      /config file .*config\.json: "port" must be a port number \(0-65535\), got "eighty"/,
+    );
   });
 
   it('an unreachable database and an unreachable server', async () => {
@@ -174,7 +177,11 @@ describe('settings precedence: flags > environment > config file', () => {
     const fileOnly = await resolveSettings({ config }, {});
     expect(fileOnly).toMatchObject({ port: 7001, host: '0.0.0.0', schema: 'from_file' });
     expect(fileOnly.routing).toMatchObject({ upstream: 'http://file.example', defaultLimit: 9 });
-    expect(fileOnly.daemonConfig).toEqual({ maxRetries: 2 });
+    expect(fileOnly.daemonConfig).toEqual({
+      maxRetries: 2,
+      defaultModelConcurrency: 9,
+      modelConcurrencyLimits: { 'gpt-a': 3, 'gpt-b': 5 },
+    });
 
     const env = {
       FUSILLADE_PORT: '7002',
@@ -204,7 +211,7 @@ describe('settings precedence: flags > environment > config file', () => {
         .metricsToken,
     ).toBe('mt-flag');
     await expect(resolveSettings({ metricsToken: ' ' }, {})).rejects.toThrow(
-      /--metrics-token must not be empty/,
+      /--metrics-token must be non-empty/,
     );
 
     const defaults = await resolveSettings({}, {});

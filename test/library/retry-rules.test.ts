@@ -115,7 +115,7 @@ describe('retry rules as configuration', () => {
     expect(settings.daemonConfig).toMatchObject({ maxRetries: 2, retryableStatuses: { add: [404] } });
     await writeFile(path, JSON.stringify({ daemon: { retryableStatuses: [503, 'x'] } }));
     await expect(resolveSettings({ config: path }, {})).rejects.toThrow(
-      /daemon\.retryableStatuses must list HTTP statuses/,
+      /"daemon\.retryableStatuses" must list HTTP statuses/,
     );
   });
 });

@@ -1,6 +1,6 @@
 import { UsageError } from '../../config/usage-error.js';
-import { createUpstreamRouter, limitsFromRouting } from '../../server/upstream-routing.js';
 import { PostgresRequestManager } from '../../store/request-manager.js';
+import { daemonConfigFor } from '../daemon-config.js';
 import { openDatabase } from '../database.js';
 import type { CommandContext } from '../main.js';
 import { shutdownSignal } from '../signals.js';
@@ -20,9 +20,7 @@ export async function daemonCommand({ settings }: CommandContext): Promise<numbe
     try {
       const manager = new PostgresRequestManager(db.pool, {
         schema: db.schema,
-        ...settings.daemonConfig,
-        ...limitsFromRouting(upstream.routing),
-        upstreamRouter: createUpstreamRouter(upstream.routing),
+        ...daemonConfigFor(settings, upstream.routing),
       });
       const daemon = await manager.run();
       console.log(

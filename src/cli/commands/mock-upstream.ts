@@ -1,38 +1,25 @@
-import { parseCount } from '../../config/settings.js';
-import { UsageError } from '../../config/usage-error.js';
 import type { MockRateLimits } from '../../mock-upstream/rate-limits.js';
 import { startMockUpstream } from '../../mock-upstream/server.js';
 import type { CommandContext } from '../main.js';
 import { shutdownSignal } from '../signals.js';
 
-export async function mockUpstreamCommand({ settings, flags }: CommandContext): Promise<number> {
-  const latencyMs = parseCount(String(flags.latencyMs ?? '0'), '--latency-ms');
-  const optional = (name: string, flag: unknown) =>
-    flag === undefined ? undefined : parseCount(String(flag), name);
-  const rpm = optional('--rpm', flags.rpm);
-  const tpm = optional('--tpm', flags.tpm);
-  const style = String(flags.rateLimitHeaders ?? 'openai');
-  if (style !== 'openai' && style !== 'anthropic' && style !== 'none') {
-    throw new UsageError(
-      `--rate-limit-headers must be openai, anthropic or none, got ${JSON.stringify(style)}`,
-    );
-  }
+export async function mockUpstreamCommand({ settings }: CommandContext): Promise<number> {
+  const { mockRpm: rpm, mockTpm: tpm } = settings;
   const rateLimits: MockRateLimits | undefined =
     rpm !== undefined || tpm !== undefined
       ? {
           rpm,
           tpm,
-          burstSeconds: optional('--burst-seconds', flags.burstSeconds),
-          defaultMaxOutputTokens: optional('--default-max-tokens', flags.defaultMaxTokens),
-          headers: style,
+          burstSeconds: settings.mockBurstSeconds,
+          defaultMaxOutputTokens: settings.mockDefaultMaxTokens,
+          headers: settings.mockRateLimitHeaders,
         }
       : undefined;
   const shutdown = shutdownSignal();
-  // Not 8080: the mock usually runs beside `fusillade serve`.
   const mock = await startMockUpstream({
-    port: flags.port ?? 9000,
+    port: settings.mockPort,
     host: settings.host,
-    latencyMs,
+    latencyMs: settings.mockLatencyMs,
     record: false,
     recordBodies: false,
     rateLimits,

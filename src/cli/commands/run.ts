@@ -5,9 +5,9 @@ import { stderrLogger } from '../../daemon/logger.js';
 import { BatchInputParser } from '../../domain/batch-input.js';
 import { ConflictError, ValidationError } from '../../domain/errors.js';
 import type { BatchStatus } from '../../domain/types.js';
-import { createUpstreamRouter, limitsFromRouting } from '../../server/upstream-routing.js';
 import { findBatchIdByIdempotencyKey } from '../../store/find-batch-by-key.js';
 import { PostgresRequestManager } from '../../store/request-manager.js';
+import { daemonConfigFor } from '../daemon-config.js';
 import { openDatabase } from '../database.js';
 import type { CommandContext } from '../main.js';
 import { ProgressDisplay } from '../progress.js';
@@ -44,15 +44,14 @@ export async function runCommand(
     if (upstream.url) await checkUpstreamReachable(upstream.url);
     const db = await openDatabase(settings, { log: (m) => console.error(m) });
     cleanup.unshift(() => db.close());
-    const router = createUpstreamRouter(upstream.routing);
     const manager = new PostgresRequestManager(db.pool, {
       schema: db.schema,
-      ...settings.daemonConfig,
-      ...limitsFromRouting(upstream.routing),
-      upstreamRouter: router,
-      // The progress bar tells the story; the daemon's info lines would only scroll it away.
-      logger: stderrLogger(verbose ? 'info' : 'warn'),
+      ...daemonConfigFor(settings, upstream.routing, {
+        // The progress bar tells the story; the daemon's info lines would only scroll it away.
+        logger: stderrLogger(verbose ? 'info' : 'warn'),
+      }),
     });
+    const router = manager.config.upstreamRouter!;
     const key = runKey(input, upstream.identity);
     const timings = new PhaseTimer(verbose);
     const batchId = await findOrCreateBatch(

@@ -1,4 +1,5 @@
 import { createServer } from '../../server/server.js';
+import { daemonConfigFor } from '../daemon-config.js';
 import { openDatabase } from '../database.js';
 import type { CommandContext } from '../main.js';
 import { shutdownSignal } from '../signals.js';
@@ -18,7 +19,7 @@ export async function serveCommand({ settings, verbose }: CommandContext): Promi
         host: settings.host,
         daemon: settings.daemon,
         routing: upstream.routing,
-        daemonConfig: settings.daemonConfig,
+        daemonConfig: daemonConfigFor(settings, upstream.routing),
         ...(settings.metricsToken !== undefined ? { metricsToken: settings.metricsToken } : {}),
         ...(verbose
           ? { logger: (entry: Record<string, unknown>) => console.error(JSON.stringify(entry)) }
