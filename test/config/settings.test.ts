@@ -65,6 +65,12 @@ function setPath(target: Record<string, unknown>, path: string, value: unknown, 
 function samples(spec: SettingSpec): [unknown, unknown] {
   const e = spec.kind.expected;
   if (spec.kind.label === 'boolean') return [false, true];
+  if (spec.kind.label === 'word') {
+    const words = e.replace('one of ', '').split(', ');
+    const others = words.filter((w) => w !== spec.default);
+    return [others[0], others[1] ?? spec.default];
+  }
+  if (spec.kind.label === 'statuses') return [[503], { add: [404] }];
   if (spec.kind.label === 'integer') {
     const min = Number(/-?\d+/.exec(e)?.[0] ?? 0);
     return [min + 1, min + 2];
@@ -159,7 +165,7 @@ describe('one precedence for every setting and every command: flag > environment
             expect(
               spec.perModel ? (got as Record<string, unknown>).m : got,
               `${name}: ${higher} over ${lower}`,
-            ).toBe(a);
+            ).toEqual(a);
             expect(settings.origins[name], `${name}: ${higher} over ${lower}`).toBe(higher);
             checked++;
           }
