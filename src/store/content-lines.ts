@@ -7,8 +7,11 @@ import { openFileContent } from './output-files.js';
  * A file's or a batch's results as an async iterable of JSONL lines, streamed from PostgreSQL by
  * the same COPY path the API's downloads use (output-files.ts): nothing is buffered whole, and the
  * COPY pauses while the caller does not read, so memory holds one chunk (~256 KB) and one line
- * whatever the row count (bench/batch-results.ts). Leaving the loop early (break, throw) ends the
- * COPY and discards its connection.
+ * whatever the row count (bench/batch-results.ts: 1,000,000 rows, RSS growth 38 MB on a loaded
+ * machine). Leaving the loop early (break, throw) ends the COPY and discards its connection.
+ * Splitting into lines costs little next to the statement: a CPU profile of that bench's reader had
+ * Node idle 62% of the time, waiting for PostgreSQL. A hand-written iterator handing out a chunk's
+ * lines without a generator measured within noise of this generator (1,000,000 lines in memory).
  */
 
 const NEWLINE = 0x0a;
