@@ -14,6 +14,7 @@ import { isConnectionError, query, withClient } from './db.js';
 import { type ClaimedRow, Dispatcher } from './dispatcher.js';
 import { ClaimBatchLimiter, type Limiter } from './limiter.js';
 import { EventListener } from './listener.js';
+import { newLivenessKey } from './liveness.js';
 import { type DaemonLog, daemonLog, errorFields, stderrLogger } from './logger.js';
 import { Maintenance } from './maintenance.js';
 import { createDaemonMetrics, type DaemonMetrics } from './metrics.js';
@@ -126,6 +127,8 @@ export class Daemon {
   readonly dispatcher: Dispatcher;
   private readonly listener: EventListener;
   private readonly maintenance: Maintenance;
+  /** This daemon's liveness lock key (src/store/sql/liveness.ts), held on the listener's session. */
+  private readonly livenessKey = newLivenessKey();
   private readonly depth: number;
   /** Hot-path statements, built once: name (server-side prepared) and text. */
   private readonly sql: Record<'lock' | 'budget' | 'claim' | 'complete', { name: string; text: string }>;
@@ -216,6 +219,12 @@ export class Daemon {
       },
       () => this.poke(),
       this.log,
+      {
+        key: this.livenessKey,
+        onChange: (held) => {
+          if (!held) this.maintenance.livenessLost();
+        },
+      },
     );
     this.maintenance = new Maintenance(this);
     const done = new Promise<void>((resolve) => {
@@ -230,6 +239,11 @@ export class Daemon {
 
   get db(): pg.Pool {
     return this.pool;
+  }
+
+  /** Whether this daemon's session holds its liveness lock now. */
+  get holdsLivenessLock(): boolean {
+    return this.listener.holdsLock;
   }
 
   /**
@@ -254,21 +268,30 @@ export class Daemon {
       upstreamClient: undefined,
       limiter: undefined,
     };
-    await query(this.pool, t, 'register daemon', registerDaemonSql(this.s), [
-      this.id,
-      os.hostname(),
-      process.pid,
-      VERSION,
-      JSON.stringify(safeConfig),
-    ]);
-    const limits = Object.entries(this.config.modelConcurrencyLimits);
-    if (limits.length > 0) {
-      await query(this.pool, t, 'configure model limits', configureModelLimitsSql(this.s), [
-        limits.map(([m]) => m),
-        limits.map(([, n]) => n),
-      ]);
-    }
+    // The session (liveness lock, LISTEN) first: registered with its key, this daemon is alive to the
+    // others by its lock. Should the session not connect now, it keeps trying, and the heartbeat
+    // stands in meanwhile.
     await this.listener.start();
+    try {
+      await query(this.pool, t, 'register daemon', registerDaemonSql(this.s), [
+        this.id,
+        os.hostname(),
+        process.pid,
+        VERSION,
+        JSON.stringify(safeConfig),
+        this.livenessKey,
+      ]);
+      const limits = Object.entries(this.config.modelConcurrencyLimits);
+      if (limits.length > 0) {
+        await query(this.pool, t, 'configure model limits', configureModelLimitsSql(this.s), [
+          limits.map(([m]) => m),
+          limits.map(([, n]) => n),
+        ]);
+      }
+    } catch (err) {
+      await this.listener.stop();
+      throw err;
+    }
     if (this.config.handleSignals) {
       process.once('SIGTERM', this.signalHandler);
       process.once('SIGINT', this.signalHandler);
@@ -705,7 +728,6 @@ export class Daemon {
     if (this.backoffTimer) clearTimeout(this.backoffTimer);
     await this.rebalancing?.catch(() => {});
     await this.maintenance.stop();
-    await this.listener.stop();
     await this.upstream.close();
     if (this.results.length > 0) {
       this.log.warn('stopped with unwritten results; their rows will be reclaimed', {
@@ -716,6 +738,8 @@ export class Daemon {
     await query(this.pool, this.config.dbTimeoutMs, 'mark daemon stopped', stopDaemonSql(this.s), [
       this.id,
     ]).catch((err) => this.log.warn('could not mark the daemon stopped', errorFields(err)));
+    // Only now: with the lock released before the row says stopped, others would see a lost daemon.
+    await this.listener.stop();
     this.pool.off('error', this.poolErrorHandler);
     this.log.info('daemon stopped');
     this.resolveDone();

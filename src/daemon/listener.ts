@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { takeLivenessLockSql } from '../store/sql/liveness.js';
 import type { DaemonLog } from './logger.js';
 import { errorFields } from './logger.js';
 
@@ -7,16 +8,33 @@ export interface BatchEventMessage {
   batchId: string;
 }
 
+/** The daemon's liveness lock (src/store/sql/liveness.ts), held on the listener's session. */
+export interface LivenessLock {
+  /** pg_advisory_lock(bigint) key, as decimal text. */
+  key: string;
+  /** Called when the lock is taken (true) and when the session holding it is lost (false). */
+  onChange(held: boolean): void;
+}
+
+/** Tries to take a liveness lock that is briefly busy (another daemon's probe holds it for a statement). */
+const LOCK_TRIES = 20;
+const LOCK_RETRY_MS = 50;
+/** Backoff cap of reconnecting: kept short, since the liveness lock lives on this session. */
+const MAX_RECONNECT_MS = 2000;
+
 /**
- * LISTEN on the schema's events channel over a dedicated connection (a pooled one would be handed
- * to others). On any error or end it reconnects with capped exponential backoff and reports
- * `onReconnect`, since notifications sent while it was away are lost: the daemon then polls.
+ * The daemon's session connection, dedicated (a pooled one would be handed to others): it holds the
+ * daemon's liveness lock, then LISTENs on the schema's events channel. On any error or end it
+ * reconnects with capped exponential backoff, takes the lock again and reports `onReconnect`, since
+ * notifications sent while it was away are lost: the daemon then polls.
  */
 export class EventListener {
   private client: pg.Client | null = null;
   private stopped = false;
   private retryTimer: NodeJS.Timeout | null = null;
+  private lockTimer: NodeJS.Timeout | null = null;
   private attempt = 0;
+  private held = false;
 
   constructor(
     private readonly connection: pg.ClientConfig,
@@ -24,7 +42,13 @@ export class EventListener {
     private readonly onEvent: (event: BatchEventMessage) => void,
     private readonly onReconnect: () => void,
     private readonly log: DaemonLog,
+    private readonly liveness: LivenessLock | null = null,
   ) {}
+
+  /** Whether this session holds the daemon's liveness lock now. */
+  get holdsLock(): boolean {
+    return this.held;
+  }
 
   /** Connects once; later failures are retried in the background. */
   async start(): Promise<void> {
@@ -52,6 +76,7 @@ export class EventListener {
     this.client = client;
     try {
       await client.connect();
+      if (this.liveness) await this.takeLock(client, LOCK_TRIES);
       await client.query(`LISTEN "${this.channel}"`);
     } catch (err) {
       this.drop(client);
@@ -65,9 +90,43 @@ export class EventListener {
     this.attempt = 0;
   }
 
+  /**
+   * Takes the liveness lock on `client`, trying `tries` times; if it is still busy (a key held by
+   * something else, which random 64-bit keys make unlikely), keeps trying every second meanwhile.
+   */
+  private async takeLock(client: pg.Client, tries: number, warn = true): Promise<void> {
+    const liveness = this.liveness!;
+    for (let i = 0; i < tries; i++) {
+      const { rows } = await client.query<{ held: boolean }>(takeLivenessLockSql, [liveness.key]);
+      if (this.client !== client) return;
+      if (rows[0]?.held) {
+        this.held = true;
+        liveness.onChange(true);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, LOCK_RETRY_MS));
+    }
+    if (warn) this.log.warn('liveness lock busy; retrying (the heartbeat stands in meanwhile)', {});
+    this.lockTimer = setTimeout(() => {
+      this.lockTimer = null;
+      if (this.client === client && !this.held) {
+        this.takeLock(client, 1, false).catch((err) =>
+          this.log.warn('liveness lock failed', errorFields(err)),
+        );
+      }
+    }, 1000);
+  }
+
   private drop(client: pg.Client): void {
     if (this.client !== client) return;
     this.client = null;
+    if (this.lockTimer) clearTimeout(this.lockTimer);
+    this.lockTimer = null;
+    if (this.held) {
+      // The server released the lock with the session (or is about to).
+      this.held = false;
+      this.liveness?.onChange(false);
+    }
     client.removeAllListeners('notification');
     client.end().catch(() => {});
     if (!this.stopped) this.scheduleReconnect();
@@ -75,7 +134,7 @@ export class EventListener {
 
   private scheduleReconnect(): void {
     if (this.stopped || this.retryTimer) return;
-    const delay = Math.min(10_000, 100 * 2 ** this.attempt) * (0.5 + Math.random() / 2);
+    const delay = Math.min(MAX_RECONNECT_MS, 100 * 2 ** this.attempt) * (0.5 + Math.random() / 2);
     this.attempt++;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
@@ -93,8 +152,10 @@ export class EventListener {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.lockTimer) clearTimeout(this.lockTimer);
     const client = this.client;
     this.client = null;
+    this.held = false;
     if (client) await client.end().catch(() => {});
   }
 }

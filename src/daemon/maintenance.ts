@@ -1,9 +1,17 @@
 import { cancelledBatchesSql, endableBatchesSql, queueDepthSql } from '../store/sql/batch-watch.js';
 import { finalizeBatchSql } from '../store/sql/finalize-batch.js';
 import { heartbeatSql } from '../store/sql/heartbeat.js';
+import { declareLostSql, probeLivenessSql } from '../store/sql/liveness.js';
 import { reclaimOrphansSql, reclaimSql, releaseDeadBudgetsSql } from '../store/sql/reclaim.js';
 import type { Daemon } from './daemon.js';
 import { query, withClient } from './db.js';
+import {
+  type FreeLock,
+  LIVENESS_PROBE_MS,
+  LOCKLESS_HEARTBEAT_MS,
+  type LostDaemon,
+  LostDaemonTracker,
+} from './liveness.js';
 import { errorFields } from './logger.js';
 
 const QUEUE_DEPTH_INTERVAL_MS = 15_000;
@@ -14,7 +22,10 @@ const QUEUE_DEPTH_INTERVAL_MS = 15_000;
  */
 export class Maintenance {
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly ticks = new Map<string, () => void>();
+  private readonly busy = new Set<string>();
   private readonly running = new Set<Promise<void>>();
+  private readonly lost = new LostDaemonTracker();
   private readonly finalizing = new Set<string>();
   private stopped = false;
   private orphansPending = false;
@@ -23,7 +34,17 @@ export class Maintenance {
 
   start(): void {
     const c = this.d.config;
-    this.every('heartbeat', c.heartbeatIntervalMs, () => this.heartbeat());
+    // While the daemon does not hold its liveness lock (session lost, src/store/sql/liveness.ts), its
+    // heartbeat is what tells the others it is alive: it beats often until the lock is back.
+    this.every(
+      'heartbeat',
+      () =>
+        this.d.holdsLivenessLock
+          ? c.heartbeatIntervalMs
+          : Math.min(c.heartbeatIntervalMs, LOCKLESS_HEARTBEAT_MS),
+      () => this.heartbeat(),
+    );
+    this.every('liveness', LIVENESS_PROBE_MS, () => this.probeLiveness(), true);
     this.every('poll', c.pollIntervalMs, () => this.poll());
     this.every(
       'reclaim',
@@ -35,18 +56,35 @@ export class Maintenance {
     this.every('queue-depth', QUEUE_DEPTH_INTERVAL_MS, () => this.queueDepth(), true);
   }
 
-  private every(name: string, ms: number, task: () => Promise<void>, runNow = false): void {
+  private every(name: string, ms: number | (() => number), task: () => Promise<void>, runNow = false): void {
+    const interval = typeof ms === 'number' ? () => ms : ms;
     const tick = () => {
       if (this.stopped) return;
+      this.busy.add(name);
       const run = task()
         .catch((err) => this.d.log.warn(`${name} failed`, errorFields(err)))
         .finally(() => {
+          this.busy.delete(name);
           this.running.delete(run);
-          if (!this.stopped) this.timers.set(name, setTimeout(tick, ms));
+          if (!this.stopped) this.timers.set(name, setTimeout(tick, interval()));
         });
       this.running.add(run);
     };
-    this.timers.set(name, setTimeout(tick, runNow ? 0 : ms));
+    this.ticks.set(name, tick);
+    this.timers.set(name, setTimeout(tick, runNow ? 0 : interval()));
+  }
+
+  /** Runs a periodic task now unless it is running (its timer then restarts from now). */
+  private runNow(name: string): void {
+    const tick = this.ticks.get(name);
+    if (!tick || this.stopped || this.busy.has(name)) return;
+    clearTimeout(this.timers.get(name));
+    tick();
+  }
+
+  /** The daemon's liveness lock was lost: show life at once (and often, until it is back). */
+  livenessLost(): void {
+    this.runNow('heartbeat');
   }
 
   private q(what: string, text: string, values?: unknown[]) {
@@ -55,7 +93,30 @@ export class Maintenance {
 
   private async heartbeat(): Promise<void> {
     const stats = { inFlight: this.d.dispatcher.size, stopping: this.d.isStopping };
-    await this.q('heartbeat', heartbeatSql(this.d.schema), [this.d.id, JSON.stringify(stats)]);
+    const { rows } = await this.q('heartbeat', heartbeatSql(this.d.schema), [
+      this.d.id,
+      JSON.stringify(stats),
+    ]);
+    if (rows[0]?.revived) {
+      this.d.log.warn(
+        'this daemon had been declared lost (cut off from the database); its in-flight rows were handed to others, their results here will be refused',
+        { inFlight: this.d.dispatcher.size },
+      );
+      this.d.poke();
+    }
+  }
+
+  /**
+   * Probes the other daemons' liveness locks; daemons lost for the grace period are reclaimed at
+   * once (src/store/sql/liveness.ts).
+   */
+  private async probeLiveness(): Promise<void> {
+    const { rows } = await this.q('liveness probe', probeLivenessSql(this.d.schema), [this.d.id]);
+    const lost = this.lost.observe(rows as FreeLock[], Date.now());
+    if (lost.length > 0 && !this.d.isStopping) {
+      this.lost.forget(lost.map((l) => l.id));
+      await this.reclaim(lost);
+    }
   }
 
   /** Poll fallback for missed notifications, deadlines of in-flight batches, missed cancels. */
@@ -75,26 +136,39 @@ export class Maintenance {
       this.d.log.info('cancelled or expired batches found by poll: aborted in-flight requests', { n });
   }
 
-  private async reclaim(): Promise<void> {
+  private async reclaim(lost: LostDaemon[] = []): Promise<void> {
     if (this.orphansPending && !this.d.isStopping) await this.reclaimOrphans();
-    // One transaction: dead daemons' budgets first (waiting for any claim still holding one), then
-    // their rows and the expired leases, in a snapshot that sees what such a claim took.
-    const { rows, budgets } = await this.d.writers.run(() =>
+    // One transaction: daemons whose liveness lock was lost are marked stopped; dead daemons' budgets
+    // go first (waiting for any claim still holding one), then their rows and the expired leases, in
+    // a snapshot that sees what such a claim took.
+    const { rows, budgets, declared } = await this.d.writers.run(() =>
       withClient(this.d.db, this.d.config.dbTimeoutMs, 'reclaim', async (c) => {
         try {
           await c.query('BEGIN');
+          const declared =
+            lost.length > 0
+              ? (
+                  await c.query(declareLostSql(this.d.schema), [
+                    lost.map((l) => l.id),
+                    lost.map((l) => l.since),
+                  ])
+                ).rows.map((r) => r.id as string)
+              : [];
           const released = await c.query(releaseDeadBudgetsSql(this.d.schema), [
             this.d.config.deadDaemonAfterMs,
           ]);
           const reclaimed = await c.query(reclaimSql(this.d.schema), [this.d.config.deadDaemonAfterMs]);
           await c.query('COMMIT');
-          return { rows: reclaimed.rows, budgets: released.rows };
+          return { rows: reclaimed.rows, budgets: released.rows, declared };
         } catch (err) {
           await c.query('ROLLBACK').catch(() => {});
           throw err;
         }
       }),
     );
+    if (declared.length > 0) {
+      this.d.log.warn('daemons lost their liveness lock: declared lost', { daemons: declared });
+    }
     if (budgets.length > 0) {
       this.d.log.warn('released the slot budgets of dead daemons', {
         daemons: [...new Set(budgets.map((b) => b.daemon_id as string))],

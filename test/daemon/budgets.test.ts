@@ -69,7 +69,7 @@ describe('per-daemon slot budgets', () => {
       const m = db.manager();
       mock.reset();
       const batchId = await createBatch(m, mockTemplates(mock, 240, { model, prefix: 'three-' }));
-      const ended = waitForBatchEnd(m, batchId, 60_000);
+      const ended = waitForBatchEnd(m, batchId, 240_000);
       const maxSum = await maxBudgetSum(model, ended);
       const status = await ended;
       expect(status.completedRequests).toBe(240);
@@ -88,7 +88,7 @@ describe('per-daemon slot budgets', () => {
     }
     // Stopped daemons release their budgets.
     expect((await budgets(model)).size).toBe(0);
-  }, 90_000);
+  }, 300_000);
 
   it('a daemon starting while another holds the whole limit gets its fair share', async () => {
     const model = 'budget-fair';
@@ -208,7 +208,7 @@ describe('per-daemon slot budgets', () => {
       mock.setLatency(150);
       await Promise.all(daemons.map((d) => d.stop()));
     }
-  }, 90_000);
+  }, 300_000);
 
   it('a limiter that throws is logged; it neither crashes the daemon nor loses writes', async () => {
     const model = 'budget-limiter';

@@ -31,7 +31,7 @@ async function rowsOf(batchId: string) {
 }
 
 describe('crash recovery', () => {
-  it('requests of a daemon killed mid-request (SIGKILL) are reclaimed and finished by another', async () => {
+  it('requests of a daemon killed mid-request (SIGKILL) are reclaimed by its lost liveness lock and finished by another', async () => {
     mock.setBehaviour((req) =>
       req.customId?.startsWith('kill-') && req.attemptNo === 1 ? { kind: 'hang' } : { kind: 'ok' },
     );
@@ -53,14 +53,20 @@ describe('crash recovery', () => {
       // Kill it once the requests are really at the upstream (mid-request).
       await waitFor(() => mock.requests.filter((r) => r.customId?.startsWith('kill-')).length === 5, 10_000);
       child.kill('SIGKILL');
+      // Its heartbeat would take an hour to count as stale: only the liveness lock, released by
+      // PostgreSQL with the killed daemon's session, can tell the survivor (src/store/sql/liveness.ts).
       const survivor = await db
-        .manager({ ...quiet, deadDaemonAfterMs: 1000, heartbeatIntervalMs: 200, shutdownGraceMs: 100 })
+        .manager({ ...quiet, deadDaemonAfterMs: 3_600_000, shutdownGraceMs: 100 })
         .run();
       try {
         const status = await waitForBatchEnd(m, batchId, 60_000);
         expect(status.completedRequests).toBe(5);
         for (const r of await rowsOf(batchId))
           expect(r).toMatchObject({ attempt: 2, daemon_id: survivor.id });
+        const { rows } = await db.pool.query(`SELECT stopped_at FROM ${db.schema}.daemons WHERE id = $1`, [
+          ready,
+        ]);
+        expect(rows[0].stopped_at).not.toBeNull();
       } finally {
         await survivor.stop();
       }

@@ -1,15 +1,23 @@
 /**
  * A daemon's heartbeat: one update of its own row ($1 id, $2 stats jsonb). Other daemons reclaim the
- * requests of a daemon whose heartbeat is older than deadDaemonAfterMs (reclaim.ts). Returns the row
- * so a daemon learns if its row was removed.
+ * requests of a daemon whose heartbeat is older than deadDaemonAfterMs (reclaim.ts), or that lost
+ * its liveness lock (liveness.ts). A heartbeat also clears stopped_at: a daemon declared lost while
+ * it was in fact alive (cut off from the database for longer than the grace) resumes under the same
+ * id; its rows were handed back meanwhile, and its late writes fail their guard (complete.ts).
+ * Returns whether the row had been marked stopped (and so was revived), and nothing if the row was
+ * removed.
  */
 export function heartbeatSql(s: string): string {
-  return `UPDATE ${s}.daemons SET heartbeat_at = now(), stats = $2 WHERE id = $1 RETURNING id`;
+  return `
+UPDATE ${s}.daemons d SET heartbeat_at = now(), stats = $2, stopped_at = NULL
+  FROM (SELECT stopped_at FROM ${s}.daemons WHERE id = $1) old
+ WHERE d.id = $1
+RETURNING d.id, old.stopped_at IS NOT NULL AS revived`;
 }
 
-/** Registers a daemon ($1 id, $2 host, $3 pid, $4 version, $5 config jsonb). */
+/** Registers a daemon ($1 id, $2 host, $3 pid, $4 version, $5 config jsonb, $6 liveness key bigint). */
 export function registerDaemonSql(s: string): string {
-  return `INSERT INTO ${s}.daemons (id, host, pid, version, config) VALUES ($1, $2, $3, $4, $5)`;
+  return `INSERT INTO ${s}.daemons (id, host, pid, version, config, liveness_key) VALUES ($1, $2, $3, $4, $5, $6)`;
 }
 
 /**

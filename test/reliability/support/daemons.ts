@@ -62,7 +62,7 @@ export class DaemonFleet {
     }) as DaemonProcess;
     child.daemonId = '';
     this.all.push(child);
-    const deadline = Date.now() + 60_000;
+    const deadline = Date.now() + 180_000; // a loaded machine starts tsx processes slowly
     for (;;) {
       const m = /fusillade daemon ([0-9a-f-]{36}) running/.exec(child.output().stdout);
       if (m) {
@@ -72,7 +72,7 @@ export class DaemonFleet {
       if (child.exitCode !== null || child.signalCode !== null) {
         throw new Error(`daemon exited at start: ${child.output().stderr.slice(-2000)}`);
       }
-      if (Date.now() > deadline) throw new Error('daemon did not start within 60 s');
+      if (Date.now() > deadline) throw new Error('daemon did not start within 180 s');
       await new Promise((r) => setTimeout(r, 25));
     }
   }
