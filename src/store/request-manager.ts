@@ -22,6 +22,7 @@ import { batchResultLines, checkInclude, fileLines, type ResultsInclude } from '
 import { notifyEvents } from './events.js';
 import * as files from './files.js';
 import { assertSchemaName, DEFAULT_SCHEMA, qualify } from './schema.js';
+import { configureRateLimitsSql } from './sql/rate-budget.js';
 
 export interface ManagerConfig extends Partial<DaemonConfig> {
   /** PostgreSQL schema of fusillade's tables (default "fusillade"); must match migrate()'s. */
@@ -232,6 +233,36 @@ export class PostgresRequestManager {
        ON CONFLICT (model) DO UPDATE SET concurrency = EXCLUDED.concurrency, updated_at = now()`,
       [model, concurrency],
     );
+  }
+
+  /**
+   * Sets one model's requests and tokens per minute, held across all daemons on the database (each
+   * sees it at its next budget rebalance, within budgetIntervalMs). A limit left out (or null) is
+   * removed: the model is then paced by the upstream's headers, if it sends any, else by concurrency.
+   */
+  async setModelRateLimits(
+    model: string,
+    limits: { rpm?: number | null; tpm?: number | null },
+  ): Promise<void> {
+    if (typeof model !== 'string' || model === '') {
+      throw new ValidationError([
+        { code: 'invalid_model', param: 'model', message: 'model must be a non-empty string' },
+      ]);
+    }
+    for (const key of ['rpm', 'tpm'] as const) {
+      const v = limits?.[key];
+      if (v !== undefined && v !== null && (!Number.isInteger(v) || v < 1 || v > 2_000_000_000)) {
+        throw new ValidationError([
+          { code: `invalid_${key}`, param: key, message: `${key} must be an integer from 1 to 2000000000` },
+        ]);
+      }
+    }
+    await this.pool.query(configureRateLimitsSql(this.schema), [
+      [model],
+      [limits?.rpm ?? null],
+      [limits?.tpm ?? null],
+      this.config.rateBurstSeconds,
+    ]);
   }
 
   /** Starts a daemon that claims and sends this database's requests. */
