@@ -26,8 +26,26 @@
  * Precedence is the same for every setting and every command: flag > environment > config file >
  * default. Names are public interface: never rename a flag, variable or file key users may have.
  */
+import type { ModelRateLimit } from '../domain/rate-wallet.js';
 import { type RetryableStatuses, retryableStatusesProblem } from '../domain/retry.js';
 import { boolean, checked, decimal, httpUrl, integer, type Kind, oneOf, postgresUrl, text } from './kinds.js';
+
+/** Why a library config's per-model rate limits are not valid (null when they are). */
+function modelRateLimitProblem(value: unknown): string | null {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    return 'must be an object { rpm?, tpm?, adaptiveConcurrency? }';
+  }
+  for (const [k, x] of Object.entries(value)) {
+    if (k === 'rpm' || k === 'tpm') {
+      if (x !== undefined && x !== null && !(typeof x === 'number' && Number.isInteger(x) && x >= 1)) {
+        return `${k} must be an integer >= 1`;
+      }
+    } else if (k === 'adaptiveConcurrency') {
+      if (x !== undefined && typeof x !== 'boolean') return 'adaptiveConcurrency must be true or false';
+    } else return `has an unknown field "${k}" (known: rpm, tpm, adaptiveConcurrency)`;
+  }
+  return null;
+}
 
 /** The CLI's commands that take settings (`keys` covers keys create/list/revoke). */
 export type CommandName =
@@ -179,6 +197,48 @@ export const SETTINGS = {
     commands: DISPATCH,
     flag: '--model-limit <model=n>',
     file: 'models.*.limit',
+    perModel: true,
+    daemon: true,
+    default: {},
+  },
+  modelRpm: {
+    kind: integer({ min: 1 }),
+    description:
+      "requests per minute of one model, held across all daemons on the database (none: as the upstream's headers say)",
+    commands: DISPATCH,
+    flag: '--model-rpm <model=n>',
+    file: 'models.*.rpm',
+    perModel: true,
+    default: {},
+  },
+  modelTpm: {
+    kind: integer({ min: 1 }),
+    description:
+      'tokens per minute of one model (prompt + requested maximum output, as providers count), held across all daemons',
+    commands: DISPATCH,
+    flag: '--model-tpm <model=n>',
+    file: 'models.*.tpm',
+    perModel: true,
+    default: {},
+  },
+  modelAdaptiveConcurrency: {
+    kind: boolean(),
+    description:
+      "adapt each daemon's concurrency of one model to the upstream (down ×0.9 on 429/503/529/timeouts, up while healthy, never above its limit)",
+    commands: DISPATCH,
+    file: 'models.*.adaptiveConcurrency',
+    perModel: true,
+    default: {},
+  },
+  modelRateLimits: {
+    kind: checked<ModelRateLimit>(
+      modelRateLimitProblem,
+      '{ rpm?: n, tpm?: n, adaptiveConcurrency?: boolean }',
+      'limits',
+    ),
+    description:
+      'library: { [model]: { rpm?, tpm?, adaptiveConcurrency? } }, held across all daemons (the CLI builds it from the three settings above)',
+    commands: DISPATCH,
     perModel: true,
     daemon: true,
     default: {},
@@ -401,6 +461,24 @@ export const SETTINGS = {
     daemon: true,
     defaultText: '408, 429, 500, 502, 503, 504, 529',
   },
+  defaultMaxOutputTokens: tuning(
+    'defaultMaxOutputTokens',
+    integer({ min: 0 }),
+    1024,
+    'output tokens a request naming no max_tokens is counted for against a tokens-per-minute limit',
+  ),
+  rateBurstSeconds: tuning(
+    'rateBurstSeconds',
+    decimal({ min: 0.1 }),
+    10,
+    "largest burst of a per-minute limit, in seconds of its rate (the model's bucket capacity)",
+  ),
+  learnRateLimits: tuning(
+    'learnRateLimits',
+    boolean(),
+    true,
+    "pace models without configured limits by the upstream's x-ratelimit-* / anthropic-ratelimit-* headers",
+  ),
   handleSignals: tuning(
     'handleSignals',
     boolean(),

@@ -1,3 +1,4 @@
+import type { ModelRateLimit } from '../domain/rate-wallet.js';
 import { type ConfigFile, loadConfigFile } from './config-file.js';
 import { type Origin, resolveValues } from './resolve.js';
 import { normalizeBaseUrl, type RoutingConfig } from './routing.js';
@@ -48,6 +49,8 @@ export async function resolveSettings(
     const origin = origins[name];
     if (spec.daemon && origin !== undefined && origin !== 'default') daemonConfig[name] = values[name];
   }
+  const rateLimits = rateLimitsOf(values);
+  if (rateLimits) daemonConfig.modelRateLimits = rateLimits;
   return {
     ...values,
     server: values.server.replace(/\/+$/, '').replace(/\/v1$/, ''),
@@ -55,6 +58,21 @@ export async function resolveSettings(
     daemonConfig: daemonConfig as Partial<DaemonSettings>,
     origins,
   };
+}
+
+/** The daemon's modelRateLimits from --model-rpm, --model-tpm and models.*.{rpm,tpm,adaptiveConcurrency}. */
+function rateLimitsOf(values: SettingValues): Record<string, ModelRateLimit> | null {
+  const limits: Record<string, ModelRateLimit> = {};
+  const entry = (model: string) => {
+    limits[model] ??= {};
+    return limits[model];
+  };
+  for (const [model, n] of Object.entries(values.modelRpm ?? {})) entry(model).rpm = n;
+  for (const [model, n] of Object.entries(values.modelTpm ?? {})) entry(model).tpm = n;
+  for (const [model, on] of Object.entries(values.modelAdaptiveConcurrency ?? {})) {
+    entry(model).adaptiveConcurrency = on;
+  }
+  return Object.keys(limits).length > 0 ? { ...values.modelRateLimits, ...limits } : null;
 }
 
 function routingOf(values: SettingValues, origins: Settings['origins']): RoutingConfig {

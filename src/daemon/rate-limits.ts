@@ -13,6 +13,7 @@ import {
   demand,
   giveBack,
   limited,
+  type ModelRateLimit,
   newWallet,
   type RateLimits,
   type RateWallet,
@@ -42,15 +43,7 @@ import { tokenCounterFor } from './tokenizer.js';
  * per claim and per attempt, and one lock query a second while any model is rebalanced.
  */
 
-/** Per-model limits in the manager config: `modelRateLimits: { [model]: { rpm?, tpm? } }`. */
-export interface ModelRateLimit {
-  /** Requests per minute, across all daemons on the database. */
-  rpm?: number;
-  /** Tokens per minute (prompt + requested maximum output, as providers count at admission). */
-  tpm?: number;
-  /** Adapt this daemon's concurrency for the model (AIMD), never above its concurrency limit. */
-  adaptiveConcurrency?: boolean;
-}
+export type { ModelRateLimit } from '../domain/rate-wallet.js';
 
 export interface RateLimitSettings {
   modelRateLimits: Record<string, ModelRateLimit>;

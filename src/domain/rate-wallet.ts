@@ -20,6 +20,16 @@
  * Wallets hold requests and tokens separately; a limit that is not in force reads as unlimited.
  */
 
+/** Per-model limits in the manager config: `modelRateLimits: { [model]: { rpm?, tpm? } }`. */
+export interface ModelRateLimit {
+  /** Requests per minute, across all daemons on the database. */
+  rpm?: number;
+  /** Tokens per minute (prompt + requested maximum output, as providers count at admission). */
+  tpm?: number;
+  /** Adapt this daemon's concurrency for the model (AIMD), never above its concurrency limit. */
+  adaptiveConcurrency?: boolean;
+}
+
 export interface RateLimits {
   /** Requests per minute in force (configured, else learned), or null. */
   rpm: number | null;

@@ -340,7 +340,9 @@ describe('values', () => {
       apiKeyEnv: 'K3',
       daemon: Object.fromEntries(
         Object.entries(DAEMON_DEFAULTS)
-          .filter(([k]) => k !== 'modelConcurrencyLimits' && k !== 'defaultModelConcurrency')
+          .filter(
+            ([k]) => !['modelConcurrencyLimits', 'modelRateLimits', 'defaultModelConcurrency'].includes(k),
+          )
           .concat([['leaseMs', 5]]),
       ),
     });

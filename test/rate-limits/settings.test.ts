@@ -2,7 +2,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { modelRateParser, resolveSettings } from '../../src/config/settings.js';
+import { parseModelEntry } from '../../src/config/resolve.js';
+import { resolveSettings } from '../../src/config/settings.js';
 import { UsageError } from '../../src/config/usage-error.js';
 import { ValidationError } from '../../src/domain/errors.js';
 import { runCli } from '../cli/support/cli.js';
@@ -31,12 +32,15 @@ describe('rate-limit settings', () => {
         },
       }),
     );
-    const parse = modelRateParser('--model-tpm');
-    const tpm = parse('claude=40000', parse('gpt-4o-mini=150000'));
+    const tpm = parseModelEntry(
+      'modelTpm',
+      'claude=40000',
+      parseModelEntry('modelTpm', 'gpt-4o-mini=150000'),
+    );
     const settings = await resolveSettings({ config: file, modelTpm: tpm, modelRpm: { claude: 50 } }, {});
     expect(settings.daemonConfig.modelRateLimits).toEqual({
-      'gpt-4o-mini': { rpm: 500, tpm: 150_000, adaptiveConcurrency: undefined },
-      other: { rpm: undefined, tpm: undefined, adaptiveConcurrency: true },
+      'gpt-4o-mini': { rpm: 500, tpm: 150_000 },
+      other: { adaptiveConcurrency: true },
       claude: { rpm: 50, tpm: 40_000 },
     });
     // The routing keeps only what routes (the concurrency limit included).
@@ -44,17 +48,15 @@ describe('rate-limit settings', () => {
   });
 
   it('rejects bad values with a line naming the flag or the field', async () => {
-    expect(() => modelRateParser('--model-rpm')('gpt', {})).toThrow(/--model-rpm must look like MODEL=N/);
-    expect(() => modelRateParser('--model-tpm')('gpt=0', {})).toThrow(UsageError);
+    expect(() => parseModelEntry('modelRpm', 'gpt')).toThrow(/--model-rpm must look like MODEL=N/);
+    expect(() => parseModelEntry('modelTpm', 'gpt=0')).toThrow(UsageError);
     const file = join(dir, 'bad.json');
     await writeFile(file, JSON.stringify({ models: { m: { tpm: 'lots' } } }));
     await expect(resolveSettings({ config: file }, {})).rejects.toThrow(
       /models\["m"\]\.tpm must be an integer >= 1/,
     );
-    await writeFile(file, JSON.stringify({ daemon: { learnRateLimits: 1 } }));
-    await expect(resolveSettings({ config: file }, {})).rejects.toThrow(
-      /daemon\.learnRateLimits must be true or false/,
-    );
+    await writeFile(file, JSON.stringify({ daemon: { learnRateLimits: 'maybe' } }));
+    await expect(resolveSettings({ config: file }, {})).rejects.toThrow(/learnRateLimits/);
     await writeFile(
       file,
       JSON.stringify({ daemon: { learnRateLimits: false, defaultMaxOutputTokens: 512 } }),
@@ -65,7 +67,7 @@ describe('rate-limit settings', () => {
     });
     const r = await runCli(['run', 'x.jsonl', '-o', 'y', '--upstream', 'mock', '--model-tpm', 'gpt=x']);
     expect(r.code).toBe(2);
-    expect(r.stderr.trim().split('\n')[0]).toMatch(/--model-tpm must look like MODEL=N/);
+    expect(r.stderr.trim().split('\n')[0]).toMatch(/--model-tpm for gpt must be an integer >= 1/);
   });
 
   it('setModelRateLimits writes the limits every daemon leases by, and validates them', async () => {
@@ -84,5 +86,10 @@ describe('rate-limit settings', () => {
       ValidationError,
     );
     await expect(manager.setModelRateLimits('', { rpm: 1 })).rejects.toBeInstanceOf(ValidationError);
+    // The library config is checked too.
+    expect(() => db.manager({ modelRateLimits: { m: { tpm: -1 } } })).toThrow(ValidationError);
+    expect(db.manager({ modelRateLimits: { m: { tpm: 10 } } }).config.modelRateLimits).toEqual({
+      m: { tpm: 10 },
+    });
   });
 });
