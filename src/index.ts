@@ -5,7 +5,7 @@ export type { LogEntry, Logger, LogLevel } from './daemon/logger.js';
 export type { UpstreamClient, UpstreamRequest } from './daemon/upstream-client.js';
 export type { BatchInputLimits, BatchInputLine } from './domain/batch-input.js';
 export { BATCH_ENDPOINTS, BatchInputParser } from './domain/batch-input.js';
-export type { BatchLifecycleStatus } from './domain/batch-status.js';
+export type { BatchLifecycleStatus } from './domain/batch-lifecycle.js';
 export * from './domain/errors.js';
 export { REQUEST_STATES, TERMINAL_STATES } from './domain/request-state.js';
 export type { AttemptOutcome } from './domain/retry.js';

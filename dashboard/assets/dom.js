@@ -108,7 +108,7 @@ export function fmtMs(ms) {
 /** "batch_0123abcd…" → "batch_0123abcd" (enough to recognise; the full id is in the title). */
 export const shortId = (id) => (id.length > 20 ? `${id.slice(0, 18)}…` : id);
 
-export const LIVE_STATUSES = new Set(['validating', 'in_progress', 'finalizing', 'cancelling']);
+export const LIVE_STATUSES = new Set(['in_progress', 'finalizing', 'cancelling']);
 
 export function statusBadge(status) {
   return h(`span.badge.status-${status}`, {}, status.replace('_', ' '));

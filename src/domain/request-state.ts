@@ -1,17 +1,25 @@
 /**
  * The request lifecycle. Every write to a request row is guarded on the state it expects (and, for
- * claimed and processing rows, on the owning daemon and attempt), so a late write from a stale
- * daemon can never overwrite a row that has moved on, and never a terminal row.
+ * in-flight rows, on the owning daemon and attempt), so a late write from a stale daemon can never
+ * overwrite a row that has moved on; the terminal-row trigger of migration 0001 refuses any change
+ * of a completed or canceled row, and of a failed one except back to pending.
  *
- *   pending ──claim──▶ claimed ──mark sent──▶ processing ──2xx──────────────▶ completed
- *      ▲                  │                       ├──final error / retries spent─▶ failed
- *      │                  │                       ├──batch cancelled (abort)──────▶ canceled
- *      └──retriable error (attempt+1, not_before) ┘
- *      └──lease expired / daemon dead / graceful hand-back (claimed or processing)
- *   failed ──retryFailedRequests──▶ pending (attempt reset)
+ *   pending ──claim──▶ processing ──2xx───────────────────────────────▶ completed
+ *      ▲                  ├──final error / retries spent──────────────▶ failed
+ *      │                  ├──batch cancelled or past its deadline─────▶ canceled (the attempt is aborted)
+ *      ├──────────────────┘ retriable error (at not_before), lease expired, daemon dead, hand-back
+ *      ├── failed: retryFailedRequests (attempt reset; the failure stays in request_failures)
+ *      └── claimed: reclaim, hand-back
+ *   pending ──hold (reserved)──▶ claimed ──send (reserved)──▶ processing
  *
- * Reads: a pending row under a cancelled or expired batch *reads* as canceled (batch_cancelled or
- * batch_expired) without having been rewritten: cancelling is one update of the batch row.
+ * - The claim takes pending rows straight to processing: its commit is the durable mark that the
+ *   request may be on the wire, so no second round trip sits between claim and send.
+ * - `claimed` is for rows a daemon holds ahead of sending them (a limiter holding rows until a rate
+ *   budget allows). No writer uses it yet; every reader treats claimed and processing alike as in
+ *   flight (reclaim, hand-back, counts, the in-flight and lease indexes).
+ * - Reads: a pending row under a cancelled or expired batch *reads* as canceled (batch_cancelled or
+ *   batch_expired, request_view in migration 0001) without being rewritten: cancelling is one update
+ *   of the batch row.
  */
 export const REQUEST_STATES = [
   'pending',
@@ -26,20 +34,32 @@ export type RequestState = (typeof REQUEST_STATES)[number];
 export const TERMINAL_STATES: readonly RequestState[] = ['completed', 'failed', 'canceled'];
 export const IN_FLIGHT_STATES: readonly RequestState[] = ['claimed', 'processing'];
 
-/** Allowed transitions: the guard every state write in the store enforces with `WHERE state = ...`. */
-export const TRANSITIONS: Readonly<Record<RequestState, readonly RequestState[]>> = {
-  pending: ['claimed', 'canceled'],
-  claimed: ['processing', 'pending', 'canceled'],
-  processing: ['completed', 'failed', 'pending', 'canceled'],
-  completed: [],
-  failed: ['pending'],
-  canceled: [],
-};
-
-export function isTerminal(state: RequestState): boolean {
-  return TERMINAL_STATES.includes(state);
+/** One written transition and the statement that writes it. */
+export interface RequestTransition {
+  from: RequestState;
+  to: RequestState;
+  by: string;
+  /** No statement writes it yet (see `claimed` above). */
+  reserved?: true;
 }
 
-export function canTransition(from: RequestState, to: RequestState): boolean {
-  return TRANSITIONS[from].includes(to);
-}
+/**
+ * Every transition a statement writes. test/store/request-transitions.test.ts checks the database's
+ * guard (the terminal-row trigger) against it: a change out of a terminal state is refused unless
+ * it is listed here.
+ */
+export const REQUEST_TRANSITIONS: readonly RequestTransition[] = [
+  { from: 'pending', to: 'processing', by: 'src/store/sql/claim.ts claimUpdate' },
+  { from: 'pending', to: 'claimed', by: 'a daemon holding rows ahead of sending', reserved: true },
+  { from: 'claimed', to: 'processing', by: 'a daemon sending a held row', reserved: true },
+  { from: 'claimed', to: 'pending', by: 'src/store/sql/reclaim.ts (reclaim, orphans), hand-back' },
+  { from: 'processing', to: 'completed', by: 'src/store/sql/complete.ts' },
+  { from: 'processing', to: 'failed', by: 'src/store/sql/complete.ts' },
+  { from: 'processing', to: 'canceled', by: 'src/store/sql/complete.ts (an aborted attempt)' },
+  {
+    from: 'processing',
+    to: 'pending',
+    by: 'src/store/sql/complete.ts (retry, hand-back), src/store/sql/reclaim.ts',
+  },
+  { from: 'failed', to: 'pending', by: 'src/store/sql/retry-failed.ts' },
+];

@@ -1,4 +1,4 @@
-import type { BatchLifecycleStatus } from './batch-status.js';
+import type { BatchLifecycleStatus } from './batch-lifecycle.js';
 import type { RequestState } from './request-state.js';
 
 export type FilePurpose = 'batch' | 'batch_output' | 'batch_error';
@@ -56,6 +56,7 @@ export interface BatchInfo {
   expiresAt: Date | null;
   finalizingAt: Date | null;
   completedAt: Date | null;
+  /** Always null: a batch whose input is unusable is refused at creation (src/domain/batch-lifecycle.ts). */
   failedAt: Date | null;
   expiredAt: Date | null;
   cancellingAt: Date | null;

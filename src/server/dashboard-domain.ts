@@ -1,4 +1,4 @@
-import { BATCH_STATUSES, ENDED_BATCH_STATUSES, LIVE_BATCH_STATUSES } from '../domain/batch-status.js';
+import { BATCH_STATUSES, ENDED_BATCH_STATUSES, LIVE_BATCH_STATUSES } from '../domain/batch-lifecycle.js';
 import { IN_FLIGHT_STATES, REQUEST_STATES, TERMINAL_STATES } from '../domain/request-state.js';
 
 /**

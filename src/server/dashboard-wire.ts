@@ -6,7 +6,7 @@
  * nothing at run time, so the browser's type check never reaches Node's.
  * Times are Unix seconds, like the /v1 objects'.
  */
-import type { BatchLifecycleStatus } from '../domain/batch-status.js';
+import type { BatchLifecycleStatus } from '../domain/batch-lifecycle.js';
 import type { RequestState } from '../domain/request-state.js';
 import type { BatchObject } from './objects.js';
 

@@ -1,4 +1,4 @@
-import type { BatchLifecycleStatus } from '../domain/batch-status.js';
+import type { BatchLifecycleStatus } from '../domain/batch-lifecycle.js';
 import type { BatchInfo, BatchStatus, FileInfo } from '../domain/types.js';
 import { batchId, fileId } from './ids.js';
 

@@ -1,5 +1,5 @@
 import { BATCH_ENDPOINTS } from '../domain/batch-input.js';
-import { BATCH_STATUSES } from '../domain/batch-status.js';
+import { BATCH_STATUSES } from '../domain/batch-lifecycle.js';
 
 /** The OpenAPI 3.1 description served at /openapi.json (the OpenAI Files and Batches subset). */
 

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { isPastDeadline } from '../domain/batch-status.js';
+import { deadlineAheadSql, isPastDeadline } from '../domain/batch-lifecycle.js';
 import { parseCompletionWindow } from '../domain/completion-window.js';
 import { ConflictError, InvalidStateError, NotFoundError, ValidationError } from '../domain/errors.js';
 import { DEFAULT_RETRY_RULES } from '../domain/retry.js';
@@ -333,8 +333,7 @@ export async function cancelBatch(
     // is not cancelled (it must end expired, not cancelled).
     const { rowCount } = await client.query(
       `UPDATE ${s}.batches SET cancelling_at = now()
-        WHERE id = $1 AND cancelling_at IS NULL AND finished_at IS NULL AND failed_at IS NULL
-          AND (expires_at IS NULL OR expires_at > now())`,
+        WHERE id = $1 AND cancelling_at IS NULL AND finished_at IS NULL AND ${deadlineAheadSql('')}`,
       [id],
     );
     cancelled = (rowCount ?? 0) > 0;
@@ -358,7 +357,7 @@ export async function cancelBatch(
 
 /** Throws unless the batch can still be cancelled (live, deadline ahead). */
 function refuseCancel(batch: BatchInfo, now = new Date()): void {
-  if (batch.finishedAt !== null || batch.status === 'failed') {
+  if (batch.finishedAt !== null) {
     throw new InvalidStateError(`cannot cancel batch ${batch.id}: it is already ${batch.status}`);
   }
   if (isPastDeadline(batch, now)) {

@@ -1,4 +1,4 @@
-import { batchLifecycleStatus } from '../domain/batch-status.js';
+import { batchLifecycleStatus } from '../domain/batch-lifecycle.js';
 import { NotFoundError } from '../domain/errors.js';
 import { upstreamErrorMessage } from '../domain/retry.js';
 import type { BatchInfo, FileInfo, FilePurpose, RequestRecord, RequestState } from '../domain/types.js';
@@ -94,10 +94,8 @@ export function toBatchInfo(r: BatchRow, now = new Date()): BatchInfo {
     errors: r.errors,
     status: batchLifecycleStatus(
       {
-        inProgressAt: r.in_progress_at,
         finalizingAt: r.finalizing_at,
         completedAt: r.completed_at,
-        failedAt: r.failed_at,
         expiredAt: r.expired_at,
         cancellingAt: r.cancelling_at,
         cancelledAt: r.cancelled_at,

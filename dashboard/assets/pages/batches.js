@@ -15,16 +15,7 @@ import {
   statusBadge,
 } from '../dom.js';
 
-const STATUSES = [
-  'in_progress',
-  'validating',
-  'finalizing',
-  'completed',
-  'cancelling',
-  'cancelled',
-  'expired',
-  'failed',
-];
+const STATUSES = ['in_progress', 'finalizing', 'completed', 'cancelling', 'cancelled', 'expired'];
 const PAGE_SIZE = 20;
 
 /** The batches list: newest first, paged, filtered by status and searched, refreshed live. */

@@ -1,23 +1,11 @@
 import type pg from 'pg';
-import type { BatchLifecycleStatus } from '../../domain/batch-status.js';
+import { type BatchLifecycleStatus, batchStatusSql } from '../../domain/batch-lifecycle.js';
 import type { BatchInfo, BatchStatus } from '../../domain/types.js';
 import { statusesOf } from '../batches.js';
 import { BATCH_COLUMNS, type BatchRow, isUuid, toBatchInfo } from '../rows.js';
 
-/**
- * The lifecycle status as SQL, mirroring batchLifecycleStatus() so lists can filter on it: past its
- * deadline a batch reads finalizing until it has ended, then expired.
- */
-const STATUS_SQL = `CASE
-  WHEN b.failed_at IS NOT NULL THEN 'failed'
-  WHEN b.cancelled_at IS NOT NULL THEN 'cancelled'
-  WHEN b.cancelling_at IS NOT NULL THEN 'cancelling'
-  WHEN b.expired_at IS NOT NULL THEN 'expired'
-  WHEN b.completed_at IS NOT NULL THEN 'completed'
-  WHEN b.finalizing_at IS NOT NULL THEN 'finalizing'
-  WHEN b.in_progress_at IS NULL THEN 'validating'
-  WHEN b.expires_at <= now() THEN 'finalizing'
-  ELSE 'in_progress' END`;
+/** The lifecycle status as SQL (batchLifecycleStatus's rules), so lists can filter on it. */
+const STATUS_SQL = batchStatusSql('b');
 
 /** Window over which a live batch's current rate is measured. */
 const RATE_WINDOW_SECONDS = 60;

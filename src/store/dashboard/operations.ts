@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { liveBatchSql } from '../../domain/batch-lifecycle.js';
 
 /**
  * The operators' view for one owner: load per model against limits, recent dispatch rate, daemons
@@ -55,9 +56,8 @@ export interface OperationsOptions {
   bucketSeconds?: number;
 }
 
-/** Live batches: not ended, not cancelled, not deleted, deadline ahead or none (as batches_live_idx). */
-const LIVE_B = `b.finished_at IS NULL AND b.cancelling_at IS NULL AND b.deleted_at IS NULL
-  AND (b.expires_at IS NULL OR b.expires_at > now())`;
+/** Live batches (src/domain/batch-lifecycle.ts). */
+const LIVE_B = liveBatchSql('b');
 
 /** `b` belongs to the owner in $1 (any owner when $1 is null). */
 const OWNED_B = `($1::text IS NULL OR b.owner = $1)`;

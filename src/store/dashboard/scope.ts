@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { BATCH_STATUSES, type BatchLifecycleStatus } from '../../domain/batch-status.js';
+import { BATCH_STATUSES, type BatchLifecycleStatus } from '../../domain/batch-lifecycle.js';
 import { NotFoundError } from '../../domain/errors.js';
 import { REQUEST_STATES, type RequestState } from '../../domain/request-state.js';
 import { assertId, BATCH_COLUMNS, type BatchRow } from '../rows.js';

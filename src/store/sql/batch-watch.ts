@@ -1,3 +1,5 @@
+import { liveBatchSql, pastDeadlineSql } from '../../domain/batch-lifecycle.js';
+
 /**
  * Periodic batch checks of a daemon (each bounded by the number of live batches, never the backlog).
  */
@@ -9,7 +11,7 @@
  */
 export function cancelledBatchesSql(s: string): string {
   return `SELECT id, (cancelling_at IS NOT NULL OR deleted_at IS NOT NULL) AS cancelled FROM ${s}.batches
-           WHERE id = ANY($1::uuid[]) AND (cancelling_at IS NOT NULL OR deleted_at IS NOT NULL OR expires_at <= now())`;
+           WHERE id = ANY($1::uuid[]) AND (cancelling_at IS NOT NULL OR deleted_at IS NOT NULL OR ${pastDeadlineSql('')})`;
 }
 
 /**
@@ -20,8 +22,8 @@ export function cancelledBatchesSql(s: string): string {
 export function endableBatchesSql(s: string): string {
   return `
 SELECT b.id FROM ${s}.batches b
- WHERE b.finished_at IS NULL AND b.failed_at IS NULL AND b.deleted_at IS NULL
-   AND (b.expires_at <= now() OR b.cancelling_at IS NOT NULL
+ WHERE b.finished_at IS NULL AND b.deleted_at IS NULL
+   AND (${pastDeadlineSql('b')} OR b.cancelling_at IS NOT NULL
         OR NOT EXISTS (SELECT 1 FROM ${s}.requests r
                         WHERE r.batch_id = b.id AND r.state IN ('pending', 'claimed', 'processing')))
  LIMIT $1`;
@@ -32,7 +34,6 @@ export function queueDepthSql(s: string): string {
   return `
 SELECT r.model, count(*)::bigint AS n
   FROM ${s}.batches b JOIN ${s}.requests r ON r.batch_id = b.id AND r.state = 'pending'
- WHERE b.finished_at IS NULL AND b.cancelling_at IS NULL AND b.deleted_at IS NULL
-   AND (b.expires_at IS NULL OR b.expires_at > now())
+ WHERE ${liveBatchSql('b')}
  GROUP BY r.model`;
 }

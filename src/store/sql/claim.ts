@@ -1,3 +1,5 @@
+import { liveBatchSql } from '../../domain/batch-lifecycle.js';
+
 /**
  * The claim (REFERENCE §4 lessons 2, 3, 4, 13): one statement, in its own (autocommit) transaction,
  * needing no global lock:
@@ -45,11 +47,10 @@
  */
 
 /**
- * Live = claimable: not ended, not cancelling, not deleted, deadline ahead or none. Batches without a
- * deadline sort after those with one (NULLS LAST, as batches_live_idx is ordered).
+ * Live = claimable (src/domain/batch-lifecycle.ts, the one definition). Batches without a deadline
+ * sort after those with one (NULLS LAST, as batches_live_idx is ordered).
  */
-const LIVE = `b.finished_at IS NULL AND b.cancelling_at IS NULL AND b.deleted_at IS NULL AND b.failed_at IS NULL
-  AND (b.expires_at IS NULL OR b.expires_at > now())`;
+const LIVE = liveBatchSql('b');
 
 /**
  * $1 text[] models, $2 int[] wants (parallel), $3 int[] held (rows of the model this daemon holds:

@@ -1,3 +1,5 @@
+import { pastDeadlineSql } from '../../domain/batch-lifecycle.js';
+
 /**
  * Ends a batch whose work is over and freezes its counts on the batch row (REFERENCE §4 lesson 5).
  *
@@ -17,8 +19,8 @@
 export function finalizeBatchSql(s: string): string {
   return `
 WITH b AS (
-  SELECT id, owner, cancelling_at, (expired_at IS NOT NULL OR coalesce(expires_at <= now(), false)) AS expired
-    FROM ${s}.batches WHERE id = $1 AND finished_at IS NULL AND failed_at IS NULL
+  SELECT id, owner, cancelling_at, (expired_at IS NOT NULL OR ${pastDeadlineSql('')}) AS expired
+    FROM ${s}.batches WHERE id = $1 AND finished_at IS NULL
      FOR UPDATE
 ),
 c AS (
