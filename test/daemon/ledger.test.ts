@@ -1,0 +1,250 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { type Budget, type ClaimEntry, type HeldRow, SlotLedger } from '../../src/daemon/ledger.js';
+
+/** The slot ledger (src/daemon/ledger.ts) on its own: no database, no clock, no HTTP. */
+
+const budget = (model: string, slots: number, target = slots, peers = 0): Budget => ({
+  model,
+  slots,
+  target,
+  limit: slots,
+  peers,
+});
+
+let next = 0;
+const row = (model: string, batchId = 'b1', expiresMs: number | null = null): HeldRow => ({
+  id: `r${next++}`,
+  batchId,
+  model,
+  expiresMs,
+});
+
+/** Fills a claim of the plan with `n(entry)` rows per entry. */
+function fill(plan: ClaimEntry[], n: (e: ClaimEntry) => number = (e) => e.cap, batchId = 'b1'): HeldRow[] {
+  return plan.flatMap((e) => Array.from({ length: n(e) }, () => row(e.model, batchId)));
+}
+
+describe('slot ledger', () => {
+  it('claims the free slots plus a little ahead, and sends only within the share', () => {
+    const l = new SlotLedger({ maxClaim: 100 });
+    l.setLive(['m']);
+    l.applyBudgets([budget('m', 8)]);
+    const plan = l.planClaim(0);
+    expect(plan).toEqual([{ model: 'm', cap: 9 }]); // 8 free + 1 ahead (no rate observed yet)
+    l.claimed(plan, fill(plan), true);
+    const { send } = l.take(0);
+    expect(send).toHaveLength(8);
+    expect(l.counts('m')).toMatchObject({ inFlight: 8, queued: 1 });
+    // A finished attempt frees a slot, refilled at once from the queue, with no claim in between.
+    l.finished('m');
+    expect(l.take(1).send).toHaveLength(1);
+    expect(l.counts('m')).toMatchObject({ inFlight: 8, queued: 0 });
+  });
+
+  it('sizes the rows held ahead from the observed rate and the claim round trip', () => {
+    const l = new SlotLedger({ maxClaim: 1000, maxAhead: 1000 });
+    l.setLive(['m']);
+    l.applyBudgets([budget('m', 1000)]);
+    l.observeClaimLatency(20);
+    for (let i = 0; i < 30; i++) l.observeClaimLatency(20);
+    // 1,000 rows a second for a few seconds.
+    let t = 0;
+    for (; t < 5000; t += 10) {
+      const plan = l.planClaim(t);
+      if (plan.length > 0) l.claimed(plan, fill(plan), true);
+      const { send } = l.take(t);
+      for (const r of send.slice(0, 10)) l.finished(r.model);
+    }
+    // ≈ 1 row/ms × 20 ms × 2 round trips.
+    expect(l.ahead('m', t)).toBeGreaterThan(25);
+    expect(l.ahead('m', t)).toBeLessThan(60);
+  });
+
+  it('a short claim means nothing more is claimable until the next seed or poke', () => {
+    const l = new SlotLedger({ maxClaim: 100 });
+    l.setLive(['m']);
+    l.applyBudgets([budget('m', 4)]);
+    const plan = l.planClaim(0);
+    l.claimed(
+      plan,
+      fill(plan, () => 2),
+      true,
+    );
+    expect(l.take(0).send).toHaveLength(2);
+    expect(l.planClaim(0)).toEqual([]);
+    l.poke();
+    expect(l.planClaim(0)).toEqual([{ model: 'm', cap: 3 }]);
+  });
+
+  it('asks the admission hook, caps by the concurrency cap, and holds rows while not sendable', () => {
+    let paused = true;
+    const l = new SlotLedger({
+      maxClaim: 100,
+      hooks: {
+        admissible: () => 3,
+        concurrencyCap: () => 2,
+        sendable: () => !paused,
+      },
+    });
+    l.setLive(['m']);
+    l.applyBudgets([budget('m', 10)]);
+    const plan = l.planClaim(0);
+    expect(plan).toEqual([{ model: 'm', cap: 3 }]);
+    l.claimed(plan, fill(plan), true);
+    expect(l.take(0).send).toHaveLength(0);
+    paused = false;
+    expect(l.take(0).send).toHaveLength(2);
+  });
+
+  it('hands back queued rows of cancelled batches and past deadlines, and everything at stop', () => {
+    const l = new SlotLedger({ maxClaim: 100 });
+    l.setLive(['m']);
+    l.applyBudgets([budget('m', 1)]);
+    l.claimed(
+      [{ model: 'm', cap: 4 }],
+      [row('m', 'a'), row('m', 'b'), row('m', 'b', 5), row('m', 'c')],
+      true,
+    );
+    // Fake the reservation the plan would have made.
+    expect(l.release(new Set(['a'])).map((r) => r.batchId)).toEqual(['a']);
+    expect(l.take(0).send.map((r) => r.batchId)).toEqual(['b']);
+    l.finished('m');
+    const { send, expired } = l.take(10);
+    expect(expired.map((r) => r.expiresMs)).toEqual([5]);
+    expect(send.map((r) => r.batchId)).toEqual(['c']);
+    l.claimed([], [row('m', 'd')], true);
+    l.stop();
+    expect(l.planClaim(20)).toEqual([]);
+    expect(l.release('all').map((r) => r.batchId)).toEqual(['d']);
+  });
+
+  it('reports demand and what it cannot give back, and asks to give back above its fair share', () => {
+    const l = new SlotLedger({ maxClaim: 10 });
+    l.setLive(['m']);
+    l.applyBudgets([budget('m', 6)]);
+    const plan = l.planClaim(0);
+    l.claimed(plan, fill(plan), true);
+    l.take(0);
+    expect(l.budgetRequest()).toEqual([{ model: 'm', wanted: 6 + 1 + 10, used: 6 }]);
+    // Another daemon arrives: the share halves, this daemon keeps its 6 in flight until they end.
+    l.applyBudgets([budget('m', 6, 3, 1)]);
+    expect(l.finished('m')).toBe(true);
+    expect(l.take(0).send).toHaveLength(0);
+  });
+
+  it('keeps every invariant over random operations (property)', () => {
+    type Op =
+      | { kind: 'budget'; slots: number; target: number; peers: number }
+      | { kind: 'claim'; fraction: number; ok: boolean }
+      | { kind: 'take'; dt: number }
+      | { kind: 'finish'; pick: number }
+      | { kind: 'cancel'; batch: number }
+      | { kind: 'live'; on: boolean }
+      | { kind: 'cap'; cap: number };
+    const op: fc.Arbitrary<Op> = fc.oneof(
+      fc.record({
+        kind: fc.constant('budget' as const),
+        slots: fc.integer({ min: 0, max: 20 }),
+        target: fc.integer({ min: 0, max: 20 }),
+        peers: fc.integer({ min: 0, max: 3 }),
+      }),
+      fc.record({
+        kind: fc.constant('claim' as const),
+        fraction: fc.double({ min: 0, max: 1 }),
+        ok: fc.boolean(),
+      }),
+      fc.record({ kind: fc.constant('take' as const), dt: fc.integer({ min: 0, max: 50 }) }),
+      fc.record({ kind: fc.constant('finish' as const), pick: fc.nat() }),
+      fc.record({ kind: fc.constant('cancel' as const), batch: fc.integer({ min: 0, max: 2 }) }),
+      fc.record({ kind: fc.constant('live' as const), on: fc.boolean() }),
+      fc.record({ kind: fc.constant('cap' as const), cap: fc.integer({ min: 1, max: 30 }) }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { minLength: 1, maxLength: 200 }), (ops) => {
+        let cap = 30;
+        let now = 0;
+        const l = new SlotLedger({ maxClaim: 7, maxAhead: 5, hooks: { concurrencyCap: () => cap } });
+        const claimed = new Set<string>();
+        const inFlight: HeldRow[] = [];
+        const finished = new Set<string>();
+        const handedBack = new Set<string>();
+        let slots = 0;
+        let target = 0;
+        for (const o of ops) {
+          switch (o.kind) {
+            case 'budget': {
+              // The rebalance never takes slots below what is in flight (budget.ts).
+              slots = Math.max(o.slots, inFlight.length);
+              target = o.target;
+              l.applyBudgets([budget('m', slots, target, o.peers)]);
+              break;
+            }
+            case 'claim': {
+              const plan = l.planClaim(now);
+              for (const e of plan) if (e.cap > 7) return false;
+              const rows = o.ok
+                ? plan.flatMap((e) =>
+                    Array.from({ length: Math.floor(e.cap * o.fraction) }, () =>
+                      row(e.model, `b${next % 3}`, next % 5 === 0 ? now + 20 : null),
+                    ),
+                  )
+                : [];
+              for (const r of rows) claimed.add(r.id);
+              l.claimed(plan, rows, o.ok);
+              break;
+            }
+            case 'take': {
+              now += o.dt;
+              const share = Math.min(slots, target, cap);
+              const before = inFlight.length;
+              const { send, expired } = l.take(now);
+              for (const r of expired) {
+                if (r.expiresMs === null || r.expiresMs > now) return false;
+                handedBack.add(r.id);
+              }
+              for (const r of send) {
+                if (r.expiresMs !== null && r.expiresMs <= now) return false;
+                inFlight.push(r);
+              }
+              // Rows are put in flight only below the share.
+              if (send.length > 0 && inFlight.length > Math.max(share, before)) return false;
+              if (inFlight.length > slots) return false;
+              break;
+            }
+            case 'finish': {
+              if (inFlight.length === 0) break;
+              const [r] = inFlight.splice(o.pick % inFlight.length, 1);
+              finished.add(r!.id);
+              l.finished(r!.model);
+              break;
+            }
+            case 'cancel':
+              for (const r of l.release(new Set([`b${o.batch}`]))) handedBack.add(r.id);
+              break;
+            case 'live':
+              l.setLive(o.on ? ['m'] : []);
+              break;
+            case 'cap':
+              cap = o.cap;
+              break;
+          }
+          const c = l.counts('m');
+          if (c.claiming !== 0 || c.inFlight !== inFlight.length) return false;
+          // Every claimed row is in exactly one place.
+          const queued = new Set(l.queuedIds());
+          const places = [...claimed].map(
+            (id) =>
+              Number(queued.has(id)) +
+              Number(inFlight.some((r) => r.id === id)) +
+              Number(finished.has(id)) +
+              Number(handedBack.has(id)),
+          );
+          if (places.some((n) => n !== 1)) return false;
+        }
+        return true;
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
