@@ -288,6 +288,23 @@ export const SETTINGS = {
     secret: true,
     defaultText: 'none: /metrics is open',
   },
+  headersTimeoutMs: {
+    kind: integer({ min: 1000 }),
+    description: 'a request whose headers take longer is answered 408 (ms)',
+    commands: ['serve'],
+    env: 'FUSILLADE_HEADERS_TIMEOUT_MS',
+    file: 'headersTimeoutMs',
+    default: 30_000,
+  },
+  idleTimeoutMs: {
+    kind: integer({ min: 1000 }),
+    description:
+      'a request body (or an answer being read) that stalls this long is answered 408 / closed (ms)',
+    commands: ['serve'],
+    env: 'FUSILLADE_IDLE_TIMEOUT_MS',
+    file: 'idleTimeoutMs',
+    default: 30_000,
+  },
   server: {
     kind: httpUrl(),
     description: 'URL of a running `fusillade serve`',

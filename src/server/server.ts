@@ -9,6 +9,14 @@ import { type DaemonHandle, PostgresRequestManager } from '../store/request-mana
 import { authenticate, bearerToken } from './auth.js';
 import type { ApiContext, Call } from './context.js';
 import { serveDashboard } from './dashboard-static.js';
+import {
+  applyInboundDeadlines,
+  DEFAULT_INBOUND_DEADLINES,
+  type InboundDeadlines,
+  serverOptions,
+  timedOut,
+  trackRequest,
+} from './deadlines.js';
 import { DatabaseTimeoutError, toApiError } from './errors.js';
 import { ApiError, sendError, sendJson } from './http.js';
 import { createServerMetrics } from './metrics.js';
@@ -52,6 +60,13 @@ export interface ServerOptions {
   uploadPreBufferBytes?: number;
   /** An upload that sends nothing for this long is cut off with a 408; default 30 s. */
   uploadIdleTimeoutMs?: number;
+  /** A request whose headers take longer is answered 408; default 30 s (src/server/deadlines.ts). */
+  headersTimeoutMs?: number;
+  /**
+   * A request whose body stops arriving (or an answer the client stops reading) for this long is
+   * answered 408 / closed; default 30 s. A deadline on progress: slow but steady transfers go on.
+   */
+  idleTimeoutMs?: number;
   /** Largest JSON request body (batch creation); default 1 MB. */
   maxJsonBytes?: number;
   /** A database call slower than this answers 503 instead of hanging; default 5000 ms. */
@@ -145,7 +160,12 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
   const metricsGate = options.metricsToken ? bearerCheck(options.metricsToken) : undefined;
   let daemon: DaemonHandle | undefined;
 
-  const server = http.createServer((req, res) => {
+  const deadlines: InboundDeadlines = {
+    headersTimeoutMs: options.headersTimeoutMs ?? DEFAULT_INBOUND_DEADLINES.headersTimeoutMs,
+    idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_INBOUND_DEADLINES.idleTimeoutMs,
+  };
+  const server = http.createServer(serverOptions(deadlines), (req, res) => {
+    trackRequest(req, res);
     const requestId = `req_${randomBytes(12).toString('hex')}`;
     res.setHeader('x-request-id', requestId);
     const started = process.hrtime.bigint();
@@ -221,6 +241,7 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
       }
     };
     answer().catch((err) => {
+      if (timedOut(res)) return; // answered 408 by the idle deadline; the handler then lost its body
       const apiError = toApiError(err);
       if (apiError.status >= 500) {
         logger({
@@ -237,8 +258,9 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
       else sendError(res, apiError);
     });
   });
-  // Long downloads and uploads: no per-request socket timeout; idle keep-alive sockets still close.
-  server.requestTimeout = 0;
+  // Deadlines on headers and on progress, never on a transfer's total time (long downloads and
+  // uploads); idle keep-alive sockets still close.
+  applyInboundDeadlines(server, deadlines);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

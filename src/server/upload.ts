@@ -64,8 +64,10 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
         code: 'upload_timeout',
         headers: { connection: 'close' },
       });
-      if (part) part.stream.destroy(stalled);
-      else req.destroy();
+      // Mid-file, the file stream fails; before the file part or after it (a Content-Length that
+      // promised more than was sent), the multipart parser does: either way the answer is this 408.
+      if (part && !part.stream.readableEnded) part.stream.destroy(stalled);
+      else bb.destroy(stalled);
     });
   armIdleTimeout();
   req.pipe(bb);

@@ -21,6 +21,8 @@ export async function serveCommand({ settings, verbose }: CommandContext): Promi
         routing: upstream.routing,
         daemonConfig: daemonConfigFor(settings, upstream.routing),
         ...(settings.metricsToken !== undefined ? { metricsToken: settings.metricsToken } : {}),
+        headersTimeoutMs: settings.headersTimeoutMs,
+        idleTimeoutMs: settings.idleTimeoutMs,
         ...(verbose
           ? { logger: (entry: Record<string, unknown>) => console.error(JSON.stringify(entry)) }
           : {}),
