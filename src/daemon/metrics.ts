@@ -17,6 +17,14 @@ export interface DaemonMetrics {
   latency: Histogram<'model' | 'outcome'>;
   claimDuration: Histogram<'daemon'>;
   queueDepth: Gauge<'model'>;
+  /** Requests or tokens per minute in force per model (configured, else learned from headers). */
+  rateLimit: Gauge<'model' | 'kind'>;
+  /** Requests or tokens (estimated) this daemon started in the last minute, per model. */
+  rateUsed: Gauge<'daemon' | 'model' | 'kind'>;
+  /** Epoch seconds until which a model is paused after a 429 (0: not paused). */
+  pausedUntil: Gauge<'model'>;
+  /** This daemon's adaptive concurrency per model (models with adaptiveConcurrency only). */
+  adaptiveConcurrency: Gauge<'daemon' | 'model'>;
 }
 
 function getOrCreate<T>(registry: Registry, name: string, create: () => T): T {
@@ -139,5 +147,75 @@ export function createDaemonMetrics(registry: Registry = new Registry()): Daemon
           registers,
         }),
     ),
+    rateLimit: getOrCreate(
+      registry,
+      'fusillade_model_rate_limit_per_minute',
+      () =>
+        new Gauge({
+          name: 'fusillade_model_rate_limit_per_minute',
+          help: "A model's requests (kind=requests) or tokens (kind=tokens) per minute in force, across all daemons",
+          labelNames: ['model', 'kind'],
+          registers,
+        }),
+    ),
+    rateUsed: getOrCreate(
+      registry,
+      'fusillade_model_rate_used_per_minute',
+      () =>
+        new Gauge({
+          name: 'fusillade_model_rate_used_per_minute',
+          help: 'Requests or estimated tokens this daemon started in the last minute, per model',
+          labelNames: ['daemon', 'model', 'kind'],
+          registers,
+        }),
+    ),
+    pausedUntil: getOrCreate(
+      registry,
+      'fusillade_model_paused_until_seconds',
+      () =>
+        new Gauge({
+          name: 'fusillade_model_paused_until_seconds',
+          help: 'Epoch seconds until which a model is paused after a 429 (0: not paused)',
+          labelNames: ['model'],
+          registers,
+        }),
+    ),
+    adaptiveConcurrency: getOrCreate(
+      registry,
+      'fusillade_model_adaptive_concurrency',
+      () =>
+        new Gauge({
+          name: 'fusillade_model_adaptive_concurrency',
+          help: "This daemon's adaptive concurrency limit per model (AIMD)",
+          labelNames: ['daemon', 'model'],
+          registers,
+        }),
+    ),
   };
+}
+
+/** Sets the rate-limit gauges from a daemon's rate state (src/daemon/rate-limits.ts status()). */
+export function setRateGauges(
+  metrics: DaemonMetrics,
+  daemon: string,
+  status: readonly {
+    model: string;
+    rpm: number | null;
+    tpm: number | null;
+    pausedUntil: number;
+    requestsPerMinute: number;
+    tokensPerMinute: number;
+    adaptiveConcurrency: number | null;
+  }[],
+): void {
+  for (const s of status) {
+    if (s.rpm !== null) metrics.rateLimit.set({ model: s.model, kind: 'requests' }, s.rpm);
+    if (s.tpm !== null) metrics.rateLimit.set({ model: s.model, kind: 'tokens' }, s.tpm);
+    metrics.rateUsed.set({ daemon, model: s.model, kind: 'requests' }, s.requestsPerMinute);
+    metrics.rateUsed.set({ daemon, model: s.model, kind: 'tokens' }, s.tokensPerMinute);
+    metrics.pausedUntil.set({ model: s.model }, s.pausedUntil / 1000);
+    if (s.adaptiveConcurrency !== null) {
+      metrics.adaptiveConcurrency.set({ daemon, model: s.model }, s.adaptiveConcurrency);
+    }
+  }
 }

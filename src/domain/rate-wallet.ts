@@ -47,13 +47,15 @@ export interface RateWallet {
   pausedUntil: number;
   /** Moving average of the estimated cost of this model's requests (tokens). */
   avgCost: number;
+  /** Estimates seen (the first claim's rows set the average outright, not the initial guess). */
+  samples: number;
 }
 
 /** Weight of a new estimate in the moving average of a model's request cost. */
 const AVG_WEIGHT = 0.05;
 
 export function newWallet(limits: RateLimits, initialCost: number): RateWallet {
-  return { limits, requests: 0, tokens: 0, pausedUntil: 0, avgCost: Math.max(1, initialCost) };
+  return { limits, requests: 0, tokens: 0, pausedUntil: 0, avgCost: Math.max(1, initialCost), samples: 0 };
 }
 
 /** Whether any limit is in force (else the wallet never limits, and need not be rebalanced). */
@@ -93,7 +95,13 @@ export function settle(
     for (const c of costs) sum += c;
     w.tokens += reserved * reservedCost - sum;
   }
-  for (const c of costs) w.avgCost += (c - w.avgCost) * AVG_WEIGHT;
+  if (costs.length === 0) return;
+  if (w.samples === 0) {
+    let sum = 0;
+    for (const c of costs) sum += c;
+    w.avgCost = Math.max(1, sum / costs.length);
+  } else for (const c of costs) w.avgCost += (c - w.avgCost) * AVG_WEIGHT;
+  w.samples += costs.length;
 }
 
 /** What a rebalance hands back to the global bucket; the wallet is emptied until the grant comes. */
