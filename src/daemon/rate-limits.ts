@@ -179,6 +179,15 @@ export class DaemonRateLimits {
     return admissible(s.wallet, now);
   }
 
+  /**
+   * Whether rows of the model may be sent now (false while it is paused after a 429): the slot
+   * ledger's `sendable` hook (src/daemon/ledger.ts), with admissible and concurrencyCap.
+   */
+  sendable(model: string, now: number = Date.now()): boolean {
+    const s = this.models.get(model);
+    return s === undefined || s.wallet.pausedUntil <= now;
+  }
+
   /** The most requests of the model this daemon keeps in flight (adaptive), Infinity when not adaptive. */
   concurrencyCap(model: string): number {
     const a = this.models.get(model)?.aimd;

@@ -120,6 +120,8 @@ describe('a daemon’s rate limits against the database', () => {
     expect(b.admissible('hot')).toBe(Number.POSITIVE_INFINITY);
     await rebalance(b, ['hot', 'other']);
     expect(b.admissible('hot')).toBe(0);
+    expect(b.sendable('hot')).toBe(false);
+    expect(b.sendable('other')).toBe(true);
     expect(b.paced('hot')).toBe(true);
     expect(b.waiting()[0]).toMatchObject({ model: 'hot' });
     expect(b.waiting()[0]!.until).toBeGreaterThan(Date.now());
