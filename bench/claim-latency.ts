@@ -6,6 +6,7 @@
  * (untimed) so the in-flight set stays small.
  * Standalone: `node --import tsx bench/claim-latency.ts [pending]`.
  */
+import { liveBatchSql } from '../src/domain/batch-lifecycle.js';
 import { claimSql, claimUpdate, liveAndPickedCtes } from '../src/store/sql/claim.js';
 import { createTestDb } from '../test/support/db.js';
 
@@ -15,19 +16,57 @@ const DAEMON = '00000000-0000-0000-0000-00000000bead';
  * Baseline, measured in the same run: the claim before slot budgets (git history of
  * src/store/sql/claim.ts), run inside BEGIN + SELECT … FOR UPDATE of the model_limits rows + COMMIT,
  * capping each model by its global limit minus its in-flight rows (counted through
- * requests_inflight_idx). $1 models, $2 wants, $3 daemon, $4 lease ms.
+ * requests_inflight_idx). $1 models, $2 wants, $3 daemon, $4 lease ms, $5 routes per model (the
+ * routes came later; the baseline takes them too, so both walk the same index).
  */
 function previousClaimSql(s: string): string {
   return `
 WITH want AS MATERIALIZED (
   SELECT w.model,
          least(w.want, ml.concurrency - (SELECT count(*) FROM ${s}.requests f
-                                          WHERE f.model = w.model AND f.state IN ('claimed', 'processing')))::int AS cap
-    FROM unnest($1::text[], $2::int[]) AS w(model, want)
+                                          WHERE f.model = w.model AND f.state IN ('claimed', 'processing')))::int AS cap,
+         w.routes::int[] AS routes
+    FROM unnest($1::text[], $2::int[], $5::text[]) AS w(model, want, routes)
     JOIN ${s}.model_limits ml ON ml.model = w.model
 ),
 ${liveAndPickedCtes(s)}
 ${claimUpdate(s, { daemon: '$3', lease: '$4' })}`;
+}
+
+/**
+ * Baseline, measured in the same run: the claim before routes were recorded (issue 18; git history of
+ * src/store/sql/claim.ts): the same budget-capped statement, taking any pending row of the model
+ * through requests_pending_idx (batch_id, model, line_number), which the bench creates for it.
+ * $1 models, $2 wants, $3 held, $4 daemon, $5 lease ms.
+ */
+function routelessClaimSql(s: string): string {
+  return `
+WITH want AS MATERIALIZED (
+  SELECT w.model, least(w.want, b.slots - w.held)::int AS cap
+    FROM unnest($1::text[], $2::int[], $3::int[]) AS w(model, want, held)
+    JOIN ${s}.model_budgets b ON b.model = w.model AND b.daemon_id = $4
+     FOR KEY SHARE OF b
+),
+live AS MATERIALIZED (
+  SELECT b.id, b.expires_at FROM ${s}.batches b WHERE ${liveBatchSql('b')} ORDER BY b.expires_at, b.created_at, b.id
+),
+picked AS (
+  SELECT p.id, p.expires_at
+    FROM want w
+    CROSS JOIN LATERAL (
+      SELECT r.id, lb.expires_at
+        FROM live lb
+        CROSS JOIN LATERAL (
+          SELECT r.id FROM ${s}.requests r
+           WHERE r.batch_id = lb.id AND r.model = w.model AND r.state = 'pending'
+             AND (r.not_before IS NULL OR r.not_before <= now())
+           ORDER BY r.line_number
+           LIMIT greatest(w.cap, 0)
+             FOR UPDATE OF r SKIP LOCKED) r
+       LIMIT greatest(w.cap, 0)) p
+   WHERE w.cap > 0
+)
+${claimUpdate(s, { daemon: '$4', lease: '$5' })}`;
 }
 
 function pct(sorted: number[], p: number): number {
@@ -61,9 +100,14 @@ export async function benchClaimLatency(options: { pending?: number; claims?: nu
          FROM generate_series(1, ${batches}) g`,
       [fileId],
     );
+    // Every request on one route (as a server with one upstream records them).
+    const { rows: routes } = await db.pool.query(
+      `INSERT INTO ${s}.upstream_routes (upstream, credential) VALUES ('http://127.0.0.1:9', 'none') RETURNING id`,
+    );
+    const routeId: number = routes[0].id;
     await db.pool.query(
-      `INSERT INTO ${s}.requests (batch_id, template_id, line_number, model)
-       SELECT b.id, t.id, g, t.model
+      `INSERT INTO ${s}.requests (batch_id, template_id, line_number, model, route_id)
+       SELECT b.id, t.id, g, t.model, ${routeId}
          FROM ${s}.batches b CROSS JOIN generate_series(1, ${perBatch}) g
          JOIN ${s}.request_templates t ON t.file_id = $1 AND t.line_number = ((g - 1) % ${models}) + 1`,
       [fileId],
@@ -71,6 +115,10 @@ export async function benchClaimLatency(options: { pending?: number; claims?: nu
     await db.pool.query(
       `INSERT INTO ${s}.batch_models (batch_id, model)
        SELECT b.id, 'model-' || m FROM ${s}.batches b CROSS JOIN generate_series(0, ${models - 1}) m`,
+    );
+    await db.pool.query(
+      `INSERT INTO ${s}.batch_routes (batch_id, model, route_id)
+       SELECT b.id, 'model-' || m, ${routeId} FROM ${s}.batches b CROSS JOIN generate_series(0, ${models - 1}) m`,
     );
     await db.pool.query(
       `INSERT INTO ${s}.model_limits (model, concurrency) SELECT 'model-' || m, 1000 FROM generate_series(0, ${models - 1}) m`,
@@ -82,6 +130,10 @@ export async function benchClaimLatency(options: { pending?: number; claims?: nu
        SELECT 'model-' || m, $1, 1000, 1000 FROM generate_series(0, ${models - 1}) m`,
       [DAEMON],
     );
+    // The routeless baseline's index (migration 0010 replaced it with requests_pending_route_idx).
+    await db.pool.query(
+      `CREATE INDEX requests_pending_idx ON ${s}.requests (batch_id, model, line_number) WHERE state = 'pending'`,
+    );
     await db.pool.query(`VACUUM ANALYZE ${s}.requests`);
     await db.pool.query(`ANALYZE`);
     const buildSeconds = (performance.now() - buildStart) / 1000;
@@ -90,11 +142,13 @@ export async function benchClaimLatency(options: { pending?: number; claims?: nu
     if (process.env.PLAN_MODE) await client.query(`SET plan_cache_mode = ${process.env.PLAN_MODE}`);
     const txn: number[] = [];
     const before: number[] = [];
+    const routeless: number[] = [];
     let claimed = 0;
     try {
       const modelNames = Array.from({ length: models }, (_, m) => `model-${m}`);
       const wants = modelNames.map(() => want);
       const held = modelNames.map(() => 0);
+      const routeLists = modelNames.map(() => `{${routeId}}`);
       const lockModels = `SELECT ml.model FROM ${s}.model_limits ml WHERE ml.model = ANY ($1::text[])
                            ORDER BY ml.model FOR UPDATE OF ml`;
       const complete = (ids: string[]) =>
@@ -110,7 +164,7 @@ export async function benchClaimLatency(options: { pending?: number; claims?: nu
         const { rows } = await client.query({
           name: 'bench_claim',
           text: claimSql(s),
-          values: [modelNames, wants, held, DAEMON, 600_000],
+          values: [modelNames, wants, held, DAEMON, 600_000, routeLists],
         });
         const t1 = performance.now();
         if (i >= 10) {
@@ -125,11 +179,20 @@ export async function benchClaimLatency(options: { pending?: number; claims?: nu
         const old = await client.query({
           name: 'bench_previous_claim',
           text: previousClaimSql(s),
-          values: [modelNames, wants, DAEMON, 600_000],
+          values: [modelNames, wants, DAEMON, 600_000, routeLists],
         });
         await client.query('COMMIT');
         if (i >= 10) before.push(performance.now() - b0);
         await complete(old.rows.map((r) => r.id));
+
+        const r0 = performance.now();
+        const untouched = await client.query({
+          name: 'bench_routeless_claim',
+          text: routelessClaimSql(s),
+          values: [modelNames, wants, held, DAEMON, 600_000],
+        });
+        if (i >= 10) routeless.push(performance.now() - r0);
+        await complete(untouched.rows.map((r) => r.id));
       }
       if (process.env.EXPLAIN) {
         const names = Array.from({ length: models }, (_, m) => `'model-${m}'`).join(',');
@@ -138,6 +201,7 @@ export async function benchClaimLatency(options: { pending?: number; claims?: nu
             .replace('$1::text[]', `ARRAY[${names}]`)
             .replace('$2::int[]', `array_fill(${want}, ARRAY[${models}])`)
             .replace('$3::int[]', `array_fill(0, ARRAY[${models}])`)
+            .replace('$6::text[]', `array_fill('{${routeId}}'::text, ARRAY[${models}])`)
             .replaceAll('$4', `'${DAEMON}'::uuid`)
             .replace('$5', '600000')}`,
         );
@@ -148,6 +212,7 @@ export async function benchClaimLatency(options: { pending?: number; claims?: nu
     }
     txn.sort((a, b) => a - b);
     before.sort((a, b) => a - b);
+    routeless.sort((a, b) => a - b);
     const p99 = pct(txn, 99);
     return {
       p50: pct(txn, 50),
@@ -160,11 +225,13 @@ export async function benchClaimLatency(options: { pending?: number; claims?: nu
         '| measure | p50 | p99 | max |',
         '|---|---|---|---|',
         `| claim: one autocommit statement capped by the daemon's budget rows (all the daemon runs per claim) | ${pct(txn, 50).toFixed(2)} ms | ${p99.toFixed(2)} ms | ${txn[txn.length - 1]!.toFixed(2)} ms |`,
+        `| baseline, same run, interleaved: the same claim before routes were recorded (any pending row of the model) | ${pct(routeless, 50).toFixed(2)} ms | ${pct(routeless, 99).toFixed(2)} ms | ${routeless[routeless.length - 1]!.toFixed(2)} ms |`,
         `| baseline, same run, interleaved: the previous claim (BEGIN + lock model rows, claim counting global in-flight, COMMIT) | ${pct(before, 50).toFixed(2)} ms | ${pct(before, 99).toFixed(2)} ms | ${before[before.length - 1]!.toFixed(2)} ms |`,
         '',
         `Goal p99 < 20 ms: ${p99 < 20 ? 'met' : 'NOT met'}.`,
         '',
-        'Reading: the statement walks live batches in deadline order per model; the claims drain the earliest',
+        'Reading: the statement walks live batches in deadline order per model and, in each, the routes this',
+        'daemon serves that have work for the model (one here, as for a server with one upstream); the claims drain the earliest',
         "batches, so later claims probe the drained batches' pending index once per model (≈4 µs each) before",
         'finding rows. Each claim writes 100 rows of a 1M-row table whose indexes do not fit the server’s',
         'default 128 MB shared_buffers, and its commit waits for the WAL flush. The budget-capped claim needs',

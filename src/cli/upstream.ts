@@ -17,7 +17,8 @@ export async function resolveUpstream(settings: Settings): Promise<ResolvedUpstr
   if (settings.upstream === 'mock') {
     const mock = await startMockUpstream({ port: 0, host: '127.0.0.1', record: false, recordBodies: false });
     return {
-      routing: { ...settings.routing, upstream: mock.url },
+      // Recorded as "mock" in batches' routes: any process's built-in mock can serve them.
+      routing: { ...settings.routing, upstream: 'mock', mockUrl: mock.url },
       url: mock.url,
       identity: 'mock',
       close: () => mock.close(),

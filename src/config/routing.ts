@@ -8,11 +8,8 @@ export type RoutingConfig = {
   upstreamApiKey?: string;
   models?: Record<string, { upstream?: string; apiKeyEnv?: string; apiKey?: string; limit?: number }>;
   defaultLimit?: number;
+  /** The address of this process's built-in mock, for upstreams named "mock" (recorded as "mock"). */
+  mockUrl?: string;
 };
 
-/** "https://api.example.com/v1/" → "https://api.example.com": templates add the /v1/... path. */
-export function normalizeBaseUrl(url: string): string {
-  let u = url.trim().replace(/\/+$/, '');
-  if (u.endsWith('/v1')) u = u.slice(0, -3).replace(/\/+$/, '');
-  return u;
-}
+export { normalizeBaseUrl } from '../domain/upstream-route.js';

@@ -27,8 +27,10 @@ export interface DaemonConfig extends DaemonSettings {
   /** A daemon's appetite per model below the global limit (default: claimBatchSize per claim, src/daemon/limiter.ts). */
   limiter?: Limiter;
   /**
-   * Routes a request to its upstream at dispatch time. When it returns an endpoint or apiKey, they
-   * replace the template's (the API server stores no upstream keys; it routes by model here).
+   * Where requests go (src/domain/upstream-route.ts). A batch created by a manager with a router
+   * records, per template, the router's upstream for its model and the fingerprint of its key; a
+   * daemon with a router claims the routes whose upstream and key it holds (and, as every daemon,
+   * rows carrying their own key). Without a router, a template's endpoint and key are its route.
    */
   upstreamRouter?: UpstreamRouter;
 }
@@ -36,14 +38,25 @@ export interface DaemonConfig extends DaemonSettings {
 export interface UpstreamRoute {
   /** Upstream base URL, e.g. "https://api.openai.com". */
   endpoint?: string;
-  /** Upstream API key (never logged, never stored by the server). */
+  /** Upstream API key (never logged, never stored: rows record its fingerprint). */
   apiKey?: string;
+  /**
+   * The name batches record instead of the endpoint, for an upstream whose address is local to each
+   * process: the built-in mock ("mock") listens on a new port in every process.
+   */
+  name?: string;
 }
 
 /** Picks the upstream for a model. */
 export interface UpstreamRouter {
   /** The route for `model`, or undefined to use the template's own endpoint and key. */
   route(model: string): UpstreamRoute | undefined;
+  /**
+   * Every route route() can give: a daemon declares them as the routes it serves, so the server can
+   * tell when no live daemon serves a batch. Without it, a daemon serves what route() gives for the
+   * models it sees.
+   */
+  routes?(): UpstreamRoute[];
 }
 
 export const DEFAULT_DAEMON_CONFIG: DaemonConfig = { ...DAEMON_DEFAULTS };

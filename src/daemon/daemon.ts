@@ -2,12 +2,15 @@ import { createHash, randomUUID } from 'node:crypto';
 import os from 'node:os';
 import type pg from 'pg';
 import { resolveRetryableStatuses } from '../domain/retry.js';
+import { isUrlUpstream, type StoredRoute } from '../domain/upstream-route.js';
 import type { DaemonHandle, PostgresRequestManager } from '../store/request-manager.js';
+import { ensureRoutes } from '../store/routes.js';
 import { eventsChannel } from '../store/schema.js';
 import { lockLimitsSql, rebalanceSql } from '../store/sql/budget.js';
-import { claimSql, configureModelLimitsSql, liveModelsSql } from '../store/sql/claim.js';
+import { claimSql, configureModelLimitsSql, liveRoutesSql } from '../store/sql/claim.js';
 import { completeSql } from '../store/sql/complete.js';
 import { registerDaemonSql, stopDaemonSql } from '../store/sql/heartbeat.js';
+import { publishDaemonRoutesSql } from '../store/sql/routes.js';
 import { VERSION } from '../version.js';
 import { type DaemonConfig, leaseMs } from './config.js';
 import { isConnectionError, query, withClient } from './db.js';
@@ -21,6 +24,7 @@ import { createDaemonMetrics, type DaemonMetrics } from './metrics.js';
 import { Semaphore } from './semaphore.js';
 import type { ResultWrite } from './settle.js';
 import { UndiciUpstreamClient, type UpstreamClient } from './upstream-client.js';
+import { DaemonUpstreams } from './upstreams.js';
 
 /** Most row writes one flush carries (one statement). */
 const MAX_FLUSH = 2000;
@@ -71,6 +75,14 @@ export async function startDaemon(
   return daemon.handle;
 }
 
+/** One claim's parameters, per model (parallel arrays; routes as int[] literals). */
+interface ClaimPlan {
+  models: string[];
+  wants: number[];
+  held: number[];
+  routes: string[];
+}
+
 /** This daemon's share of one model's global limit (model_budgets row, src/store/sql/budget.ts). */
 interface ModelBudget {
   /** Slots granted in the database: the hard ceiling of what this daemon holds. */
@@ -87,6 +99,8 @@ interface ModelBudget {
   claims: number;
   /** Pending rows may be claimable (a claim that came back short clears it; pokes set it). */
   hasWork: boolean;
+  /** The model's routes with live work that this daemon can send (the claim takes only these). */
+  routes: number[];
 }
 
 /**
@@ -124,6 +138,11 @@ export class Daemon {
   private readonly pool: pg.Pool;
   private readonly upstream: UpstreamClient;
   private readonly limiter: Limiter;
+  readonly upstreams: DaemonUpstreams;
+  /** Route ids published in this daemon's row (daemons.route_ids), as a sorted key. */
+  private publishedRoutes = '';
+  /** The stored routes of upstreams.declared() (which only grows). */
+  private declaredRoutes: StoredRoute[] = [];
   readonly dispatcher: Dispatcher;
   private readonly listener: EventListener;
   private readonly maintenance: Maintenance;
@@ -181,10 +200,11 @@ export class Daemon {
     this.upstream =
       config.upstreamClient ?? new UndiciUpstreamClient(config.requestTimeoutMs, config.maxResponseBytes);
     this.limiter = config.limiter ?? new ClaimBatchLimiter(config.claimBatchSize);
+    this.upstreams = new DaemonUpstreams(config.upstreamRouter);
     this.dispatcher = new Dispatcher({
       daemonId: this.id,
       upstream: this.upstream,
-      router: config.upstreamRouter,
+      upstreams: this.upstreams,
       limiter: this.limiter,
       policy: {
         maxRetries: config.maxRetries,
@@ -281,6 +301,7 @@ export class Daemon {
         JSON.stringify(safeConfig),
         this.livenessKey,
       ]);
+      await this.publishRoutes([]);
       const limits = Object.entries(this.config.modelConcurrencyLimits);
       if (limits.length > 0) {
         await query(this.pool, t, 'configure model limits', configureModelLimitsSql(this.s), [
@@ -299,6 +320,34 @@ export class Daemon {
     this.maintenance.start();
     this.poke();
     this.log.info('daemon started', { schema: this.s, pid: process.pid });
+  }
+
+  /**
+   * Records in this daemon's row what it serves: the routes of its configuration plus `seen` (live
+   * routes it resolved), and the credentials it sends to any URL upstream (src/store/sql/upstreams.ts
+   * reads them). Written at start and whenever the set changes.
+   */
+  private async publishRoutes(seen: StoredRoute[]): Promise<void> {
+    const t = this.config.dbTimeoutMs;
+    const specs = this.upstreams.declared();
+    if (this.declaredRoutes.length !== specs.length) {
+      this.declaredRoutes = await withClient(this.pool, t, 'record routes', (c) =>
+        ensureRoutes(c, this.s, specs),
+      );
+    }
+    const declared = this.declaredRoutes;
+    const open = new Set<string>(this.upstreams.anyUpstreamCredentials);
+    const ids = [
+      ...new Set(
+        [...declared, ...seen]
+          .filter((r) => !(open.has(r.credential) && isUrlUpstream(r.upstream)))
+          .map((r) => r.id),
+      ),
+    ].sort((a, b) => a - b);
+    const key = ids.join(',');
+    if (key === this.publishedRoutes) return;
+    await query(this.pool, t, 'publish routes', publishDaemonRoutesSql(this.s), [this.id, ids, [...open]]);
+    this.publishedRoutes = key;
   }
 
   // ---- budgets -------------------------------------------------------------------------------
@@ -381,18 +430,30 @@ export class Daemon {
   private async rebalance(): Promise<void> {
     if (this.seedNeeded && !this.stopping) {
       this.seedNeeded = false;
-      const { rows } = await query<{ model: string }>(
+      const { rows } = await query<{ model: string; route_id: number; upstream: string; credential: string }>(
         this.pool,
         this.config.dbTimeoutMs,
-        'live models',
-        liveModelsSql(this.s),
+        'live routes',
+        liveRoutesSql(this.s),
         [JSON.stringify(this.config.modelConcurrencyLimits), this.config.defaultModelConcurrency],
       );
-      const live = new Set(rows.map((r) => r.model));
-      for (const model of live) {
+      // Only routes this daemon can send exactly as recorded; the others are left to daemons that can.
+      const live = new Map<string, number[]>();
+      const served: StoredRoute[] = [];
+      for (const r of rows) {
+        const route = { id: r.route_id, upstream: r.upstream, credential: r.credential } as StoredRoute;
+        if (!this.upstreams.resolve(route, r.model)) continue;
+        served.push(route);
+        const routes = live.get(r.model);
+        if (routes) routes.push(r.route_id);
+        else live.set(r.model, [r.route_id]);
+      }
+      for (const [model, routes] of live) {
         const b = this.budgets.get(model);
-        if (b) b.hasWork = true;
-        else
+        if (b) {
+          b.hasWork = true;
+          b.routes = routes;
+        } else
           this.budgets.set(model, {
             slots: 0,
             target: 0,
@@ -401,9 +462,16 @@ export class Daemon {
             reserved: 0,
             claims: 0,
             hasWork: true,
+            routes,
           });
       }
-      for (const [model, b] of this.budgets) if (!live.has(model)) b.hasWork = false;
+      for (const [model, b] of this.budgets) {
+        if (!live.has(model)) {
+          b.hasWork = false;
+          b.routes = [];
+        }
+      }
+      await this.publishRoutes(served);
     }
     if (this.budgets.size === 0) return;
     const models: string[] = [];
@@ -528,11 +596,11 @@ export class Daemon {
   }
 
   /** Caps per model for the next claim, reserved until the claim returns. */
-  private planClaim(): { models: string[]; wants: number[]; held: number[] } {
-    const plan = { models: [] as string[], wants: [] as number[], held: [] as number[] };
+  private planClaim(): ClaimPlan {
+    const plan: ClaimPlan = { models: [], wants: [], held: [], routes: [] };
     if (this.stopping || this.rebalancing) return plan;
     for (const [model, b] of this.budgets) {
-      if (!b.hasWork) continue;
+      if (!b.hasWork || b.routes.length === 0) continue;
       const held = this.held(model, b);
       const share = Math.min(b.slots, b.target);
       const room = share - held;
@@ -545,16 +613,14 @@ export class Daemon {
       plan.models.push(model);
       plan.wants.push(cap);
       plan.held.push(held);
+      plan.routes.push(`{${b.routes.join(',')}}`);
       b.reserved += cap;
       b.claims++;
     }
     return plan;
   }
 
-  private async runFlush(
-    writes: ResultWrite[],
-    plan: { models: string[]; wants: number[]; held: number[] },
-  ): Promise<void> {
+  private async runFlush(writes: ResultWrite[], plan: ClaimPlan): Promise<void> {
     this.writing.add(writes);
     const started = process.hrtime.bigint();
     let claimed: ClaimedRow[] = [];
@@ -602,11 +668,14 @@ export class Daemon {
   /** One autocommit statement: a claim (no writes, see flush()) or a write of outcomes. */
   private async flushStatement(
     writes: ResultWrite[],
-    plan: { models: string[]; wants: number[]; held: number[] },
+    plan: ClaimPlan,
   ): Promise<{ claimed: ClaimedRow[]; stale: Set<string> }> {
     const claim = plan.models.length > 0;
     const q: pg.QueryConfig = claim
-      ? { ...this.sql.claim, values: [plan.models, plan.wants, plan.held, this.id, leaseMs(this.config)] }
+      ? {
+          ...this.sql.claim,
+          values: [plan.models, plan.wants, plan.held, this.id, leaseMs(this.config), plan.routes],
+        }
       : this.completeQuery(writes);
     const rows = await withClient(this.pool, this.config.dbTimeoutMs, 'write/claim', async (c) => {
       if (this.config.synchronousCommit) return (await c.query(q)).rows;

@@ -1,11 +1,11 @@
 import type { BackoffPolicy, RetryRules } from '../domain/retry.js';
 import { isJsonContentType } from '../domain/templates.js';
-import type { UpstreamRouter } from './config.js';
 import type { Limiter } from './limiter.js';
 import { type DaemonLog, errorFields } from './logger.js';
 import type { DaemonMetrics } from './metrics.js';
 import { type AbortReason, type ResultWrite, settleAttempt } from './settle.js';
 import { splitBaseUrl, UndiciAttempt, UndiciUpstreamClient, type UpstreamClient } from './upstream-client.js';
+import type { DaemonUpstreams } from './upstreams.js';
 
 /** setTimeout's ceiling (~24.8 days); a later deadline is caught by the poll. */
 const MAX_TIMER_MS = 2_147_483_647;
@@ -15,11 +15,12 @@ export interface ClaimedRow {
   id: string;
   batch_id: string;
   model: string;
+  /** The request's route (upstream_routes.id): where it goes and with which key. */
+  route_id: number;
   attempt: number;
   /** The batch's deadline, epoch ms (a float8 from the claim: cheaper to parse than a timestamptz); null for none. */
   expires_ms: number | null;
   custom_id: string | null;
-  endpoint: string;
   method: string;
   path: string;
   body: string;
@@ -41,7 +42,8 @@ interface InFlight {
 export interface DispatcherOptions {
   daemonId: string;
   upstream: UpstreamClient;
-  router: UpstreamRouter | undefined;
+  /** Where each claimed route's requests go (the claim takes only routes it resolved). */
+  upstreams: DaemonUpstreams;
   limiter: Limiter;
   policy: BackoffPolicy & RetryRules;
   requestTimeoutMs: number;
@@ -152,10 +154,9 @@ export class Dispatcher {
   }
 
   dispatch(row: ClaimedRow): void {
-    const route = this.o.router?.route(row.model);
-    const endpoint = route?.endpoint ?? row.endpoint;
-    const apiKey = route?.apiKey ?? row.api_key;
-    const base = this.base(endpoint);
+    const target = this.o.upstreams.target(row.route_id, row.model);
+    const apiKey = target ? (target.apiKey ?? row.api_key) : '';
+    const base = target ? this.base(target.url) : null;
     const fast = this.o.upstream instanceof UndiciUpstreamClient ? this.o.upstream : null;
     const controller = fast ? new UndiciAttempt() : new AbortController();
     const startedAt = Date.now();
@@ -189,6 +190,12 @@ export class Dispatcher {
     m.inFlight.inc();
     m.dispatched.inc();
 
+    if (!target) {
+      // Cannot happen: the claim takes only routes this daemon resolved. Hand the row back untouched.
+      entry.aborted = 'shutdown';
+      queueMicrotask(() => this.finish(entry, { kind: 'error', code: 'no_route', message: 'unrouted' }));
+      return;
+    }
     if (base === null) {
       queueMicrotask(() =>
         this.finish(entry, {

@@ -12,7 +12,7 @@ export interface RequestTemplateInput {
   body: string;
   /** Model name; selects the concurrency limit. */
   model: string;
-  /** Upstream API key sent as `Authorization: Bearer`; empty to let the daemon's router decide. */
+  /** Upstream API key sent as `Authorization: Bearer` (empty: none, unless the batch is routed by a router's key). */
   apiKey: string;
   /** The caller's id for this request; unique within a file when given. */
   customId?: string | null;

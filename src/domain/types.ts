@@ -1,5 +1,6 @@
 import type { BatchLifecycleStatus } from './batch-lifecycle.js';
 import type { RequestState } from './request-state.js';
+import type { ModelRouter } from './upstream-route.js';
 
 export type FilePurpose = 'batch' | 'batch_output' | 'batch_error';
 
@@ -37,6 +38,15 @@ export interface CreateBatchOptions {
   endpoint?: string;
   /** With the same owner and key, a second create returns the first batch instead of a new one. */
   idempotencyKey?: string | null;
+  /**
+   * Where the requests go, decided now and recorded with each request (src/domain/upstream-route.ts):
+   * for a model the router routes, its upstream and the fingerprint of its key; otherwise the
+   * template's own endpoint and key. Default: the manager's `upstreamRouter`; null: every template's
+   * own endpoint and key.
+   */
+  router?: ModelRouter | null;
+  /** A model the router does not route is refused (ValidationError `unknown_model`) instead. */
+  requireRoutes?: boolean;
 }
 
 export interface BatchInfo {
@@ -80,6 +90,25 @@ export interface RetryOptions {
    * one throws InvalidStateError with reason `batch_ended` and changes nothing.
    */
   reopen?: boolean;
+}
+
+/**
+ * Where a batch's requests go, one entry per route (src/domain/upstream-route.ts), and whether a live
+ * daemon can send them. Never a key: at most its fingerprint.
+ */
+export interface BatchUpstream {
+  /** Base URL without credentials, or "mock" (the built-in mock of whichever daemon sends). */
+  upstream: string;
+  /** What a sender needs: "none", "key" (the daemons' key of `keyFingerprint`), "template", "daemon". */
+  credential: string;
+  /** "sha256:" + 16 hex digits of the key a daemon must hold (credential "key"), else null. */
+  keyFingerprint: string | null;
+  /** The batch's models routed here. */
+  models: string[];
+  /** Live daemons that can send these requests. */
+  daemons: number;
+  /** The batch is live, has requests pending here, and no live daemon can send them: they wait. */
+  waiting: boolean;
 }
 
 /** A batch's progress. Computed from the requests while live, read from frozen counts once ended. */

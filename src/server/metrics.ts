@@ -1,4 +1,6 @@
-import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { countWaitingBatches } from '../store/batch-routes.js';
+import type { PostgresRequestManager } from '../store/request-manager.js';
 
 /**
  * The server's Prometheus registry. The daemon running in the same process registers its metrics
@@ -41,4 +43,34 @@ export function createServerMetrics(): ServerMetrics {
       registers: [registry],
     }),
   };
+}
+
+/**
+ * fusillade_batches_waiting_for_daemon: live batches with requests pending on an upstream (and key)
+ * no live daemon can send, read from the database at each scrape (one query over the live batches).
+ * No labels: upstream URLs are the users' own and unbounded; the batch's `errors` names them. A
+ * failed or slow (2 s) read keeps the last value: the scrape must not fail or hang with the database.
+ */
+export function registerWaitingGauge(registry: Registry, manager: PostgresRequestManager): void {
+  new Gauge({
+    name: 'fusillade_batches_waiting_for_daemon',
+    help: 'Live batches whose pending requests no live daemon can send (their upstream or key is served by none)',
+    registers: [registry],
+    async collect() {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const n = await Promise.race([
+          countWaitingBatches(manager.pool, manager.schema, manager.config.deadDaemonAfterMs),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error('timeout')), 2000);
+          }),
+        ]);
+        this.set(n);
+      } catch {
+        // keep the last value
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  });
 }

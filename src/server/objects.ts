@@ -1,5 +1,6 @@
 import type { BatchLifecycleStatus } from '../domain/batch-lifecycle.js';
-import type { BatchInfo, BatchStatus, FileInfo } from '../domain/types.js';
+import type { BatchInfo, BatchStatus, BatchUpstream, FileInfo } from '../domain/types.js';
+import { NO_DAEMON_FOR_UPSTREAM, waitingMessage } from '../domain/upstream-route.js';
 import { batchId, fileId } from './ids.js';
 
 /** The OpenAI wire objects (REFERENCE §1), built from the store's records. */
@@ -62,14 +63,38 @@ export interface BatchObject {
     output_tokens_details: { reasoning_tokens: number };
     total_tokens: number;
   };
+  /** fusillade: where the requests go (never a key: its fingerprint at most). */
+  upstreams: {
+    upstream: string;
+    credential: string;
+    key_fingerprint: string | null;
+    models: string[];
+    daemons: number;
+    waiting: boolean;
+  }[];
 }
 
-export function batchObject(batch: BatchInfo, status: BatchStatus): BatchObject {
+/**
+ * The batch object. Beyond OpenAI's fields, `upstreams` says where its requests go (no key: its
+ * fingerprint at most), and `errors` gains `no_daemon_for_upstream` while requests wait because no
+ * live daemon can send them (the batch stays in_progress: they are sent once one can).
+ */
+export function batchObject(
+  batch: BatchInfo,
+  status: BatchStatus,
+  upstreams: BatchUpstream[] = [],
+): BatchObject {
+  const errors = [
+    ...(batch.errors ?? []),
+    ...upstreams
+      .filter((u) => u.waiting)
+      .map((u) => ({ code: NO_DAEMON_FOR_UPSTREAM, message: waitingMessage(u), param: null, line: null })),
+  ];
   return {
     id: batchId(batch.id),
     object: 'batch',
     endpoint: batch.endpoint,
-    errors: batch.errors && batch.errors.length > 0 ? { object: 'list', data: batch.errors } : null,
+    errors: errors.length > 0 ? { object: 'list', data: errors } : null,
     input_file_id: fileId(batch.fileId),
     // A batch without a deadline (library-made: the API always takes a window) reads "none".
     completion_window: batch.completionWindow ?? 'none',
@@ -99,5 +124,13 @@ export function batchObject(batch: BatchInfo, status: BatchStatus): BatchObject 
       output_tokens_details: { reasoning_tokens: 0 },
       total_tokens: status.usage.totalTokens,
     },
+    upstreams: upstreams.map((u) => ({
+      upstream: u.upstream,
+      credential: u.credential,
+      key_fingerprint: u.keyFingerprint,
+      models: u.models,
+      daemons: u.daemons,
+      waiting: u.waiting,
+    })),
   };
 }

@@ -92,6 +92,23 @@ export const OPENAPI_DOCUMENT = {
           },
           metadata: { type: ['object', 'null'], additionalProperties: { type: 'string' } },
           usage: { type: 'object' },
+          upstreams: {
+            description:
+              'fusillade: where the requests go, recorded when the batch was created (never a key). ' +
+              'While `waiting`, no live daemon can send them and `errors` holds no_daemon_for_upstream.',
+            type: 'array',
+            items: {
+              type: 'object',
+              properties: {
+                upstream: { type: 'string', description: 'base URL without credentials, or "mock"' },
+                credential: { enum: ['none', 'key', 'template', 'daemon'] },
+                key_fingerprint: { type: ['string', 'null'], example: 'sha256:0123456789abcdef' },
+                models: { type: 'array', items: { type: 'string' } },
+                daemons: { type: 'integer', description: 'live daemons that can send these requests' },
+                waiting: { type: 'boolean' },
+              },
+            },
+          },
         },
       },
       List: {

@@ -19,7 +19,7 @@ import {
 } from './deadlines.js';
 import { DatabaseTimeoutError, toApiError } from './errors.js';
 import { ApiError, sendError, sendJson } from './http.js';
-import { createServerMetrics } from './metrics.js';
+import { createServerMetrics, registerWaitingGauge } from './metrics.js';
 import { OPENAPI_DOCUMENT } from './openapi.js';
 import { Router } from './router.js';
 import { cancelBatch, createBatch, listBatches, retrieveBatch } from './routes/batches.js';
@@ -141,6 +141,7 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
     metricsRegistry: metrics.registry,
   };
   const manager = new PostgresRequestManager(options.pool, { schema, ...daemonConfig });
+  registerWaitingGauge(metrics.registry, manager);
   const dbTimeoutMs = options.dbTimeoutMs ?? DEFAULTS.dbTimeoutMs;
   const ctx: ApiContext = {
     manager,

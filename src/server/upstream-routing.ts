@@ -1,35 +1,45 @@
-import { normalizeBaseUrl, type RoutingConfig } from '../config/routing.js';
+import type { RoutingConfig } from '../config/routing.js';
 import type { DaemonConfig, UpstreamRoute, UpstreamRouter } from '../daemon/config.js';
+import { MOCK_UPSTREAM, normalizeBaseUrl } from '../domain/upstream-route.js';
 
 export { normalizeBaseUrl, type RoutingConfig };
 
 /**
- * A router for the daemon (and for the server at upload): the model's own entry, else the
- * default upstream, else undefined (the model cannot be routed: uploads refuse it).
+ * A router for the daemon (and for the server at upload and batch creation): the model's own entry,
+ * else the default upstream, else undefined (the model cannot be routed: uploads refuse it).
  */
 export function createUpstreamRouter(
   routing: RoutingConfig = {},
   env: NodeJS.ProcessEnv = process.env,
 ): UpstreamRouter {
-  const fallback = routing.upstream ? normalizeBaseUrl(routing.upstream) : undefined;
+  const target = (upstream: string): Pick<UpstreamRoute, 'endpoint' | 'name'> =>
+    upstream === MOCK_UPSTREAM && routing.mockUrl
+      ? { endpoint: normalizeBaseUrl(routing.mockUrl), name: MOCK_UPSTREAM }
+      : { endpoint: normalizeBaseUrl(upstream) };
+  const fallback = routing.upstream ? target(routing.upstream) : undefined;
+  const withKey = (t: Pick<UpstreamRoute, 'endpoint' | 'name'>, apiKey: string | undefined): UpstreamRoute =>
+    apiKey ? { ...t, apiKey } : { ...t };
   const routes = new Map<string, UpstreamRoute>();
   for (const [model, entry] of Object.entries(routing.models ?? {})) {
-    const endpoint = entry.upstream ? normalizeBaseUrl(entry.upstream) : fallback;
-    if (!endpoint) continue; // a limit alone does not make a model routable
+    const t = entry.upstream ? target(entry.upstream) : fallback;
+    if (!t) continue; // a limit alone does not make a model routable
     const apiKey =
       entry.apiKey ??
       (entry.apiKeyEnv ? env[entry.apiKeyEnv] : undefined) ??
       (entry.upstream ? undefined : routing.upstreamApiKey);
-    routes.set(model, apiKey ? { endpoint, apiKey } : { endpoint });
+    routes.set(model, withKey(t, apiKey));
   }
-  const defaultRoute: UpstreamRoute | undefined = fallback
-    ? routing.upstreamApiKey
-      ? { endpoint: fallback, apiKey: routing.upstreamApiKey }
-      : { endpoint: fallback }
-    : undefined;
+  const defaultRoute = fallback ? withKey(fallback, routing.upstreamApiKey) : undefined;
+  const all = new Map<string, UpstreamRoute>();
+  for (const r of [...routes.values(), ...(defaultRoute ? [defaultRoute] : [])]) {
+    all.set(`${r.name ?? r.endpoint}\u0000${r.apiKey ?? ''}`, r);
+  }
   return {
     route(model: string): UpstreamRoute | undefined {
       return routes.get(model) ?? defaultRoute;
+    },
+    routes(): UpstreamRoute[] {
+      return [...all.values()];
     },
   };
 }

@@ -1,18 +1,19 @@
 import type pg from 'pg';
-import type { BatchInfo, BatchStatus, Page } from '../domain/types.js';
+import type { BatchInfo, BatchStatus, BatchUpstream, Page } from '../domain/types.js';
+import { upstreamsOf } from './batch-routes.js';
 import { type ListBatchesOptions, statusesOf } from './batches.js';
 import { BATCH_COLUMNS, type BatchRow, isUuid, toBatchInfo } from './rows.js';
 
 /**
- * A page of batches with their progress, for the API's list: one query for the page and one
- * counting query for all its live batches (ended ones carry frozen counts), instead of one status
- * read per batch.
+ * A page of batches with their progress and upstreams, for the API's list: one query for the page,
+ * one counting query for all its live batches (ended ones carry frozen counts) and one for their
+ * routes, instead of reads per batch.
  */
 export async function listBatchesWithStatus(
   pool: pg.Pool,
   s: string,
-  options: ListBatchesOptions = {},
-): Promise<Page<{ batch: BatchInfo; status: BatchStatus }>> {
+  options: ListBatchesOptions & { deadDaemonAfterMs: number },
+): Promise<Page<{ batch: BatchInfo; status: BatchStatus; upstreams: BatchUpstream[] }>> {
   const limit = Math.min(Math.max(options.limit ?? 20, 1), 10_000);
   const after = options.after !== undefined && isUuid(options.after) ? options.after : null;
   if (options.after !== undefined && after === null) return { data: [], hasMore: false };
@@ -25,10 +26,22 @@ export async function listBatchesWithStatus(
     [options.owner ?? null, after, limit + 1],
   );
   const page = rows.slice(0, limit);
-  const statuses = await statusesOf(pool, s, page);
+  const [statuses, upstreams] = await Promise.all([
+    statusesOf(pool, s, page),
+    upstreamsOf(
+      pool,
+      s,
+      page.map((r) => r.id),
+      options.deadDaemonAfterMs,
+    ),
+  ]);
   const now = new Date();
   return {
-    data: page.map((row, i) => ({ batch: toBatchInfo(row, now), status: statuses[i]! })),
+    data: page.map((row, i) => ({
+      batch: toBatchInfo(row, now),
+      status: statuses[i]!,
+      upstreams: upstreams.get(row.id) ?? [],
+    })),
     hasMore: rows.length > limit,
   };
 }

@@ -13,6 +13,7 @@ import type {
   RequestRecord,
   RetryOptions,
 } from '../domain/types.js';
+import { insertRoutedRequests } from './batch-routes.js';
 import {
   assertId,
   BATCH_COLUMNS,
@@ -143,15 +144,13 @@ export async function insertBatch(
       ],
     );
     const batchId = rows[0]!.id;
-    await client.query(
-      `INSERT INTO ${s}.requests (batch_id, template_id, line_number, model)
-       SELECT $1, t.id, t.line_number, t.model FROM ${s}.request_templates t WHERE t.file_id = $2`,
-      [batchId, fileId],
-    );
-    await client.query(
-      `INSERT INTO ${s}.batch_models (batch_id, model)
-       SELECT DISTINCT $1::uuid, t.model FROM ${s}.request_templates t WHERE t.file_id = $2`,
-      [batchId, fileId],
+    await insertRoutedRequests(
+      client,
+      s,
+      batchId,
+      fileId,
+      options.router ?? null,
+      options.requireRoutes ?? false,
     );
     await events.notify(client, { type: 'batch_created', batchId });
     await client.query('COMMIT');

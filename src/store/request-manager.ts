@@ -7,6 +7,7 @@ import { validateTemplate } from '../domain/templates.js';
 import type {
   BatchInfo,
   BatchStatus,
+  BatchUpstream,
   CreateBatchOptions,
   CreateFileOptions,
   FileInfo,
@@ -15,6 +16,8 @@ import type {
   RequestRecord,
   RetryOptions,
 } from '../domain/types.js';
+import type { ModelRouter } from '../domain/upstream-route.js';
+import { rerouteBatch, upstreamsOf } from './batch-routes.js';
 import type { BatchEvents } from './batches.js';
 import * as batches from './batches.js';
 import { completionWindowMs, DEFAULT_COMPLETION_WINDOW } from './batches.js';
@@ -152,12 +155,18 @@ export class PostgresRequestManager {
   /**
    * Creates a batch with one request per template of the file. Idempotent with `idempotencyKey`.
    * `completionWindow: null` gives it no deadline; without the option it gets the manager's
-   * defaultCompletionWindow ("24h" unless configured).
+   * defaultCompletionWindow ("24h" unless configured). Where each request goes is decided now
+   * (options.router, default this manager's upstreamRouter).
    */
   createBatch(fileId: string, options: CreateBatchOptions = {}): Promise<string> {
     const completionWindow =
       options.completionWindow === undefined ? this.defaultCompletionWindow : options.completionWindow;
-    return batches.insertBatch(this.pool, this.schema, this.events, fileId, { ...options, completionWindow });
+    const router = options.router === undefined ? (this.config.upstreamRouter ?? null) : options.router;
+    return batches.insertBatch(this.pool, this.schema, this.events, fileId, {
+      ...options,
+      completionWindow,
+      router,
+    });
   }
 
   getBatch(batchId: string, scope: OwnerScope = {}): Promise<BatchInfo> {
@@ -199,6 +208,38 @@ export class PostgresRequestManager {
       scope,
       resolveRetryableStatuses(this.config.retryableStatuses),
     );
+  }
+
+  /**
+   * Moves the batch's requests that can still be sent (pending, in flight, failed) to the upstreams
+   * `options.router` gives now (default: this manager's upstreamRouter; null: each template's own
+   * endpoint and key), as if the batch were created now. Requests in flight finish where they were
+   * sent; a retry of theirs goes to the new route. Returns how many requests moved.
+   */
+  rerouteBatch(
+    batchId: string,
+    options: OwnerScope & { router?: ModelRouter | null; requireRoutes?: boolean } = {},
+  ): Promise<number> {
+    const router = options.router === undefined ? (this.config.upstreamRouter ?? null) : options.router;
+    return rerouteBatch(
+      this.pool,
+      this.schema,
+      this.events,
+      batchId,
+      options.owner,
+      router,
+      options.requireRoutes ?? false,
+    );
+  }
+
+  /**
+   * Where the batch's requests go, per route (upstream without credentials, key fingerprint, models),
+   * how many live daemons can send them, and whether some wait because none can.
+   */
+  async getBatchUpstreams(batchId: string, scope: OwnerScope = {}): Promise<BatchUpstream[]> {
+    const { id } = await batches.getBatch(this.pool, this.schema, batchId, scope.owner);
+    const all = await upstreamsOf(this.pool, this.schema, [id], this.config.deadDaemonAfterMs);
+    return all.get(id) ?? [];
   }
 
   /** Ends the batch if nothing of it remains to do; returns whether this call ended it. */

@@ -28,8 +28,12 @@ afterAll(async () => {
 describe('serve --no-daemon with a separate `fusillade daemon`', () => {
   it('the API queues the batch, and only the daemon process sends it, with the upstream key from the environment', async () => {
     const dbArgs = ['--database-url', TEST_DATABASE_URL, '--schema', db.schema];
-    // The server routes by model at upload (it refuses models with no upstream), the daemon sends.
-    const serve = startCli(['serve', '--port', '0', '--no-daemon', '--upstream', mock.url, ...dbArgs]);
+    // The server routes by model (it refuses models with no upstream) and records each batch's
+    // upstream and key fingerprint; the daemon sends, with the same key from its environment.
+    const upstreamEnv = { FUSILLADE_UPSTREAM_API_KEY: 'sk-upstream-from-env' };
+    const serve = startCli(['serve', '--port', '0', '--no-daemon', '--upstream', mock.url, ...dbArgs], {
+      env: upstreamEnv,
+    });
     children.push(serve);
     await waitFor(() => serve.output().stdout.includes('Ctrl-C stops'), 30_000);
     expect(serve.output().stdout).toContain('daemon off (--no-daemon)');
@@ -49,9 +53,7 @@ describe('serve --no-daemon with a separate `fusillade daemon`', () => {
     await new Promise((r) => setTimeout(r, 1000));
     expect(mock.received).toBe(0); // nobody sends: no daemon yet
 
-    const daemon = startCli(['daemon', '--upstream', mock.url, ...dbArgs], {
-      env: { FUSILLADE_UPSTREAM_API_KEY: 'sk-upstream-from-env' },
-    });
+    const daemon = startCli(['daemon', '--upstream', mock.url, ...dbArgs], { env: upstreamEnv });
     children.push(daemon);
     const output = join(dir, 'out.jsonl');
     const waited = await runCli(['submit', input, '--wait', '-o', output], { env });

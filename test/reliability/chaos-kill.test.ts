@@ -89,10 +89,10 @@ describe('chaos: SIGKILL daemons in a loop', () => {
   it(
     'completes every request exactly once under repeated SIGKILL, within the global limit',
     async () => {
-      const manager = db.manager();
+      const manager = db.manager({ upstreamRouter: fleet.router() });
       await Promise.all([fleet.start(), fleet.start(), fleet.start()]);
       const templates = Array.from({ length: REQUESTS }, (_, i) => ({
-        endpoint: 'http://127.0.0.1:9', // the daemons' --upstream routes every model to the mock
+        endpoint: 'http://127.0.0.1:9', // the batch is routed by the fleet's routing: the mock, its key
         method: 'POST',
         path: '/v1/chat/completions',
         body: JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: `chaos ${i}` }] }),

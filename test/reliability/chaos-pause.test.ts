@@ -118,7 +118,7 @@ async function rows(batchId: string): Promise<Row[]> {
 
 describe('chaos: a daemon frozen past its lease', () => {
   it("refuses the frozen daemon's late results: what the other daemon wrote stays", async () => {
-    const manager = db.manager();
+    const manager = db.manager({ upstreamRouter: fleet.router() });
     const a = await fleet.start();
     const batchId = await createBatch(
       manager,
@@ -203,7 +203,7 @@ describe('chaos: a daemon frozen past its lease', () => {
    * one failed to start. The claim transaction now sets idle_in_transaction_session_timeout.
    */
   it('a daemon frozen inside its claim transaction does not stall the others', async () => {
-    const manager = db.manager();
+    const manager = db.manager({ upstreamRouter: fleet.router() });
     // Only the daemon to freeze may carry the fleet's tag while freezing.
     for (const d of fleet.running) {
       d.kill('SIGKILL');

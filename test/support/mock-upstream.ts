@@ -1,4 +1,5 @@
 import type { RequestTemplateInput } from '../../src/domain/templates.js';
+import type { CreateBatchOptions } from '../../src/domain/types.js';
 import type { MockUpstream } from '../../src/mock-upstream/server.js';
 import type { PostgresRequestManager } from '../../src/store/request-manager.js';
 
@@ -24,7 +25,7 @@ export function mockTemplates(
 export async function createBatch(
   manager: PostgresRequestManager,
   templates: RequestTemplateInput[],
-  options: { completionWindow?: string } = {},
+  options: CreateBatchOptions = {},
 ): Promise<string> {
   const fileId = await manager.createFile('input.jsonl', null, templates);
   return manager.createBatch(fileId, options);

@@ -54,13 +54,25 @@ export async function runCommand(
     const router = manager.config.upstreamRouter!;
     const key = runKey(input, upstream.identity);
     const timings = new PhaseTimer(verbose);
-    const batchId = await findOrCreateBatch(
+    const { batchId, resumed } = await findOrCreateBatch(
       manager,
       input,
       key,
       (model) => router.route(model)?.endpoint,
       flags,
     );
+    if (resumed) {
+      // The previous run may have had another key, or per-model upstreams: this run's routing decides
+      // where its remaining requests go (its own daemon sends only what it can send exactly).
+      const moved = await manager.rerouteBatch(batchId, { requireRoutes: true }).catch((err) => {
+        if (err instanceof ValidationError) throw new UsageError(`${input.path}: ${err.message}`);
+        throw err;
+      });
+      if (moved > 0)
+        console.error(
+          `sending ${moved} request${moved === 1 ? '' : 's'} of the previous run to this run's upstream`,
+        );
+    }
     timings.mark('store the input');
     let status = await manager.getBatchStatus(batchId);
     if (status.finishedAt !== null && status.failedRequests > 0) {
@@ -125,9 +137,9 @@ async function findOrCreateBatch(
   key: string,
   endpointOf: (model: string) => string | undefined,
   flags: CommandContext['flags'],
-): Promise<string> {
+): Promise<{ batchId: string; resumed: boolean }> {
   const existing = await findBatchIdByIdempotencyKey(manager.pool, manager.schema, RUN_OWNER, key);
-  if (existing) return existing;
+  if (existing) return { batchId: existing, resumed: true };
   let fileId: string;
   const parser = new BatchInputParser({
     maxLines: Number.MAX_SAFE_INTEGER,
@@ -148,19 +160,21 @@ async function findOrCreateBatch(
     throw err;
   }
   try {
-    return await manager.createBatch(fileId, {
+    const batchId = await manager.createBatch(fileId, {
+      requireRoutes: true,
       owner: RUN_OWNER,
       idempotencyKey: key,
       endpoint: parser.url ?? '',
       completionWindow: String(flags.completionWindow ?? '24h'),
       metadata: { source: 'fusillade run', input: basename(input.path).slice(0, 500) },
     });
+    return { batchId, resumed: false };
   } catch (err) {
     // The same run started concurrently elsewhere: use its batch, drop our copy of the file.
     if (err instanceof ConflictError) {
       await manager.deleteFile(fileId).catch(() => {});
       const winner = await findBatchIdByIdempotencyKey(manager.pool, manager.schema, RUN_OWNER, key);
-      if (winner) return winner;
+      if (winner) return { batchId: winner, resumed: true };
     }
     if (err instanceof ValidationError) throw new UsageError(`${input.path}: ${err.message}`);
     throw err;

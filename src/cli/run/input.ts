@@ -37,7 +37,7 @@ export async function inspectInput(path: string): Promise<InputFile> {
 /**
  * The file's lines as templates for `createFileStream`, validated as OpenAI batch lines (the first
  * bad line throws a ValidationError naming it, and nothing is stored). `endpointOf(model)` is the
- * upstream base URL recorded in the templates (the daemon's router decides again at dispatch); a
+ * upstream base URL recorded in the templates (the batch records the route when it is created); a
  * model without one is refused, naming its line.
  */
 export async function* inputTemplates(
@@ -66,7 +66,7 @@ export async function* inputTemplates(
       path: l.url,
       body: l.body,
       model: l.model,
-      apiKey: '', // keys stay in memory (the router), never in rows
+      apiKey: '', // keys stay in memory (the router); the batch's routes record their fingerprints
       customId: l.customId,
       lineNumber: l.line,
     };

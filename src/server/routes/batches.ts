@@ -18,10 +18,14 @@ function isNotFound(err: unknown): boolean {
 
 async function batchAnswer(ctx: ApiContext, call: Call, uuid: string): Promise<BatchObject> {
   const scope = { owner: call.owner };
-  const [batch, status] = await ctx.db(
-    Promise.all([ctx.manager.getBatch(uuid, scope), ctx.manager.getBatchStatus(uuid, scope)]),
+  const [batch, status, upstreams] = await ctx.db(
+    Promise.all([
+      ctx.manager.getBatch(uuid, scope),
+      ctx.manager.getBatchStatus(uuid, scope),
+      ctx.manager.getBatchUpstreams(uuid, scope),
+    ]),
   );
-  return batchObject(batch, status);
+  return batchObject(batch, status, upstreams);
 }
 
 function field(condition: boolean, param: string, message: string): void {
@@ -88,6 +92,9 @@ export async function createBatch(ctx: ApiContext, call: Call): Promise<void> {
       completionWindow: window as string,
       metadata: (metadata ?? null) as Record<string, string> | null,
       idempotencyKey,
+      // Routed by this server's configuration as of now (the upload checked the models had routes).
+      router: ctx.router,
+      requireRoutes: true,
     })
     .catch((err) => {
       throw isNotFound(err) ? noSuchFile(inputFileId as string) : err;
@@ -128,10 +135,11 @@ export async function listBatches(ctx: ApiContext, call: Call): Promise<void> {
           listBatchesWithStatus(ctx.manager.pool, ctx.manager.schema, {
             owner: call.owner,
             limit,
+            deadDaemonAfterMs: ctx.manager.config.deadDaemonAfterMs,
             ...(after ? { after } : {}),
           }),
         );
-  const data = page.data.map(({ batch, status }) => batchObject(batch, status));
+  const data = page.data.map(({ batch, status, upstreams }) => batchObject(batch, status, upstreams));
   sendJson(call.res, 200, {
     object: 'list',
     data,

@@ -12,12 +12,19 @@ import { liveBatchSql } from '../../domain/batch-lifecycle.js';
  *     rows back too; a claim after the delete finds no row and takes nothing. A budget row lowered
  *     by a rebalance is seen by the next claim.
  *   - ONE statement over all models walks live batches earliest deadline first (sorted once per
- *     statement, a handful of rows) and takes each batch's oldest pending lines of the model
- *     (requests_pending_idx) with FOR UPDATE SKIP LOCKED, so a daemon may run several claims at once
- *     (and several daemons claim side by side) without waiting on each other. A batch without the
- *     model, or whose lines of it are all taken, costs one index probe (≈4 µs); probing
- *     batch_models first cost ≈17 µs per batch, so it is only used to know which models have live
- *     work (liveModelsSql).
+ *     statement, a handful of rows) and takes each batch's oldest pending lines of the model on each
+ *     route this daemon serves (requests_pending_route_idx: batch, model, route, line) with FOR
+ *     UPDATE SKIP LOCKED, so a daemon may run several claims at once (and several daemons claim side
+ *     by side) without waiting on each other. A batch without the model, or whose lines of it are all
+ *     taken, costs one index probe per route (≈4 µs); probing batch_models first cost ≈17 µs per
+ *     batch, so batch_routes is only used to know which (model, route) pairs have live work
+ *     (liveRoutesSql).
+ *   - Routes (issue 18, src/domain/upstream-route.ts): each request carries the route its batch
+ *     recorded (upstream + credential). The daemon passes, per model, the routes with live work that
+ *     it can send exactly as recorded (src/daemon/upstreams.ts); rows of other routes are never
+ *     touched, so they wait for a daemon that can send them instead of going elsewhere. The list is
+ *     usually one route; a filter `route_id = ANY(…)` under `ORDER BY line_number` would have to read
+ *     and sort the batch's whole pending set, hence one ordered probe per route.
  *
  * Rows go straight to 'processing' with started_at set: the claim's commit is the durable mark that
  * the request may be on the wire, so a crash after it is recovered by reclaim, and no second round
@@ -54,23 +61,24 @@ const LIVE = liveBatchSql('b');
 
 /**
  * $1 text[] models, $2 int[] wants (parallel), $3 int[] held (rows of the model this daemon holds:
- * in flight plus its other running claims' caps), $4 uuid daemon id, $5 lease in ms.
+ * in flight plus its other running claims' caps), $4 uuid daemon id, $5 lease in ms, $6 text[] the
+ * routes of each model this daemon serves, as int[] literals ('{3,7}'; see liveRoutesSql).
  * Returns the claimed rows with everything needed to send them.
  */
 export function claimSql(s: string): string {
   return `
-WITH ${claimCtes(s, { models: '$1', wants: '$2', held: '$3', daemon: '$4' })}
+WITH ${claimCtes(s, { models: '$1', wants: '$2', held: '$3', daemon: '$4', routes: '$6' })}
 ${claimUpdate(s, { daemon: '$4', lease: '$5' })}`;
 }
 
 /** The claim's CTEs (want, live, picked), capped by the daemon's budget rows. */
 export function claimCtes(
   s: string,
-  p: { models: string; wants: string; held: string; daemon: string },
+  p: { models: string; wants: string; held: string; daemon: string; routes: string },
 ): string {
   return `want AS MATERIALIZED (
-  SELECT w.model, least(w.want, b.slots - w.held)::int AS cap
-    FROM unnest(${p.models}::text[], ${p.wants}::int[], ${p.held}::int[]) AS w(model, want, held)
+  SELECT w.model, least(w.want, b.slots - w.held)::int AS cap, w.routes::int[] AS routes
+    FROM unnest(${p.models}::text[], ${p.wants}::int[], ${p.held}::int[], ${p.routes}::text[]) AS w(model, want, held, routes)
     JOIN ${s}.model_budgets b ON b.model = w.model AND b.daemon_id = ${p.daemon}
      FOR KEY SHARE OF b
 ),
@@ -79,7 +87,8 @@ ${liveAndPickedCtes(s)}`;
 
 /**
  * The claim's `live` (claimable batches, deadline first) and `picked` (per model, up to `want.cap`
- * pending rows, oldest first, SKIP LOCKED) CTEs; they read a `want(model, cap)` CTE defined before.
+ * pending rows on the routes this daemon serves, oldest first, SKIP LOCKED) CTEs; they read a
+ * `want(model, cap, routes)` CTE defined before.
  */
 export function liveAndPickedCtes(s: string): string {
   return `live AS MATERIALIZED (
@@ -91,9 +100,10 @@ picked AS (
     CROSS JOIN LATERAL (
       SELECT r.id, lb.expires_at
         FROM live lb
+        CROSS JOIN LATERAL unnest(w.routes) AS rt(route_id)
         CROSS JOIN LATERAL (
           SELECT r.id FROM ${s}.requests r
-           WHERE r.batch_id = lb.id AND r.model = w.model AND r.state = 'pending'
+           WHERE r.batch_id = lb.id AND r.model = w.model AND r.route_id = rt.route_id AND r.state = 'pending'
              AND (r.not_before IS NULL OR r.not_before <= now())
            ORDER BY r.line_number
            LIMIT greatest(w.cap, 0)
@@ -114,26 +124,30 @@ export function claimUpdate(s: string, p: { daemon: string; lease: string }): st
        lease_expires_at = now() + ${p.lease} * interval '1 millisecond', attempt = r.attempt + 1, not_before = NULL
   FROM picked p, ${s}.request_templates t
  WHERE r.id = ANY (ARRAY(SELECT id FROM picked)) AND r.id = p.id AND t.id = r.template_id
-RETURNING r.id, r.batch_id, r.model, r.attempt, floor(extract(epoch FROM p.expires_at) * 1000)::float8 AS expires_ms, t.custom_id, t.endpoint, t.method, t.path,
+RETURNING r.id, r.batch_id, r.model, r.route_id, r.attempt, floor(extract(epoch FROM p.expires_at) * 1000)::float8 AS expires_ms, t.custom_id, t.method, t.path,
           t.body, t.api_key, t.content_type`;
 }
 
 /**
- * The models with live work, inserting limit rows for those that have none yet (the configured
- * limit, else the default). Run on start, on every poll and on batch notifications; the daemon
- * claims for these models until the next refresh. $1 jsonb {model: n} configured limits, $2 int default.
+ * The (model, route) pairs with live work, with each route's upstream and credential, inserting limit
+ * rows for models that have none yet (the configured limit, else the default). Run on start, on every
+ * poll and on batch notifications; the daemon keeps the pairs whose route it can send
+ * (src/daemon/upstreams.ts) and claims those until the next refresh. $1 jsonb {model: n} configured
+ * limits, $2 int default.
  */
-export function liveModelsSql(s: string): string {
+export function liveRoutesSql(s: string): string {
   return `
 WITH live AS (
-  SELECT DISTINCT bm.model FROM ${s}.batches b JOIN ${s}.batch_models bm ON bm.batch_id = b.id WHERE ${LIVE}
+  SELECT DISTINCT br.model, br.route_id FROM ${s}.batches b JOIN ${s}.batch_routes br ON br.batch_id = b.id WHERE ${LIVE}
 ),
 seeded AS (
   INSERT INTO ${s}.model_limits (model, concurrency)
-  SELECT l.model, coalesce(($1::jsonb ->> l.model)::int, $2) FROM live l
+  SELECT DISTINCT l.model, coalesce(($1::jsonb ->> l.model)::int, $2) FROM live l
   ON CONFLICT (model) DO NOTHING
 )
-SELECT model FROM live ORDER BY model`;
+SELECT l.model, l.route_id, u.upstream, u.credential
+  FROM live l JOIN ${s}.upstream_routes u ON u.id = l.route_id
+ ORDER BY l.model, l.route_id`;
 }
 
 /** Writes the configured limits at daemon start (configuration is the latest word). $1 text[], $2 int[]. */

@@ -3,6 +3,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { UpstreamRouter } from '../../../src/daemon/config.js';
+import { createUpstreamRouter } from '../../../src/server/upstream-routing.js';
 import { startCli } from '../../cli/support/cli.js';
 
 /**
@@ -32,6 +34,14 @@ export class DaemonFleet {
   private configPath = '';
 
   constructor(private readonly o: DaemonFleetOptions) {}
+
+  /**
+   * The fleet's routing, for the manager that creates the batches: a batch records its upstream and
+   * key fingerprint when created, and the daemons claim only what they can send exactly there.
+   */
+  router(): UpstreamRouter {
+    return createUpstreamRouter({ upstream: this.o.upstream, upstreamApiKey: this.o.upstreamApiKey });
+  }
 
   private async ensureConfig(): Promise<void> {
     if (this.configPath) return;
