@@ -305,6 +305,18 @@ export const SETTINGS = {
     file: 'idleTimeoutMs',
     default: 30_000,
   },
+  maxCompletionWindow: {
+    kind: text({
+      pattern: /^\s*\d+\s*[smhd]\s*$/,
+      expected: 'a window such as "30d" (s, m, h or d)',
+      label: 'window',
+    }),
+    description: 'longest completion_window a batch may ask for (at most 365d)',
+    commands: ['serve'],
+    env: 'FUSILLADE_MAX_COMPLETION_WINDOW',
+    file: 'maxCompletionWindow',
+    default: '30d',
+  },
   server: {
     kind: httpUrl(),
     description: 'URL of a running `fusillade serve`',

@@ -23,6 +23,7 @@ export async function serveCommand({ settings, verbose }: CommandContext): Promi
         ...(settings.metricsToken !== undefined ? { metricsToken: settings.metricsToken } : {}),
         headersTimeoutMs: settings.headersTimeoutMs,
         idleTimeoutMs: settings.idleTimeoutMs,
+        maxCompletionWindow: settings.maxCompletionWindow,
         ...(verbose
           ? { logger: (entry: Record<string, unknown>) => console.error(JSON.stringify(entry)) }
           : {}),
