@@ -23,6 +23,10 @@ const commands = {
   keysCreate: async () => (await import('./commands/keys.js')).keysCreate,
   keysList: async () => (await import('./commands/keys.js')).keysList,
   keysRevoke: async () => (await import('./commands/keys.js')).keysRevoke,
+  webhooksAdd: async () => (await import('./commands/webhooks.js')).webhooksAdd,
+  webhooksList: async () => (await import('./commands/webhooks.js')).webhooksList,
+  webhooksRemove: async () => (await import('./commands/webhooks.js')).webhooksRemove,
+  webhooksEnable: async () => (await import('./commands/webhooks.js')).webhooksEnable,
   submit: async () => (await import('./commands/client.js')).submitCommand,
   status: async () => (await import('./commands/client.js')).statusCommand,
   results: async () => (await import('./commands/client.js')).resultsCommand,
@@ -169,6 +173,67 @@ export async function main(argv: string[]): Promise<number> {
   )
     .addHelpText('after', examples(['fusillade keys revoke 7f0c1b2e-...']))
     .action(act('keys', commands.keysRevoke));
+
+  const webhooks = program
+    .command('webhooks')
+    .description(
+      "manage an owner's webhook receivers (batch.completed, batch.failed, batch.expired, batch.cancelled)",
+    )
+    .addHelpText(
+      'after',
+      examples([
+        'fusillade webhooks add --owner alice --url https://example.com/hooks',
+        'fusillade webhooks list --owner alice',
+        'fusillade webhooks remove we_...',
+      ]),
+    );
+  settingOptions(
+    webhooks
+      .command('add')
+      .description('add a receiver; prints its signing secret (whsec_…) once, as the last line')
+      .requiredOption('--owner <name>', 'owner whose batches the receiver hears about')
+      .requiredOption('--url <url>', 'receiver URL (http or https)')
+      .option(
+        '--events <list>',
+        'comma-separated events (default all: batch.completed,batch.failed,batch.expired,batch.cancelled)',
+      ),
+    'webhooks',
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'fusillade webhooks add --owner alice --url https://example.com/hooks --events batch.completed',
+        'SECRET=$(fusillade webhooks add --owner alice --url https://example.com/hooks | tail -1)',
+      ]),
+    )
+    .action(act('webhooks', commands.webhooksAdd));
+  settingOptions(
+    webhooks
+      .command('list')
+      .description('list webhook receivers and their state (never their secrets)')
+      .option('--owner <name>', 'only this owner'),
+    'webhooks',
+  )
+    .addHelpText('after', examples(['fusillade webhooks list', 'fusillade webhooks list --owner alice']))
+    .action(act('webhooks', commands.webhooksList));
+  settingOptions(
+    webhooks
+      .command('remove')
+      .description('remove a webhook receiver')
+      .argument('<id>', 'receiver id (we_…)'),
+    'webhooks',
+  )
+    .addHelpText('after', examples(['fusillade webhooks remove we_0123...']))
+    .action(act('webhooks', commands.webhooksRemove));
+  settingOptions(
+    webhooks
+      .command('enable')
+      .description('enable a webhook receiver that was disabled after repeated failures')
+      .argument('<id>', 'receiver id (we_…)'),
+    'webhooks',
+  )
+    .addHelpText('after', examples(['fusillade webhooks enable we_0123...']))
+    .action(act('webhooks', commands.webhooksEnable));
 
   settingOptions(
     program

@@ -47,7 +47,7 @@ function modelRateLimitProblem(value: unknown): string | null {
   return null;
 }
 
-/** The CLI's commands that take settings (`keys` covers keys create/list/revoke). */
+/** The CLI's commands that take settings (`keys` covers keys create/list/revoke; `webhooks` its add/list/remove/enable). */
 export type CommandName =
   | 'serve'
   | 'daemon'
@@ -58,7 +58,8 @@ export type CommandName =
   | 'status'
   | 'results'
   | 'cancel'
-  | 'mock-upstream';
+  | 'mock-upstream'
+  | 'webhooks';
 
 export interface SettingSpec<T = unknown> {
   kind: Kind<T>;
@@ -85,7 +86,7 @@ export interface SettingSpec<T = unknown> {
   defaultText?: string;
 }
 
-const DATABASE: readonly CommandName[] = ['serve', 'daemon', 'run', 'migrate', 'keys'];
+const DATABASE: readonly CommandName[] = ['serve', 'daemon', 'run', 'migrate', 'keys', 'webhooks'];
 const DISPATCH: readonly CommandName[] = ['serve', 'daemon', 'run'];
 const CLIENT: readonly CommandName[] = ['submit', 'status', 'results', 'cancel'];
 const ALL: readonly CommandName[] = [...DATABASE, ...CLIENT, 'mock-upstream'];
@@ -279,6 +280,16 @@ export const SETTINGS = {
     flag: '--no-daemon',
     default: true,
   },
+  allowPrivateWebhooks: {
+    kind: boolean(),
+    description:
+      'deliver webhooks to (and accept receivers on) private and loopback addresses; refused by default',
+    commands: ['serve', 'daemon', 'webhooks'],
+    flag: '--allow-private-webhooks',
+    env: 'FUSILLADE_ALLOW_PRIVATE_WEBHOOKS',
+    file: 'allowPrivateWebhooks',
+    default: false,
+  },
   metricsToken: {
     kind: text({ nonBlank: true, expected: 'non-empty (leave it out to keep /metrics open)' }),
     description: 'require "Authorization: Bearer <token>" on /metrics',
@@ -304,18 +315,6 @@ export const SETTINGS = {
     env: 'FUSILLADE_IDLE_TIMEOUT_MS',
     file: 'idleTimeoutMs',
     default: 30_000,
-  },
-  maxCompletionWindow: {
-    kind: text({
-      pattern: /^\s*\d+\s*[smhd]\s*$/,
-      expected: 'a window such as "30d" (s, m, h or d)',
-      label: 'window',
-    }),
-    description: 'longest completion_window a batch may ask for (at most 365d)',
-    commands: ['serve'],
-    env: 'FUSILLADE_MAX_COMPLETION_WINDOW',
-    file: 'maxCompletionWindow',
-    default: '30d',
   },
   server: {
     kind: httpUrl(),

@@ -15,7 +15,7 @@ export class FusilladeError extends Error {
 
 /** An id that does not exist, was deleted, or belongs to another owner. */
 export class NotFoundError extends FusilladeError {
-  readonly kind: 'file' | 'batch' | 'request' | 'api_key';
+  readonly kind: 'file' | 'batch' | 'request' | 'api_key' | 'webhook_endpoint';
   readonly id: string;
   constructor(kind: NotFoundError['kind'], id: string) {
     super('not_found', `${kind} ${id} not found`);

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { findPostgresBinaries } from './binaries.js';
 import { isPostgresAlive, readPostmasterPid, sleep, waitForExit } from './postmaster-pid.js';
-import { canReach, postgresRunAsUser, type RunAsUser } from './run-as.js';
+import { postgresRunAsUser, type RunAsUser } from './run-as.js';
 
 /** The data directory used when neither --database-url nor --data-dir is given. */
 export const DEFAULT_DATA_DIR = '.fusillade';
@@ -174,16 +174,24 @@ async function shutdown(pid: number): Promise<boolean> {
  * `<dataDir>/pgdata`, unless we are root and the account PostgreSQL runs under cannot reach it
  * (a checkout under /root): then a per-directory folder under /var/tmp, which survives reboots.
  */
-export async function pgdataPath(dataDir: string, runAs: RunAsUser | undefined): Promise<string> {
+async function pgdataPath(dataDir: string, runAs: RunAsUser | undefined): Promise<string> {
   const local = join(dataDir, 'pgdata');
   if (!runAs || (await canReach(dataDir, runAs))) return local;
   const hash = createHash('sha256').update(dataDir).digest('hex').slice(0, 16);
   return join('/var/tmp', `fusillade-pgdata-${hash}`);
 }
 
+function canReach(dir: string, user: RunAsUser): Promise<boolean> {
+  return new Promise((done) => {
+    const p = spawn('test', ['-x', dir], { uid: user.uid, gid: user.gid, stdio: 'ignore' });
+    p.on('error', () => done(false));
+    p.on('exit', (code) => done(code === 0));
+  });
+}
+
 /** initdb into a scratch directory renamed into place, so a half-done init is never used. */
 async function initialise(pgdata: string, runAs: RunAsUser | undefined): Promise<void> {
-  const { initdb } = await findPostgresBinaries(runAs);
+  const { initdb } = await findPostgresBinaries();
   const scratch = `${pgdata}.init-${process.pid}-${randomBytes(3).toString('hex')}`;
   const credentials: Credentials = { user: DB_USER, password: randomBytes(24).toString('base64url') };
   const pwfile = `${scratch}.pw`;
@@ -239,7 +247,7 @@ async function spawnServer(
   port: number,
   runAs: RunAsUser | undefined,
 ): Promise<ChildProcess> {
-  const { postgres } = await findPostgresBinaries(runAs);
+  const { postgres } = await findPostgresBinaries();
   await access(postgres, constants.X_OK);
   // Appended to (a racing start must not clobber the running server's log), rotated past 10 MB.
   const logPath = `${pgdata}.log`;

@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
 const exec = promisify(execFile);
@@ -30,13 +30,4 @@ export async function postgresRunAsUser(preferred?: string): Promise<RunAsUser |
     'running as root, and no unprivileged account (postgres, nobody) exists for the embedded PostgreSQL; ' +
       'set FUSILLADE_EMBEDDED_USER or pass --database-url',
   );
-}
-
-/** Whether `user` can search the directory (or execute the file) `path`, every parent included. */
-export function canReach(path: string, user: RunAsUser): Promise<boolean> {
-  return new Promise((done) => {
-    const p = spawn('test', ['-x', path], { uid: user.uid, gid: user.gid, stdio: 'ignore' });
-    p.on('error', () => done(false));
-    p.on('exit', (code) => done(code === 0));
-  });
 }

@@ -21,8 +21,6 @@ export interface ApiContext {
   uploadIdleTimeoutMs: number;
   /** Largest JSON request body accepted on the JSON routes. */
   maxJsonBytes: number;
-  /** Longest completion_window a batch may ask for. */
-  maxCompletionWindow: { text: string; ms: number };
   /** Bounds a database call: past the deadline the request gets a 503 instead of hanging. */
   db<T>(work: Promise<T>): Promise<T>;
   log(entry: Record<string, unknown>): void;

@@ -182,3 +182,42 @@ export interface Operations {
 }
 
 export type { BatchLifecycleStatus, BatchObject, RequestState };
+
+/** An owner's webhook receiver: GET /api/dashboard/webhooks lists them. */
+export interface WebhookEndpoint {
+  /** `we_<32 hex>` */
+  id: string;
+  object: 'webhook_endpoint';
+  url: string;
+  events: ('batch.completed' | 'batch.failed' | 'batch.expired' | 'batch.cancelled')[];
+  /** disabled: it kept failing; it receives nothing until enabled (POST …/:id/enable). */
+  status: 'active' | 'disabled';
+  /** Consecutive failed attempts since the last success. */
+  failures: number;
+  last_success_at: number | null;
+  last_failure_at: number | null;
+  last_error: string | null;
+  disabled_at: number | null;
+  created_at: number;
+}
+
+/** POST /api/dashboard/webhooks {url, events?}: the new endpoint and its signing secret, shown once. */
+export interface CreatedWebhookEndpoint extends WebhookEndpoint {
+  secret: string;
+}
+
+/** GET /api/dashboard/webhooks/deliveries: one event for one endpoint. */
+export interface WebhookDelivery {
+  event_id: string;
+  type: WebhookEndpoint['events'][number];
+  batch_id: string;
+  endpoint_id: string;
+  state: 'pending' | 'delivered' | 'failed';
+  attempts: number;
+  /** When the next attempt is due (pending only). */
+  next_attempt_at: number | null;
+  last_status: number | null;
+  last_error: string | null;
+  delivered_at: number | null;
+  created_at: number;
+}

@@ -4,9 +4,9 @@ import type { AddressInfo } from 'node:net';
 import type pg from 'pg';
 import type { DaemonConfig } from '../daemon/config.js';
 import { Semaphore } from '../daemon/semaphore.js';
-import { LONGEST_COMPLETION_WINDOW_MS, parseCompletionWindow } from '../domain/completion-window.js';
 import { migrate } from '../store/migrate.js';
 import { type DaemonHandle, PostgresRequestManager } from '../store/request-manager.js';
+import type { WebhookDeliveryOptions } from '../webhooks/delivery.js';
 import { authenticate, bearerToken } from './auth.js';
 import type { ApiContext, Call } from './context.js';
 import { serveDashboard } from './dashboard-static.js';
@@ -18,7 +18,7 @@ import {
   timedOut,
   trackRequest,
 } from './deadlines.js';
-import { DatabaseTimeoutError, isDatabaseUnavailable, toApiError } from './errors.js';
+import { DatabaseTimeoutError, toApiError } from './errors.js';
 import { ApiError, sendError, sendJson } from './http.js';
 import { createServerMetrics, registerWaitingGauge } from './metrics.js';
 import { OPENAPI_DOCUMENT } from './openapi.js';
@@ -26,6 +26,7 @@ import { Router } from './router.js';
 import { cancelBatch, createBatch, listBatches, retrieveBatch } from './routes/batches.js';
 import { addDashboardRoutes } from './routes/dashboard.js';
 import { deleteFile, fileContent, listFiles, retrieveFile } from './routes/files.js';
+import { addWebhookRoutes } from './routes/webhooks.js';
 import { uploadFile } from './upload.js';
 import { createUpstreamRouter, limitsFromRouting, type RoutingConfig } from './upstream-routing.js';
 
@@ -70,8 +71,6 @@ export interface ServerOptions {
   idleTimeoutMs?: number;
   /** Largest JSON request body (batch creation); default 1 MB. */
   maxJsonBytes?: number;
-  /** Longest completion_window a batch may ask for ("30d" by default; at most 365d). */
-  maxCompletionWindow?: string;
   /** A database call slower than this answers 503 instead of hanging; default 5000 ms. */
   dbTimeoutMs?: number;
   /** Structured log entries (requests, uploads, errors); never carries keys or bodies. */
@@ -81,6 +80,13 @@ export interface ServerOptions {
    * otherwise). Unset (the default), /metrics is open, for a Prometheus scraping a private network.
    */
   metricsToken?: string;
+  /**
+   * Accept webhook receivers on private and loopback addresses (`--allow-private-webhooks`), at
+   * registration and delivery; default false.
+   */
+  allowPrivateWebhooks?: boolean;
+  /** The in-process daemon's webhook deliverer (src/webhooks/delivery.ts). */
+  webhooks?: WebhookDeliveryOptions;
 }
 
 export interface FusilladeServer {
@@ -98,7 +104,6 @@ const DEFAULTS = {
   maxLinesPerFile: 50_000,
   maxEmbeddingInputsPerFile: 50_000,
   maxJsonBytes: 1024 * 1024,
-  maxCompletionWindow: '30d',
   uploadIdleTimeoutMs: 30_000,
   uploadPreBufferBytes: 8 * 1024 * 1024,
   dbTimeoutMs: 5000,
@@ -116,7 +121,7 @@ function apiRouter(): Router {
     .add('GET', '/v1/batches', listBatches)
     .add('GET', '/v1/batches/:id', retrieveBatch)
     .add('POST', '/v1/batches/:id/cancel', cancelBatch);
-  return addDashboardRoutes(router);
+  return addWebhookRoutes(addDashboardRoutes(router));
 }
 
 /**
@@ -144,7 +149,14 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
     // One registry: /metrics shows the server's and the in-process daemon's metrics together.
     metricsRegistry: metrics.registry,
   };
-  const manager = new PostgresRequestManager(options.pool, { schema, ...daemonConfig });
+  const manager = new PostgresRequestManager(options.pool, {
+    schema,
+    ...daemonConfig,
+    webhooks: {
+      ...options.webhooks,
+      allowPrivate: options.allowPrivateWebhooks ?? options.webhooks?.allowPrivate ?? false,
+    },
+  });
   registerWaitingGauge(metrics.registry, manager);
   const dbTimeoutMs = options.dbTimeoutMs ?? DEFAULTS.dbTimeoutMs;
   const ctx: ApiContext = {
@@ -155,7 +167,6 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
     maxLinesPerFile: options.maxLinesPerFile ?? DEFAULTS.maxLinesPerFile,
     maxEmbeddingInputsPerFile: options.maxEmbeddingInputsPerFile ?? DEFAULTS.maxEmbeddingInputsPerFile,
     maxJsonBytes: options.maxJsonBytes ?? DEFAULTS.maxJsonBytes,
-    maxCompletionWindow: completionWindowLimit(options.maxCompletionWindow ?? DEFAULTS.maxCompletionWindow),
     uploadIdleTimeoutMs: options.uploadIdleTimeoutMs ?? DEFAULTS.uploadIdleTimeoutMs,
     uploadPreBufferBytes: options.uploadPreBufferBytes ?? DEFAULTS.uploadPreBufferBytes,
     uploadSlots: new Semaphore(options.maxConcurrentUploads ?? defaultUploadSlots(options.pool)),
@@ -257,8 +268,7 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
           method,
           route,
           status: apiError.status,
-          code: apiError.code,
-          ...causeFields(err),
+          error: err instanceof Error ? `${err.name}: ${err.message}` : String(err),
         });
       }
       if (res.headersSent) res.destroy();
@@ -346,49 +356,9 @@ function parseTarget(target: string | undefined): URL {
   }
 }
 
-/**
- * What a 5xx is logged with: the error, its code (PostgreSQL's SQLSTATE, a system error's code),
- * its cause and, for an unexpected error (not the database being away), where it was thrown.
- */
-function causeFields(err: unknown): Record<string, unknown> {
-  if (!(err instanceof Error)) return { error: String(err) };
-  const fields: Record<string, unknown> = { error: `${err.name}: ${err.message}` };
-  const code = (err as { code?: unknown }).code;
-  if (typeof code === 'string') fields.errorCode = code;
-  if (err.cause !== undefined) {
-    fields.cause = err.cause instanceof Error ? `${err.cause.name}: ${err.cause.message}` : String(err.cause);
-  }
-  if (!isDatabaseUnavailable(err) && err.stack) {
-    fields.stack = err.stack
-      .split('\n')
-      .slice(1, 6)
-      .map((l) => l.trim());
-  }
-  return fields;
-}
-
-/** The server's longest completion window, checked once at start. */
-function completionWindowLimit(text: string): { text: string; ms: number } {
-  const ms = parseCompletionWindow(text);
-  if (ms === undefined || ms > LONGEST_COMPLETION_WINDOW_MS) {
-    throw new TypeError(
-      `maxCompletionWindow must be a window such as "30d", at most 365d; got ${JSON.stringify(text)}`,
-    );
-  }
-  return { text, ms };
-}
-
-/**
- * Entries get the daemon's shape (level, time) so one sink can take both. Without a sink, errors and
- * warnings still go to stderr as JSON lines: a 5xx is always logged with its request id and cause.
- */
+/** Entries get the daemon's shape (level, time) so one sink can take both; no sink, no logs. */
 function stampLogs(sink: ServerOptions['logger']): (entry: Record<string, unknown>) => void {
-  if (!sink) {
-    return (entry) => {
-      if (entry.level !== 'error' && entry.level !== 'warn') return;
-      process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`);
-    };
-  }
+  if (!sink) return () => {};
   return (entry) => {
     try {
       sink({ level: 'info', time: new Date().toISOString(), ...entry });

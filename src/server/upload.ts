@@ -20,8 +20,7 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
   try {
     bb = busboy({
       headers: req.headers,
-      // files: 2, so that a second file part is seen (and refused) rather than silently dropped.
-      limits: { files: 2, fields: 20, parts: 40, fieldSize: 64 * 1024, fileSize: ctx.maxUploadBytes + 1 },
+      limits: { files: 1, fields: 20, parts: 40, fieldSize: 64 * 1024, fileSize: ctx.maxUploadBytes + 1 },
     });
   } catch {
     throw new ApiError(400, 'Expected a multipart/form-data body with the fields "file" and "purpose".', {
@@ -30,11 +29,6 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
   }
   const fields = new Map<string, string>();
   bb.on('field', (name, value) => fields.set(name, value));
-  /** The name of a file part besides the one "file" part: the upload is refused (checkParts). */
-  let extraPart: string | undefined;
-  bb.on('filesLimit', () => {
-    extraPart ??= 'file';
-  });
   const parsed = new Promise<void>((resolve, reject) => {
     bb.on('close', resolve);
     bb.on('error', reject);
@@ -47,7 +41,6 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
       // reader starts, nobody else listens, and an unheard 'error' would crash the process.
       stream.on('error', () => {});
       if (name !== 'file' || part) {
-        extraPart ??= name;
         stream.resume();
         return;
       }
@@ -85,12 +78,6 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
       throw new ApiError(400, 'The upload has no "file" part.', { code: 'missing_file', param: 'file' });
     }
     checkPurpose(fields, false);
-    if (upload.filename.length > 255) {
-      throw new ApiError(400, 'The file name must be at most 255 characters.', {
-        code: 'invalid_filename',
-        param: 'file',
-      });
-    }
     // The store parses every body (validateTemplate) before COPY: no need to parse it twice.
     const parser = new BatchInputParser(
       {
@@ -112,8 +99,7 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
       }
       for (const line of parser.end()) yield toTemplate(line);
       await parsed.catch(malformed);
-      // Fields and parts may follow the file part: check them before the transaction commits.
-      checkParts(extraPart);
+      // Fields may follow the file part: check them before the transaction commits.
       checkPurpose(fields, true);
       expiresAt(fields);
     }
@@ -212,16 +198,6 @@ function malformed(err: unknown): never {
   throw new ApiError(400, `The multipart body is malformed: ${(err as Error)?.message ?? err}`, {
     code: 'invalid_multipart',
   });
-}
-
-/** One file part, named "file": a second one would otherwise be dropped without a word. */
-function checkParts(extraPart: string | undefined): void {
-  if (extraPart === undefined) return;
-  throw new ApiError(
-    400,
-    `The upload has a second file part (${JSON.stringify(extraPart.slice(0, 64))}): send one file, in the part "file".`,
-    { code: 'multiple_files', param: 'file' },
-  );
 }
 
 function checkPurpose(fields: Map<string, string>, final: boolean): void {

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { deadlineAheadSql, isPastDeadline } from '../domain/batch-lifecycle.js';
-import { LONGEST_COMPLETION_WINDOW_MS, parseCompletionWindow } from '../domain/completion-window.js';
+import { parseCompletionWindow } from '../domain/completion-window.js';
 import { ConflictError, InvalidStateError, NotFoundError, ValidationError } from '../domain/errors.js';
 import { DEFAULT_RETRY_RULES } from '../domain/retry.js';
 import type {
@@ -44,15 +44,12 @@ export const DEFAULT_COMPLETION_WINDOW = '24h';
 export function completionWindowMs(window: string | null): number | null {
   if (window === null) return null;
   const ms = typeof window === 'string' ? parseCompletionWindow(window) : undefined;
-  if (ms === undefined || ms > LONGEST_COMPLETION_WINDOW_MS) {
+  if (ms === undefined) {
     throw new ValidationError([
       {
         code: 'invalid_completion_window',
         param: 'completion_window',
-        message:
-          ms === undefined
-            ? `invalid completion window ${JSON.stringify(window)} (e.g. "24h", "30m", "7d"; null for none)`
-            : `completion window ${JSON.stringify(window)} is longer than 365d (null for none)`,
+        message: `invalid completion window ${JSON.stringify(window)} (e.g. "24h", "30m", "7d"; null for none)`,
       },
     ]);
   }

@@ -17,6 +17,7 @@ import type {
   RetryOptions,
 } from '../domain/types.js';
 import type { ModelRouter } from '../domain/upstream-route.js';
+import type { WebhookDeliveryOptions } from '../webhooks/delivery.js';
 import { rerouteBatch, upstreamsOf } from './batch-routes.js';
 import type { BatchEvents } from './batches.js';
 import * as batches from './batches.js';
@@ -35,6 +36,8 @@ export interface ManagerConfig extends Partial<DaemonConfig> {
    * for no deadline (the Rust crate's behaviour: nothing expires however long the batch takes).
    */
   defaultCompletionWindow?: string | null;
+  /** The webhook deliverer every run() starts next to its daemon (src/webhooks/delivery.ts). */
+  webhooks?: WebhookDeliveryOptions;
 }
 
 /** Refuses a shouldRetry that is not a function when the manager is made (settings: resolveDaemonConfig). */
@@ -76,13 +79,16 @@ export class PostgresRequestManager {
   readonly events: BatchEvents;
   /** The completion window of batches created without one (null: no deadline). */
   readonly defaultCompletionWindow: string | null;
+  /** The webhook deliverer's options (run() starts one beside each daemon). */
+  readonly webhooks: WebhookDeliveryOptions;
 
   constructor(pool: pg.Pool, config: ManagerConfig = {}) {
-    const { schema, defaultCompletionWindow, ...daemon } = config;
+    const { schema, defaultCompletionWindow, webhooks, ...daemon } = config;
     this.defaultCompletionWindow =
       defaultCompletionWindow === undefined ? DEFAULT_COMPLETION_WINDOW : defaultCompletionWindow;
     completionWindowMs(this.defaultCompletionWindow); // refuses a bad window now, not at the first batch
     this.pool = pool;
+    this.webhooks = webhooks ?? {};
     this.schemaName = assertSchemaName(schema ?? DEFAULT_SCHEMA);
     this.schema = qualify(this.schemaName);
     this.config = resolveDaemonConfig(daemon);
@@ -306,11 +312,25 @@ export class PostgresRequestManager {
     ]);
   }
 
-  /** Starts a daemon that claims and sends this database's requests. */
+  /**
+   * Starts a daemon that claims and sends this database's requests, and (unless `webhooks.enabled`
+   * is false) a webhook deliverer beside it, stopped with it (src/webhooks/delivery.ts).
+   */
   async run(overrides: Partial<DaemonConfig> = {}): Promise<DaemonHandle> {
     const { startDaemon } = await import('../daemon/daemon.js');
     const config = resolveDaemonConfig({ ...this.config, ...overrides });
     checkRetryRules(config);
-    return startDaemon(this, config);
+    const daemon = await startDaemon(this, config);
+    if (this.webhooks.enabled === false) return daemon;
+    const { startWebhookDeliverer } = await import('../webhooks/delivery.js');
+    const deliverer = startWebhookDeliverer(this, config, this.webhooks);
+    void daemon.done.then(() => deliverer.stop());
+    return {
+      id: daemon.id,
+      done: daemon.done,
+      async stop() {
+        await Promise.all([deliverer.stop(), daemon.stop()]);
+      },
+    };
   }
 }

@@ -21,6 +21,7 @@ export async function daemonCommand({ settings }: CommandContext): Promise<numbe
       const manager = new PostgresRequestManager(db.pool, {
         schema: db.schema,
         ...daemonConfigFor(settings, upstream.routing),
+        webhooks: { allowPrivate: settings.allowPrivateWebhooks },
       });
       const daemon = await manager.run();
       console.log(

@@ -20,10 +20,10 @@ export async function serveCommand({ settings, verbose }: CommandContext): Promi
         daemon: settings.daemon,
         routing: upstream.routing,
         daemonConfig: daemonConfigFor(settings, upstream.routing),
+        allowPrivateWebhooks: settings.allowPrivateWebhooks,
         ...(settings.metricsToken !== undefined ? { metricsToken: settings.metricsToken } : {}),
         headersTimeoutMs: settings.headersTimeoutMs,
         idleTimeoutMs: settings.idleTimeoutMs,
-        maxCompletionWindow: settings.maxCompletionWindow,
         ...(verbose
           ? { logger: (entry: Record<string, unknown>) => console.error(JSON.stringify(entry)) }
           : {}),

@@ -13,6 +13,12 @@ import { pastDeadlineSql } from '../../domain/batch-lifecycle.js';
  * after retryFailedRequests reopened it, brought up to date (their line counts; their content is
  * always read from the requests). The API measures sizes and lines live (output-files.ts).
  *
+ * The same statement writes the batch's webhook event to the outbox (webhook_deliveries, one row per
+ * active endpoint of the owner subscribed to the event's type): an event exists if and only if the
+ * batch ended, with no window where a crash could lose it. The event id is drawn once per ended
+ * batch (a MATERIALIZED CTE) and shared by its endpoints; a batch reopened by retryFailedRequests
+ * and ended again gets a new event.
+ *
  * Alternatives: a per-request trigger maintaining counters drifted and contended in the Rust system;
  * counting on every status read is what this avoids once a batch has ended.
  */
@@ -63,7 +69,8 @@ emptied AS (
    WHERE f.source_batch_id = e.id
      AND ((f.purpose = 'batch_output' AND e.completed = 0)
        OR (f.purpose = 'batch_error' AND e.failed + e.canceled + e.pending = 0))
-)
+),
+ended AS (
 UPDATE ${s}.batches t SET
   finished_at     = now(),
   finalizing_at   = coalesce(t.finalizing_at, now()),
@@ -80,5 +87,22 @@ UPDATE ${s}.batches t SET
   error_file_id   = CASE WHEN e.failed + e.canceled + e.pending > 0 THEN (SELECT id FROM error_file) END
 FROM ending e
 WHERE t.id = e.id
-RETURNING t.id`;
+RETURNING t.id, t.owner, t.finished_at,
+          CASE WHEN t.cancelled_at IS NOT NULL THEN 'batch.cancelled'
+               WHEN t.expired_at IS NOT NULL THEN 'batch.expired'
+               WHEN t.failed_at IS NOT NULL THEN 'batch.failed'
+               ELSE 'batch.completed' END AS event_type
+),
+event AS MATERIALIZED (
+  SELECT n.id, n.owner, n.finished_at, n.event_type, 'evt_' || replace(gen_random_uuid()::text, '-', '') AS event_id
+    FROM ended n WHERE n.owner IS NOT NULL
+),
+outbox AS (
+  INSERT INTO ${s}.webhook_deliveries (endpoint_id, event_id, event_type, batch_id, event_created_at)
+  SELECT w.id, v.event_id, v.event_type, v.id, v.finished_at
+    FROM event v
+    JOIN ${s}.webhook_endpoints w
+      ON w.owner = v.owner AND w.deleted_at IS NULL AND w.disabled_at IS NULL AND v.event_type = ANY (w.events)
+)
+SELECT id FROM ended`;
 }
