@@ -507,6 +507,21 @@ export const SETTINGS = {
     true,
     "pace models without configured limits by the upstream's x-ratelimit-* / anthropic-ratelimit-* headers",
   ),
+  keyEncryptionKey: {
+    kind: text({
+      pattern: /^\s*(?:[0-9a-fA-F]{64}|[A-Za-z0-9+/_-]{43}=?)\s*$/,
+      expected: '32 random bytes as 64 hex digits or base64 (openssl rand -base64 32)',
+      label: 'secret',
+    }),
+    description:
+      'seals upstream keys the library stores in templates (AES-256-GCM); a daemon sends such templates only with it',
+    commands: DISPATCH,
+    env: 'FUSILLADE_KEY_ENCRYPTION_KEY',
+    file: 'keyEncryptionKeyEnv',
+    secret: true,
+    daemon: true,
+    defaultText: 'none: template keys are stored as given',
+  },
   handleSignals: tuning(
     'handleSignals',
     boolean(),

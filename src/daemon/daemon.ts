@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import os from 'node:os';
 import type pg from 'pg';
+import { parseKeyEncryptionKey } from '../domain/key-encryption.js';
 import { resolveRetryableStatuses } from '../domain/retry.js';
 import { isUrlUpstream, type StoredRoute } from '../domain/upstream-route.js';
 import type { DaemonHandle, PostgresRequestManager } from '../store/request-manager.js';
@@ -23,6 +24,7 @@ import { Maintenance } from './maintenance.js';
 import { createDaemonMetrics, type DaemonMetrics } from './metrics.js';
 import { Semaphore } from './semaphore.js';
 import type { ResultWrite } from './settle.js';
+import { TemplateKeys } from './template-keys.js';
 import { UndiciUpstreamClient, type UpstreamClient } from './upstream-client.js';
 import { DaemonUpstreams } from './upstreams.js';
 
@@ -200,11 +202,13 @@ export class Daemon {
     this.upstream =
       config.upstreamClient ?? new UndiciUpstreamClient(config.requestTimeoutMs, config.maxResponseBytes);
     this.limiter = config.limiter ?? new ClaimBatchLimiter(config.claimBatchSize);
-    this.upstreams = new DaemonUpstreams(config.upstreamRouter);
+    const kek = config.keyEncryptionKey ? parseKeyEncryptionKey(config.keyEncryptionKey) : null;
+    this.upstreams = new DaemonUpstreams(config.upstreamRouter, kek ? [kek.id] : []);
     this.dispatcher = new Dispatcher({
       daemonId: this.id,
       upstream: this.upstream,
       upstreams: this.upstreams,
+      keys: new TemplateKeys(kek),
       limiter: this.limiter,
       policy: {
         maxRetries: config.maxRetries,
@@ -279,9 +283,10 @@ export class Daemon {
   async start(): Promise<void> {
     this.pool.on('error', this.poolErrorHandler);
     const t = this.config.dbTimeoutMs;
-    // Plain settings only: the router may hold API keys, the hooks are objects.
+    // Plain settings only: the router may hold API keys, the hooks are objects, the secret is secret.
     const safeConfig = {
       ...this.config,
+      keyEncryptionKey: undefined,
       upstreamRouter: undefined,
       metricsRegistry: undefined,
       logger: undefined,

@@ -4,6 +4,7 @@ import type { Limiter } from './limiter.js';
 import { type DaemonLog, errorFields } from './logger.js';
 import type { DaemonMetrics } from './metrics.js';
 import { type AbortReason, type ResultWrite, settleAttempt } from './settle.js';
+import type { TemplateKeys } from './template-keys.js';
 import { splitBaseUrl, UndiciAttempt, UndiciUpstreamClient, type UpstreamClient } from './upstream-client.js';
 import type { DaemonUpstreams } from './upstreams.js';
 
@@ -44,6 +45,8 @@ export interface DispatcherOptions {
   upstream: UpstreamClient;
   /** Where each claimed route's requests go (the claim takes only routes it resolved). */
   upstreams: DaemonUpstreams;
+  /** Opens a row's own key when it is stored sealed. */
+  keys: TemplateKeys;
   limiter: Limiter;
   policy: BackoffPolicy & RetryRules;
   requestTimeoutMs: number;
@@ -155,7 +158,16 @@ export class Dispatcher {
 
   dispatch(row: ClaimedRow): void {
     const target = this.o.upstreams.target(row.route_id, row.model);
-    const apiKey = target ? (target.apiKey ?? row.api_key) : '';
+    let apiKey = '';
+    let keyProblem: string | null = null;
+    if (target?.apiKey != null) apiKey = target.apiKey;
+    else if (target) {
+      try {
+        apiKey = this.o.keys.open(row.api_key);
+      } catch (err) {
+        keyProblem = (err as Error).message;
+      }
+    }
     const base = target ? this.base(target.url) : null;
     const fast = this.o.upstream instanceof UndiciUpstreamClient ? this.o.upstream : null;
     const controller = fast ? new UndiciAttempt() : new AbortController();
@@ -194,6 +206,13 @@ export class Dispatcher {
       // Cannot happen: the claim takes only routes this daemon resolved. Hand the row back untouched.
       entry.aborted = 'shutdown';
       queueMicrotask(() => this.finish(entry, { kind: 'error', code: 'no_route', message: 'unrouted' }));
+      return;
+    }
+    if (keyProblem !== null) {
+      // Sealed by this daemon's secret (else it would not have claimed it), yet it does not open:
+      // altered in the table. Final: no retry can fix it.
+      const message = `the template's upstream key could not be opened: ${keyProblem}`;
+      queueMicrotask(() => this.finish(entry, { kind: 'error', code: 'key_decryption_failed', message }));
       return;
     }
     if (base === null) {

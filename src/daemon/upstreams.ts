@@ -7,6 +7,7 @@ import {
   type RouteSpec,
   SELF_CONTAINED_CREDENTIALS,
   type StoredRoute,
+  sealedTemplateKey,
   TEMPLATE_KEY,
 } from '../domain/upstream-route.js';
 import type { UpstreamRoute, UpstreamRouter } from './config.js';
@@ -25,6 +26,8 @@ export interface SendTarget {
  *
  *   template        any daemon: to the route's URL (a named upstream: the daemon's own of that name)
  *                   with the row's key
+ *   template-sealed:<kid>  as template, by a daemon holding key-encryption key <kid> (it opens the
+ *                   row's key at dispatch); no other daemon claims these rows
  *   none, key:…     a daemon whose router has this upstream with no key / a key of this fingerprint
  *                   (among routes(), or route(model) for the model at hand), with that key
  *   daemon          (backfilled rows) a daemon whose router has this upstream, with its key: the one
@@ -40,7 +43,15 @@ export class DaemonUpstreams {
   /** Resolved (route id, model) pairs; a route id's rules never change, so entries stay valid. */
   private readonly resolved = new Map<number, Map<string, SendTarget | null>>();
 
-  constructor(private readonly router: UpstreamRouter | undefined) {
+  /** The template-sealed credentials this daemon can open (its key-encryption key's). */
+  private readonly sealed: ReadonlySet<string>;
+
+  constructor(
+    private readonly router: UpstreamRouter | undefined,
+    /** Ids of the key-encryption keys this daemon holds (src/domain/key-encryption.ts). */
+    keyEncryptionKeyIds: readonly string[] = [],
+  ) {
+    this.sealed = new Set(keyEncryptionKeyIds.map(sealedTemplateKey));
     this.configured = (router?.routes?.() ?? []).filter((r) => r.endpoint && configuredUpstream(r));
     for (const r of this.configured) this.remember(r);
   }
@@ -65,7 +76,7 @@ export class DaemonUpstreams {
 
   /** Credentials this daemon sends to any upstream it can address. */
   get anyUpstreamCredentials(): readonly string[] {
-    return SELF_CONTAINED_CREDENTIALS;
+    return [...SELF_CONTAINED_CREDENTIALS, ...this.sealed];
   }
 
   /** How to send `model`'s rows of this route, or null when this daemon cannot send them exactly. */
@@ -92,7 +103,7 @@ export class DaemonUpstreams {
     const routed = this.router?.route(model);
     const routedUpstream = routed?.endpoint ? configuredUpstream(routed) : undefined;
     if (routed && routedUpstream === route.upstream) this.remember(routed);
-    if (route.credential === TEMPLATE_KEY) {
+    if (route.credential === TEMPLATE_KEY || this.sealed.has(route.credential)) {
       const url = isUrlUpstream(route.upstream) ? route.upstream : this.byName.get(route.upstream);
       return url ? { url, apiKey: null } : null;
     }

@@ -31,9 +31,14 @@ export const DEFAULT_RETRYABLE_STATUSES: readonly number[] = [408, 429, 500, 502
 const DEFAULT_STATUS_SET: ReadonlySet<number> = new Set(DEFAULT_RETRYABLE_STATUSES);
 /**
  * Non-HTTP failures no retry can fix: a malformed upstream URL; an answer over maxResponseBytes
- * (sending it again would fetch up to the cap again for the same end).
+ * (sending it again would fetch up to the cap again for the same end); a template's sealed key that
+ * does not open with the daemon's key-encryption key (altered in the table).
  */
-export const FINAL_ERROR_CODES: ReadonlySet<string> = new Set(['invalid_endpoint', 'response_too_large']);
+export const FINAL_ERROR_CODES: ReadonlySet<string> = new Set([
+  'invalid_endpoint',
+  'response_too_large',
+  'key_decryption_failed',
+]);
 
 /**
  * The code a stored final failure is grouped and filtered by: the error code for a failure without

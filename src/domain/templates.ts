@@ -1,4 +1,5 @@
 import type { ValidationIssue } from './errors.js';
+import { isEncryptedKey } from './key-encryption.js';
 
 /** One request to send, as the Rust crate's RequestTemplateInput. */
 export interface RequestTemplateInput {
@@ -92,6 +93,9 @@ export function validateTemplate(t: RequestTemplateInput, index: number): Valida
   }
   if (t.apiKey !== undefined && t.apiKey !== null && typeof t.apiKey !== 'string') {
     bad('invalid_api_key', 'apiKey', 'apiKey must be a string');
+  } else if (typeof t.apiKey === 'string' && isEncryptedKey(t.apiKey)) {
+    // Stored as given, it would read as a sealed key (and be opened instead of sent).
+    bad('invalid_api_key', 'apiKey', 'apiKey must not start with "fk1." (the form of a sealed key)');
   }
   if (t.customId !== undefined && t.customId !== null && typeof t.customId !== 'string') {
     bad('invalid_custom_id', 'customId', 'customId must be a string');

@@ -99,7 +99,10 @@ export interface RetryOptions {
 export interface BatchUpstream {
   /** Base URL without credentials, or "mock" (the built-in mock of whichever daemon sends). */
   upstream: string;
-  /** What a sender needs: "none", "key" (the daemons' key of `keyFingerprint`), "template", "daemon". */
+  /**
+   * What a sender needs: "none", "key" (the daemons' key of `keyFingerprint`), "template", "daemon",
+   * or "template-sealed:<kid>" (the template's key, sealed: a daemon holding key-encryption key <kid>).
+   */
   credential: string;
   /** "sha256:" + 16 hex digits of the key a daemon must hold (credential "key"), else null. */
   keyFingerprint: string | null;

@@ -19,9 +19,12 @@ import { createHash } from 'node:crypto';
  *                         empty): self-contained, any daemon can send it (the library's templates)
  *   daemon                rows created before routes were recorded (migration 0010): sent with the
  *                         key of any daemon configured for this upstream, as they were then
+ *   template-sealed:<kid> sent with the key in the template row, stored encrypted with the
+ *                         key-encryption key whose id is <kid> (src/domain/key-encryption.ts): only
+ *                         a daemon holding that secret claims these rows; any other leaves them
+ *                         pending (the batch says no daemon serves its upstream), none fails them
  *
- * A new kind (an encrypted template key, say) is a new word here, with its rule in
- * src/daemon/upstreams.ts. Credentials match `CREDENTIAL_PATTERN` (the table's CHECK says the same).
+ * A new kind is a new word here, with its rule in src/daemon/upstreams.ts. Credentials match `CREDENTIAL_PATTERN` (the table's CHECK says the same).
  */
 export interface RouteSpec {
   /** Base URL without credentials or trailing slash, or a local upstream's name ("mock"). */
@@ -34,11 +37,26 @@ export interface StoredRoute extends RouteSpec {
   id: number;
 }
 
-export type Credential = 'none' | 'template' | 'daemon' | `key:sha256:${string}`;
+export type Credential =
+  | 'none'
+  | 'template'
+  | 'daemon'
+  | `key:sha256:${string}`
+  | `template-sealed:${string}`;
 
 export const NO_KEY = 'none' as const;
 export const TEMPLATE_KEY = 'template' as const;
 export const LEGACY_DAEMON_KEY = 'daemon' as const;
+
+/** The template's own key, sealed by the key-encryption key `kid` (see the vocabulary above). */
+export function sealedTemplateKey(kid: string): Credential {
+  return `template-sealed:${kid}`;
+}
+
+/** The key-encryption key id a credential needs, or null. */
+export function credentialSealedBy(credential: string): string | null {
+  return credential.startsWith('template-sealed:') ? credential.slice('template-sealed:'.length) : null;
+}
 
 /** The name the built-in mock upstream is recorded under. */
 export const MOCK_UPSTREAM = 'mock';
@@ -77,6 +95,8 @@ export function describeCredential(credential: string): string {
   if (credential === NO_KEY) return 'no key';
   if (credential === TEMPLATE_KEY) return "the template's own key";
   if (credential === LEGACY_DAEMON_KEY) return "any daemon's key for it";
+  const sealedBy = credentialSealedBy(credential);
+  if (sealedBy) return `the template's own key, sealed by key-encryption key ${sealedBy}`;
   return credential;
 }
 
@@ -130,14 +150,15 @@ export function configuredUpstream(route: ConfiguredUpstream): string | undefine
  */
 export function routeOfTemplate(
   routed: ConfiguredUpstream | undefined,
-  template: { endpoint: string; hasKey: boolean },
+  template: { endpoint: string; hasKey: boolean; sealedBy?: string | null },
 ): RouteSpec {
   const upstream = routed ? configuredUpstream(routed) : undefined;
+  const own = template.sealedBy ? sealedTemplateKey(template.sealedBy) : TEMPLATE_KEY;
   if (routed && upstream) {
     if (routed.apiKey) return { upstream, credential: credentialForKey(routed.apiKey) };
-    return { upstream, credential: template.hasKey ? TEMPLATE_KEY : NO_KEY };
+    return { upstream, credential: template.hasKey ? own : NO_KEY };
   }
-  return { upstream: template.endpoint, credential: TEMPLATE_KEY };
+  return { upstream: template.endpoint, credential: own };
 }
 
 /** Gives a model's configured upstream (src/daemon/config.ts UpstreamRouter has this shape). */

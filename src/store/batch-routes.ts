@@ -14,16 +14,20 @@ import { assertId } from './rows.js';
 import { batchUpstreamsSql, waitingBatchesSql } from './sql/upstreams.js';
 
 /**
- * A route depends on a template's model, its endpoint and whether it has a key, so a file's distinct
- * combinations are read (one pass over its templates), routed once each, and joined back to the
- * requests while inserting or re-pointing them.
+ * A route depends on a template's model, its endpoint and its key (none, plain, or sealed by which
+ * key-encryption key: KEY_KIND), so a file's distinct combinations are read (one pass over its
+ * templates), routed once each, and joined back to the requests while inserting or re-pointing them.
  */
 interface RoutedCombos {
   models: string[];
   endpoints: string[];
-  keyed: boolean[];
+  keyed: string[];
   routeIds: number[];
 }
+
+/** A template's key as the route sees it: '' (none), 'plain', or 'sealed:<kid>' (src/domain/key-encryption.ts). */
+const KEY_KIND = (t: string) => `CASE WHEN ${t}.api_key = '' THEN ''
+  WHEN ${t}.api_key LIKE 'fk1.%' THEN 'sealed:' || split_part(${t}.api_key, '.', 2) ELSE 'plain' END`;
 
 async function routeCombos(
   client: pg.ClientBase,
@@ -32,8 +36,8 @@ async function routeCombos(
   router: ModelRouter | null,
   requireRoutes: boolean,
 ): Promise<RoutedCombos> {
-  const { rows: combos } = await client.query<{ model: string; endpoint: string; keyed: boolean }>(
-    `SELECT DISTINCT model, endpoint, api_key <> '' AS keyed FROM ${s}.request_templates WHERE file_id = $1`,
+  const { rows: combos } = await client.query<{ model: string; endpoint: string; keyed: string }>(
+    `SELECT DISTINCT t.model, t.endpoint, ${KEY_KIND('t')} AS keyed FROM ${s}.request_templates t WHERE t.file_id = $1`,
     [fileId],
   );
   const routedModels = new Map<string, ReturnType<ModelRouter['route']>>();
@@ -51,7 +55,11 @@ async function routeCombos(
       ]);
     }
     specs.push(
-      routeOfTemplate(routed?.endpoint ? routed : undefined, { endpoint: c.endpoint, hasKey: c.keyed }),
+      routeOfTemplate(routed?.endpoint ? routed : undefined, {
+        endpoint: c.endpoint,
+        hasKey: c.keyed !== '',
+        sealedBy: c.keyed.startsWith('sealed:') ? c.keyed.slice('sealed:'.length) : null,
+      }),
     );
   }
   const stored = await ensureRoutes(client, s, specs);
@@ -67,7 +75,7 @@ async function routeCombos(
 /** The combinations as a relation m(model, endpoint, keyed, route_id), from parameters $n..$n+3. */
 function combosRelation(first: number): string {
   const p = (i: number) => `$${first + i}`;
-  return `unnest(${p(0)}::text[], ${p(1)}::text[], ${p(2)}::bool[], ${p(3)}::int[]) AS m(model, endpoint, keyed, route_id)`;
+  return `unnest(${p(0)}::text[], ${p(1)}::text[], ${p(2)}::text[], ${p(3)}::int[]) AS m(model, endpoint, keyed, route_id)`;
 }
 
 function combosParams(c: RoutedCombos): unknown[] {
@@ -99,7 +107,7 @@ export async function insertRoutedRequests(
      INSERT INTO ${s}.requests (batch_id, template_id, line_number, model, route_id)
      SELECT $1, t.id, t.line_number, t.model, m.route_id
        FROM ${s}.request_templates t
-       JOIN ${combosRelation(3)} ON m.model = t.model AND m.endpoint = t.endpoint AND m.keyed = (t.api_key <> '')
+       JOIN ${combosRelation(3)} ON m.model = t.model AND m.endpoint = t.endpoint AND m.keyed = ${KEY_KIND('t')}
       WHERE t.file_id = $2`,
     [batchId, fileId, ...combosParams(c)],
   );
@@ -127,7 +135,7 @@ export async function rerouteBatchRequests(
        FROM ${s}.request_templates t, ${combosRelation(3)}
       WHERE r.batch_id = $1 AND r.state IN ('pending', 'claimed', 'processing', 'failed')
         AND t.id = r.template_id AND t.file_id = $2
-        AND m.model = t.model AND m.endpoint = t.endpoint AND m.keyed = (t.api_key <> '')
+        AND m.model = t.model AND m.endpoint = t.endpoint AND m.keyed = ${KEY_KIND('t')}
         AND r.route_id IS DISTINCT FROM m.route_id`,
     [batchId, fileId, ...combosParams(c)],
   );

@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { NotFoundError, ValidationError, type ValidationIssue } from '../domain/errors.js';
+import { encryptKey, type KeyEncryptionKey } from '../domain/key-encryption.js';
 import { CustomIdSet, type RequestTemplateInput, validateTemplate } from '../domain/templates.js';
 import type { CreateFileOptions, FileInfo, FilePurpose, ListOptions, Page } from '../domain/types.js';
 import { copyRow } from './copy-text.js';
@@ -27,6 +28,8 @@ export async function insertFile(
   description: string | null,
   templates: AsyncIterable<TemplateItem> | Iterable<TemplateItem>,
   options: CreateFileOptions = {},
+  /** Seals each template's upstream key (src/domain/key-encryption.ts); null stores keys as given. */
+  kek: KeyEncryptionKey | null = null,
 ): Promise<string> {
   const fileId = randomUUID();
   const client = await pool.connect();
@@ -83,7 +86,7 @@ export async function insertFile(
         t.path,
         t.body,
         t.model,
-        t.apiKey ?? '',
+        kek && t.apiKey ? encryptKey(t.apiKey, kek) : (t.apiKey ?? ''),
         t.contentType ?? null,
       ]);
       index++;

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { type DaemonConfig, resolveDaemonConfig } from '../daemon/config.js';
 import { ValidationError } from '../domain/errors.js';
+import { type KeyEncryptionKey, parseKeyEncryptionKey } from '../domain/key-encryption.js';
 import { resolveRetryableStatuses } from '../domain/retry.js';
 import type { RequestTemplateInput } from '../domain/templates.js';
 import { validateTemplate } from '../domain/templates.js';
@@ -49,6 +50,13 @@ function checkRetryRules(config: DaemonConfig): void {
   }
 }
 
+/** The environment variable the library reads the key-encryption key from when the config has none. */
+export const KEY_ENCRYPTION_ENV = 'FUSILLADE_KEY_ENCRYPTION_KEY';
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v === undefined || v.trim() === '' ? undefined : v;
+}
+
 /** Restricts an operation to one owner's files and batches; others' read as not found. */
 export interface OwnerScope {
   owner?: string | null;
@@ -81,6 +89,8 @@ export class PostgresRequestManager {
   readonly defaultCompletionWindow: string | null;
   /** The webhook deliverer's options (run() starts one beside each daemon). */
   readonly webhooks: WebhookDeliveryOptions;
+  /** Seals templates' upstream keys at rest (keyEncryptionKey, else FUSILLADE_KEY_ENCRYPTION_KEY). */
+  private readonly keyEncryption: KeyEncryptionKey | null;
 
   constructor(pool: pg.Pool, config: ManagerConfig = {}) {
     const { schema, defaultCompletionWindow, webhooks, ...daemon } = config;
@@ -91,8 +101,13 @@ export class PostgresRequestManager {
     this.webhooks = webhooks ?? {};
     this.schemaName = assertSchemaName(schema ?? DEFAULT_SCHEMA);
     this.schema = qualify(this.schemaName);
-    this.config = resolveDaemonConfig(daemon);
+    // The secret comes from the config, else from the environment (as the CLI reads it); run()'s
+    // daemons get it too, to open what this manager seals.
+    const secret = daemon.keyEncryptionKey ?? nonEmpty(process.env[KEY_ENCRYPTION_ENV]);
+    this.config = resolveDaemonConfig({ ...daemon, keyEncryptionKey: secret });
     checkRetryRules(this.config);
+    this.keyEncryption =
+      this.config.keyEncryptionKey === undefined ? null : parseKeyEncryptionKey(this.config.keyEncryptionKey);
     this.events = notifyEvents(this.schemaName);
   }
 
@@ -105,7 +120,15 @@ export class PostgresRequestManager {
   ): Promise<string> {
     const issues = templates.flatMap((t, i) => validateTemplate(t, i));
     if (issues.length > 0) throw new ValidationError(issues);
-    return files.insertFile(this.pool, this.schema, name, description, templates, options);
+    return files.insertFile(
+      this.pool,
+      this.schema,
+      name,
+      description,
+      templates,
+      options,
+      this.keyEncryption,
+    );
   }
 
   /**
@@ -118,7 +141,15 @@ export class PostgresRequestManager {
     templates: AsyncIterable<files.TemplateItem> | Iterable<files.TemplateItem>,
     options?: CreateFileOptions,
   ): Promise<string> {
-    return files.insertFile(this.pool, this.schema, name, description, templates, options);
+    return files.insertFile(
+      this.pool,
+      this.schema,
+      name,
+      description,
+      templates,
+      options,
+      this.keyEncryption,
+    );
   }
 
   getFile(fileId: string, scope: OwnerScope = {}): Promise<FileInfo> {

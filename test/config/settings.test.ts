@@ -71,6 +71,8 @@ function samples(spec: SettingSpec): [unknown, unknown] {
     return [others[0], others[1] ?? spec.default];
   }
   if (spec.kind.label === 'statuses') return [[503], { add: [404] }];
+  // 32 bytes as hex (keyEncryptionKey).
+  if (spec.kind.label === 'secret') return ['a'.repeat(64), 'b'.repeat(64)];
   if (spec.kind.label === 'integer') {
     const min = Number(/-?\d+/.exec(e)?.[0] ?? 0);
     return [min + 1, min + 2];
