@@ -6,6 +6,7 @@ import {
   type RateLimitInfo,
 } from '../domain/rate-limit-headers.js';
 import type { AttemptOutcome } from '../domain/retry.js';
+import { reassembleIfStream, streamRequestBody } from './streams/reassemble.js';
 
 /**
  * How the daemon talks to upstreams: one attempt in, one outcome out. The default keeps an undici
@@ -141,6 +142,14 @@ export class UndiciAttempt {
           : Buffer.concat(chunks).toString('utf8');
     // As body.text() did: a leading byte order mark is not part of the text.
     if (body.charCodeAt(0) === 0xfeff) body = body.slice(1);
+    if (this.status >= 200 && this.status < 300) {
+      const streamed = reassembleIfStream(body, () => rawHeader(this.headers, 'content-type'));
+      if (streamed && !streamed.ok) {
+        this.resolve({ kind: 'error', code: streamed.code, message: streamed.message });
+        return;
+      }
+      if (streamed) body = streamed.body;
+    }
     const { requestId, rateLimit } = scanHeaders(this.headers);
     this.resolve({
       kind: 'http',
@@ -240,7 +249,7 @@ export class UndiciUpstreamClient implements UpstreamClient {
           path: request.path,
           method: request.method as 'POST',
           headers: request.headers,
-          body: request.method === 'GET' || request.method === 'DELETE' ? undefined : request.body,
+          body: request.method === 'GET' || request.method === 'DELETE' ? undefined : sentBody(request),
         },
         attempt,
       );
@@ -257,10 +266,16 @@ export class UndiciUpstreamClient implements UpstreamClient {
         path: request.path,
         method: request.method as 'POST',
         headers: request.headers,
-        body: request.method === 'GET' || request.method === 'DELETE' ? undefined : request.body,
+        body: request.method === 'GET' || request.method === 'DELETE' ? undefined : sentBody(request),
         signal,
       });
-      const body = await res.body.text();
+      let body = await res.body.text();
+      if (res.statusCode >= 200 && res.statusCode < 300) {
+        const streamed = reassembleIfStream(body, () => header(res.headers['content-type']));
+        if (streamed && !streamed.ok)
+          return { kind: 'error', code: streamed.code, message: streamed.message };
+        if (streamed) body = streamed.body;
+      }
       const rateLimit = parseRateLimitHeaders((name) => header(res.headers[name]));
       return {
         kind: 'http',
@@ -280,6 +295,19 @@ export class UndiciUpstreamClient implements UpstreamClient {
     this.pools.clear();
     await Promise.all(pools.map((p) => p.destroy().catch(() => {})));
   }
+}
+
+/** The body as sent: a streamed chat completion or completion asks for its usage (streams/reassemble.ts). */
+function sentBody(request: UpstreamRequest): string {
+  return streamRequestBody(request.path, request.body);
+}
+
+/** The first value of one response header in undici's raw form; lower-case name. Read rarely. */
+function rawHeader(raw: Buffer[], name: string): string | null {
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.toString('latin1').toLowerCase() === name) return raw[i + 1]!.toString('latin1');
+  }
+  return null;
 }
 
 /** A user-supplied base URL may end in /v1 (as OpenAI clients take it): the path carries /v1 here. */

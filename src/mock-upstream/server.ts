@@ -1,7 +1,8 @@
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { MockRateLimiter, type MockRateLimits } from './rate-limits.js';
-import { mockRequestId, okBody } from './responses.js';
+import { mockRequestId, okBody, okObject } from './responses.js';
+import { streamEvents, wantsStream } from './streams.js';
 
 /**
  * A fast OpenAI-compatible upstream on loopback for tests, benchmarks and `fusillade mock-upstream`.
@@ -45,7 +46,12 @@ export type MockBehaviour =
   /** 200 with a valid chat completion of about `bytes` bytes (its content padded), streamed. */
   | { kind: 'large'; bytes: number }
   /** 200 whose body never ends: JSON-looking bytes as fast as the client reads them, until it hangs up. */
-  | { kind: 'endless' };
+  | { kind: 'endless' }
+  /**
+   * A streamed answer (the line asked for `"stream": true`) broken after `events` of its events: the
+   * connection is destroyed (`cut`), or the answer ends cleanly without its last events (`truncate`).
+   */
+  | { kind: 'stream-break'; events?: number; how: 'cut' | 'truncate' };
 
 export type BehaviourFn = (req: MockRequestInfo) => MockBehaviour | Promise<MockBehaviour>;
 
@@ -224,8 +230,25 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
     res.on('close', finish);
 
     const requestId = mockRequestId();
+    const streamed = wantsStream(path, parsed);
+    /** A streamed answer's events, sent apart; `keep` of them, then cut or truncated. */
+    const sendStream = (keep = Number.POSITIVE_INFINITY, how: 'cut' | 'truncate' = 'truncate') => {
+      if (res.destroyed) return;
+      const events = streamEvents(path, okObject(path, model, parsed), parsed);
+      res.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache',
+        'x-request-id': requestId,
+        ...limitHeaders,
+      });
+      const sent = events.slice(0, keep);
+      for (const e of sent) res.write(e);
+      if (sent.length === events.length || how === 'truncate') res.end();
+      else setImmediate(() => req.socket.destroy());
+    };
     const sendOk = () => {
       if (res.destroyed) return;
+      if (streamed) return sendStream();
       res.writeHead(200, { ...JSON_HEADERS, 'x-request-id': requestId, ...limitHeaders });
       res.end(okBody(path, model, parsed));
     };
@@ -274,6 +297,8 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
         };
         return later(action.intervalMs, step);
       }
+      case 'stream-break':
+        return later(latencyMs, () => sendStream(action.events ?? 2, action.how));
       case 'large':
       case 'endless': {
         res.writeHead(200, { ...JSON_HEADERS, 'x-request-id': requestId });

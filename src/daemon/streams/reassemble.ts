@@ -42,8 +42,11 @@ function parse(data: string): Json | null {
   }
 }
 
-/** Reassembles a whole event-stream body. */
-export function reassembleStream(text: string): Reassembled {
+/**
+ * Reassembles a whole event-stream body; null when it is no stream of the kinds above (an answer to
+ * a template that is not an LLM call may be any event stream: it is then kept as it came).
+ */
+export function reassembleStream(text: string): Reassembled | null {
   const events = parseSse(text);
   if (events.length === 0) return incomplete('any event');
   const first = events.find((e) => e.data !== '[DONE]');
@@ -54,13 +57,10 @@ export function reassembleStream(text: string): Reassembled {
   if (head?.object === 'chat.completion.chunk' || head?.object === 'text_completion' || head?.choices) {
     return chunks(events);
   }
+  // A stream that fails before its first answer event carries only the error.
   const error = events.find((e) => e.event === 'error' || parse(e.data)?.error !== undefined);
   if (error) return streamError(error.data);
-  return {
-    ok: false,
-    code: 'stream_invalid',
-    message: 'the upstream answered an event stream of an unknown kind',
-  };
+  return null;
 }
 
 function streamError(data: string): Reassembled {
@@ -339,4 +339,15 @@ export function streamRequestBody(path: string, body: string): string {
   if (options && 'include_usage' in (options as Json)) return body;
   parsed.stream_options = { ...((options as Json | null) ?? {}), include_usage: true };
   return JSON.stringify(parsed);
+}
+
+/**
+ * What the upstream client makes of a 2xx body: null when it is not an event stream (the body is
+ * kept as it is), else the reassembled answer or why it is not one. `contentType` is read only for
+ * bodies that look like a stream.
+ */
+export function reassembleIfStream(body: string, contentType: () => string | null): Reassembled | null {
+  if (!looksLikeEventStream(body)) return null;
+  if (!(contentType() ?? '').toLowerCase().includes('text/event-stream')) return null;
+  return reassembleStream(body);
 }
