@@ -45,7 +45,7 @@ beforeAll(async () => {
     port: 0,
     daemon: false,
     dbTimeoutMs: DB_TIMEOUT_MS,
-    routing: { upstream: mock.url },
+    routing: { upstream: mock.url, upstreamApiKey: 'sk-outage' },
   });
   key = (await createApiKey(db.pool, server.manager.schema, { owner: 'alice' })).key;
   client = new OpenAI({ apiKey: key, baseURL: `${server.url}/v1`, maxRetries: 0, timeout: 10_000 });

@@ -75,7 +75,7 @@ describe('migration 0010 (upstream routes)', () => {
       );
       await pool.query(`INSERT INTO ${s}.batch_models (batch_id, model) VALUES ($1, 'm')`, [batchId]);
 
-      expect(await migrate(pool, { schema })).toEqual([10]);
+      expect((await migrate(pool, { schema }))[0]).toBe(10);
       const { rows } = await pool.query(
         `SELECT r.line_number, u.upstream, u.credential FROM ${s}.requests r LEFT JOIN ${s}.upstream_routes u ON u.id = r.route_id ORDER BY 1`,
       );
