@@ -20,6 +20,13 @@ export interface DaemonConfig extends DaemonSettings {
   shouldRetry?: ShouldRetry;
   /** prom-client Registry for the daemon's metrics (default: a private one, never the global default). */
   metricsRegistry?: Registry;
+  /**
+   * Limits the `model` label to these models and those with a configured concurrency or rate limit;
+   * every other model's series add up under `model="(other)"`, and per-model limit gauges show only
+   * the named models. Unset: every model is named (a library owns its models; the API server, whose
+   * tenants name models, sets it to its configured ones).
+   */
+  metricsModels?: readonly string[];
   /** Structured log sink (default: JSON lines on stderr, info and up); entries never contain API keys. */
   logger?: Logger;
   /** Sends one HTTP attempt (default: undici, src/daemon/upstream-client.ts). */

@@ -21,7 +21,7 @@ import { EventListener } from './listener.js';
 import { newLivenessKey } from './liveness.js';
 import { type DaemonLog, daemonLog, errorFields, stderrLogger } from './logger.js';
 import { Maintenance } from './maintenance.js';
-import { createDaemonMetrics, type DaemonMetrics } from './metrics.js';
+import { createDaemonMetrics, type DaemonMetrics, metricsModelsOf } from './metrics.js';
 import { Semaphore } from './semaphore.js';
 import type { ResultWrite } from './settle.js';
 import { TemplateKeys } from './template-keys.js';
@@ -189,7 +189,7 @@ export class Daemon {
     this.s = manager.schema;
     this.pool = manager.pool;
     this.log = daemonLog(config.logger ?? stderrLogger('info'), { component: 'daemon', daemonId: this.id });
-    this.metrics = createDaemonMetrics(config.metricsRegistry);
+    this.metrics = createDaemonMetrics(config.metricsRegistry, metricsModelsOf(config));
     this.writers = new Semaphore(Math.max(1, config.maxDbWriters));
     this.depth = Math.max(1, Math.min(FLUSH_DEPTH, config.maxDbWriters));
     const named = (kind: string, text: string) => ({ name: preparedName(kind, this.s), text });
@@ -525,7 +525,7 @@ export class Daemon {
       b.target = r.target;
       b.limit = r.lim;
       b.peers = r.peers;
-      this.metrics.limit.set({ model: r.model }, r.lim);
+      if (this.metrics.names(r.model)) this.metrics.limit.set({ model: r.model }, r.lim);
     }
     for (const [model, b] of this.budgets) {
       // No model_limits row (cannot happen after the seed) means no slots.
@@ -726,9 +726,9 @@ export class Daemon {
         this.log.info('stale write refused: the request moved on', { requestId: w.id, state: w.state });
         continue;
       }
-      if (w.state === 'completed') this.metrics.completed.inc({ model: w.model });
+      if (w.state === 'completed') this.metrics.completed.inc({ model: this.metrics.model(w.model) });
       else if (w.state === 'failed')
-        this.metrics.failed.inc({ model: w.model, reason: w.reason ?? 'unknown' });
+        this.metrics.failed.inc({ model: this.metrics.model(w.model), reason: w.reason ?? 'unknown' });
       if (w.state === 'pending') {
         this.retryDueAt(w.notBefore?.getTime() ?? Date.now());
       } else if (this.dispatcher.batchInFlight(w.batchId) === 0) {

@@ -1,3 +1,4 @@
+import { redactKeys } from '../domain/redact-keys.js';
 import type { BackoffPolicy, RetryRules } from '../domain/retry.js';
 import { isJsonContentType } from '../domain/templates.js';
 import type { Limiter } from './limiter.js';
@@ -38,6 +39,8 @@ interface InFlight {
   /** startedAt + requestTimeoutMs: when the shared timeout timer aborts it. */
   timeoutAt: number;
   aborted: AbortReason | null;
+  /** The key this attempt sends ('' for none): redacted from its answer with the configured ones. */
+  apiKey: string;
 }
 
 export interface DispatcherOptions {
@@ -121,7 +124,9 @@ export class Dispatcher {
    * Labelled metric children per model, looked up once (resolving labels per call hashed them twice
    * for every request).
    */
-  private modelMetrics(model: string) {
+  private modelMetrics(name: string) {
+    // Keyed by label: the models outside the named ones share one entry (bounded).
+    const model = this.o.metrics.model(name);
     let m = this.metricsByModel.get(model);
     if (!m) {
       const byOutcome = new Map<string, ReturnType<DaemonMetrics['latency']['labels']>>();
@@ -178,6 +183,7 @@ export class Dispatcher {
       startedAt,
       timeoutAt: startedAt + this.o.requestTimeoutMs,
       aborted: null,
+      apiKey,
     };
     this.inFlight.set(row.id, entry);
     if (this.timeoutTimer === null) this.armTimeouts(this.o.requestTimeoutMs);
@@ -328,6 +334,10 @@ export class Dispatcher {
       entry.aborted,
       this.o.policy,
     );
+    // Before the answer is stored (and served in the error or output file): no upstream key in it.
+    const keys = [entry.apiKey, ...this.o.upstreams.keys()];
+    write.body = redactKeys(write.body, keys);
+    write.errorMessage = redactKeys(write.errorMessage, keys);
     const throttled = outcome.kind === 'http' && (outcome.status === 429 || outcome.status === 529);
     try {
       this.o.limiter.onOutcome(row.model, { throttled, latencyMs });
@@ -340,7 +350,10 @@ export class Dispatcher {
       .latency(write.state)
       .observe(latencyMs / 1000);
     if (write.state === 'pending' && !write.giveBack) {
-      this.o.metrics.retried.inc({ model: row.model, reason: write.reason ?? 'unknown' });
+      this.o.metrics.retried.inc({
+        model: this.o.metrics.model(row.model),
+        reason: write.reason ?? 'unknown',
+      });
     }
     this.o.onResult(write);
     if (this.inFlight.size === 0) {

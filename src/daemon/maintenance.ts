@@ -232,7 +232,9 @@ export class Maintenance {
   private async queueDepth(): Promise<void> {
     const { rows } = await this.q('queue depth', queueDepthSql(this.d.schema));
     this.d.metrics.queueDepth.reset();
-    for (const r of rows) this.d.metrics.queueDepth.set({ model: r.model as string }, Number(r.n));
+    // inc, not set: the models outside the named ones add up under one label.
+    for (const r of rows)
+      this.d.metrics.queueDepth.inc({ model: this.d.metrics.model(r.model as string) }, Number(r.n));
   }
 
   async stop(): Promise<void> {

@@ -1,12 +1,43 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /**
+ * The `model` label of every model outside the configuration when the metrics are limited to the
+ * configured models (DaemonConfig.metricsModels): a model's name can be a tenant's (a fine-tune's),
+ * and one series per name any tenant sends would be both a leak and unbounded.
+ */
+export const OTHER_MODELS_LABEL = '(other)';
+
+/** Which models the metrics name: every model, or only these (the rest as OTHER_MODELS_LABEL). */
+export type MetricsModels = 'all' | ReadonlySet<string>;
+
+/**
+ * The models a daemon's metrics name: `all` unless `metricsModels` is given, else those and every
+ * model with a configured concurrency or rate limit.
+ */
+export function metricsModelsOf(config: {
+  metricsModels?: readonly string[];
+  modelConcurrencyLimits?: Record<string, number>;
+  modelRateLimits?: Record<string, unknown>;
+}): MetricsModels {
+  if (config.metricsModels === undefined) return 'all';
+  return new Set([
+    ...config.metricsModels,
+    ...Object.keys(config.modelConcurrencyLimits ?? {}),
+    ...Object.keys(config.modelRateLimits ?? {}),
+  ]);
+}
+
+/**
  * The daemon's Prometheus metrics, registered on the registry the caller passes (the API server
  * serves its own) or a private one, never prom-client's global default: several daemons may run in
  * one process. Daemons sharing a registry share the metrics (get-or-create), labelled by daemon.
  */
 export interface DaemonMetrics {
   registry: Registry;
+  /** The `model` label for a model: its name, or OTHER_MODELS_LABEL outside the named models. */
+  model(name: string): string;
+  /** Whether a model is named: per-model settings gauges (limits, pauses) show only those. */
+  names(model: string): boolean;
   inFlight: Gauge<'daemon' | 'model'>;
   limit: Gauge<'model'>;
   dispatched: Counter<'model'>;
@@ -31,10 +62,16 @@ function getOrCreate<T>(registry: Registry, name: string, create: () => T): T {
   return (registry.getSingleMetric(name) as T | undefined) ?? create();
 }
 
-export function createDaemonMetrics(registry: Registry = new Registry()): DaemonMetrics {
+export function createDaemonMetrics(
+  registry: Registry = new Registry(),
+  models: MetricsModels = 'all',
+): DaemonMetrics {
   const registers = [registry];
+  const names = models === 'all' ? () => true : (model: string) => models.has(model);
   return {
     registry,
+    names,
+    model: (name) => (names(name) ? name : OTHER_MODELS_LABEL),
     inFlight: getOrCreate(
       registry,
       'fusillade_requests_in_flight',
@@ -142,7 +179,7 @@ export function createDaemonMetrics(registry: Registry = new Registry()): Daemon
       () =>
         new Gauge({
           name: 'fusillade_queue_depth',
-          help: 'Pending requests in live batches, per model (sampled periodically)',
+          help: 'Pending requests in live batches, per model (sampled periodically; set with inc after a reset, so models under one label add up)',
           labelNames: ['model'],
           registers,
         }),
@@ -209,6 +246,8 @@ export function setRateGauges(
   }[],
 ): void {
   for (const s of status) {
+    // Settings and per-daemon rates of one model: summing them under the shared label means nothing.
+    if (!metrics.names(s.model)) continue;
     if (s.rpm !== null) metrics.rateLimit.set({ model: s.model, kind: 'requests' }, s.rpm);
     if (s.tpm !== null) metrics.rateLimit.set({ model: s.model, kind: 'tokens' }, s.tpm);
     metrics.rateUsed.set({ daemon, model: s.model, kind: 'requests' }, s.requestsPerMinute);

@@ -74,6 +74,13 @@ export class DaemonUpstreams {
     });
   }
 
+  /** Every key this daemon's routes send (for redaction from stored answers; never stored or logged). */
+  keys(): string[] {
+    const out: string[] = [];
+    for (const r of this.bySpec.values()) if (r.apiKey) out.push(r.apiKey);
+    return out;
+  }
+
   /** Credentials this daemon sends to any upstream it can address. */
   get anyUpstreamCredentials(): readonly string[] {
     return [...SELF_CONTAINED_CREDENTIALS, ...this.sealed];

@@ -148,6 +148,8 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
     upstreamRouter,
     // One registry: /metrics shows the server's and the in-process daemon's metrics together.
     metricsRegistry: metrics.registry,
+    // /metrics names the configured models only: the tenants' model names are theirs.
+    metricsModels: [...Object.keys(routing.models ?? {}), ...(options.daemonConfig?.metricsModels ?? [])],
   };
   const manager = new PostgresRequestManager(options.pool, {
     schema,
