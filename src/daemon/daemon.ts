@@ -21,7 +21,8 @@ import { EventListener } from './listener.js';
 import { newLivenessKey } from './liveness.js';
 import { type DaemonLog, daemonLog, errorFields, stderrLogger } from './logger.js';
 import { Maintenance } from './maintenance.js';
-import { createDaemonMetrics, type DaemonMetrics, metricsModelsOf } from './metrics.js';
+import { createDaemonMetrics, type DaemonMetrics, metricsModelsOf, setRateGauges } from './metrics.js';
+import { DaemonRateLimits } from './rate-limits.js';
 import { Semaphore } from './semaphore.js';
 import type { ResultWrite } from './settle.js';
 import { TemplateKeys } from './template-keys.js';
@@ -83,6 +84,8 @@ interface ClaimPlan {
   wants: number[];
   held: number[];
   routes: string[];
+  /** Unit token cost reserved from each model's rate wallet (rates.reserve; 0 when not limited). */
+  units: number[];
 }
 
 /** This daemon's share of one model's global limit (model_budgets row, src/store/sql/budget.ts). */
@@ -146,6 +149,10 @@ export class Daemon {
   /** The stored routes of upstreams.declared() (which only grows). */
   private declaredRoutes: StoredRoute[] = [];
   readonly dispatcher: Dispatcher;
+  /** Requests/tokens-per-minute limits per model (src/daemon/rate-limits.ts). */
+  readonly rates: DaemonRateLimits;
+  /** Rows claimed per model since the last rebalance: the rate at which it starts them. */
+  private readonly startedSinceRebalance = new Map<string, number>();
   private readonly listener: EventListener;
   private readonly maintenance: Maintenance;
   /** This daemon's liveness lock key (src/store/sql/liveness.ts), held on the listener's session. */
@@ -204,7 +211,20 @@ export class Daemon {
     this.limiter = config.limiter ?? new ClaimBatchLimiter(config.claimBatchSize);
     const kek = config.keyEncryptionKey ? parseKeyEncryptionKey(config.keyEncryptionKey) : null;
     this.upstreams = new DaemonUpstreams(config.upstreamRouter, kek ? [kek.id] : []);
+    this.rates = new DaemonRateLimits(
+      this.s,
+      {
+        modelRateLimits: { ...config.modelRateLimits },
+        defaultMaxOutputTokens: config.defaultMaxOutputTokens,
+        rateBurstSeconds: config.rateBurstSeconds,
+        learnRateLimits: config.learnRateLimits,
+      },
+      (what, err) => this.log.warn(`${what} failed`, errorFields(err)),
+    );
     this.dispatcher = new Dispatcher({
+      rates: this.rates,
+      // A 429 paused the model: every daemon stops starting it until the upstream's hint.
+      onPause: (model, ms) => void this.rates.pause(this.pool, model, ms),
       daemonId: this.id,
       upstream: this.upstream,
       upstreams: this.upstreams,
@@ -314,6 +334,7 @@ export class Daemon {
           limits.map(([, n]) => n),
         ]);
       }
+      await this.rates.configure(this.pool);
     } catch (err) {
       await this.listener.stop();
       throw err;
@@ -484,12 +505,17 @@ export class Daemon {
     const used: number[] = [];
     for (const [model, b] of this.budgets) {
       const held = this.held(model, b);
-      const more = b.hasWork && !this.stopping ? this.limiterWant(model, held) : 0;
+      const adaptive = this.rates.concurrencyCap(model) - held;
+      const more =
+        b.hasWork && !this.stopping ? Math.max(0, Math.min(this.limiterWant(model, held), adaptive)) : 0;
       models.push(model);
       used.push(held);
       wanted.push(held + more);
     }
+    // Limits newly learned from the upstream's headers, before the transaction (rare).
+    await this.rates.writeLearned(this.pool);
     const t = Math.max(1, this.config.dbTimeoutMs);
+    let leased = false;
     const rows = await withClient(this.pool, this.config.dbTimeoutMs, 'budget rebalance', async (c) => {
       try {
         // idle_in_transaction_session_timeout: a daemon frozen inside this transaction (SIGSTOP, a VM
@@ -509,13 +535,23 @@ export class Daemon {
           ...this.sql.budget,
           values: [this.id, models, wanted, used, this.config.deadDaemonAfterMs],
         });
+        // The rate budgets of the same models, under the same locks (rate-budget.ts).
+        await this.rates.lease(
+          c,
+          models,
+          this.rateDemand(rows),
+          new Map(rows.map((r) => [r.model, r.peers])),
+        );
+        leased = true;
         await c.query('COMMIT');
         return rows;
       } catch (err) {
         await c.query('ROLLBACK').catch(() => {});
+        if (leased) this.rates.forgetGrants(models);
         throw err;
       }
     });
+    this.startedSinceRebalance.clear();
     const seen = new Set<string>();
     for (const r of rows) {
       const b = this.budgets.get(r.model);
@@ -526,7 +562,14 @@ export class Daemon {
       b.limit = r.lim;
       b.peers = r.peers;
       if (this.metrics.names(r.model)) this.metrics.limit.set({ model: r.model }, r.lim);
+      this.rates.setConcurrencyLimit(r.model, r.lim);
     }
+    // Gauges name configured models only (metricsModels): a tenant's model name stays out of /metrics.
+    setRateGauges(
+      this.metrics,
+      this.id,
+      this.rates.status().filter((r) => this.metrics.names(r.model)),
+    );
     for (const [model, b] of this.budgets) {
       // No model_limits row (cannot happen after the seed) means no slots.
       if (!seen.has(model)) {
@@ -535,6 +578,25 @@ export class Daemon {
       }
       if (b.slots === 0 && !b.hasWork && this.held(model, b) === 0) this.budgets.delete(model);
     }
+  }
+
+  /**
+   * Rows of each model this daemon may start until its next rebalance, asked of the rate budgets:
+   * its share of the slots, or twice what it started since the last rebalance when that is more (a
+   * fast upstream turns each slot over many times an interval). Nothing for a model without work.
+   */
+  private rateDemand(rows: readonly { model: string; slots: number; target: number }[]): Map<string, number> {
+    const demand = new Map<string, number>();
+    for (const r of rows) {
+      const b = this.budgets.get(r.model);
+      if (!b?.hasWork || this.stopping) demand.set(r.model, 0);
+      else
+        demand.set(
+          r.model,
+          Math.max(Math.min(r.slots, r.target), 2 * (this.startedSinceRebalance.get(r.model) ?? 0)),
+        );
+    }
+    return demand;
   }
 
   // ---- flush: write outcomes and claim ---------------------------------------------------------
@@ -602,23 +664,29 @@ export class Daemon {
 
   /** Caps per model for the next claim, reserved until the claim returns. */
   private planClaim(): ClaimPlan {
-    const plan: ClaimPlan = { models: [], wants: [], held: [], routes: [] };
+    const plan: ClaimPlan = { models: [], wants: [], held: [], routes: [], units: [] };
     if (this.stopping || this.rebalancing) return plan;
     for (const [model, b] of this.budgets) {
       if (!b.hasWork || b.routes.length === 0) continue;
       const held = this.held(model, b);
-      const share = Math.min(b.slots, b.target);
+      const share = Math.min(b.slots, b.target, this.rates.concurrencyCap(model));
       const room = share - held;
       if (room <= 0) continue;
       // At most 1/depth of the share per claim: the in-flight set splits into groups that cycle
       // (claim, send, write) independently, so statements overlap with HTTP and each other. One claim
       // taking every free slot kept a single statement in flight, in lockstep with the HTTP wave.
-      const cap = Math.min(room, Math.ceil(share / this.depth), this.limiterWant(model, held));
+      const cap = Math.min(
+        room,
+        Math.ceil(share / this.depth),
+        this.limiterWant(model, held),
+        this.rates.admissible(model),
+      );
       if (cap <= 0) continue;
       plan.models.push(model);
       plan.wants.push(cap);
       plan.held.push(held);
       plan.routes.push(`{${b.routes.join(',')}}`);
+      plan.units.push(this.rates.reserve(model, cap));
       b.reserved += cap;
       b.claims++;
     }
@@ -657,6 +725,18 @@ export class Daemon {
     const got = new Map<string, number>();
     for (const row of claimed) got.set(row.model, (got.get(row.model) ?? 0) + 1);
     for (let i = 0; i < plan.models.length; i++) {
+      const model = plan.models[i]!;
+      // The rate wallet swaps the reservation for the rows' estimated costs (none came back on failure).
+      this.rates.claimed(
+        model,
+        plan.wants[i]!,
+        plan.units[i]!,
+        claimed.filter((r) => r.model === model),
+      );
+      this.startedSinceRebalance.set(
+        model,
+        (this.startedSinceRebalance.get(model) ?? 0) + (got.get(model) ?? 0),
+      );
       const b = this.budgets.get(plan.models[i]!);
       if (!b) continue;
       b.reserved -= plan.wants[i]!;

@@ -4,6 +4,7 @@ import { isJsonContentType } from '../domain/templates.js';
 import type { Limiter } from './limiter.js';
 import { type DaemonLog, errorFields } from './logger.js';
 import type { DaemonMetrics } from './metrics.js';
+import type { DaemonRateLimits } from './rate-limits.js';
 import { type AbortReason, type ResultWrite, settleAttempt } from './settle.js';
 import type { TemplateKeys } from './template-keys.js';
 import { splitBaseUrl, UndiciAttempt, UndiciUpstreamClient, type UpstreamClient } from './upstream-client.js';
@@ -57,6 +58,13 @@ export interface DispatcherOptions {
   log: DaemonLog;
   /** Receives every attempt's row write. */
   onResult(write: ResultWrite): void;
+  /**
+   * Requests/tokens-per-minute state (src/daemon/rate-limits.ts): whether a model is paced (its 429s
+   * cost no retry) and what every attempt's headers say. `observe` returns a pause to write for
+   * every daemon (ms), handed to onPause.
+   */
+  rates?: Pick<DaemonRateLimits, 'paced' | 'observe'>;
+  onPause?(model: string, ms: number): void;
 }
 
 /**
@@ -319,6 +327,11 @@ export class Dispatcher {
     this.modelMetrics(row.model).inFlight.dec();
 
     const latencyMs = Date.now() - entry.startedAt;
+    const rates = this.o.rates;
+    if (rates) {
+      const pause = rates.observe(row.model, outcome, entry.aborted === 'timeout', m + 1, latencyMs);
+      if (pause !== null) this.o.onPause?.(row.model, pause);
+    }
     const write = settleAttempt(
       {
         id: row.id,
@@ -329,6 +342,7 @@ export class Dispatcher {
         customId: row.custom_id,
         anyBody: row.content_type !== null && !isJsonContentType(row.content_type),
         onHookError: this.hookError,
+        paced: rates?.paced(row.model) === true,
       },
       outcome,
       entry.aborted,

@@ -264,7 +264,9 @@ export class DaemonRateLimits {
     latencyMs: number,
     now: number = Date.now(),
   ): number | null {
-    const info: RateLimitInfo | null | undefined = outcome.kind === 'http' ? outcome.rateLimit : null;
+    const raw: RateLimitInfo | null | undefined = outcome.kind === 'http' ? outcome.rateLimit : null;
+    // A hint alone (retry-after) is no limit header: such an upstream is paced as before.
+    const info = raw && (raw.requests || raw.tokens || raw.inputTokens || raw.outputTokens) ? raw : null;
     let s = this.models.get(model);
     if (s?.aimd) {
       const signal = aimdSignal({ status: outcome.kind === 'http' ? outcome.status : null, timeout });
