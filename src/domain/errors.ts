@@ -81,3 +81,22 @@ export class ConflictError extends FusilladeError {
     this.name = 'ConflictError';
   }
 }
+
+/**
+ * createBatch with an idempotency key an earlier batch of the same owner was created with, but with
+ * other parameters: a mistake to report, not a race to retry (the first batch stands).
+ */
+export class IdempotencyKeyReusedError extends ConflictError {
+  constructor(
+    readonly idempotencyKey: string,
+    /** The batch the key was first used for. */
+    readonly batchId: string,
+    /** The parameters that differ from that batch's: fileId, endpoint, completionWindow, metadata. */
+    readonly differs: readonly ('fileId' | 'endpoint' | 'completionWindow' | 'metadata')[],
+  ) {
+    super(
+      `idempotency key ${JSON.stringify(idempotencyKey)} was already used for batch ${batchId} with another ${differs.join(', ')}`,
+    );
+    this.name = 'IdempotencyKeyReusedError';
+  }
+}

@@ -1,5 +1,20 @@
-import { ConflictError, InvalidStateError, NotFoundError, ValidationError } from '../domain/errors.js';
+import {
+  ConflictError,
+  IdempotencyKeyReusedError,
+  InvalidStateError,
+  NotFoundError,
+  ValidationError,
+} from '../domain/errors.js';
 import { ApiError } from './http.js';
+import { batchId } from './ids.js';
+
+/** The API's names of createBatch's parameters. */
+const API_PARAMS = {
+  fileId: 'input_file_id',
+  endpoint: 'endpoint',
+  completionWindow: 'completion_window',
+  metadata: 'metadata',
+} as const;
 
 /** Raised when the database does not answer within the server's deadline. */
 export class DatabaseTimeoutError extends Error {
@@ -69,6 +84,16 @@ export function toApiError(err: unknown, describe?: (e: NotFoundError) => string
   if (err instanceof InvalidStateError) {
     // 400, not 409: the openai client retries 409s.
     return new ApiError(400, err.message, { code: 'invalid_state' });
+  }
+  if (err instanceof IdempotencyKeyReusedError) {
+    // 422 as the IETF Idempotency-Key draft says for a reused key with another payload; not 409,
+    // which clients (openai's among them) treat as a race and retry.
+    const params = err.differs.map((d) => API_PARAMS[d]);
+    return new ApiError(
+      422,
+      `Idempotency-Key ${JSON.stringify(err.idempotencyKey)} was already used for ${batchId(err.batchId)} with a different ${params.join(', ')}. That batch is unchanged; send a new Idempotency-Key to create another batch.`,
+      { code: 'idempotency_key_reused', param: params[0] ?? null },
+    );
   }
   if (err instanceof ConflictError) return new ApiError(409, err.message, { code: 'conflict' });
   if (isUnstorableText(err)) {

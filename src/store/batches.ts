@@ -1,7 +1,12 @@
 import type pg from 'pg';
 import { deadlineAheadSql, isPastDeadline } from '../domain/batch-lifecycle.js';
 import { parseCompletionWindow } from '../domain/completion-window.js';
-import { ConflictError, InvalidStateError, NotFoundError, ValidationError } from '../domain/errors.js';
+import {
+  IdempotencyKeyReusedError,
+  InvalidStateError,
+  NotFoundError,
+  ValidationError,
+} from '../domain/errors.js';
 import { DEFAULT_RETRY_RULES } from '../domain/retry.js';
 import type {
   BatchInfo,
@@ -79,10 +84,38 @@ function validateBatchOptions(options: CreateBatchOptions): number | null {
   return ms;
 }
 
+/** The batch an idempotency key was first used for, as createBatch compares it. */
+interface FirstUse {
+  id: string;
+  file_id: string;
+  endpoint: string;
+  completion_window: string | null;
+  metadata: Record<string, string> | null;
+}
+
+/** Which of createBatch's parameters differ from the batch the same key created (none: a repeat). */
+function differingParameters(
+  first: FirstUse,
+  fileId: string,
+  options: CreateBatchOptions,
+  windowMs: number | null,
+): IdempotencyKeyReusedError['differs'][number][] {
+  const window = windowMs === null ? null : (options.completionWindow ?? DEFAULT_COMPLETION_WINDOW);
+  const canonical = (m: Record<string, string> | null | undefined) =>
+    m == null || Object.keys(m).length === 0 ? null : JSON.stringify(Object.entries(m).sort());
+  const differs: IdempotencyKeyReusedError['differs'][number][] = [];
+  if (first.file_id !== fileId) differs.push('fileId');
+  if (first.endpoint !== (options.endpoint ?? '')) differs.push('endpoint');
+  if (first.completion_window !== window) differs.push('completionWindow');
+  if (canonical(first.metadata) !== canonical(options.metadata)) differs.push('metadata');
+  return differs;
+}
+
 /**
  * Creates a batch from a file: the batch row, one request per template and the batch's model list,
  * in one transaction, then one notification. With an idempotency key, a repeat returns the first
- * batch (lesson 8: a batch is never populated twice).
+ * batch (lesson 8: a batch is never populated twice); the same key with other parameters is an
+ * IdempotencyKeyReusedError naming them.
  */
 export async function insertBatch(
   pool: pg.Pool,
@@ -103,15 +136,15 @@ export async function insertBatch(
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [
         `${s}.batch_key:${owner ?? ''}:${key}`,
       ]);
-      const { rows } = await client.query<{ id: string; file_id: string }>(
-        `SELECT id, file_id FROM ${s}.batches WHERE coalesce(owner, '') = coalesce($1, '') AND idempotency_key = $2`,
+      const { rows } = await client.query<FirstUse>(
+        `SELECT id, file_id, endpoint, completion_window, metadata FROM ${s}.batches
+          WHERE coalesce(owner, '') = coalesce($1, '') AND idempotency_key = $2`,
         [owner, key],
       );
       if (rows[0]) {
         await client.query('ROLLBACK');
-        if (rows[0].file_id !== fileId) {
-          throw new ConflictError(`idempotency key ${JSON.stringify(key)} was already used for another file`);
-        }
+        const differs = differingParameters(rows[0], fileId, options, windowMs);
+        if (differs.length > 0) throw new IdempotencyKeyReusedError(key, rows[0].id, differs);
         return rows[0].id;
       }
     }
