@@ -1,3 +1,4 @@
+import { addUpstreamAuth } from '../domain/message-batch.js';
 import { redactKeys } from '../domain/redact-keys.js';
 import type { BackoffPolicy, RetryRules } from '../domain/retry.js';
 import { isJsonContentType } from '../domain/templates.js';
@@ -244,7 +245,7 @@ export class Dispatcher {
       'x-fusillade-request-id': row.id,
     };
     if (row.custom_id !== null) headers['x-fusillade-custom-id'] = row.custom_id;
-    if (apiKey) headers.authorization = `Bearer ${apiKey}`;
+    addUpstreamAuth(headers, row.path, apiKey);
     const request = {
       origin: base.origin,
       path: base.prefix + row.path,

@@ -10,6 +10,14 @@ export function bearerToken(req: IncomingMessage): string | null {
   return m ? m[1]! : null;
 }
 
+/** The request's API key: the bearer token (OpenAI's way), else `x-api-key` (Anthropic's way). */
+export function apiKeyOf(req: IncomingMessage): string | null {
+  const bearer = bearerToken(req);
+  if (bearer) return bearer;
+  const header = req.headers['x-api-key'];
+  return typeof header === 'string' && header.trim() !== '' ? header.trim() : null;
+}
+
 /**
  * The owner of the request's API key, or null if it has none, an unknown one or a revoked one.
  * Checked against the database on every request, so a revoked key fails at once.
@@ -18,7 +26,7 @@ export async function authenticate(
   manager: PostgresRequestManager,
   req: IncomingMessage,
 ): Promise<string | null> {
-  const token = bearerToken(req);
+  const token = apiKeyOf(req);
   if (!token) return null;
   const key = await verifyApiKey(manager.pool, manager.schema, token);
   return key?.owner ?? null;

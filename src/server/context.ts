@@ -21,6 +21,10 @@ export interface ApiContext {
   uploadIdleTimeoutMs: number;
   /** Largest JSON request body accepted on the JSON routes. */
   maxJsonBytes: number;
+  /** Largest message batch creation body (Anthropic: 256 MB). */
+  maxMessageBatchBytes: number;
+  /** Most requests in one message batch (Anthropic: 100,000). */
+  maxMessageBatchRequests: number;
   /** Bounds a database call: past the deadline the request gets a 503 instead of hanging. */
   db<T>(work: Promise<T>): Promise<T>;
   log(entry: Record<string, unknown>): void;

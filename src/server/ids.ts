@@ -1,5 +1,6 @@
 /**
- * OpenAI-style ids over the store's UUIDs: `file-<32 hex>` and `batch_<32 hex>`. Anything that does
+ * OpenAI-style ids over the store's UUIDs: `file-<32 hex>` and `batch_<32 hex>` (and Anthropic's
+ * `msgbatch_<32 hex>`). Anything that does
  * not decode cannot exist, so routes answer 404 for it.
  */
 
@@ -16,6 +17,8 @@ function uuidOf(h: string): string | null {
 
 export const fileId = (uuid: string): string => `file-${hex(uuid)}`;
 export const batchId = (uuid: string): string => `batch_${hex(uuid)}`;
+/** Anthropic's message batch id over the same batch UUID: `msgbatch_<32 hex>`. */
+export const messageBatchId = (uuid: string): string => `msgbatch_${hex(uuid)}`;
 export const batchRequestId = (uuid: string): string => `batch_req_${hex(uuid)}`;
 
 export function parseFileId(id: string | null | undefined): string | null {
@@ -24,4 +27,8 @@ export function parseFileId(id: string | null | undefined): string | null {
 
 export function parseBatchId(id: string | null | undefined): string | null {
   return typeof id === 'string' && id.startsWith('batch_') ? uuidOf(id.slice(6)) : null;
+}
+
+export function parseMessageBatchId(id: string | null | undefined): string | null {
+  return typeof id === 'string' && id.startsWith('msgbatch_') ? uuidOf(id.slice(9)) : null;
 }

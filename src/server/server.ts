@@ -4,9 +4,11 @@ import type { AddressInfo } from 'node:net';
 import type pg from 'pg';
 import type { DaemonConfig } from '../daemon/config.js';
 import { Semaphore } from '../daemon/semaphore.js';
+import { MESSAGE_BATCH_LIMITS } from '../domain/message-batch.js';
 import { migrate } from '../store/migrate.js';
 import { type DaemonHandle, PostgresRequestManager } from '../store/request-manager.js';
 import type { WebhookDeliveryOptions } from '../webhooks/delivery.js';
+import { anthropicError } from './anthropic-objects.js';
 import { authenticate, bearerToken } from './auth.js';
 import type { ApiContext, Call } from './context.js';
 import { serveDashboard } from './dashboard-static.js';
@@ -23,6 +25,14 @@ import { ApiError, sendError, sendJson } from './http.js';
 import { createServerMetrics, registerWaitingGauge } from './metrics.js';
 import { OPENAPI_DOCUMENT } from './openapi.js';
 import { Router } from './router.js';
+import {
+  cancelMessageBatch,
+  createMessageBatch,
+  deleteMessageBatch,
+  listMessageBatchesRoute,
+  messageBatchResults,
+  retrieveMessageBatch,
+} from './routes/anthropic-batches.js';
 import { cancelBatch, createBatch, listBatches, retrieveBatch } from './routes/batches.js';
 import { addDashboardRoutes } from './routes/dashboard.js';
 import { deleteFile, fileContent, listFiles, retrieveFile } from './routes/files.js';
@@ -71,6 +81,10 @@ export interface ServerOptions {
   idleTimeoutMs?: number;
   /** Largest JSON request body (batch creation); default 1 MB. */
   maxJsonBytes?: number;
+  /** Largest message batch creation body (POST /v1/messages/batches); default 256 MB, Anthropic's. */
+  maxMessageBatchBytes?: number;
+  /** Most requests in one message batch; default 100,000, Anthropic's. */
+  maxMessageBatchRequests?: number;
   /** A database call slower than this answers 503 instead of hanging; default 5000 ms. */
   dbTimeoutMs?: number;
   /** Structured log entries (requests, uploads, errors); never carries keys or bodies. */
@@ -104,6 +118,8 @@ const DEFAULTS = {
   maxLinesPerFile: 50_000,
   maxEmbeddingInputsPerFile: 50_000,
   maxJsonBytes: 1024 * 1024,
+  maxMessageBatchBytes: MESSAGE_BATCH_LIMITS.maxBytes,
+  maxMessageBatchRequests: MESSAGE_BATCH_LIMITS.maxRequests,
   uploadIdleTimeoutMs: 30_000,
   uploadPreBufferBytes: 8 * 1024 * 1024,
   dbTimeoutMs: 5000,
@@ -120,7 +136,13 @@ function apiRouter(): Router {
     .add('POST', '/v1/batches', createBatch)
     .add('GET', '/v1/batches', listBatches)
     .add('GET', '/v1/batches/:id', retrieveBatch)
-    .add('POST', '/v1/batches/:id/cancel', cancelBatch);
+    .add('POST', '/v1/batches/:id/cancel', cancelBatch)
+    .add('POST', '/v1/messages/batches', createMessageBatch)
+    .add('GET', '/v1/messages/batches', listMessageBatchesRoute)
+    .add('GET', '/v1/messages/batches/:id', retrieveMessageBatch)
+    .add('DELETE', '/v1/messages/batches/:id', deleteMessageBatch)
+    .add('POST', '/v1/messages/batches/:id/cancel', cancelMessageBatch)
+    .add('GET', '/v1/messages/batches/:id/results', messageBatchResults);
   return addWebhookRoutes(addDashboardRoutes(router));
 }
 
@@ -169,6 +191,8 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
     maxLinesPerFile: options.maxLinesPerFile ?? DEFAULTS.maxLinesPerFile,
     maxEmbeddingInputsPerFile: options.maxEmbeddingInputsPerFile ?? DEFAULTS.maxEmbeddingInputsPerFile,
     maxJsonBytes: options.maxJsonBytes ?? DEFAULTS.maxJsonBytes,
+    maxMessageBatchBytes: options.maxMessageBatchBytes ?? DEFAULTS.maxMessageBatchBytes,
+    maxMessageBatchRequests: options.maxMessageBatchRequests ?? DEFAULTS.maxMessageBatchRequests,
     uploadIdleTimeoutMs: options.uploadIdleTimeoutMs ?? DEFAULTS.uploadIdleTimeoutMs,
     uploadPreBufferBytes: options.uploadPreBufferBytes ?? DEFAULTS.uploadPreBufferBytes,
     uploadSlots: new Semaphore(options.maxConcurrentUploads ?? defaultUploadSlots(options.pool)),
@@ -203,11 +227,14 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
         ms: Math.round(seconds * 1000),
       });
     });
+    // Anthropic's API (/v1/messages…) answers errors in Anthropic's envelope, the rest in OpenAI's.
+    let anthropicApi = false;
     const answer = async (): Promise<void> => {
       // Inside the handler: an unparsable request target (absolute-form garbage) must be a 400,
       // not an exception thrown out of the request listener.
       const url = parseTarget(req.url);
       const path = url.pathname;
+      anthropicApi = path === '/v1/messages' || path.startsWith('/v1/messages/');
       if (path === '/healthz') {
         route = path;
         return health(ctx, res, daemon !== undefined);
@@ -233,10 +260,10 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
         if (!owner) {
           throw new ApiError(
             401,
-            'Missing, unknown or revoked API key: send "Authorization: Bearer <key>".',
-            {
-              code: 'invalid_api_key',
-            },
+            anthropicApi
+              ? 'Missing, unknown or revoked API key: send "x-api-key: <key>".'
+              : 'Missing, unknown or revoked API key: send "Authorization: Bearer <key>".',
+            { code: 'invalid_api_key' },
           );
         }
         const match = router.match(method, path);
@@ -274,6 +301,8 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
         });
       }
       if (res.headersSent) res.destroy();
+      else if (anthropicApi)
+        sendJson(res, apiError.status, anthropicError(apiError, requestId), apiError.headers);
       else sendError(res, apiError);
     });
   });

@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import type { Readable, Transform } from 'node:stream';
 import type pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import type { FileInfo } from '../domain/types.js';
@@ -40,7 +40,20 @@ function copyOut(sql: string): string {
 export async function openFileContent(pool: pg.Pool, schema: string, file: ContentSource): Promise<Readable> {
   // Output files, the large and hot case, come as columns framed in Node (see outputRowsSql).
   const framed = file.purpose === 'batch_output' && file.sourceBatchId !== null;
-  const sql = copyOut(framed ? outputRowsSql(schema, file.sourceBatchId!) : linesSql(schema, file));
+  const sql = framed ? outputRowsSql(schema, file.sourceBatchId!) : linesSql(schema, file);
+  return openCopyLines(pool, sql, framed ? new OutputRowsToJsonl() : new CopyTextToJsonl());
+}
+
+/**
+ * Streams the rows of `sql` (one text column of JSON lines, or the columns `decode` frames) as
+ * JSONL through COPY TO, with back-pressure. The stream holds one pooled connection until it ends;
+ * destroying it (a client that went away) discards that connection rather than return it mid-COPY.
+ */
+export async function openCopyLines(
+  pool: pg.Pool,
+  sql: string,
+  decode: Transform = new CopyTextToJsonl(),
+): Promise<Readable> {
   const client = await pool.connect();
   let released = false;
   const release = (err?: Error | boolean) => {
@@ -50,7 +63,7 @@ export async function openFileContent(pool: pg.Pool, schema: string, file: Conte
   };
   let stream: ReturnType<typeof copyTo>;
   try {
-    stream = client.query(copyTo(sql));
+    stream = client.query(copyTo(copyOut(sql)));
   } catch (err) {
     release(true);
     throw err;
@@ -58,13 +71,12 @@ export async function openFileContent(pool: pg.Pool, schema: string, file: Conte
   stream.on('end', () => release());
   stream.on('error', (err) => release(err));
   stream.on('close', () => release(!stream.readableEnded));
-  const jsonl = framed ? new OutputRowsToJsonl() : new CopyTextToJsonl();
-  stream.on('error', (err) => jsonl.destroy(err));
+  stream.on('error', (err) => decode.destroy(err));
   // A reader that stops early (client gone) ends the COPY too, discarding its connection.
-  jsonl.on('close', () => {
+  decode.on('close', () => {
     if (!stream.readableEnded) stream.destroy();
   });
-  return stream.pipe(jsonl);
+  return stream.pipe(decode);
 }
 
 /** What a file's content measures: its bytes and its lines. */
