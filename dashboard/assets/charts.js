@@ -1,6 +1,8 @@
+// @ts-check
 // Charts drawn as inline SVG and plain elements: no chart library, nothing fetched from elsewhere.
 import { fmtNum, fmtPercent, h } from './dom.js';
 
+/** @type {[Segment, string][]} */
 const SEGMENTS = [
   ['completed', 'completed'],
   ['failed', 'failed'],
@@ -9,7 +11,14 @@ const SEGMENTS = [
   ['pending', 'pending'],
 ];
 
-/** The stacked progress bar: completed / failed / canceled / in progress / pending. */
+/** @typedef {import('../../src/server/dashboard-wire.js').BatchCounts} BatchCounts */
+/** @typedef {'completed' | 'failed' | 'canceled' | 'in_progress' | 'pending'} Segment */
+
+/**
+ * The stacked progress bar: completed / failed / canceled / in progress / pending.
+ * @param {BatchCounts} counts
+ * @param {{ large?: boolean }} [options]
+ */
 export function progressBar(counts, { large = false } = {}) {
   const total = counts.total || 1;
   const parts = SEGMENTS.filter(([k]) => counts[k] > 0);
@@ -26,6 +35,7 @@ export function progressBar(counts, { large = false } = {}) {
   );
 }
 
+/** @param {[string, string][]} items class and label of each entry */
 export function legend(items) {
   return h(
     'ul.legend',
@@ -34,10 +44,16 @@ export function legend(items) {
   );
 }
 
-/** The limit-aware meter of in-flight requests (role=meter for assistive technology). */
+/**
+ * The limit-aware meter of in-flight requests (role=meter for assistive technology). A model at its
+ * limit is the healthy state of a busy queue, drawn in the accent colour; only past it is red.
+ * @param {number} value
+ * @param {number} max
+ * @param {string} label
+ */
 export function meter(value, max, label) {
   const pct = max > 0 ? Math.min(100, (100 * value) / max) : value > 0 ? 100 : 0;
-  const level = pct >= 100 ? 'full' : pct >= 75 ? 'high' : 'ok';
+  const level = max > 0 && value > max ? 'over' : pct >= 100 ? 'full' : 'ok';
   return h(
     `div.meter.meter-${level}`,
     {
@@ -52,19 +68,28 @@ export function meter(value, max, label) {
   );
 }
 
-/** A round tick step (1, 2, 5 × 10^k) giving at most five intervals up to v, and the axis maximum. */
+/**
+ * A round tick step (1, 2, 5 × 10^k) giving at most five intervals up to v, and the axis maximum.
+ * @param {number} v
+ * @returns {{ max: number, step: number }}
+ */
 function niceScale(v) {
   if (v <= 0) return { max: 1, step: 0.25 };
   v *= 1.08; // headroom: the tallest bar never touches the top
   const raw = v / 5;
   const p = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 5, 10].map((m) => m * p).find((s) => s >= raw);
+  const step = [1, 2, 5, 10].map((m) => m * p).find((s) => s >= raw) ?? 10 * p;
   return { max: Math.ceil(v / step) * step, step };
 }
 
+/**
+ * @param {number} unixSeconds
+ * @param {number} spanSeconds
+ */
 function timeLabel(unixSeconds, spanSeconds) {
   const d = new Date(unixSeconds * 1000);
   if (spanSeconds > 2 * 86400) return d.toLocaleDateString(undefined, { month: 'short', day: 'numeric' });
+  /** @type {Intl.DateTimeFormatOptions} */
   const opts =
     spanSeconds > 600
       ? { hour: '2-digit', minute: '2-digit' }
@@ -72,6 +97,15 @@ function timeLabel(unixSeconds, spanSeconds) {
   return d.toLocaleTimeString(undefined, opts);
 }
 
+/** @typedef {{ top: number, right: number, bottom: number, left: number }} Margin */
+
+/**
+ * @param {number} width
+ * @param {number} height
+ * @param {Margin} margin
+ * @param {{ max: number, step: number }} scale
+ * @param {string} label
+ */
 function frame(width, height, margin, scale, label) {
   const svg = h('svg.chart', {
     width,
@@ -95,15 +129,20 @@ function frame(width, height, margin, scale, label) {
   return svg;
 }
 
-/** Time labels along the x axis, evenly spread and never closer than a label's width. */
+/**
+ * Time labels along the x axis, evenly spread and never closer than a label's width.
+ * @param {Element} svg
+ * @param {{ start: number, bucketSeconds: number, n: number, x: (i: number) => number, y: number, width: number }} axis
+ */
 function xTicks(svg, { start, bucketSeconds, n, x, y, width }) {
   const span = n * bucketSeconds;
   const minGap = 110;
   const count = Math.max(2, Math.min(7, n, Math.floor(width / minGap)));
+  /** @type {number[]} */
   const kept = [];
   for (let k = 0; k < count; k++) {
     const i = n <= 1 ? 0 : Math.round((k * (n - 1)) / (count - 1));
-    if (kept.length && x(i) - x(kept.at(-1)) < minGap) {
+    if (kept.length && x(i) - x(kept.at(-1) ?? 0) < minGap) {
       // The last label (the newest time) wins over its neighbour, but not over the first.
       if (k === count - 1 && kept.length > 1) kept.pop();
       else continue;
@@ -119,21 +158,32 @@ function xTicks(svg, { start, bucketSeconds, n, x, y, width }) {
 }
 
 /**
- * Stacked bars per time bucket. series: [{ label, cls, values }], all of the same length.
+ * @typedef {object} ChartOptions
+ * @property {number} width
+ * @property {number} [height]
+ * @property {number} start Unix seconds of the first bucket
+ * @property {number} bucketSeconds
+ * @property {{ label: string, cls?: string, values: number[] }[]} series all of the same length
+ * @property {string} label
+ */
+
+/**
+ * Stacked bars per time bucket.
+ * @param {ChartOptions} options
  */
 export function barChart({ width, height = 200, start, bucketSeconds, series, label }) {
   const margin = { top: 12, right: 12, bottom: 26, left: 48 };
   const n = series[0]?.values.length ?? 0;
-  const totals = Array.from({ length: n }, (_, i) => series.reduce((s, x) => s + x.values[i], 0));
+  const totals = Array.from({ length: n }, (_, i) => series.reduce((s, x) => s + (x.values[i] ?? 0), 0));
   const scale = niceScale(Math.max(0, ...totals));
   const yMax = scale.max;
   const svg = frame(width, height, margin, scale, label);
   const plotW = width - margin.left - margin.right;
   const plotH = height - margin.top - margin.bottom;
   const bw = plotW / Math.max(n, 1);
-  const x = (i) => margin.left + i * bw + bw / 2;
+  const x = (/** @type {number} */ i) => margin.left + i * bw + bw / 2;
   for (let i = 0; i < n; i++) {
-    if (totals[i] === 0) continue;
+    if (!totals[i]) continue;
     const g = h('g.bar');
     let y0 = margin.top + plotH;
     for (const s of series) {
@@ -151,7 +201,9 @@ export function barChart({ width, height = 200, start, bucketSeconds, series, la
       );
     }
     const when = timeLabel(start + i * bucketSeconds, n * bucketSeconds);
-    g.append(h('title', {}, `${when}: ${series.map((s) => `${fmtNum(s.values[i])} ${s.label}`).join(', ')}`));
+    g.append(
+      h('title', {}, `${when}: ${series.map((s) => `${fmtNum(s.values[i] ?? 0)} ${s.label}`).join(', ')}`),
+    );
     svg.append(g);
   }
   svg.append(
@@ -166,7 +218,10 @@ export function barChart({ width, height = 200, start, bucketSeconds, series, la
   return svg;
 }
 
-/** One line per series (values per bucket), e.g. dispatch rate per model. */
+/**
+ * One line per series (values per bucket), e.g. dispatch rate per model.
+ * @param {ChartOptions} options
+ */
 export function lineChart({ width, height = 200, start, bucketSeconds, series, label }) {
   const margin = { top: 12, right: 12, bottom: 26, left: 48 };
   const n = series[0]?.values.length ?? 0;
@@ -175,13 +230,13 @@ export function lineChart({ width, height = 200, start, bucketSeconds, series, l
   const svg = frame(width, height, margin, scale, label);
   const plotW = width - margin.left - margin.right;
   const plotH = height - margin.top - margin.bottom;
-  const x = (i) => margin.left + (n <= 1 ? 0 : (plotW * i) / (n - 1));
-  const y = (v) => margin.top + plotH - (plotH * v) / yMax;
+  const x = (/** @type {number} */ i) => margin.left + (n <= 1 ? 0 : (plotW * i) / (n - 1));
+  const y = (/** @type {number} */ v) => margin.top + plotH - (plotH * v) / yMax;
   series.forEach((s, k) => {
     const points = s.values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
     svg.append(h(`polyline.line.s${k % 8}`, { points }, h('title', {}, s.label)));
     const last = s.values.length - 1;
-    if (last >= 0) svg.append(h(`circle.dot.s${k % 8}`, { cx: x(last), cy: y(s.values[last]), r: 3 }));
+    if (last >= 0) svg.append(h(`circle.dot.s${k % 8}`, { cx: x(last), cy: y(s.values[last] ?? 0), r: 3 }));
   });
   svg.append(
     h('line.axis', {
@@ -195,7 +250,10 @@ export function lineChart({ width, height = 200, start, bucketSeconds, series, l
   return svg;
 }
 
-/** Width for a chart filling `container` (charts are redrawn on every refresh, so resizes follow). */
+/**
+ * Width for a chart filling `container` (charts are redrawn on every refresh, so resizes follow).
+ * @param {HTMLElement} container
+ */
 export function chartWidth(container, fallback = 720) {
   return Math.max(280, Math.floor(container.clientWidth || fallback));
 }

@@ -1,14 +1,12 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import OpenAI, { toFile } from 'openai';
-import { type BrowserContext, chromium, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
 import { createServer, type FusilladeServer } from '../../src/server/server.js';
 import { createApiKey } from '../../src/store/api-keys.js';
 import { createTestDb, type TestDb } from '../support/db.js';
+import { ARTIFACTS, type Browser, CHROMIUM, launchChromium, submitBatch as submit } from './browser.js';
 
 /**
  * End to end in headless Chromium (Debian's package, never a downloaded browser): the real server
@@ -16,8 +14,6 @@ import { createTestDb, type TestDb } from '../support/db.js';
  * Screenshots of each page go to test-artifacts/.
  */
 
-const CHROMIUM = '/usr/bin/chromium';
-const ARTIFACTS = new URL('../../test-artifacts/', import.meta.url).pathname;
 const TOTAL = 160;
 /** Every 8th request is refused by the upstream with a final 400 (20 of them: one page of the table). */
 const refused = (i: number) => i % 8 === 5;
@@ -26,11 +22,10 @@ const REFUSED = Array.from({ length: TOTAL }, (_, i) => i).filter(refused).lengt
 let db: TestDb;
 let mock: MockUpstream;
 let server: FusilladeServer;
-let browser: BrowserContext;
+let browser: Browser;
 let page: Page;
 let key: string;
 let batchId: string;
-let userDataDir: string;
 
 beforeAll(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
@@ -58,28 +53,8 @@ beforeAll(async () => {
     daemonConfig: { pollIntervalMs: 200 },
   });
   key = (await createApiKey(db.pool, server.manager.schema, { owner: 'alice' })).key;
-  userDataDir = mkdtempSync(join(tmpdir(), 'fusillade-chromium-'));
-  browser = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-    viewport: { width: 1440, height: 900 },
-    acceptDownloads: true,
-  });
-  page = browser.pages()[0] ?? (await browser.newPage());
-  // The dashboard may call nothing but this server.
-  await page.route('**/*', (route) =>
-    route.request().url().startsWith(server.url) ? route.continue() : route.abort('blockedbyclient'),
-  );
+  browser = await launchChromium(() => server.url);
+  page = browser.page;
 }, 120_000);
 
 afterAll(async () => {
@@ -87,31 +62,9 @@ afterAll(async () => {
   await server?.close();
   await mock?.close();
   await db?.close();
-  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
 });
 
-async function submitBatch(): Promise<string> {
-  const client = new OpenAI({ apiKey: key, baseURL: `${server.url}/v1`, maxRetries: 0 });
-  const lines = Array.from({ length: TOTAL }, (_, i) =>
-    JSON.stringify({
-      custom_id: `req-${i}`,
-      method: 'POST',
-      url: '/v1/chat/completions',
-      body: { model: 'gpt-dash', messages: [{ role: 'user', content: `question ${i}` }] },
-    }),
-  );
-  const file = await client.files.create({
-    file: await toFile(Buffer.from(lines.join('\n')), 'questions.jsonl'),
-    purpose: 'batch',
-  });
-  const batch = await client.batches.create({
-    input_file_id: file.id,
-    endpoint: '/v1/chat/completions',
-    completion_window: '24h',
-    metadata: { project: 'dashboard-e2e' },
-  });
-  return batch.id;
-}
+const submitBatch = () => submit(server.url, key, TOTAL, 'gpt-dash', { project: 'dashboard-e2e' });
 
 /** "123 / 240" of the batch's row in the list. */
 async function doneInList(): Promise<number> {
@@ -229,27 +182,45 @@ describe('dashboard in a browser', () => {
     expect(line133.response.status_code).toBe(400);
     expect(JSON.stringify(line133.response.body)).toContain('temperature of request 133 is out of range');
 
-    // Retry failed: the refused requests are sent again (and refused again).
+    // Retry failed: a dialog says what failed; a 400 is not retriable, so "all" is the only choice,
+    // and the completed batch is reopened only once that is confirmed. The refused requests are
+    // sent again (and refused again).
     const sentBefore = mock.received;
     await page.getByRole('button', { name: `Retry failed (${REFUSED})` }).click();
+    const retryDialog = page.locator('dialog.retry-dialog');
+    await retryDialog.waitFor();
+    expect(await retryDialog.locator('.breakdown tbody tr').allTextContents()).toEqual([
+      `400${REFUSED}fails again`,
+    ]);
+    expect(await retryDialog.locator('input[value=retriable]').isDisabled()).toBe(true);
+    const confirmRetry = retryDialog.getByRole('button', { name: `Retry ${REFUSED} requests` });
+    expect(await confirmRetry.isDisabled()).toBe(true);
+    await retryDialog.locator('#retry-reopen').check();
+    await confirmRetry.click();
     await expect
       .poll(() => page.locator('#toast').textContent())
-      .toBe(`${REFUSED} failed requests queued again`);
+      .toBe(`${REFUSED} failed requests queued again; the batch is open again`);
     await expect.poll(() => mock.received - sentBefore, { timeout: 30_000 }).toBe(REFUSED);
     await expect
       .poll(() => page.locator('.title-row .badge').textContent(), { timeout: 30_000, interval: 500 })
       .toBe('completed');
     await expect.poll(() => stat('Failed').textContent()).toBe(String(REFUSED));
 
-    // Cancel a second batch from its page (after confirming).
+    // Cancel a second batch from its page, after confirming in the app's dialog (not confirm()).
     const second = await submitBatch();
     await page.goto(`${server.url}/#/batches/${second}`);
-    page.once('dialog', (dialog) => dialog.accept());
+    const nativeDialogs: string[] = [];
+    page.on('dialog', (dialog) => {
+      nativeDialogs.push(dialog.message());
+      void dialog.dismiss();
+    });
     await page.getByRole('button', { name: 'Cancel batch' }).click();
+    await page.locator('dialog.app-dialog').getByRole('button', { name: 'Cancel batch' }).click();
     await expect
       .poll(() => page.locator('.title-row .badge').textContent(), { timeout: 30_000, interval: 500 })
       .toBe('cancelled');
     expect(Number(await stat('Canceled').textContent())).toBeGreaterThan(0);
+    expect(nativeDialogs).toEqual([]);
 
     // Operations: the model against its limit, the daemon, the queue.
     await page.getByRole('link', { name: 'Operations' }).click();

@@ -1,12 +1,12 @@
+// @ts-check
 import { api, downloadFile } from '../api.js';
 import { legend, progressBar } from '../charts.js';
+import { openDialog } from '../dialog.js';
 import {
   debounce,
   fmtAgo,
   fmtDuration,
   fmtNum,
-  fmtPercent,
-  fmtRate,
   fmtTime,
   h,
   LIVE_STATUSES,
@@ -14,42 +14,51 @@ import {
   shortId,
   statusBadge,
 } from '../dom.js';
+import domain from '../domain.js';
+import { progressText, runRate } from './progress.js';
 
-const STATUSES = ['in_progress', 'finalizing', 'completed', 'cancelling', 'cancelled', 'expired'];
+/** @typedef {import('../../../src/server/dashboard-wire.js').BatchList} BatchList */
+/** @typedef {import('../../../src/server/dashboard-wire.js').DashboardBatch} DashboardBatch */
+
 const PAGE_SIZE = 20;
 
-/** The batches list: newest first, paged, filtered by status and searched, refreshed live. */
-export function mount(main, app) {
+/**
+ * The batches list: newest first, paged, filtered by status and searched, refreshed live. Its state
+ * is in the URL: `#/batches?status=…&q=…&after=ID` (older than ID) or `before=ID` (newer than ID).
+ * @type {import('../app-types.d.ts').Mount}
+ */
+export function mount(main, app, _params, initialQuery) {
   document.title = 'Batches · fusillade';
-  const state = { status: '', q: '', cursors: [null] };
+  let query = initialQuery;
   const body = h('tbody');
   const summary = h('p.muted.count', { 'aria-live': 'polite' });
-  const prev = h('button.btn.small', { type: 'button', onclick: () => page(-1) }, '← Newer');
-  const next = h('button.btn.small', { type: 'button', onclick: () => page(1) }, 'Older →');
-  let lastPage = { data: [], has_more: false };
-
-  const statusSelect = h(
-    'select',
-    {
-      id: 'status-filter',
-      onchange: (e) => {
-        state.status = e.target.value;
-        restart();
-      },
-    },
-    h('option', { value: '' }, 'All statuses'),
-    STATUSES.map((s) => h('option', { value: s }, s.replace('_', ' '))),
+  const prev = /** @type {HTMLButtonElement} */ (
+    h('button.btn.small', { type: 'button', disabled: true, onclick: () => page(-1) }, '← Newer')
   );
-  const search = h('input', {
-    id: 'batch-search',
-    type: 'search',
-    placeholder: 'batch_… or metadata',
-    autocomplete: 'off',
-    oninput: debounce((e) => {
-      state.q = e.target.value.trim();
-      restart();
-    }, 250),
-  });
+  const next = /** @type {HTMLButtonElement} */ (
+    h('button.btn.small', { type: 'button', disabled: true, onclick: () => page(1) }, 'Older →')
+  );
+  /** @type {BatchList | null} */
+  let lastPage = null;
+  let scrollAfterLoad = false;
+
+  const statusSelect = /** @type {HTMLSelectElement} */ (
+    h(
+      'select',
+      { id: 'status-filter', onchange: () => setFilter('status', statusSelect.value) },
+      h('option', { value: '' }, 'All statuses'),
+      domain.BATCH_STATUSES.map((s) => h('option', { value: s }, s.replace('_', ' '))),
+    )
+  );
+  const search = /** @type {HTMLInputElement} */ (
+    h('input', {
+      id: 'batch-search',
+      type: 'search',
+      placeholder: 'batch_… or metadata',
+      autocomplete: 'off',
+      oninput: debounce(() => setFilter('q', search.value.trim(), true), 300),
+    })
+  );
 
   main.append(
     h(
@@ -89,7 +98,11 @@ export function mount(main, app) {
               h('th', { scope: 'col' }, 'Batch'),
               h('th', { scope: 'col' }, 'Status'),
               h('th.progress-col', { scope: 'col' }, 'Progress'),
-              h('th.num', { scope: 'col' }, 'Rate'),
+              h(
+                'th.num',
+                { scope: 'col', title: 'Requests per second: last minute while live, average once ended' },
+                'Rate',
+              ),
               h('th.num', { scope: 'col' }, 'ETA'),
               h('th.num', { scope: 'col' }, 'Age'),
               h('th', { scope: 'col' }, h('span.visually-hidden', {}, 'Actions')),
@@ -97,44 +110,61 @@ export function mount(main, app) {
           ),
           body,
         ),
+        h('div.pager', {}, prev, next),
       ),
-      h('div.pager', {}, prev, next),
     ),
   );
+  replaceChildren(body, h('tr', {}, h('td.empty', { colspan: 7 }, 'Loading batches…')));
 
-  async function load() {
+  /** The API's query for the URL's state. */
+  function apiParams() {
     const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
-    if (state.status) params.set('status', state.status);
-    if (state.q) params.set('q', state.q);
-    const after = state.cursors.at(-1);
-    if (after) params.set('after', after);
-    const requested = params.toString();
-    const result = await api(`/api/dashboard/batches?${requested}`);
-    if (requested !== currentParams()) return; // the filters changed while this was loading
-    lastPage = result;
-    render();
-  }
-
-  function currentParams() {
-    const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
-    if (state.status) params.set('status', state.status);
-    if (state.q) params.set('q', state.q);
-    const after = state.cursors.at(-1);
-    if (after) params.set('after', after);
+    for (const k of ['status', 'q', 'after', 'before']) {
+      const v = query.get(k);
+      if (v) params.set(k, v);
+    }
     return params.toString();
   }
 
-  function render() {
-    const rows = lastPage.data;
-    const live = rows.filter((b) => LIVE_STATUSES.has(b.status)).length;
+  function syncControls() {
+    statusSelect.value = query.get('status') ?? '';
+    if (document.activeElement !== search) search.value = query.get('q') ?? '';
+  }
+
+  async function load() {
+    const requested = apiParams();
+    try {
+      const result = /** @type {BatchList} */ (await api(`/api/dashboard/batches?${requested}`));
+      if (requested !== apiParams()) return; // the view changed while this was loading
+      lastPage = result;
+    } catch (err) {
+      if (lastPage === null) {
+        const message = err instanceof Error ? err.message : String(err);
+        replaceChildren(
+          body,
+          h('tr', {}, h('td.empty.error', { colspan: 7 }, `Cannot load batches: ${message}`)),
+        );
+      }
+      throw err;
+    }
+    render(lastPage);
+    if (scrollAfterLoad) window.scrollTo({ top: 0 });
+    scrollAfterLoad = false;
+  }
+
+  /** @param {BatchList} list */
+  function render(list) {
+    const rows = list.data;
+    const running = rows.filter((b) => LIVE_STATUSES.has(b.status)).length;
+    const total = `${fmtNum(list.total)}${list.total_exact ? '' : '+'}`;
     summary.textContent =
       rows.length === 0
-        ? ''
-        : `Page ${state.cursors.length} · ${rows.length} batch${rows.length === 1 ? '' : 'es'}${live ? ` · ${live} running` : ''}`;
-    prev.disabled = state.cursors.length <= 1;
-    next.disabled = !lastPage.has_more;
+        ? `${total} batches`
+        : `${fmtNum(list.offset + 1)}–${fmtNum(list.offset + rows.length)} of ${total}${running ? ` · ${running} running on this page` : ''}`;
+    prev.disabled = !list.has_newer;
+    next.disabled = !list.has_more;
     if (rows.length === 0) {
-      const filtered = state.status || state.q;
+      const filtered = query.get('status') || query.get('q');
       replaceChildren(
         body,
         h(
@@ -154,14 +184,12 @@ export function mount(main, app) {
     replaceChildren(body, rows.map(row));
   }
 
+  /** @param {DashboardBatch} b */
   function row(b) {
     const c = b.counts;
-    const done = c.completed + c.failed + c.canceled;
     const live = LIVE_STATUSES.has(b.status);
     const remaining = c.pending + c.in_progress;
-    const eta = live && b.recent_rate > 0 ? remaining / b.recent_rate : null;
-    const elapsed = (b.finished_at ?? Date.now() / 1000) - (b.in_progress_at ?? b.created_at);
-    const rate = live ? b.recent_rate : elapsed > 0 ? (c.completed + c.failed) / elapsed : null;
+    const eta = live && b.recent_rate && b.recent_rate > 0 ? remaining / b.recent_rate : null;
     const meta = Object.entries(b.metadata ?? {}).slice(0, 3);
     return h(
       'tr',
@@ -181,26 +209,23 @@ export function mount(main, app) {
           meta.map(([k, v]) => h('span.chip', { title: `${k}: ${v}` }, `${k}: ${v}`)),
         ),
       ),
-      h('td', {}, statusBadge(b.status)),
+      h('td.status-cell', {}, statusBadge(b.status)),
+      h('td.progress-col', {}, progressBar(c), progressText(b)),
+      h('td.num', { 'data-label': 'Rate' }, runRate(b)),
       h(
-        'td.progress-col',
-        {},
-        progressBar(c),
-        h(
-          'div.sub.counts',
-          {},
-          h('span', {}, `${fmtNum(done)} / ${fmtNum(c.total)}`),
-          h('span.muted', {}, fmtPercent(done, c.total)),
-          c.failed > 0 ? h('span.fail-count', {}, `${fmtNum(c.failed)} failed`) : null,
-        ),
+        'td.num',
+        { 'data-label': 'ETA' },
+        live ? (eta === null ? (remaining ? '…' : '—') : fmtDuration(eta)) : '—',
       ),
-      h('td.num', {}, fmtRate(rate), live ? null : h('div.sub.muted', {}, 'avg')),
-      h('td.num', {}, live ? (eta === null ? (remaining ? '…' : '—') : fmtDuration(eta)) : '—'),
-      h('td.num', { title: fmtTime(b.created_at) }, fmtAgo(b.created_at)),
+      h('td.num', { title: fmtTime(b.created_at), 'data-label': 'Age' }, fmtAgo(b.created_at)),
       h('td.actions', {}, actions(b, live)),
     );
   }
 
+  /**
+   * @param {DashboardBatch} b
+   * @param {boolean} live
+   */
   function actions(b, live) {
     const list = [];
     if (live && b.status !== 'cancelling' && b.status !== 'finalizing') {
@@ -211,23 +236,8 @@ export function mount(main, app) {
             type: 'button',
             dataset: { key: `cancel-${b.id}` },
             'aria-label': `Cancel ${b.id}`,
-            onclick: async (e) => {
-              if (
-                !confirm(
-                  `Cancel ${b.id}? Requests not yet finished will be canceled; results so far are kept.`,
-                )
-              )
-                return;
-              e.target.disabled = true;
-              try {
-                await api(`/v1/batches/${b.id}/cancel`, { method: 'POST' });
-                app.toast(`Cancelling ${shortId(b.id)}`);
-                await load();
-              } catch (err) {
-                app.toast(err.message, 'error');
-                e.target.disabled = false;
-              }
-            },
+            onclick: (/** @type {MouseEvent} */ e) =>
+              cancelBatch(app, b.id, /** @type {HTMLButtonElement} */ (e.currentTarget), load),
           },
           'Cancel',
         ),
@@ -244,7 +254,7 @@ export function mount(main, app) {
           {
             type: 'button',
             dataset: { key: `${suffix}-${b.id}` },
-            'aria-label': `Download ${label.toLowerCase()} of ${b.id}`,
+            'aria-label': `Download ${label?.toLowerCase()} of ${b.id}`,
             onclick: () =>
               downloadFile(fileId, `${b.id}_${suffix}.jsonl`).catch((err) => app.toast(err.message, 'error')),
           },
@@ -255,16 +265,69 @@ export function mount(main, app) {
     return h('div.btn-row', {}, list);
   }
 
-  function restart() {
-    state.cursors = [null];
-    load().catch((err) => app.toast(err.message, 'error'));
+  /**
+   * @param {string} key
+   * @param {string} value
+   * @param {boolean} [replace] typing a search edits the history entry instead of adding one
+   */
+  function setFilter(key, value, replace = false) {
+    const next = new URLSearchParams(query);
+    if (value) next.set(key, value);
+    else next.delete(key);
+    next.delete('after');
+    next.delete('before');
+    app.setQuery(next, { replace });
   }
 
+  /** @param {number} delta */
   function page(delta) {
-    if (delta > 0 && lastPage.data.length) state.cursors.push(lastPage.data.at(-1).id);
-    if (delta < 0 && state.cursors.length > 1) state.cursors.pop();
-    load().catch((err) => app.toast(err.message, 'error'));
+    if (!lastPage) return;
+    const next = new URLSearchParams(query);
+    next.delete('after');
+    next.delete('before');
+    if (delta > 0 && lastPage.last_id) next.set('after', lastPage.last_id);
+    if (delta < 0 && lastPage.first_id) next.set('before', lastPage.first_id);
+    scrollAfterLoad = true;
+    app.setQuery(next);
   }
 
+  syncControls();
   app.poll(load, 1500);
+  return {
+    update(q) {
+      query = q;
+      syncControls();
+      load().catch((err) => app.toast(err.message, 'error'));
+    },
+  };
+}
+
+/**
+ * Cancels a batch after the app's dialog confirms it.
+ * @param {import('../app-types.d.ts').App} app
+ * @param {string} batchId
+ * @param {HTMLButtonElement} button
+ * @param {() => Promise<void>} reload
+ */
+export async function cancelBatch(app, batchId, button, reload) {
+  const ok = await openDialog({
+    title: 'Cancel this batch?',
+    body: [
+      h('p', {}, h('code', {}, batchId)),
+      h('p', {}, 'Requests not yet finished are canceled; results so far are kept in its output file.'),
+    ],
+    confirmLabel: 'Cancel batch',
+    cancelLabel: 'Keep running',
+    danger: true,
+  });
+  if (!ok) return;
+  button.disabled = true;
+  try {
+    await api(`/v1/batches/${encodeURIComponent(batchId)}/cancel`, { method: 'POST' });
+    app.toast(`Cancelling ${shortId(batchId)}`);
+    await reload();
+  } catch (err) {
+    app.toast(err instanceof Error ? err.message : String(err), 'error');
+    button.disabled = false;
+  }
 }

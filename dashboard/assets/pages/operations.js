@@ -1,8 +1,14 @@
+// @ts-check
 import { api } from '../api.js';
 import { chartWidth, lineChart, meter } from '../charts.js';
 import { fmtAgo, fmtDuration, fmtNum, h, replaceChildren } from '../dom.js';
 
-/** The operations page: the owner's load per model against limits, dispatch rate, queue; daemons. */
+/** @typedef {import('../../../src/server/dashboard-wire.js').Operations} Operations */
+
+/**
+ * The operations page: the owner's load per model against limits, dispatch rate, queue; daemons.
+ * @type {import('../app-types.d.ts').Mount}
+ */
 export function mount(main, app) {
   document.title = 'Operations · fusillade';
   const stats = h('div.stats');
@@ -11,21 +17,30 @@ export function mount(main, app) {
   const chartLegend = h('ul.legend.models-legend', { 'aria-hidden': 'true' });
   const daemons = h('tbody');
 
+  /**
+   * @param {string} caption
+   * @param {[string, string?][]} heads
+   * @param {HTMLElement} body
+   */
   const table = (caption, heads, body) =>
     h(
-      'table.table',
+      'div.table-scroll',
       {},
-      h('caption.visually-hidden', {}, caption),
       h(
-        'thead',
+        'table.table',
         {},
+        h('caption.visually-hidden', {}, caption),
         h(
-          'tr',
+          'thead',
           {},
-          heads.map(([label, cls = '']) => h(`th${cls}`, { scope: 'col' }, label)),
+          h(
+            'tr',
+            {},
+            heads.map(([label, cls = '']) => h(`th${cls}`, { scope: 'col' }, label)),
+          ),
         ),
+        body,
       ),
-      body,
     );
 
   main.append(
@@ -90,9 +105,15 @@ export function mount(main, app) {
   );
 
   async function load() {
-    const ops = await api('/api/dashboard/operations');
+    const ops = /** @type {Operations} */ (await api('/api/dashboard/operations'));
     const perMinute = 60 / ops.dispatch.bucket_seconds;
     const alive = ops.daemons.filter((d) => d.health === 'alive').length;
+    /**
+     * @param {string} label
+     * @param {string} value
+     * @param {string} [hint]
+     * @param {string} [cls]
+     */
     const stat = (label, value, hint, cls = '') =>
       h(
         `div.stat${cls}`,
@@ -117,7 +138,7 @@ export function mount(main, app) {
 
     const series = new Map(ops.dispatch.series.map((s) => [s.model, s.counts]));
     // Sends over the last minute (the newest buckets, the last one still filling).
-    const lastMinute = (model) =>
+    const lastMinute = (/** @type {string} */ model) =>
       (series.get(model) ?? []).slice(-Math.max(1, Math.round(perMinute))).reduce((a, b) => a + b, 0);
     replaceChildren(
       models,
@@ -136,6 +157,7 @@ export function mount(main, app) {
                   {},
                   meter(m.in_flight, m.limit, `${m.model}: ${m.in_flight} in flight of ${m.limit}`),
                   h('span.meter-text', {}, `${fmtNum(m.in_flight)} / ${fmtNum(m.limit)}`),
+                  m.limit > 0 && m.in_flight >= m.limit ? h('span.at-limit', {}, 'at limit') : null,
                 ),
               ),
               h('td.num', {}, fmtNum(m.pending)),
@@ -190,4 +212,5 @@ export function mount(main, app) {
   }
 
   app.poll(load, 2000);
+  return undefined;
 }

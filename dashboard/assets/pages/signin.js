@@ -1,23 +1,34 @@
+// @ts-check
+import { ApiError } from '../api.js';
 import { h } from '../dom.js';
 
-/** The sign-in form: an API key (the same keys as /v1), checked before it is remembered. */
+/**
+ * The sign-in form: an API key (the same keys as /v1), checked before it is remembered.
+ * @param {HTMLElement} main
+ * @param {{ onSignIn(key: string): Promise<void> }} handlers
+ */
 export function mount(main, { onSignIn }) {
-  const input = h('input', {
-    id: 'api-key',
-    name: 'api-key',
-    type: 'password',
-    required: true,
-    autocomplete: 'current-password',
-    spellcheck: 'false',
-    placeholder: 'fus_…',
-    'aria-describedby': 'api-key-help',
-  });
+  const input = /** @type {HTMLInputElement} */ (
+    h('input', {
+      id: 'api-key',
+      name: 'api-key',
+      type: 'password',
+      required: true,
+      autocomplete: 'current-password',
+      spellcheck: 'false',
+      placeholder: 'fsk_…',
+      'aria-describedby': 'api-key-help',
+    })
+  );
   const error = h('p.form-error', { id: 'signin-error', role: 'alert' });
-  const button = h('button.btn.primary.wide', { type: 'submit' }, 'Sign in');
+  const button = /** @type {HTMLButtonElement} */ (
+    h('button.btn.primary.wide', { type: 'submit' }, 'Sign in')
+  );
   const form = h(
     'form.signin-card',
     {
       'aria-labelledby': 'signin-title',
+      /** @param {SubmitEvent} event */
       async onsubmit(event) {
         event.preventDefault();
         const key = input.value.trim();
@@ -29,7 +40,11 @@ export function mount(main, { onSignIn }) {
           await onSignIn(key);
         } catch (err) {
           error.textContent =
-            err.status === 401 ? 'That API key is not valid, or it was revoked.' : err.message;
+            err instanceof ApiError && err.status === 401
+              ? 'That API key is not valid, or it was revoked.'
+              : err instanceof Error
+                ? err.message
+                : String(err);
           input.setAttribute('aria-invalid', 'true');
           input.focus();
           input.select();
