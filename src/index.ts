@@ -28,5 +28,6 @@ export { createApiKey, listApiKeys, revokeApiKey, verifyApiKey } from './store/a
 export type { TemplateItem } from './store/files.js';
 export type { MigrateOptions } from './store/migrate.js';
 export { migrate } from './store/migrate.js';
+export type { PurgeOptions, PurgeReport } from './store/purge.js';
 export type { DaemonHandle, ManagerConfig, OwnerScope } from './store/request-manager.js';
 export { PostgresRequestManager } from './store/request-manager.js';

@@ -31,6 +31,7 @@ const commands = {
   status: async () => (await import('./commands/client.js')).statusCommand,
   results: async () => (await import('./commands/client.js')).resultsCommand,
   cancel: async () => (await import('./commands/client.js')).cancelCommand,
+  purge: async () => (await import('./commands/purge.js')).purgeCommand,
   mockUpstream: async () => (await import('./commands/mock-upstream.js')).mockUpstreamCommand,
 } satisfies Record<string, () => Promise<Handler>>;
 
@@ -130,6 +131,26 @@ export async function main(argv: string[]): Promise<number> {
       ]),
     )
     .action(act('migrate', commands.migrate));
+
+  settingOptions(
+    program
+      .command('purge')
+      .description('remove expired, deleted and (with a retention) old finished data now, and say what went')
+      .option(
+        '--older-than <duration>',
+        'also batches finished longer ago (e.g. 30d, 12h, 0s); default: retention.finishedBatches',
+      )
+      .option('--dry-run', 'say what would be removed, removing nothing'),
+    'purge',
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'fusillade purge --database-url postgres://localhost/fusillade',
+        'fusillade purge --older-than 30d --dry-run',
+      ]),
+    )
+    .action(act('purge', commands.purge));
 
   const keys = program
     .command('keys')

@@ -26,6 +26,7 @@
  * Precedence is the same for every setting and every command: flag > environment > config file >
  * default. Names are public interface: never rename a flag, variable or file key users may have.
  */
+import { DURATION_PATTERN } from '../domain/duration.js';
 import type { ModelRateLimit } from '../domain/rate-wallet.js';
 import { type RetryableStatuses, retryableStatusesProblem } from '../domain/retry.js';
 import { boolean, checked, decimal, httpUrl, integer, type Kind, oneOf, postgresUrl, text } from './kinds.js';
@@ -59,7 +60,8 @@ export type CommandName =
   | 'results'
   | 'cancel'
   | 'mock-upstream'
-  | 'webhooks';
+  | 'webhooks'
+  | 'purge';
 
 export interface SettingSpec<T = unknown> {
   kind: Kind<T>;
@@ -86,7 +88,7 @@ export interface SettingSpec<T = unknown> {
   defaultText?: string;
 }
 
-const DATABASE: readonly CommandName[] = ['serve', 'daemon', 'run', 'migrate', 'keys', 'webhooks'];
+const DATABASE: readonly CommandName[] = ['serve', 'daemon', 'run', 'migrate', 'keys', 'webhooks', 'purge'];
 const DISPATCH: readonly CommandName[] = ['serve', 'daemon', 'run'];
 const CLIENT: readonly CommandName[] = ['submit', 'status', 'results', 'cancel'];
 const ALL: readonly CommandName[] = [...DATABASE, ...CLIENT, 'mock-upstream'];
@@ -522,6 +524,26 @@ export const SETTINGS = {
     daemon: true,
     defaultText: 'none: template keys are stored as given',
   },
+  finishedBatchRetention: {
+    kind: text({
+      pattern: DURATION_PATTERN,
+      expected: 'a duration such as "30d", "12h" or "90m"',
+      label: 'duration',
+    }),
+    description:
+      'batches finished longer ago are purged in the background with their requests and files, and uploaded files as old that no batch uses',
+    commands: [...DISPATCH, 'purge'],
+    env: 'FUSILLADE_RETENTION_FINISHED_BATCHES',
+    file: 'retention.finishedBatches',
+    daemon: true,
+    defaultText: 'none: kept until deleted or expired',
+  },
+  purgeIntervalMs: tuning(
+    'purgeIntervalMs',
+    integer({ min: 1000 }),
+    60_000,
+    'how often daemons purge expired and deleted data (one daemon at a time, ~10k rows per transaction)',
+  ),
   handleSignals: tuning(
     'handleSignals',
     boolean(),

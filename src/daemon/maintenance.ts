@@ -1,3 +1,5 @@
+import { parseDuration } from '../domain/duration.js';
+import { describePurge, purge } from '../store/purge.js';
 import { cancelledBatchesSql, endableBatchesSql, queueDepthSql } from '../store/sql/batch-watch.js';
 import { finalizeBatchSql } from '../store/sql/finalize-batch.js';
 import { heartbeatSql } from '../store/sql/heartbeat.js';
@@ -54,6 +56,7 @@ export class Maintenance {
     );
     this.every('sweep', Math.max(500, c.pollIntervalMs), () => this.sweep(), true);
     this.every('queue-depth', QUEUE_DEPTH_INTERVAL_MS, () => this.queueDepth(), true);
+    this.every('purge', c.purgeIntervalMs, () => this.purge());
   }
 
   private every(name: string, ms: number | (() => number), task: () => Promise<void>, runNow = false): void {
@@ -235,6 +238,24 @@ export class Maintenance {
     // inc, not set: the models outside the named ones add up under one label.
     for (const r of rows)
       this.d.metrics.queueDepth.inc({ model: this.d.metrics.model(r.model as string) }, Number(r.n));
+  }
+
+  /**
+   * Removes expired and deleted data (src/store/purge.ts) in small transactions; when another daemon
+   * is purging, this one skips its turn.
+   */
+  private async purge(): Promise<void> {
+    const c = this.d.config;
+    const retention = c.finishedBatchRetention;
+    const report = await purge(this.d.db, this.d.schema, {
+      ...(retention !== undefined ? { olderThanMs: parseDuration(retention) } : {}),
+      whenBusy: 'skip',
+      statementTimeoutMs: c.dbTimeoutMs,
+      shouldStop: () => this.stopped || this.d.isStopping,
+    });
+    if (report.batches + report.requests + report.outputFiles + report.inputFiles > 0) {
+      this.d.log.info(`purge ${describePurge(report)}`, { ...report });
+    }
   }
 
   async stop(): Promise<void> {

@@ -39,6 +39,12 @@ export interface CreateBatchOptions {
   /** With the same owner and key, a second create returns the first batch instead of a new one. */
   idempotencyKey?: string | null;
   /**
+   * Seconds the batch's output and error files live from their creation (when the batch ends),
+   * 3600 to 2592000 (OpenAI's output_expires_after); then the purge removes them and the requests.
+   * Default: they live as long as the batch.
+   */
+  outputExpiresAfterSeconds?: number | null;
+  /**
    * Where the requests go, decided now and recorded with each request (src/domain/upstream-route.ts):
    * for a model the router routes, its upstream and the fingerprint of its key; otherwise the
    * template's own endpoint and key. Default: the manager's `upstreamRouter`; null: every template's

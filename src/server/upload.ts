@@ -101,7 +101,7 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
       await parsed.catch(malformed);
       // Fields may follow the file part: check them before the transaction commits.
       checkPurpose(fields, true);
-      expiresAt(fields);
+      expiresAfter(fields);
     }
     // Validate up to uploadPreBufferBytes before taking a database connection: most files end within
     // it, so slow or stalled clients cannot hold connections (and an early bad line costs none).
@@ -143,10 +143,7 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
       });
     };
     const id = await (whole ? store() : waitForSlot()).finally(() => stream.return(undefined));
-    const expiry = expiresAt(fields);
-    if (expiry) {
-      await ctx.db(setFileExpiry(ctx.manager.pool, ctx.manager.schema, id, expiry));
-    }
+    await ctx.db(setFileExpiry(ctx.manager.pool, ctx.manager.schema, id, expiresAfter(fields)));
     const file = await ctx.db(ctx.manager.getFile(id, { owner }));
     ctx.metrics.uploadedLines.inc(parser.lines);
     ctx.metrics.uploadedBytes.inc(parser.bytes);
@@ -214,11 +211,17 @@ function checkPurpose(fields: Map<string, string>, final: boolean): void {
   }
 }
 
-/** OpenAI's optional expires_after[anchor]=created_at and expires_after[seconds] (1 hour to 30 days). */
-function expiresAt(fields: Map<string, string>): Date | null {
+/** An uploaded batch file lives 30 days unless expires_after says otherwise (as at OpenAI). */
+export const DEFAULT_FILE_EXPIRY_SECONDS = 2_592_000;
+
+/**
+ * The seconds from the file's created_at to its expiry: OpenAI's optional
+ * expires_after[anchor]=created_at and expires_after[seconds] (1 hour to 30 days), else 30 days.
+ */
+function expiresAfter(fields: Map<string, string>): number {
   const anchor = fields.get('expires_after[anchor]');
   const secs = fields.get('expires_after[seconds]');
-  if (anchor === undefined && secs === undefined) return null;
+  if (anchor === undefined && secs === undefined) return DEFAULT_FILE_EXPIRY_SECONDS;
   const n = Number(secs);
   if (anchor !== 'created_at' || !Number.isInteger(n) || n < 3600 || n > 2_592_000) {
     throw new ApiError(400, 'expires_after needs anchor "created_at" and seconds between 3600 and 2592000.', {
@@ -226,7 +229,7 @@ function expiresAt(fields: Map<string, string>): Date | null {
       param: 'expires_after',
     });
   }
-  return new Date(Date.now() + n * 1000);
+  return n;
 }
 
 /** A line becomes a template routed by its model; the upstream key is resolved at dispatch. */

@@ -64,12 +64,15 @@ export async function firstPathMismatch(
   return rows[0] ? { line: rows[0].line_number, path: rows[0].path } : undefined;
 }
 
-/** Sets an uploaded file's expiry (OpenAI's expires_after), known only once the upload has ended. */
+/** Sets an uploaded file's expiry, `seconds` after its created_at (OpenAI's expires_after), known only once the upload has ended. */
 export async function setFileExpiry(
   pool: pg.Pool,
   s: string,
   fileId: string,
-  expiresAt: Date,
+  seconds: number,
 ): Promise<void> {
-  await pool.query(`UPDATE ${s}.files SET expires_at = $2 WHERE id = $1`, [fileId, expiresAt]);
+  await pool.query(
+    `UPDATE ${s}.files SET expires_at = created_at + $2::int * interval '1 second' WHERE id = $1`,
+    [fileId, seconds],
+  );
 }

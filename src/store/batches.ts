@@ -62,6 +62,16 @@ export function completionWindowMs(window: string | null): number | null {
 }
 
 function validateBatchOptions(options: CreateBatchOptions): number | null {
+  const secs = options.outputExpiresAfterSeconds;
+  if (secs !== undefined && secs !== null && !(Number.isInteger(secs) && secs >= 3600 && secs <= 2_592_000)) {
+    throw new ValidationError([
+      {
+        code: 'invalid_output_expires_after',
+        param: 'output_expires_after',
+        message: 'output_expires_after must be between 3600 and 2592000 seconds',
+      },
+    ]);
+  }
   const ms = completionWindowMs(
     options.completionWindow === undefined ? DEFAULT_COMPLETION_WINDOW : options.completionWindow,
   );
@@ -150,7 +160,8 @@ export async function insertBatch(
     }
     const file = await client.query<{ template_count: number }>(
       `SELECT template_count FROM ${s}.files
-        WHERE id = $1 AND deleted_at IS NULL AND purpose = 'batch' AND ($2::text IS NULL OR owner = $2)
+        WHERE id = $1 AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+          AND purpose = 'batch' AND ($2::text IS NULL OR owner = $2)
         FOR SHARE`,
       [fileId, owner],
     );
@@ -162,8 +173,8 @@ export async function insertBatch(
     }
     const { rows } = await client.query<{ id: string }>(
       `INSERT INTO ${s}.batches (file_id, owner, endpoint, completion_window, metadata, idempotency_key,
-                                 total_requests, in_progress_at, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now() + $8::float8 * interval '1 millisecond')
+                                 total_requests, in_progress_at, expires_at, output_expires_after)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now() + $8::float8 * interval '1 millisecond', $9)
        RETURNING id`,
       [
         fileId,
@@ -174,6 +185,7 @@ export async function insertBatch(
         key,
         file.rows[0].template_count,
         windowMs,
+        options.outputExpiresAfterSeconds ?? null,
       ],
     );
     const batchId = rows[0]!.id;

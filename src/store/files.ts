@@ -138,7 +138,8 @@ export async function findFile(
   assertId('file', id);
   const { rows } = await pool.query<FileRow>(
     `SELECT ${FILE_COLUMNS} FROM ${schema}.files
-      WHERE id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR owner = $2)`,
+      WHERE id = $1 AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+        AND ($2::text IS NULL OR owner = $2)`,
     [id, owner ?? null],
   );
   if (!rows[0]) throw new NotFoundError('file', id);
@@ -176,7 +177,8 @@ export async function listFiles(
   const dir = asc ? 'ASC' : 'DESC';
   const { rows } = await pool.query<FileRow>(
     `SELECT ${FILE_COLUMNS} FROM ${schema}.files f
-      WHERE deleted_at IS NULL AND ($1::text IS NULL OR owner = $1) AND ($2::text IS NULL OR purpose = $2)
+      WHERE deleted_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+        AND ($1::text IS NULL OR owner = $1) AND ($2::text IS NULL OR purpose = $2)
         AND ($3::uuid IS NULL OR (created_at, id) ${cmp} (SELECT created_at, id FROM ${schema}.files WHERE id = $3))
       ORDER BY created_at ${dir}, id ${dir}
       LIMIT $4`,
@@ -186,7 +188,10 @@ export async function listFiles(
   return { data, hasMore: rows.length > limit };
 }
 
-/** Soft delete: the file disappears from reads at once; batches made from it keep their templates. */
+/**
+ * Soft delete: the file disappears from reads at once; the purge removes its data in the background
+ * (src/store/purge.ts), an input file's templates once no batch made from it remains.
+ */
 export async function deleteFile(
   pool: pg.Pool,
   schema: string,

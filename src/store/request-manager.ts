@@ -26,6 +26,7 @@ import { completionWindowMs, DEFAULT_COMPLETION_WINDOW } from './batches.js';
 import { batchResultLines, checkInclude, fileLines, type ResultsInclude } from './content-lines.js';
 import { notifyEvents } from './events.js';
 import * as files from './files.js';
+import { type PurgeOptions, type PurgeReport, purge } from './purge.js';
 import { assertSchemaName, DEFAULT_SCHEMA, qualify } from './schema.js';
 import { configureRateLimitsSql } from './sql/rate-budget.js';
 
@@ -291,6 +292,15 @@ export class PostgresRequestManager {
    * one no new request starts above it, and requests already in flight finish (never aborted), so
    * the total in flight falls to the new limit as they end.
    */
+  /**
+   * Removes expired and deleted data now, in small transactions (src/store/purge.ts); with
+   * `olderThanMs`, also batches finished longer ago (and input files as old that no batch uses).
+   * Daemons run it in the background with the configured finishedBatchRetention.
+   */
+  purge(options: Omit<PurgeOptions, 'shouldStop'> = {}): Promise<PurgeReport> {
+    return purge(this.pool, this.schema, options);
+  }
+
   async setModelConcurrency(model: string, concurrency: number): Promise<void> {
     if (typeof model !== 'string' || model === '') {
       throw new ValidationError([

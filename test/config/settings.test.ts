@@ -35,6 +35,7 @@ const COMMANDS: CommandName[] = [
   'results',
   'cancel',
   'mock-upstream',
+  'purge',
 ];
 
 let dir: string;
@@ -78,6 +79,7 @@ function samples(spec: SettingSpec): [unknown, unknown] {
     return [min + 1, min + 2];
   }
   if (spec.kind.label === 'number') return [1.5, 2.5];
+  if (spec.kind.label === 'duration') return ['30d', '12h'];
   if (e.includes('postgres://')) return ['postgres://a.example/x', 'postgres://b.example/x'];
   if (e.includes('http(s) URL')) return ['http://a.example', 'http://b.example'];
   if (e.includes('lowercase')) return ['from_a', 'from_b'];

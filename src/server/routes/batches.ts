@@ -32,6 +32,22 @@ function field(condition: boolean, param: string, message: string): void {
   if (!condition) throw new ApiError(400, message, { code: `invalid_${param}`, param });
 }
 
+/** OpenAI's output_expires_after: { anchor: "created_at", seconds: 3600…2592000 }, or absent. */
+function outputExpiry(value: unknown): number | null {
+  if (value === undefined || value === null) return null;
+  const v = value as { anchor?: unknown; seconds?: unknown };
+  field(
+    typeof value === 'object' &&
+      v.anchor === 'created_at' &&
+      Number.isInteger(v.seconds) &&
+      (v.seconds as number) >= 3600 &&
+      (v.seconds as number) <= 2_592_000,
+    'output_expires_after',
+    'output_expires_after needs anchor "created_at" and seconds between 3600 and 2592000.',
+  );
+  return v.seconds as number;
+}
+
 export async function createBatch(ctx: ApiContext, call: Call): Promise<void> {
   const body = await readJsonBody(call.req, ctx.maxJsonBytes);
   field(
@@ -44,6 +60,7 @@ export async function createBatch(ctx: ApiContext, call: Call): Promise<void> {
     endpoint,
     completion_window: window,
     metadata,
+    output_expires_after: outputExpiresAfter,
   } = body as Record<string, unknown>;
   field(typeof inputFileId === 'string' && inputFileId !== '', 'input_file_id', 'input_file_id is required.');
   field(
@@ -56,6 +73,7 @@ export async function createBatch(ctx: ApiContext, call: Call): Promise<void> {
     'completion_window',
     'completion_window is required ("24h").',
   );
+  const outputExpiresAfterSeconds = outputExpiry(outputExpiresAfter);
   const fileUuid = parseFileId(inputFileId as string);
   if (!fileUuid) throw noSuchFile(inputFileId as string);
   const owner = call.owner;
@@ -92,6 +110,7 @@ export async function createBatch(ctx: ApiContext, call: Call): Promise<void> {
       completionWindow: window as string,
       metadata: (metadata ?? null) as Record<string, string> | null,
       idempotencyKey,
+      outputExpiresAfterSeconds,
       // Routed by this server's configuration as of now (the upload checked the models had routes).
       router: ctx.router,
       requireRoutes: true,

@@ -9,7 +9,8 @@ import { pastDeadlineSql } from '../../domain/batch-lifecycle.js';
  * One statement: it locks the batch row, counts by state through requests_batch_state_idx, and only
  * writes when the batch is over, so callers may call it whenever they suspect a batch has ended.
  * Two callers racing serialise on the row lock and the second finds finished_at set.
- * The output and error file rows are created in the same statement, or, when the batch ends again
+ * The output and error file rows are created in the same statement (expiring output_expires_after
+ * seconds from now when the batch has one), or, when the batch ends again
  * after retryFailedRequests reopened it, brought up to date (their line counts; their content is
  * always read from the requests). The API measures sizes and lines live (output-files.ts).
  *
@@ -25,7 +26,7 @@ import { pastDeadlineSql } from '../../domain/batch-lifecycle.js';
 export function finalizeBatchSql(s: string): string {
   return `
 WITH b AS (
-  SELECT id, owner, cancelling_at, (expired_at IS NOT NULL OR ${pastDeadlineSql('')}) AS expired
+  SELECT id, owner, cancelling_at, output_expires_after, (expired_at IS NOT NULL OR ${pastDeadlineSql('')}) AS expired
     FROM ${s}.batches WHERE id = $1 AND finished_at IS NULL
      FOR UPDATE
 ),
@@ -45,17 +46,18 @@ ending AS (
    WHERE c.in_flight = 0 AND (c.pending = 0 OR b.cancelling_at IS NOT NULL OR b.expired)
 ),
 output_file AS (
-  INSERT INTO ${s}.files (name, purpose, owner, source_batch_id, template_count)
-  SELECT 'batch_' || replace(e.id::text, '-', '') || '_output.jsonl', 'batch_output', e.owner, e.id, e.completed
+  INSERT INTO ${s}.files (name, purpose, owner, source_batch_id, template_count, expires_at)
+  SELECT 'batch_' || replace(e.id::text, '-', '') || '_output.jsonl', 'batch_output', e.owner, e.id, e.completed,
+         now() + e.output_expires_after * interval '1 second'
     FROM ending e WHERE e.completed > 0
   ON CONFLICT (source_batch_id, purpose) WHERE source_batch_id IS NOT NULL
   DO UPDATE SET template_count = EXCLUDED.template_count
   RETURNING id
 ),
 error_file AS (
-  INSERT INTO ${s}.files (name, purpose, owner, source_batch_id, template_count)
+  INSERT INTO ${s}.files (name, purpose, owner, source_batch_id, template_count, expires_at)
   SELECT 'batch_' || replace(e.id::text, '-', '') || '_error.jsonl', 'batch_error', e.owner, e.id,
-         e.failed + e.canceled + e.pending
+         e.failed + e.canceled + e.pending, now() + e.output_expires_after * interval '1 second'
     FROM ending e WHERE e.failed + e.canceled + e.pending > 0
   ON CONFLICT (source_batch_id, purpose) WHERE source_batch_id IS NOT NULL
   DO UPDATE SET template_count = EXCLUDED.template_count

@@ -1,0 +1,34 @@
+import { UsageError } from '../../config/usage-error.js';
+import { parseDuration } from '../../domain/duration.js';
+import { describePurge, previewPurge, purge } from '../../store/purge.js';
+import { qualify } from '../../store/schema.js';
+import { openDatabase } from '../database.js';
+import type { CommandContext } from '../main.js';
+
+/**
+ * `fusillade purge [--older-than DURATION] [--dry-run]`: runs the retention purge now
+ * (src/store/purge.ts) and says what it removed. Without --older-than, the configured retention
+ * (retention.finishedBatches) applies, else only expired and deleted data goes.
+ */
+export async function purgeCommand({ settings, flags }: CommandContext): Promise<number> {
+  const olderThan = (flags.olderThan as string | undefined) ?? settings.finishedBatchRetention;
+  const olderThanMs = olderThan === undefined ? undefined : parseDuration(olderThan);
+  if (olderThan !== undefined && olderThanMs === undefined) {
+    throw new UsageError(
+      `--older-than must be a duration such as "30d", "12h" or "0s", got ${JSON.stringify(olderThan)}`,
+    );
+  }
+  const db = await openDatabase(settings, { poolSize: 2, log: (m) => console.error(m) });
+  try {
+    const schema = qualify(db.schema);
+    const options = olderThanMs === undefined ? {} : { olderThanMs };
+    const report =
+      flags.dryRun === true
+        ? await previewPurge(db.pool, schema, options)
+        : await purge(db.pool, schema, options);
+    console.log(describePurge(report, flags.dryRun === true));
+    return 0;
+  } finally {
+    await db.close();
+  }
+}
