@@ -6,14 +6,13 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { findPostgresBinaries } from './binaries.js';
-import { isPostgresAlive, readPostmasterPid, sleep, waitForExit } from './postmaster-pid.js';
+import { isPostgresAlive, readPostmasterPid, sleep, stopPostmaster } from './postmaster-pid.js';
 import { postgresRunAsUser, type RunAsUser } from './run-as.js';
+import { ensureWatchdog, PRESENCE_APP } from './watchdog.js';
 
 /** The data directory used when neither --database-url nor --data-dir is given. */
 export const DEFAULT_DATA_DIR = '.fusillade';
 
-/** application_name of the one connection each attached process holds for its whole life. */
-const PRESENCE_APP = 'fusillade-presence';
 const CREDENTIALS_FILE = 'fusillade-credentials.json';
 const DB_USER = 'fusillade';
 
@@ -55,6 +54,8 @@ interface Credentials {
  * so that a new user needs no database server. A second process on the same directory connects to
  * the running server instead of starting another. The server runs in its own process group, so a
  * Ctrl-C in the terminal reaches our process (which hands its work back first), not PostgreSQL.
+ * The last process to leave stops the server; when none is left because they were killed, the
+ * watchdog (src/embedded/watchdog.ts) does.
  */
 export async function startEmbeddedPostgres(
   options: EmbeddedPostgresOptions = {},
@@ -118,7 +119,7 @@ export async function stopEmbeddedServer(
   const pgdata = await pgdataPath(resolve(dataDir), await postgresRunAsUser(user));
   const running = await readPostmasterPid(pgdata);
   if (!running || !(await isPostgresAlive(running.pid, pgdata))) return false;
-  return shutdown(running.pid);
+  return stopPostmaster(running.pid);
 }
 
 async function attach(
@@ -132,6 +133,9 @@ async function attach(
   const presence = new pg.Client({ connectionString: url, application_name: PRESENCE_APP });
   presence.on('error', () => {});
   await presence.connect();
+  // A process killed outright (kill -9) cannot stop the server: the watchdog does, once no process
+  // is attached any more.
+  await ensureWatchdog(presence, url, pgdata);
   let stopping: Promise<void> | undefined;
   return {
     connectionString: url,
@@ -151,23 +155,11 @@ async function attach(
         await presence.end().catch(() => {});
         if (rows[0]?.n !== 0) return; // someone else still uses it (or it is already gone)
         const running = await readPostmasterPid(pgdata);
-        if (running && (await isPostgresAlive(running.pid, pgdata))) await shutdown(running.pid);
+        if (running && (await isPostgresAlive(running.pid, pgdata))) await stopPostmaster(running.pid);
       })();
       return stopping;
     },
   };
-}
-
-/** Fast shutdown (SIGINT): aborts open transactions, then a clean checkpoint. */
-async function shutdown(pid: number): Promise<boolean> {
-  try {
-    process.kill(pid, 'SIGINT');
-  } catch {
-    return false;
-  }
-  if (await waitForExit(pid, 30_000)) return true;
-  process.kill(pid, 'SIGQUIT');
-  return waitForExit(pid, 5_000);
 }
 
 /**

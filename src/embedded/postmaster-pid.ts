@@ -60,3 +60,15 @@ export async function waitForExit(pid: number, timeoutMs: number): Promise<boole
   }
   return false;
 }
+
+/** Fast shutdown (SIGINT: aborts open transactions, then a clean checkpoint), SIGQUIT if that hangs. */
+export async function stopPostmaster(pid: number): Promise<boolean> {
+  try {
+    process.kill(pid, 'SIGINT');
+  } catch {
+    return false;
+  }
+  if (await waitForExit(pid, 30_000)) return true;
+  process.kill(pid, 'SIGQUIT');
+  return waitForExit(pid, 5_000);
+}
