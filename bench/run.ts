@@ -16,6 +16,7 @@ import { benchDaemonMemory } from './daemon-memory.js';
 import { benchDaemonThroughput } from './daemon-throughput.js';
 import { benchDaemonWakeup } from './daemon-wakeup.js';
 import { benchDashboardQueries } from './dashboard-queries.js';
+import { benchRateLimits } from './rate-limits.js';
 import { benchServerTransfer } from './server-transfer.js';
 
 interface Bench {
@@ -33,6 +34,7 @@ const BENCHES: Bench[] = [
   { name: 'server-transfer', run: () => benchServerTransfer() },
   { name: 'dashboard-queries', run: async () => ({ markdown: await benchDashboardQueries() }) },
   { name: 'batch-results', run: () => benchBatchResults() },
+  { name: 'rate-limits', run: () => benchRateLimits() },
 ];
 
 const OUT = fileURLToPath(new URL('../BENCHMARKS.md', import.meta.url));

@@ -1,15 +1,19 @@
 /**
  * The mock upstream in a process of its own (as a real upstream is: it must not share an event loop
- * with what it measures). Env: LATENCY_MS. Over IPC it sends {type:'ready', url} once listening and
- * answers {type:'stats'} with {received, maxInFlight, inFlight}; {type:'reset'} forgets the maxima,
- * {type:'latency', ms} changes the delay.
+ * with what it measures). Env: LATENCY_MS, RATE_LIMITS (JSON MockRateLimits: enforce RPM/TPM). Over
+ * IPC it sends {type:'ready', url} once listening and answers {type:'stats'} with {received,
+ * maxInFlight, inFlight, rateLimits (the limiter's counts per model, or null)}; {type:'reset'}
+ * forgets the maxima and the rate counts (and refills the buckets), {type:'latency', ms} changes the
+ * delay.
  */
+import type { MockRateLimits } from '../../src/mock-upstream/rate-limits.js';
 import { startMockUpstream } from '../../src/mock-upstream/server.js';
 
 const mock = await startMockUpstream({
   latencyMs: Number(process.env.LATENCY_MS ?? 0),
   record: false,
   recordBodies: false,
+  rateLimits: process.env.RATE_LIMITS ? (JSON.parse(process.env.RATE_LIMITS) as MockRateLimits) : undefined,
 });
 
 process.on('message', (msg: { type: string; ms?: number }) => {
@@ -19,6 +23,7 @@ process.on('message', (msg: { type: string; ms?: number }) => {
       received: mock.received,
       inFlight: mock.inFlight.total,
       maxInFlight: mock.maxInFlight.total,
+      rateLimits: mock.rateLimiter?.stats() ?? null,
     });
   } else if (msg.type === 'reset') {
     mock.reset();

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
+import type { MockRateLimiter, MockRateLimits } from '../../src/mock-upstream/rate-limits.js';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 export const BIN = here('../../bin/fusillade.js');
@@ -141,14 +142,25 @@ export interface MockProcess {
   url: string;
   pid: number;
   cpuMs(): number;
-  stats(): Promise<{ received: number; inFlight: number; maxInFlight: number }>;
+  stats(): Promise<{
+    received: number;
+    inFlight: number;
+    maxInFlight: number;
+    /** With rate limits: the limiter's counts (src/mock-upstream/rate-limits.ts stats()). */
+    rateLimits: ReturnType<MockRateLimiter['stats']> | null;
+  }>;
   reset(): Promise<void>;
   close(): Promise<void>;
 }
 
-/** The mock upstream (src/mock-upstream) in a process of its own, answering after `latencyMs`. */
-export async function startMockProcess(latencyMs: number): Promise<MockProcess> {
-  const child = forkTs(MOCK_CHILD, { LATENCY_MS: String(latencyMs) });
+/**
+ * The mock upstream (src/mock-upstream) in a process of its own, answering after `latencyMs`,
+ * enforcing `rateLimits` when given.
+ */
+export async function startMockProcess(latencyMs: number, rateLimits?: MockRateLimits): Promise<MockProcess> {
+  const env: Record<string, string> = { LATENCY_MS: String(latencyMs) };
+  if (rateLimits) env.RATE_LIMITS = JSON.stringify(rateLimits);
+  const child = forkTs(MOCK_CHILD, env);
   const { url } = await ready<{ url: string }>(child, 'mock upstream');
   return {
     url,
