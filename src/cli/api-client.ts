@@ -5,6 +5,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { UsageError } from '../config/usage-error.js';
+import type { ModelUsageObject, UsageObject } from '../server/usage-object.js';
 
 /** The parts of OpenAI's batch object the CLI shows. */
 export interface BatchObject {
@@ -18,6 +19,10 @@ export interface BatchObject {
   completed_at: number | null;
   request_counts: { total: number; completed: number; failed: number };
   errors: { data: { code: string; message: string; line?: number | null }[] } | null;
+  /** Absent from servers older than usage accounting. */
+  usage?: UsageObject;
+  model_usage?: ModelUsageObject[];
+  cost?: number | null;
 }
 
 export const FINAL_STATUSES = new Set(['completed', 'failed', 'expired', 'cancelled']);

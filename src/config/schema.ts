@@ -29,6 +29,7 @@
 import { DURATION_PATTERN } from '../domain/duration.js';
 import type { ModelRateLimit } from '../domain/rate-wallet.js';
 import { type RetryableStatuses, retryableStatusesProblem } from '../domain/retry.js';
+import { type ModelPrice, modelPriceProblem } from '../domain/usage.js';
 import { boolean, checked, decimal, httpUrl, integer, type Kind, oneOf, postgresUrl, text } from './kinds.js';
 
 /** Why a library config's per-model rate limits are not valid (null when they are). */
@@ -230,6 +231,14 @@ export const SETTINGS = {
       "adapt each daemon's concurrency of one model to the upstream (down ×0.9 on 429/503/529/timeouts, up while healthy, never above its limit)",
     commands: DISPATCH,
     file: 'models.*.adaptiveConcurrency',
+    perModel: true,
+    default: {},
+  },
+  modelPrices: {
+    kind: checked<ModelPrice>(modelPriceProblem, '{ input: n, cachedInput?: n, output: n }', 'price'),
+    description: "a model's prices per million tokens (input, cached input, output): batches show their cost",
+    commands: ['serve', 'run'],
+    file: 'models.*.price',
     perModel: true,
     default: {},
   },

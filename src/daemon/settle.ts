@@ -2,15 +2,14 @@ import {
   type AttemptOutcome,
   type BackoffPolicy,
   decideRetry,
-  extractUsage,
   overruleVerdict,
   type RetryRules,
   type ShouldRetry,
   statusVerdict,
-  type Usage,
   upstreamErrorMessage,
   type Verdict,
 } from '../domain/retry.js';
+import { extractUsage, type Usage } from '../domain/usage.js';
 
 /** Why the daemon aborted an attempt itself (as opposed to the upstream failing it). */
 export type AbortReason = 'timeout' | 'cancelled' | 'expired' | 'shutdown';
@@ -29,7 +28,9 @@ export interface ResultWrite {
   errorCode: string | null;
   errorMessage: string | null;
   inputTokens: number | null;
+  cachedTokens: number | null;
   outputTokens: number | null;
+  reasoningTokens: number | null;
   totalTokens: number | null;
   /** Hand-back at shutdown: the attempt is not counted and the last error is kept. */
   giveBack: boolean;
@@ -110,7 +111,9 @@ function write(
     errorCode,
     errorMessage: storable(errorMessage),
     inputTokens: usage === null ? null : usage.inputTokens,
+    cachedTokens: usage === null ? null : usage.cachedTokens,
     outputTokens: usage === null ? null : usage.outputTokens,
+    reasoningTokens: usage === null ? null : usage.reasoningTokens,
     totalTokens: usage === null ? null : usage.totalTokens,
     giveBack,
     reason,

@@ -232,30 +232,6 @@ export function decideRetry(
   return { retry: true, notBefore };
 }
 
-/** Token counts from an OpenAI-style usage block (chat uses prompt/completion, responses input/output). */
-export interface Usage {
-  inputTokens: number | null;
-  outputTokens: number | null;
-  totalTokens: number | null;
-}
-
-function int(value: unknown): number | null {
-  return typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 2_147_483_647
-    ? value
-    : null;
-}
-
-export function extractUsage(parsedBody: unknown): Usage {
-  const usage = (parsedBody as { usage?: Record<string, unknown> } | null)?.usage;
-  if (!usage || typeof usage !== 'object')
-    return { inputTokens: null, outputTokens: null, totalTokens: null };
-  const input = int(usage.input_tokens) ?? int(usage.prompt_tokens);
-  const output = int(usage.output_tokens) ?? int(usage.completion_tokens);
-  const total =
-    int(usage.total_tokens) ?? (input !== null || output !== null ? (input ?? 0) + (output ?? 0) : null);
-  return { inputTokens: input, outputTokens: output, totalTokens: total };
-}
-
 /** Longest error message kept from an upstream's answer (UTF-16 units). */
 export const MESSAGE_CHARS = 1000;
 

@@ -1,6 +1,7 @@
 import type { BatchLifecycleStatus } from './batch-lifecycle.js';
 import type { RequestState } from './request-state.js';
 import type { ModelRouter } from './upstream-route.js';
+import type { ModelUsage, UsageTotals } from './usage.js';
 
 export type FilePurpose = 'batch' | 'batch_output' | 'batch_error';
 
@@ -132,7 +133,10 @@ export interface BatchStatus {
   completedRequests: number;
   failedRequests: number;
   canceledRequests: number;
-  usage: { inputTokens: number; outputTokens: number; totalTokens: number };
+  /** Summed from the completed requests' answers (src/domain/usage.ts); frozen once ended. */
+  usage: UsageTotals;
+  /** The same per model of the batch, ordered by model. */
+  usageByModel: ModelUsage[];
   createdAt: Date;
   /** Null: no deadline. */
   expiresAt: Date | null;

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { UpstreamRouter } from '../daemon/config.js';
 import type { Semaphore } from '../daemon/semaphore.js';
+import type { ModelPrice } from '../domain/usage.js';
 import type { PostgresRequestManager } from '../store/request-manager.js';
 import type { ServerMetrics } from './metrics.js';
 
@@ -19,6 +20,8 @@ export interface ApiContext {
   uploadSlots: Semaphore;
   /** An upload that sends nothing for this long is cut off (408). */
   uploadIdleTimeoutMs: number;
+  /** Prices per million tokens by model (models.MODEL.price): batches show their cost. */
+  prices: Readonly<Record<string, ModelPrice>>;
   /** Largest JSON request body accepted on the JSON routes. */
   maxJsonBytes: number;
   /** Largest message batch creation body (Anthropic: 256 MB). */

@@ -1,7 +1,9 @@
 import type { BatchLifecycleStatus } from '../domain/batch-lifecycle.js';
 import type { BatchInfo, BatchStatus, BatchUpstream, FileInfo } from '../domain/types.js';
 import { NO_DAEMON_FOR_UPSTREAM, waitingMessage } from '../domain/upstream-route.js';
+import type { ModelPrice } from '../domain/usage.js';
 import { batchId, fileId } from './ids.js';
+import { type ModelUsageObject, type UsageObject, usageFields } from './usage-object.js';
 
 /** The OpenAI wire objects (REFERENCE §1), built from the store's records. */
 
@@ -56,13 +58,11 @@ export interface BatchObject {
   cancelled_at: number | null;
   request_counts: { total: number; completed: number; failed: number };
   metadata: Record<string, string> | null;
-  usage: {
-    input_tokens: number;
-    input_tokens_details: { cached_tokens: number };
-    output_tokens: number;
-    output_tokens_details: { reasoning_tokens: number };
-    total_tokens: number;
-  };
+  usage: UsageObject;
+  /** fusillade: usage per model, each with its cost (usage-object.ts). */
+  model_usage: ModelUsageObject[];
+  /** fusillade: the batch's cost from the server's price table; null when no model has a price. */
+  cost: number | null;
   /** fusillade: where the requests go (never a key: its fingerprint at most). */
   upstreams: {
     upstream: string;
@@ -83,6 +83,7 @@ export function batchObject(
   batch: BatchInfo,
   status: BatchStatus,
   upstreams: BatchUpstream[] = [],
+  prices: Readonly<Record<string, ModelPrice>> = {},
 ): BatchObject {
   const errors = [
     ...(batch.errors ?? []),
@@ -117,13 +118,7 @@ export function batchObject(
       failed: status.failedRequests + status.canceledRequests,
     },
     metadata: batch.metadata ?? null,
-    usage: {
-      input_tokens: status.usage.inputTokens,
-      input_tokens_details: { cached_tokens: 0 },
-      output_tokens: status.usage.outputTokens,
-      output_tokens_details: { reasoning_tokens: 0 },
-      total_tokens: status.usage.totalTokens,
-    },
+    ...usageFields(status.usage, status.usageByModel, prices),
     upstreams: upstreams.map((u) => ({
       upstream: u.upstream,
       credential: u.credential,

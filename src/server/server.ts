@@ -5,6 +5,7 @@ import type pg from 'pg';
 import type { DaemonConfig } from '../daemon/config.js';
 import { Semaphore } from '../daemon/semaphore.js';
 import { MESSAGE_BATCH_LIMITS } from '../domain/message-batch.js';
+import type { ModelPrice } from '../domain/usage.js';
 import { migrate } from '../store/migrate.js';
 import { type DaemonHandle, PostgresRequestManager } from '../store/request-manager.js';
 import type { WebhookDeliveryOptions } from '../webhooks/delivery.js';
@@ -99,6 +100,8 @@ export interface ServerOptions {
    * registration and delivery; default false.
    */
   allowPrivateWebhooks?: boolean;
+  /** Prices per million tokens by model (models.MODEL.price): batch objects carry their cost. */
+  modelPrices?: Record<string, ModelPrice>;
   /** The in-process daemon's webhook deliverer (src/webhooks/delivery.ts). */
   webhooks?: WebhookDeliveryOptions;
 }
@@ -193,6 +196,7 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
     maxJsonBytes: options.maxJsonBytes ?? DEFAULTS.maxJsonBytes,
     maxMessageBatchBytes: options.maxMessageBatchBytes ?? DEFAULTS.maxMessageBatchBytes,
     maxMessageBatchRequests: options.maxMessageBatchRequests ?? DEFAULTS.maxMessageBatchRequests,
+    prices: options.modelPrices ?? {},
     uploadIdleTimeoutMs: options.uploadIdleTimeoutMs ?? DEFAULTS.uploadIdleTimeoutMs,
     uploadPreBufferBytes: options.uploadPreBufferBytes ?? DEFAULTS.uploadPreBufferBytes,
     uploadSlots: new Semaphore(options.maxConcurrentUploads ?? defaultUploadSlots(options.pool)),

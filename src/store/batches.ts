@@ -19,6 +19,7 @@ import type {
   RetryOptions,
 } from '../domain/types.js';
 import { insertRoutedRequests } from './batch-routes.js';
+import { frozenUsage, liveUsage } from './batch-usage.js';
 import {
   assertId,
   BATCH_COLUMNS,
@@ -271,13 +272,18 @@ export async function getBatchStatus(
 ): Promise<BatchStatus> {
   const row = await getBatchRow(pool, s, id, owner);
   const [status] = await statusesOf(pool, s, [row]);
-  if (row.finished_at === null) status!.usage = await liveUsage(pool, s, id);
+  if (row.finished_at === null) {
+    const live = await liveUsage(pool, s, id);
+    status!.usage = live.usage;
+    status!.usageByModel = live.byModel;
+  }
   return status!;
 }
 
 /**
  * Statuses of several batches (a list page) with one counting query for all the live ones.
- * Usage is reported for ended batches only (it is frozen with the counts).
+ * Usage is reported for ended batches only (it is frozen with the counts), per model from their
+ * batch_models rows (one query for the page).
  */
 export async function statusesOf(pool: pg.Pool, s: string, rows: BatchRow[]): Promise<BatchStatus[]> {
   const live = rows.filter((b) => b.finished_at === null).map((b) => b.id);
@@ -296,8 +302,17 @@ export async function statusesOf(pool: pg.Pool, s: string, rows: BatchRow[]): Pr
     );
     for (const c of result.rows) counts.set(c.batch_id, c);
   }
+  const frozen = await frozenUsage(
+    pool,
+    s,
+    rows.filter((b) => b.finished_at !== null).map((b) => b.id),
+  );
   const now = new Date();
-  return rows.map((row) => toBatchStatus(row, counts.get(row.id), now));
+  return rows.map((row) => {
+    const status = toBatchStatus(row, counts.get(row.id), now);
+    status.usageByModel = frozen.get(row.id)?.byModel ?? [];
+    return status;
+  });
 }
 
 /** A live batch's requests counted by state (in_flight: claimed and processing). */
@@ -333,24 +348,16 @@ export function toBatchStatus(row: BatchRow, c: LiveCounts | undefined, now = ne
     canceledRequests: canceled,
     usage: {
       inputTokens: Number(row.input_tokens ?? 0),
+      cachedTokens: Number(row.cached_tokens ?? 0),
       outputTokens: Number(row.output_tokens ?? 0),
+      reasoningTokens: Number(row.reasoning_tokens ?? 0),
       totalTokens: Number(row.total_tokens ?? 0),
     },
+    usageByModel: [],
     createdAt: b.createdAt,
     expiresAt: b.expiresAt,
     finishedAt: b.finishedAt,
   };
-}
-
-/** Token usage of a live batch, summed from its completed requests. */
-export async function liveUsage(pool: pg.Pool, s: string, id: string): Promise<BatchStatus['usage']> {
-  const { rows } = await pool.query<{ i: string; o: string; t: string }>(
-    `SELECT coalesce(sum(input_tokens), 0) AS i, coalesce(sum(output_tokens), 0) AS o, coalesce(sum(total_tokens), 0) AS t
-       FROM ${s}.requests WHERE batch_id = $1 AND state = 'completed'`,
-    [id],
-  );
-  const r = rows[0]!;
-  return { inputTokens: Number(r.i), outputTokens: Number(r.o), totalTokens: Number(r.t) };
 }
 
 /**

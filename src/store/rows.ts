@@ -71,7 +71,9 @@ export interface BatchRow {
   failed_count: number | null;
   canceled_count: number | null;
   input_tokens: string | null;
+  cached_tokens: string | null;
   output_tokens: string | null;
+  reasoning_tokens: string | null;
   total_tokens: string | null;
   output_file_id: string | null;
   error_file_id: string | null;
@@ -80,8 +82,8 @@ export interface BatchRow {
 
 export const BATCH_COLUMNS = `id, file_id, owner, endpoint, completion_window, metadata, errors, total_requests,
   created_at, in_progress_at, expires_at, finalizing_at, completed_at, failed_at, expired_at, cancelling_at,
-  cancelled_at, finished_at, completed_count, failed_count, canceled_count, input_tokens, output_tokens,
-  total_tokens, output_file_id, error_file_id, retried_count`;
+  cancelled_at, finished_at, completed_count, failed_count, canceled_count, input_tokens, cached_tokens,
+  output_tokens, reasoning_tokens, total_tokens, output_file_id, error_file_id, retried_count`;
 
 export function toBatchInfo(r: BatchRow, now = new Date()): BatchInfo {
   return {

@@ -72,6 +72,11 @@ function samples(spec: SettingSpec): [unknown, unknown] {
     return [others[0], others[1] ?? spec.default];
   }
   if (spec.kind.label === 'statuses') return [[503], { add: [404] }];
+  if (spec.kind.label === 'price')
+    return [
+      { input: 1, output: 2 },
+      { input: 3, cachedInput: 1, output: 4 },
+    ];
   // 32 bytes as hex (keyEncryptionKey).
   if (spec.kind.label === 'secret') return ['a'.repeat(64), 'b'.repeat(64)];
   if (spec.kind.label === 'integer') {

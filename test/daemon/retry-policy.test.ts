@@ -3,7 +3,6 @@ import { describe, expect, it } from 'vitest';
 import {
   classifyOutcome,
   decideRetry,
-  extractUsage,
   isInsufficientQuota,
   parseRetryAfter,
 } from '../../src/domain/retry.js';
@@ -59,19 +58,5 @@ describe('retry policy', () => {
       retry: false,
       reason: 'retries_exhausted',
     });
-  });
-
-  it('maps both usage shapes', () => {
-    expect(extractUsage({ usage: { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 } })).toEqual({
-      inputTokens: 3,
-      outputTokens: 4,
-      totalTokens: 7,
-    });
-    expect(extractUsage({ usage: { input_tokens: 5, output_tokens: 6 } })).toEqual({
-      inputTokens: 5,
-      outputTokens: 6,
-      totalTokens: 11,
-    });
-    expect(extractUsage({})).toEqual({ inputTokens: null, outputTokens: null, totalTokens: null });
   });
 });

@@ -110,17 +110,42 @@ export function uuidOf(openaiId: string): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-/** The usage a batch should report: summed from the output lines' bodies, whatever their shape. */
+/**
+ * The usage a batch should report: summed from the output lines' bodies, whatever their shape
+ * (chat/completions prompt/completion with their details, responses input/output with theirs,
+ * Anthropic input plus cache reads and writes, cached = cache reads). Written apart from
+ * src/domain/usage.ts on purpose: the test checks it.
+ */
 export function usageOfOutput(lines: { response: { body: { usage?: Record<string, unknown> } } }[]) {
-  const sum = { input: 0, output: 0, total: 0 };
+  const sum = { input: 0, cached: 0, output: 0, reasoning: 0, total: 0 };
   for (const l of lines) {
-    const u = l.response.body.usage as Record<string, number> | undefined;
+    const u = l.response.body.usage as Record<string, number & Record<string, number>> | undefined;
     if (!u) continue;
-    const input = u.input_tokens ?? u.prompt_tokens ?? 0;
+    const anthropic = 'cache_read_input_tokens' in u || 'cache_creation_input_tokens' in u;
+    const input = anthropic
+      ? (u.input_tokens ?? 0) + (u.cache_read_input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0)
+      : (u.input_tokens ?? u.prompt_tokens ?? 0);
+    const cached = anthropic
+      ? (u.cache_read_input_tokens ?? 0)
+      : ((u.input_tokens_details ?? u.prompt_tokens_details)?.cached_tokens ?? 0);
     const output = u.output_tokens ?? u.completion_tokens ?? 0;
     sum.input += input;
+    sum.cached += cached;
     sum.output += output;
-    sum.total += u.total_tokens ?? input + output;
+    sum.reasoning += (u.output_tokens_details ?? u.completion_tokens_details)?.reasoning_tokens ?? 0;
+    sum.total += anthropic ? input + output : (u.total_tokens ?? input + output);
   }
   return sum;
+}
+
+/** The same sum in the batch object's wire shape. */
+export function usageObjectOf(lines: { response: { body: { usage?: Record<string, unknown> } } }[]) {
+  const u = usageOfOutput(lines);
+  return {
+    input_tokens: u.input,
+    input_tokens_details: { cached_tokens: u.cached },
+    output_tokens: u.output,
+    output_tokens_details: { reasoning_tokens: u.reasoning },
+    total_tokens: u.total,
+  };
 }

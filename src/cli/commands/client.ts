@@ -7,6 +7,7 @@ import type { CommandContext } from '../main.js';
 import { ProgressDisplay } from '../progress.js';
 import { describeFsError } from '../run/input.js';
 import { exitStatusFor, shutdownSignal } from '../signals.js';
+import { formatCost, usageLines } from '../usage-lines.js';
 import { printTable } from './keys.js';
 
 /** `submit FILE [--wait]`: checks the file locally (line-numbered errors), uploads it, creates a batch. */
@@ -45,6 +46,7 @@ export async function statusCommand({ settings }: CommandContext, batchId?: stri
     console.log(`  endpoint ${b.endpoint}  created ${new Date(b.created_at * 1000).toISOString()}`);
     if (b.output_file_id) console.log(`  output file ${b.output_file_id}`);
     if (b.error_file_id) console.log(`  error file ${b.error_file_id}`);
+    for (const line of usageLines(b)) console.log(line);
     for (const e of b.errors?.data ?? [])
       console.log(`  error ${e.code}${e.line ? ` (line ${e.line})` : ''}: ${e.message}`);
     return 0;
@@ -55,12 +57,15 @@ export async function statusCommand({ settings }: CommandContext, batchId?: stri
     return 0;
   }
   printTable(
-    ['BATCH', 'STATUS', 'DONE', 'FAILED', 'CREATED'],
+    ['BATCH', 'STATUS', 'DONE', 'FAILED', 'TOKENS', 'COST', 'CREATED'],
     list.data.map((b) => [
       b.id,
       b.status,
       `${b.request_counts.completed + b.request_counts.failed}/${b.request_counts.total}`,
       String(b.request_counts.failed),
+      // A live batch in a list reports no usage yet (`status BATCH` sums it).
+      b.usage && b.usage.total_tokens > 0 ? b.usage.total_tokens.toLocaleString('en-US') : '-',
+      b.cost != null ? formatCost(b.cost) : '-',
       new Date(b.created_at * 1000).toISOString(),
     ]),
   );

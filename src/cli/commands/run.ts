@@ -5,6 +5,7 @@ import { stderrLogger } from '../../daemon/logger.js';
 import { BatchInputParser } from '../../domain/batch-input.js';
 import { ConflictError, ValidationError } from '../../domain/errors.js';
 import type { BatchStatus } from '../../domain/types.js';
+import { usageFields } from '../../server/usage-object.js';
 import { findBatchIdByIdempotencyKey } from '../../store/find-batch-by-key.js';
 import { PostgresRequestManager } from '../../store/request-manager.js';
 import { daemonConfigFor } from '../daemon-config.js';
@@ -15,6 +16,7 @@ import { describeFsError, type InputFile, inputTemplates, inspectInput } from '.
 import { writeBatchFile } from '../run/write-results.js';
 import { exitStatusFor, shutdownSignal } from '../signals.js';
 import { checkUpstreamReachable, resolveUpstream } from '../upstream.js';
+import { usageLines } from '../usage-lines.js';
 
 /** Owner of the files and batches `run` stores (the server's API keys never see them). */
 export const RUN_OWNER = 'cli';
@@ -118,6 +120,10 @@ export async function runCommand(
         ` → ${output}` +
         (errorsPath !== undefined || unsuccessful > 0 ? `, errors → ${errorFile}` : ''),
     );
+    if (status.usage.totalTokens > 0) {
+      for (const line of usageLines(usageFields(status.usage, status.usageByModel, settings.modelPrices)))
+        console.log(line);
+    }
     return unsuccessful === 0 && status.completedRequests === status.totalRequests ? 0 : 1;
   } finally {
     shutdown.dispose();

@@ -21,6 +21,7 @@ export async function serveCommand({ settings, verbose }: CommandContext): Promi
         routing: upstream.routing,
         daemonConfig: daemonConfigFor(settings, upstream.routing),
         allowPrivateWebhooks: settings.allowPrivateWebhooks,
+        modelPrices: settings.modelPrices,
         ...(settings.metricsToken !== undefined ? { metricsToken: settings.metricsToken } : {}),
         headersTimeoutMs: settings.headersTimeoutMs,
         idleTimeoutMs: settings.idleTimeoutMs,

@@ -25,7 +25,7 @@ async function batchAnswer(ctx: ApiContext, call: Call, uuid: string): Promise<B
       ctx.manager.getBatchUpstreams(uuid, scope),
     ]),
   );
-  return batchObject(batch, status, upstreams);
+  return batchObject(batch, status, upstreams, ctx.prices);
 }
 
 function field(condition: boolean, param: string, message: string): void {
@@ -158,7 +158,9 @@ export async function listBatches(ctx: ApiContext, call: Call): Promise<void> {
             ...(after ? { after } : {}),
           }),
         );
-  const data = page.data.map(({ batch, status, upstreams }) => batchObject(batch, status, upstreams));
+  const data = page.data.map(({ batch, status, upstreams }) =>
+    batchObject(batch, status, upstreams, ctx.prices),
+  );
   sendJson(call.res, 200, {
     object: 'list',
     data,

@@ -1,4 +1,5 @@
 import type { BatchInfo, BatchStatus } from '../../domain/types.js';
+import type { ModelPrice } from '../../domain/usage.js';
 import type { BatchOverviewPage } from '../../store/dashboard/batch-list.js';
 import type { Operations as OperationsRecord } from '../../store/dashboard/operations.js';
 import type { BatchProgress as ProgressRecord } from '../../store/dashboard/progress.js';
@@ -29,9 +30,10 @@ export function dashboardBatch(
   batch: BatchInfo,
   status: BatchStatus,
   recentRate: number | null,
+  prices: Readonly<Record<string, ModelPrice>>,
 ): DashboardBatch {
   return {
-    ...batchObject(batch, status),
+    ...batchObject(batch, status, [], prices),
     counts: {
       total: status.totalRequests,
       pending: status.pendingRequests,
@@ -46,8 +48,8 @@ export function dashboardBatch(
   };
 }
 
-export function batchList(page: BatchOverviewPage): BatchList {
-  const data = page.data.map((o) => dashboardBatch(o.batch, o.progress, o.recentRate));
+export function batchList(page: BatchOverviewPage, prices: Readonly<Record<string, ModelPrice>>): BatchList {
+  const data = page.data.map((o) => dashboardBatch(o.batch, o.progress, o.recentRate, prices));
   return {
     object: 'list',
     data,
@@ -61,9 +63,12 @@ export function batchList(page: BatchOverviewPage): BatchList {
   };
 }
 
-export function batchProgress(p: ProgressRecord): BatchProgress {
+export function batchProgress(
+  p: ProgressRecord,
+  prices: Readonly<Record<string, ModelPrice>>,
+): BatchProgress {
   return {
-    ...dashboardBatch(p.batch, p.progress, p.recentRate),
+    ...dashboardBatch(p.batch, p.progress, p.recentRate, prices),
     state_counts: p.stateCounts,
     throughput: {
       start: p.throughput.start.getTime() / 1000,

@@ -82,7 +82,7 @@ async function listBatches(ctx: ApiContext, call: Call): Promise<void> {
       limit: intParam(q, 'limit', { min: 1, max: 100, fallback: 20 }),
     }),
   );
-  sendJson(call.res, 200, json.batchList(page));
+  sendJson(call.res, 200, json.batchList(page, ctx.prices));
 }
 
 async function progress(ctx: ApiContext, call: Call): Promise<void> {
@@ -90,7 +90,7 @@ async function progress(ctx: ApiContext, call: Call): Promise<void> {
   const p = await ctx
     .db(batchProgress(ctx.manager.pool, ctx.manager.schema, batch.uuid, call.owner))
     .catch(batch.notFound);
-  sendJson(call.res, 200, json.batchProgress(p));
+  sendJson(call.res, 200, json.batchProgress(p, ctx.prices));
 }
 
 async function listRequests(ctx: ApiContext, call: Call): Promise<void> {

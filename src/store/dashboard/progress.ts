@@ -1,7 +1,8 @@
 import type pg from 'pg';
 import { REQUEST_STATES, type RequestState } from '../../domain/request-state.js';
 import type { BatchInfo, BatchStatus } from '../../domain/types.js';
-import { liveUsage, toBatchStatus } from '../batches.js';
+import { frozenUsage, liveUsage } from '../batch-usage.js';
+import { toBatchStatus } from '../batches.js';
 import { toBatchInfo } from '../rows.js';
 import { recentRate } from './batch-list.js';
 import { batchRowOf } from './scope.js';
@@ -37,7 +38,7 @@ export async function batchProgress(
           [batchId],
         )
       : null,
-    live ? liveUsage(pool, s, batchId) : null,
+    live ? liveUsage(pool, s, batchId) : frozenUsage(pool, s, [batchId]).then((m) => m.get(batchId) ?? null),
     live ? recentRate(pool, s, batchId) : null,
     throughputOf(pool, s, row),
   ]);
@@ -57,7 +58,10 @@ export async function batchProgress(
       : undefined,
     now,
   );
-  if (usage) progress.usage = usage;
+  if (usage) {
+    if (live) progress.usage = usage.usage;
+    progress.usageByModel = usage.byModel;
+  }
   return {
     batch: toBatchInfo(row, now),
     progress,

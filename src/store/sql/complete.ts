@@ -40,8 +40,8 @@ export function completeSql(s: string): string {
 WITH u AS MATERIALIZED (
   SELECT * FROM json_to_recordset($2::json) AS u(
     "id" uuid, "attempt" int, "state" text, "notBefore" timestamptz, "status" int, "body" text,
-    "upstreamId" text, "errorCode" text, "errorMessage" text, "inputTokens" int, "outputTokens" int,
-    "totalTokens" int, "giveBack" bool)
+    "upstreamId" text, "errorCode" text, "errorMessage" text, "inputTokens" int, "cachedTokens" int,
+    "outputTokens" int, "reasoningTokens" int, "totalTokens" int, "giveBack" bool)
 ),
 done AS (
 UPDATE ${s}.requests r SET
@@ -58,7 +58,9 @@ UPDATE ${s}.requests r SET
   error_code          = CASE WHEN u."giveBack" THEN r.error_code ELSE u."errorCode" END,
   error_message       = CASE WHEN u."giveBack" THEN r.error_message ELSE u."errorMessage" END,
   input_tokens        = u."inputTokens",
+  cached_tokens       = u."cachedTokens",
   output_tokens       = u."outputTokens",
+  reasoning_tokens    = u."reasoningTokens",
   total_tokens        = u."totalTokens"
 FROM u
 WHERE r.id = ANY (ARRAY(SELECT u.id FROM u)) AND r.id = u.id

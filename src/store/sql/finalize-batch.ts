@@ -20,8 +20,17 @@ import { pastDeadlineSql } from '../../domain/batch-lifecycle.js';
  * batch (a MATERIALIZED CTE) and shared by its endpoints; a batch reopened by retryFailedRequests
  * and ended again gets a new event.
  *
+ * Usage (src/domain/usage.ts) is summed here too, over the completed requests, in the same grouped
+ * scan as the counts: per model onto batch_models, in total onto the batch row. A request's usage is
+ * written once, by the write that completes it (complete.ts: a retry's earlier attempts and a
+ * cancelled attempt write none), and a batch reopened by retryFailedRequests is summed again from
+ * its rows when it ends again, so the sums are exact through retries and cancels.
+ *
  * Alternatives: a per-request trigger maintaining counters drifted and contended in the Rust system;
- * counting on every status read is what this avoids once a batch has ended.
+ * counting on every status read is what this avoids once a batch has ended. Usage added up by the
+ * completing statement (complete.ts) into a row per batch and model would make every flush of every
+ * daemon update, and so lock, the same few rows until their transactions end: flushes of one batch
+ * would queue behind each other for a sum read when the batch has ended.
  */
 export function finalizeBatchSql(s: string): string {
   return `
@@ -30,16 +39,30 @@ WITH b AS (
     FROM ${s}.batches WHERE id = $1 AND finished_at IS NULL
      FOR UPDATE
 ),
-c AS (
-  SELECT count(*) FILTER (WHERE r.state = 'pending')                          AS pending,
+m AS (
+  SELECT r.model,
+         count(*) FILTER (WHERE r.state = 'pending')                          AS pending,
          count(*) FILTER (WHERE r.state IN ('claimed', 'processing'))         AS in_flight,
          count(*) FILTER (WHERE r.state = 'completed')                        AS completed,
          count(*) FILTER (WHERE r.state = 'failed')                           AS failed,
          count(*) FILTER (WHERE r.state = 'canceled')                         AS canceled,
-         coalesce(sum(r.input_tokens), 0)  AS input_tokens,
-         coalesce(sum(r.output_tokens), 0) AS output_tokens,
-         coalesce(sum(r.total_tokens), 0)  AS total_tokens
+         coalesce(sum(r.input_tokens)     FILTER (WHERE r.state = 'completed'), 0) AS input_tokens,
+         coalesce(sum(r.cached_tokens)    FILTER (WHERE r.state = 'completed'), 0) AS cached_tokens,
+         coalesce(sum(r.output_tokens)    FILTER (WHERE r.state = 'completed'), 0) AS output_tokens,
+         coalesce(sum(r.reasoning_tokens) FILTER (WHERE r.state = 'completed'), 0) AS reasoning_tokens,
+         coalesce(sum(r.total_tokens)     FILTER (WHERE r.state = 'completed'), 0) AS total_tokens
     FROM ${s}.requests r WHERE r.batch_id = $1
+   GROUP BY r.model
+),
+c AS (
+  SELECT coalesce(sum(pending), 0) AS pending, coalesce(sum(in_flight), 0) AS in_flight,
+         coalesce(sum(completed), 0) AS completed, coalesce(sum(failed), 0) AS failed,
+         coalesce(sum(canceled), 0) AS canceled,
+         coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(cached_tokens), 0) AS cached_tokens,
+         coalesce(sum(output_tokens), 0) AS output_tokens,
+         coalesce(sum(reasoning_tokens), 0) AS reasoning_tokens,
+         coalesce(sum(total_tokens), 0) AS total_tokens
+    FROM m
 ),
 ending AS (
   SELECT b.*, c.* FROM b, c
@@ -72,6 +95,14 @@ emptied AS (
      AND ((f.purpose = 'batch_output' AND e.completed = 0)
        OR (f.purpose = 'batch_error' AND e.failed + e.canceled + e.pending = 0))
 ),
+-- Usage per model, frozen beside the batch's totals: a finished batch's cost reads these rows.
+per_model AS (
+  UPDATE ${s}.batch_models bm SET
+    input_tokens = m.input_tokens, cached_tokens = m.cached_tokens, output_tokens = m.output_tokens,
+    reasoning_tokens = m.reasoning_tokens, total_tokens = m.total_tokens
+    FROM m, ending e
+   WHERE bm.batch_id = e.id AND bm.model = m.model
+),
 ended AS (
 UPDATE ${s}.batches t SET
   finished_at     = now(),
@@ -83,7 +114,9 @@ UPDATE ${s}.batches t SET
   failed_count    = e.failed,
   canceled_count  = e.canceled + e.pending,
   input_tokens    = e.input_tokens,
+  cached_tokens   = e.cached_tokens,
   output_tokens   = e.output_tokens,
+  reasoning_tokens = e.reasoning_tokens,
   total_tokens    = e.total_tokens,
   output_file_id  = CASE WHEN e.completed > 0 THEN (SELECT id FROM output_file) END,
   error_file_id   = CASE WHEN e.failed + e.canceled + e.pending > 0 THEN (SELECT id FROM error_file) END

@@ -45,7 +45,8 @@ export function reopenBatchSql(s: string): string {
   return `
 UPDATE ${s}.batches SET finished_at = NULL, finalizing_at = NULL, completed_at = NULL,
        completed_count = NULL, failed_count = NULL, canceled_count = NULL,
-       input_tokens = NULL, output_tokens = NULL, total_tokens = NULL,
+       input_tokens = NULL, cached_tokens = NULL, output_tokens = NULL, reasoning_tokens = NULL,
+       total_tokens = NULL,
        retried_count = retried_count + $2
  WHERE id = $1`;
 }
