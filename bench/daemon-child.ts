@@ -4,7 +4,7 @@
  * SIGTERM.
  */
 import pg from 'pg';
-import { PostgresRequestManager } from '../src/store/request-manager.js';
+import { PostgresRequestManager } from '../src/manager/request-manager.js';
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 6 });
 const manager = new PostgresRequestManager(pool, {

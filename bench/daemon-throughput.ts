@@ -16,7 +16,7 @@
  * Standalone: `node --import tsx bench/daemon-throughput.ts [rounds]`.
  */
 import { fileURLToPath } from 'node:url';
-import type { PostgresRequestManager } from '../src/store/request-manager.js';
+import type { PostgresRequestManager } from '../src/manager/request-manager.js';
 import { createTestDb, TEST_DATABASE_URL } from '../test/support/db.js';
 import {
   alternate,

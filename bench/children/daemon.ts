@@ -6,7 +6,7 @@
  * {type:'rss'} with its resident set size; {type:'stop'} stops the daemon and exits.
  */
 import pg from 'pg';
-import { PostgresRequestManager } from '../../src/store/request-manager.js';
+import { PostgresRequestManager } from '../../src/manager/request-manager.js';
 
 const url = new URL(process.env.DATABASE_URL!);
 if (process.env.APP) url.searchParams.set('application_name', process.env.APP);

@@ -7,7 +7,7 @@
  */
 import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
-import { PostgresRequestManager } from '../../src/store/request-manager.js';
+import { PostgresRequestManager } from '../../src/manager/request-manager.js';
 
 const MB = 1024 * 1024;
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL!, max: 2 });

@@ -1,6 +1,6 @@
 import type { Settings } from '../config/settings.js';
-import type { DaemonConfig } from '../daemon/config.js';
-import { createUpstreamRouter, type RoutingConfig } from '../server/upstream-routing.js';
+import type { DaemonConfig } from '../dispatch/config.js';
+import { createUpstreamRouter, type RoutingConfig } from '../dispatch/upstream-routing.js';
 
 /**
  * The daemon configuration of every command that runs a daemon (serve, run, daemon): the daemon

@@ -1,7 +1,7 @@
 import type { Settings } from '../config/settings.js';
 import { UsageError } from '../config/usage-error.js';
+import type { RoutingConfig } from '../dispatch/upstream-routing.js';
 import { startMockUpstream } from '../mock-upstream/server.js';
-import type { RoutingConfig } from '../server/upstream-routing.js';
 
 export interface ResolvedUpstream {
   routing: RoutingConfig;

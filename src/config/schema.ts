@@ -3,7 +3,7 @@
  * config-file path, meaning, and the commands that take it. From this table come the TypeScript types
  * (SettingValues, DaemonSettings), validation with messages naming the setting as the user wrote it,
  * the commander flags (src/cli/options.ts), environment and config-file parsing (resolve.ts,
- * config-file.ts), the daemon's defaults (src/daemon/config.ts) and the README's settings tables
+ * config-file.ts), the daemon's defaults (src/dispatch/config.ts) and the README's settings tables
  * (`npm run docs:settings`; test/config/settings-table.test.ts fails when the README is stale).
  *
  * How to add a setting (one place, then regenerate the README):

@@ -1,32 +1,32 @@
 import { createHash, randomUUID } from 'node:crypto';
 import os from 'node:os';
 import type pg from 'pg';
+import { isConnectionError, query, withClient } from '../db/client.js';
+import { ensureRoutes } from '../db/routes.js';
+import { eventsChannel } from '../db/schema.js';
+import { lockLimitsSql, rebalanceSql } from '../db/sql/budget.js';
+import { claimSql, configureModelLimitsSql, liveRoutesSql } from '../db/sql/claim.js';
+import { completeSql } from '../db/sql/complete.js';
+import { registerDaemonSql, stopDaemonSql } from '../db/sql/heartbeat.js';
+import { publishDaemonRoutesSql } from '../db/sql/routes.js';
+import { type DaemonConfig, leaseMs } from '../dispatch/config.js';
+import type { DaemonDatabase, DaemonHandle, Limiter, UpstreamClient } from '../dispatch/interfaces.js';
+import { type DaemonLog, daemonLog, errorFields, stderrLogger } from '../dispatch/logger.js';
 import { parseKeyEncryptionKey } from '../domain/key-encryption.js';
 import { resolveRetryableStatuses } from '../domain/retry.js';
 import { isUrlUpstream, type StoredRoute } from '../domain/upstream-route.js';
-import type { DaemonHandle, PostgresRequestManager } from '../store/request-manager.js';
-import { ensureRoutes } from '../store/routes.js';
-import { eventsChannel } from '../store/schema.js';
-import { lockLimitsSql, rebalanceSql } from '../store/sql/budget.js';
-import { claimSql, configureModelLimitsSql, liveRoutesSql } from '../store/sql/claim.js';
-import { completeSql } from '../store/sql/complete.js';
-import { registerDaemonSql, stopDaemonSql } from '../store/sql/heartbeat.js';
-import { publishDaemonRoutesSql } from '../store/sql/routes.js';
 import { VERSION } from '../version.js';
-import { type DaemonConfig, leaseMs } from './config.js';
-import { isConnectionError, query, withClient } from './db.js';
 import { type ClaimedRow, Dispatcher } from './dispatcher.js';
-import { ClaimBatchLimiter, type Limiter } from './limiter.js';
+import { ClaimBatchLimiter } from './limiter.js';
 import { EventListener } from './listener.js';
 import { newLivenessKey } from './liveness.js';
-import { type DaemonLog, daemonLog, errorFields, stderrLogger } from './logger.js';
 import { Maintenance } from './maintenance.js';
 import { createDaemonMetrics, type DaemonMetrics, metricsModelsOf, setRateGauges } from './metrics.js';
 import { DaemonRateLimits } from './rate-limits.js';
 import { Semaphore } from './semaphore.js';
 import type { ResultWrite } from './settle.js';
 import { TemplateKeys } from './template-keys.js';
-import { UndiciUpstreamClient, type UpstreamClient } from './upstream-client.js';
+import { UndiciUpstreamClient } from './upstream-client.js';
 import { DaemonUpstreams } from './upstreams.js';
 
 /** Most row writes one flush carries (one statement). */
@@ -68,11 +68,8 @@ function preparedName(kind: string, schema: string): string {
   return `fus_${kind}_${createHash('sha1').update(schema).digest('hex').slice(0, 12)}`;
 }
 
-/** Starts a daemon on the manager's database; resolves once it is registered and listening. */
-export async function startDaemon(
-  manager: PostgresRequestManager,
-  config: DaemonConfig,
-): Promise<DaemonHandle> {
+/** Starts a daemon on a database; resolves once it is registered and listening. */
+export async function startDaemon(manager: DaemonDatabase, config: DaemonConfig): Promise<DaemonHandle> {
   const daemon = new Daemon(manager, config);
   await daemon.start();
   return daemon.handle;
@@ -88,7 +85,7 @@ interface ClaimPlan {
   units: number[];
 }
 
-/** This daemon's share of one model's global limit (model_budgets row, src/store/sql/budget.ts). */
+/** This daemon's share of one model's global limit (model_budgets row, src/db/sql/budget.ts). */
 interface ModelBudget {
   /** Slots granted in the database: the hard ceiling of what this daemon holds. */
   slots: number;
@@ -155,7 +152,7 @@ export class Daemon {
   private readonly startedSinceRebalance = new Map<string, number>();
   private readonly listener: EventListener;
   private readonly maintenance: Maintenance;
-  /** This daemon's liveness lock key (src/store/sql/liveness.ts), held on the listener's session. */
+  /** This daemon's liveness lock key (src/db/sql/liveness.ts), held on the listener's session. */
   private readonly livenessKey = newLivenessKey();
   private readonly depth: number;
   /** Hot-path statements, built once: name (server-side prepared) and text. */
@@ -190,7 +187,7 @@ export class Daemon {
   private readonly signalHandler = () => void this.stop();
 
   constructor(
-    manager: PostgresRequestManager,
+    manager: DaemonDatabase,
     readonly config: DaemonConfig,
   ) {
     this.s = manager.schema;
@@ -350,7 +347,7 @@ export class Daemon {
 
   /**
    * Records in this daemon's row what it serves: the routes of its configuration plus `seen` (live
-   * routes it resolved), and the credentials it sends to any URL upstream (src/store/sql/upstreams.ts
+   * routes it resolved), and the credentials it sends to any URL upstream (src/db/sql/upstreams.ts
    * reads them). Written at start and whenever the set changes.
    */
   private async publishRoutes(seen: StoredRoute[]): Promise<void> {

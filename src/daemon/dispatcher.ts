@@ -1,14 +1,14 @@
+import type { Limiter, UpstreamClient } from '../dispatch/interfaces.js';
+import { type DaemonLog, errorFields } from '../dispatch/logger.js';
 import { addUpstreamAuth } from '../domain/message-batch.js';
 import { redactKeys } from '../domain/redact-keys.js';
 import type { BackoffPolicy, RetryRules } from '../domain/retry.js';
 import { isJsonContentType } from '../domain/templates.js';
-import type { Limiter } from './limiter.js';
-import { type DaemonLog, errorFields } from './logger.js';
 import type { DaemonMetrics } from './metrics.js';
 import type { DaemonRateLimits } from './rate-limits.js';
 import { type AbortReason, type ResultWrite, settleAttempt } from './settle.js';
 import type { TemplateKeys } from './template-keys.js';
-import { splitBaseUrl, UndiciAttempt, UndiciUpstreamClient, type UpstreamClient } from './upstream-client.js';
+import { splitBaseUrl, UndiciAttempt, UndiciUpstreamClient } from './upstream-client.js';
 import type { DaemonUpstreams } from './upstreams.js';
 
 /** setTimeout's ceiling (~24.8 days); a later deadline is caught by the poll. */

@@ -1,14 +1,14 @@
 import pg from 'pg';
-import { takeLivenessLockSql } from '../store/sql/liveness.js';
-import type { DaemonLog } from './logger.js';
-import { errorFields } from './logger.js';
+import { takeLivenessLockSql } from '../db/sql/liveness.js';
+import type { DaemonLog } from '../dispatch/logger.js';
+import { errorFields } from '../dispatch/logger.js';
 
 export interface BatchEventMessage {
   type: 'batch_created' | 'batch_cancelled' | 'batch_reopened' | string;
   batchId: string;
 }
 
-/** The daemon's liveness lock (src/store/sql/liveness.ts), held on the listener's session. */
+/** The daemon's liveness lock (src/db/sql/liveness.ts), held on the listener's session. */
 export interface LivenessLock {
   /** pg_advisory_lock(bigint) key, as decimal text. */
   key: string;

@@ -1,12 +1,15 @@
+import type pg from 'pg';
+import { query, withClient } from '../db/client.js';
+import { describePurge, purge } from '../db/purge.js';
+import { cancelledBatchesSql, endableBatchesSql, queueDepthSql } from '../db/sql/batch-watch.js';
+import { finalizeBatchSql } from '../db/sql/finalize-batch.js';
+import { heartbeatSql } from '../db/sql/heartbeat.js';
+import { declareLostSql, probeLivenessSql } from '../db/sql/liveness.js';
+import { reclaimOrphansSql, reclaimSql, releaseDeadBudgetsSql } from '../db/sql/reclaim.js';
+import type { DaemonConfig } from '../dispatch/config.js';
+import { type DaemonLog, errorFields } from '../dispatch/logger.js';
 import { parseDuration } from '../domain/duration.js';
-import { describePurge, purge } from '../store/purge.js';
-import { cancelledBatchesSql, endableBatchesSql, queueDepthSql } from '../store/sql/batch-watch.js';
-import { finalizeBatchSql } from '../store/sql/finalize-batch.js';
-import { heartbeatSql } from '../store/sql/heartbeat.js';
-import { declareLostSql, probeLivenessSql } from '../store/sql/liveness.js';
-import { reclaimOrphansSql, reclaimSql, releaseDeadBudgetsSql } from '../store/sql/reclaim.js';
-import type { Daemon } from './daemon.js';
-import { query, withClient } from './db.js';
+import type { Dispatcher } from './dispatcher.js';
 import {
   type FreeLock,
   LIVENESS_PROBE_MS,
@@ -14,9 +17,32 @@ import {
   type LostDaemon,
   LostDaemonTracker,
 } from './liveness.js';
-import { errorFields } from './logger.js';
+import type { DaemonMetrics } from './metrics.js';
+import type { Semaphore } from './semaphore.js';
 
 const QUEUE_DEPTH_INTERVAL_MS = 15_000;
+
+/** What maintenance needs of its daemon (src/daemon/daemon.ts provides it). */
+export interface MaintainedDaemon {
+  readonly id: string;
+  /** Quoted schema name. */
+  readonly schema: string;
+  readonly config: DaemonConfig;
+  readonly log: DaemonLog;
+  readonly metrics: Pick<DaemonMetrics, 'queueDepth' | 'model'>;
+  /** Bounds the daemon's concurrent database writers (maxDbWriters). */
+  readonly writers: Semaphore;
+  readonly dispatcher: Pick<Dispatcher, 'abortBatches' | 'abortExpired' | 'batchIds' | 'size'>;
+  /** The pool the daemon's statements run on. */
+  readonly db: pg.Pool;
+  /** Whether the daemon holds its liveness lock (src/db/sql/liveness.ts). */
+  readonly holdsLivenessLock: boolean;
+  readonly isStopping: boolean;
+  /** Ids this daemon holds (in flight or awaiting their write), for the orphan reclaim. */
+  heldIds(): string[];
+  /** Asks the daemon to refresh budgets and claim soon. */
+  poke(): void;
+}
 
 /**
  * A daemon's periodic work, each task on its own timer, never overlapping itself, every query with a
@@ -32,11 +58,11 @@ export class Maintenance {
   private stopped = false;
   private orphansPending = false;
 
-  constructor(private readonly d: Daemon) {}
+  constructor(private readonly d: MaintainedDaemon) {}
 
   start(): void {
     const c = this.d.config;
-    // While the daemon does not hold its liveness lock (session lost, src/store/sql/liveness.ts), its
+    // While the daemon does not hold its liveness lock (session lost, src/db/sql/liveness.ts), its
     // heartbeat is what tells the others it is alive: it beats often until the lock is back.
     this.every(
       'heartbeat',
@@ -111,7 +137,7 @@ export class Maintenance {
 
   /**
    * Probes the other daemons' liveness locks; daemons lost for the grace period are reclaimed at
-   * once (src/store/sql/liveness.ts).
+   * once (src/db/sql/liveness.ts).
    */
   private async probeLiveness(): Promise<void> {
     const { rows } = await this.q('liveness probe', probeLivenessSql(this.d.schema), [this.d.id]);
@@ -241,7 +267,7 @@ export class Maintenance {
   }
 
   /**
-   * Removes expired and deleted data (src/store/purge.ts) in small transactions; when another daemon
+   * Removes expired and deleted data (src/db/purge.ts) in small transactions; when another daemon
    * is purging, this one skips its turn.
    */
   private async purge(): Promise<void> {

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { Pool } from 'undici';
+import type { UpstreamClient, UpstreamRequest } from '../dispatch/interfaces.js';
 import {
   isRateLimitHeader,
   parseRateLimitHeaders,
@@ -7,29 +8,6 @@ import {
 } from '../domain/rate-limit-headers.js';
 import type { AttemptOutcome } from '../domain/retry.js';
 import { reassembleIfStream, streamRequestBody } from './streams/reassemble.js';
-
-/**
- * How the daemon talks to upstreams: one attempt in, one outcome out. The default keeps an undici
- * keep-alive Pool per origin (`request()`: 28k req/s on loopback against 4.1k for fetch,
- * REFERENCE §5). Tests or callers may supply another implementation through the daemon config.
- */
-export interface UpstreamRequest {
-  /** Upstream base URL (no /v1) + the template's path. */
-  origin: string;
-  path: string;
-  method: string;
-  headers: Record<string, string>;
-  body: string;
-}
-
-export interface UpstreamClient {
-  /**
-   * Sends one attempt. Resolves with the HTTP answer or a non-HTTP error outcome (never rejects for
-   * upstream trouble). When `signal` aborts, resolves with {kind:'error', code:'aborted'}.
-   */
-  send(request: UpstreamRequest, signal: AbortSignal): Promise<AttemptOutcome>;
-  close(): Promise<void>;
-}
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
 /** undici's error when an answer passes the pool's maxResponseSize (the daemon's maxResponseBytes). */

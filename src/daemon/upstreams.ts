@@ -1,3 +1,4 @@
+import type { UpstreamRoute, UpstreamRouter } from '../dispatch/config.js';
 import {
   configuredUpstream,
   credentialForKey,
@@ -10,7 +11,6 @@ import {
   sealedTemplateKey,
   TEMPLATE_KEY,
 } from '../domain/upstream-route.js';
-import type { UpstreamRoute, UpstreamRouter } from './config.js';
 
 /** How a daemon sends a route's requests. */
 export interface SendTarget {

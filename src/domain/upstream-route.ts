@@ -130,7 +130,7 @@ export function isUrlUpstream(upstream: string): boolean {
   return /^https?:\/\//i.test(upstream);
 }
 
-/** A configured upstream, as a router gives it (src/daemon/config.ts UpstreamRoute). */
+/** A configured upstream, as a router gives it (src/dispatch/config.ts UpstreamRoute). */
 export interface ConfiguredUpstream {
   endpoint?: string;
   apiKey?: string;
@@ -161,7 +161,7 @@ export function routeOfTemplate(
   return { upstream: template.endpoint, credential: own };
 }
 
-/** Gives a model's configured upstream (src/daemon/config.ts UpstreamRouter has this shape). */
+/** Gives a model's configured upstream (src/dispatch/config.ts UpstreamRouter has this shape). */
 export interface ModelRouter {
   route(model: string): ConfiguredUpstream | undefined;
 }

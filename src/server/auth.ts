@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
+import type { PostgresRequestManager } from '../manager/request-manager.js';
 import { verifyApiKey } from '../store/api-keys.js';
-import type { PostgresRequestManager } from '../store/request-manager.js';
 
 /** The bearer token of a request, if any. */
 export function bearerToken(req: IncomingMessage): string | null {

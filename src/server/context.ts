@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { UpstreamRouter } from '../daemon/config.js';
 import type { Semaphore } from '../daemon/semaphore.js';
+import type { UpstreamRouter } from '../dispatch/config.js';
 import type { ModelPrice } from '../domain/usage.js';
-import type { PostgresRequestManager } from '../store/request-manager.js';
+import type { PostgresRequestManager } from '../manager/request-manager.js';
 import type { ServerMetrics } from './metrics.js';
 
 /** What every API route handler gets: the manager, limits, and a deadline for database calls. */

@@ -1,7 +1,7 @@
 /**
  * The dashboard's JSON on the wire: one type per answer of /api/dashboard/*. The server's
  * serializers (routes/dashboard-json.ts) return these types, and the dashboard's modules import them
- * in JSDoc (`@typedef {import('../../src/server/dashboard-wire.js').DashboardBatch} …`), so
+ * in JSDoc (`@typedef {import('./dashboard-wire.js').DashboardBatch} …`), so
  * `npm run typecheck` checks both sides against one definition. Type-only: this module imports
  * nothing at run time, so the browser's type check never reaches Node's.
  * Times are Unix seconds, like the /v1 objects'.

@@ -2,12 +2,13 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type pg from 'pg';
-import type { DaemonConfig } from '../daemon/config.js';
 import { Semaphore } from '../daemon/semaphore.js';
+import type { DaemonConfig } from '../dispatch/config.js';
+import { createUpstreamRouter, limitsFromRouting, type RoutingConfig } from '../dispatch/upstream-routing.js';
 import { MESSAGE_BATCH_LIMITS } from '../domain/message-batch.js';
 import type { ModelPrice } from '../domain/usage.js';
+import { type DaemonHandle, PostgresRequestManager } from '../manager/request-manager.js';
 import { migrate } from '../store/migrate.js';
-import { type DaemonHandle, PostgresRequestManager } from '../store/request-manager.js';
 import type { WebhookDeliveryOptions } from '../webhooks/delivery.js';
 import { anthropicError } from './anthropic-objects.js';
 import { authenticate, bearerToken } from './auth.js';
@@ -39,7 +40,6 @@ import { addDashboardRoutes } from './routes/dashboard.js';
 import { deleteFile, fileContent, listFiles, retrieveFile } from './routes/files.js';
 import { addWebhookRoutes } from './routes/webhooks.js';
 import { uploadFile } from './upload.js';
-import { createUpstreamRouter, limitsFromRouting, type RoutingConfig } from './upstream-routing.js';
 
 export interface ServerOptions {
   /** The caller owns it (the CLI makes it from --database-url or the embedded PostgreSQL). */

@@ -1,4 +1,6 @@
 import type pg from 'pg';
+import { ensureRoutes } from '../db/routes.js';
+import { batchUpstreamsSql, waitingBatchesSql } from '../db/sql/upstreams.js';
 import { NotFoundError, ValidationError } from '../domain/errors.js';
 import type { BatchUpstream } from '../domain/types.js';
 import {
@@ -9,9 +11,7 @@ import {
   routeOfTemplate,
 } from '../domain/upstream-route.js';
 import type { BatchEvents } from './batches.js';
-import { ensureRoutes } from './routes.js';
 import { assertId } from './rows.js';
-import { batchUpstreamsSql, waitingBatchesSql } from './sql/upstreams.js';
 
 /**
  * A route depends on a template's model, its endpoint and its key (none, plain, or sealed by which

@@ -1,4 +1,6 @@
 import type pg from 'pg';
+import { finalizeBatchSql } from '../db/sql/finalize-batch.js';
+import { reopenBatchSql, retryFailedSql } from '../db/sql/retry-failed.js';
 import { deadlineAheadSql, isPastDeadline } from '../domain/batch-lifecycle.js';
 import { parseCompletionWindow } from '../domain/completion-window.js';
 import {
@@ -30,8 +32,6 @@ import {
   toBatchInfo,
   toRequestRecord,
 } from './rows.js';
-import { finalizeBatchSql } from './sql/finalize-batch.js';
-import { reopenBatchSql, retryFailedSql } from './sql/retry-failed.js';
 
 export interface BatchEvents {
   /** Publishes one notification per batch event (lesson 9: never per row). */

@@ -1,5 +1,5 @@
+import { eventsChannel } from '../db/schema.js';
 import type { BatchEvents } from './batches.js';
-import { eventsChannel } from './schema.js';
 
 export type BatchEvent = Parameters<BatchEvents['notify']>[1];
 

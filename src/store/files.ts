@@ -190,7 +190,7 @@ export async function listFiles(
 
 /**
  * Soft delete: the file disappears from reads at once; the purge removes its data in the background
- * (src/store/purge.ts), an input file's templates once no batch made from it remains.
+ * (src/db/purge.ts), an input file's templates once no batch made from it remains.
  */
 export async function deleteFile(
   pool: pg.Pool,

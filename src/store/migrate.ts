@@ -2,7 +2,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
-import { assertSchemaName, DEFAULT_SCHEMA } from './schema.js';
+import { assertSchemaName, DEFAULT_SCHEMA } from '../db/schema.js';
 
 /** Migrations ship as numbered plain-SQL files: `migrations/0001_init.sql`, `0002_...`. */
 function migrationsDir(): string {

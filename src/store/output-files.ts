@@ -1,15 +1,15 @@
 import type { Readable, Transform } from 'node:stream';
 import type pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
-import type { FileInfo } from '../domain/types.js';
-import { CopyTextToJsonl, OutputRowsToJsonl } from './copy-text-decode.js';
 import {
   errorLinesSql,
   inputLinesSql,
   type LinesMode,
   outputLinesSql,
   outputRowsSql,
-} from './sql/output-lines.js';
+} from '../db/sql/output-lines.js';
+import type { FileInfo } from '../domain/types.js';
+import { CopyTextToJsonl, OutputRowsToJsonl } from './copy-text-decode.js';
 
 /**
  * File content as a stream of JSONL bytes, straight from PostgreSQL: output and error files from

@@ -2,8 +2,14 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { Counter, type Registry } from 'prom-client';
 import { Agent, request } from 'undici';
-import type { DaemonConfig } from '../daemon/config.js';
-import { daemonLog, stderrLogger } from '../daemon/logger.js';
+import {
+  claimDeliveriesSql,
+  dropDeliverySql,
+  releaseDeliveriesSql,
+  settleDeliverySql,
+} from '../db/sql/webhook-deliveries.js';
+import type { DaemonConfig } from '../dispatch/config.js';
+import { daemonLog, stderrLogger } from '../dispatch/logger.js';
 import {
   DEFAULT_DISABLE_POLICY,
   type DisablePolicy,
@@ -12,20 +18,14 @@ import {
   type WebhookEvent,
   type WebhookEventType,
 } from '../domain/webhooks.js';
-import {
-  claimDeliveriesSql,
-  dropDeliverySql,
-  releaseDeliveriesSql,
-  settleDeliverySql,
-} from '../store/sql/webhook-deliveries.js';
-import { webhookEndpointId } from '../store/webhooks.js';
 import { PrivateAddressError, publicOnlyLookup, refuseLiteralPrivate } from './address.js';
+import { webhookEndpointId } from './endpoints.js';
 import { webhookHeaders } from './signing.js';
 
 /**
  * The webhook deliverer: a small loop of its own, next to a daemon (PostgresRequestManager.run()
  * starts one with every daemon), that sends the outbox's due deliveries (src/domain/webhooks.ts
- * states their lifecycle; src/store/sql/webhook-deliveries.ts the claim and its lease).
+ * states their lifecycle; src/db/sql/webhook-deliveries.ts the claim and its lease).
  *
  *   tick   claim up to `concurrency` due deliveries → POST each, signed (Standard Webhooks), with
  *          its own timeout → settle each (delivered; retry at the schedule's next delay; failed).

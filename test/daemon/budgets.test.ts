@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Limiter } from '../../src/daemon/limiter.js';
+import type { Limiter } from '../../src/dispatch/interfaces.js';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
 import { createTestDb, type TestDb } from '../support/db.js';
 import {
@@ -12,7 +12,7 @@ import {
 } from '../support/mock-upstream.js';
 
 /**
- * The per-daemon slot budgets (src/store/sql/budget.ts): daemons share each model's global limit
+ * The per-daemon slot budgets (src/db/sql/budget.ts): daemons share each model's global limit
  * through model_budgets rows. The mock upstream counts what is really in flight per model.
  */
 

@@ -3,8 +3,8 @@ import { createInterface } from 'node:readline';
 import pg from 'pg';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PostgresRequestManager } from '../../src/manager/request-manager.js';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
-import { PostgresRequestManager } from '../../src/store/request-manager.js';
 import { createTestDb, TEST_DATABASE_URL, type TestDb } from '../support/db.js';
 import { createBatch, mockTemplates, waitFor, waitForBatchEnd } from '../support/mock-upstream.js';
 
@@ -54,7 +54,7 @@ describe('crash recovery', () => {
       await waitFor(() => mock.requests.filter((r) => r.customId?.startsWith('kill-')).length === 5, 10_000);
       child.kill('SIGKILL');
       // Its heartbeat would take an hour to count as stale: only the liveness lock, released by
-      // PostgreSQL with the killed daemon's session, can tell the survivor (src/store/sql/liveness.ts).
+      // PostgreSQL with the killed daemon's session, can tell the survivor (src/db/sql/liveness.ts).
       const survivor = await db
         .manager({ ...quiet, deadDaemonAfterMs: 3_600_000, shutdownGraceMs: 100 })
         .run();

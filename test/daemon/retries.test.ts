@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DaemonHandle } from '../../src/manager/request-manager.js';
 import { type MockBehaviour, type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
-import type { DaemonHandle } from '../../src/store/request-manager.js';
 import { createTestDb, type TestDb } from '../support/db.js';
 import { createBatch, mockTemplates, waitFor, waitForBatchEnd } from '../support/mock-upstream.js';
 

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createUpstreamRouter } from '../../src/dispatch/upstream-routing.js';
 import { keyFingerprint } from '../../src/domain/upstream-route.js';
+import type { DaemonHandle } from '../../src/manager/request-manager.js';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
-import { createUpstreamRouter } from '../../src/server/upstream-routing.js';
-import type { DaemonHandle } from '../../src/store/request-manager.js';
 import { createTestDb, type TestDb } from '../support/db.js';
 import { createBatch, mockTemplates, waitFor, waitForBatchEnd } from '../support/mock-upstream.js';
 

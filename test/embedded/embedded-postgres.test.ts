@@ -5,8 +5,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEmbeddedPostgres, stopEmbeddedServer } from '../../src/embedded/embedded-postgres.js';
 import { isPostgresAlive, readPostmasterPid } from '../../src/embedded/postmaster-pid.js';
+import { PostgresRequestManager } from '../../src/manager/request-manager.js';
 import { migrate } from '../../src/store/migrate.js';
-import { PostgresRequestManager } from '../../src/store/request-manager.js';
 import { TEST_DATABASE_URL, template } from '../support/db.js';
 
 let root: string;

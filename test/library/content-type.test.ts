@@ -2,8 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ValidationError } from '../../src/domain/errors.js';
 import type { RequestTemplateInput } from '../../src/domain/templates.js';
 import { isJsonContentType } from '../../src/domain/templates.js';
+import type { DaemonHandle, PostgresRequestManager } from '../../src/manager/request-manager.js';
 import { type MockBehaviour, type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
-import type { DaemonHandle, PostgresRequestManager } from '../../src/store/request-manager.js';
 import { createTestDb, type TestDb } from '../support/db.js';
 import { waitForBatchEnd } from '../support/mock-upstream.js';
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DaemonHandle, PostgresRequestManager } from '../../src/manager/request-manager.js';
 import { type MockBehaviour, type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
-import type { DaemonHandle, PostgresRequestManager } from '../../src/store/request-manager.js';
 import { createTestDb, type TestDb } from '../support/db.js';
 import { createBatch, mockTemplates, waitForBatchEnd } from '../support/mock-upstream.js';
 

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ValidationError } from '../../src/domain/errors.js';
+import type { DaemonHandle, PostgresRequestManager } from '../../src/manager/request-manager.js';
 import { type MockBehaviour, type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
 import { batchObject } from '../../src/server/objects.js';
-import type { DaemonHandle, PostgresRequestManager } from '../../src/store/request-manager.js';
 import { createTestDb, type TestDb } from '../support/db.js';
 import { mockTemplates, waitForBatchEnd } from '../support/mock-upstream.js';
 

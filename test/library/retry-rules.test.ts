@@ -12,8 +12,8 @@ import {
   resolveRetryableStatuses,
   upstreamErrorMessage,
 } from '../../src/domain/retry.js';
+import type { ManagerConfig } from '../../src/manager/request-manager.js';
 import { type MockBehaviour, type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
-import type { ManagerConfig } from '../../src/store/request-manager.js';
 import { createTestDb, type TestDb } from '../support/db.js';
 import { createBatch, memoryLogger, mockTemplates, waitForBatchEnd } from '../support/mock-upstream.js';
 

@@ -1,8 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { RequestTemplateInput } from '../../src/domain/templates.js';
+import type { DaemonHandle } from '../../src/manager/request-manager.js';
 import type { MockRateLimits } from '../../src/mock-upstream/rate-limits.js';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
-import type { DaemonHandle } from '../../src/store/request-manager.js';
 import { createTestDb, type TestDb } from '../support/db.js';
 import { createBatch, waitForBatchEnd } from '../support/mock-upstream.js';
 

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { purgeLockKey } from '../../src/db/sql/purge.js';
 import { NotFoundError } from '../../src/domain/errors.js';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
-import { purgeLockKey } from '../../src/store/sql/purge.js';
 import { createTestDb, type TestDb, template } from '../support/db.js';
 import { createBatch, mockTemplates, waitFor, waitForBatchEnd } from '../support/mock-upstream.js';
 

@@ -1,7 +1,7 @@
 import type { RequestTemplateInput } from '../../src/domain/templates.js';
 import type { CreateBatchOptions } from '../../src/domain/types.js';
+import type { PostgresRequestManager } from '../../src/manager/request-manager.js';
 import type { MockUpstream } from '../../src/mock-upstream/server.js';
-import type { PostgresRequestManager } from '../../src/store/request-manager.js';
 
 /** `n` chat templates aimed at the mock; custom ids `${prefix}${i}`. */
 export function mockTemplates(

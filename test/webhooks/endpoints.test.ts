@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
+import { WebhookDeliverer } from '../../src/webhooks/delivery.js';
 import {
   addWebhookEndpoint,
   listWebhookEndpoints,
   parseWebhookEndpointId,
-} from '../../src/store/webhooks.js';
-import { WebhookDeliverer } from '../../src/webhooks/delivery.js';
+} from '../../src/webhooks/endpoints.js';
 import { chatLine, jsonl, startTestServer, type TestServer, upload, uuidOf } from '../server/support.js';
 import { createTestDb } from '../support/db.js';
 import { waitFor } from '../support/mock-upstream.js';

@@ -1,11 +1,11 @@
 import OpenAI from 'openai';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { type DaemonHandle, PostgresRequestManager } from '../../src/manager/request-manager.js';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
 import { createServer, type FusilladeServer } from '../../src/server/server.js';
 import { createApiKey } from '../../src/store/api-keys.js';
-import { type DaemonHandle, PostgresRequestManager } from '../../src/store/request-manager.js';
-import { addWebhookEndpoint } from '../../src/store/webhooks.js';
+import { addWebhookEndpoint } from '../../src/webhooks/endpoints.js';
 import { chatLine, jsonl, upload, uuidOf } from '../server/support.js';
 import { createTestDb, TEST_DATABASE_URL, type TestDb } from '../support/db.js';
 import { waitFor } from '../support/mock-upstream.js';

@@ -1,9 +1,13 @@
 import { Webhook } from 'standardwebhooks';
 import { describe, expect, it } from 'vitest';
 import { RETRY_SCHEDULE_MS, retryDelay } from '../../src/domain/webhooks.js';
-import { parseWebhookEndpointId, parseWebhookEvents, webhookEndpointId } from '../../src/store/webhooks.js';
 import { checkWebhookUrl, isPrivateAddress } from '../../src/webhooks/address.js';
 import { eventBody } from '../../src/webhooks/delivery.js';
+import {
+  parseWebhookEndpointId,
+  parseWebhookEvents,
+  webhookEndpointId,
+} from '../../src/webhooks/endpoints.js';
 import { newWebhookSecret, signWebhook, webhookHeaders } from '../../src/webhooks/signing.js';
 
 describe('Standard Webhooks signing', () => {

@@ -1,5 +1,5 @@
 import { UsageError } from '../../config/usage-error.js';
-import { PostgresRequestManager } from '../../store/request-manager.js';
+import { PostgresRequestManager } from '../../manager/request-manager.js';
 import { daemonConfigFor } from '../daemon-config.js';
 import { openDatabase } from '../database.js';
 import type { CommandContext } from '../main.js';

@@ -1,5 +1,5 @@
+import { qualify } from '../../db/schema.js';
 import { createApiKey, listApiKeys, revokeApiKey } from '../../store/api-keys.js';
-import { qualify } from '../../store/schema.js';
 import { openDatabase } from '../database.js';
 import type { CommandContext } from '../main.js';
 

@@ -1,13 +1,13 @@
 import { UsageError } from '../../config/usage-error.js';
+import { describePurge, previewPurge, purge } from '../../db/purge.js';
+import { qualify } from '../../db/schema.js';
 import { parseDuration } from '../../domain/duration.js';
-import { describePurge, previewPurge, purge } from '../../store/purge.js';
-import { qualify } from '../../store/schema.js';
 import { openDatabase } from '../database.js';
 import type { CommandContext } from '../main.js';
 
 /**
  * `fusillade purge [--older-than DURATION] [--dry-run]`: runs the retention purge now
- * (src/store/purge.ts) and says what it removed. Without --older-than, the configured retention
+ * (src/db/purge.ts) and says what it removed. Without --older-than, the configured retention
  * (retention.finishedBatches) applies, else only expired and deleted data goes.
  */
 export async function purgeCommand({ settings, flags }: CommandContext): Promise<number> {

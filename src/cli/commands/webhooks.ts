@@ -1,11 +1,11 @@
+import { qualify } from '../../db/schema.js';
 import { WEBHOOK_EVENT_TYPES } from '../../domain/webhooks.js';
-import { qualify } from '../../store/schema.js';
 import {
   addWebhookEndpoint,
   enableWebhookEndpoint,
   listWebhookEndpoints,
   removeWebhookEndpoint,
-} from '../../store/webhooks.js';
+} from '../../webhooks/endpoints.js';
 import { openDatabase } from '../database.js';
 import type { CommandContext } from '../main.js';
 import { printTable } from './keys.js';

@@ -1,11 +1,11 @@
 import type { IncomingMessage } from 'node:http';
 import { pipeline } from 'node:stream/promises';
+import { messageBatchResultsSql } from '../../db/sql/message-batch-results.js';
 import { NotFoundError, ValidationError } from '../../domain/errors.js';
 import { MESSAGE_BATCH_WINDOW, MESSAGES_PATH, validateMessageBatchBody } from '../../domain/message-batch.js';
 import type { TemplateItem } from '../../store/files.js';
 import { deleteEndedMessageBatch, getMessageBatch, listMessageBatches } from '../../store/message-batches.js';
 import { openCopyLines } from '../../store/output-files.js';
-import { messageBatchResultsSql } from '../../store/sql/message-batch-results.js';
 import { type MessageBatchObject, messageBatchObject } from '../anthropic-objects.js';
 import type { ApiContext, Call } from '../context.js';
 import { ApiError, readJsonBody, sendJson } from '../http.js';

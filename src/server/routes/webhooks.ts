@@ -6,7 +6,7 @@ import {
   listWebhookEndpoints,
   removeWebhookEndpoint,
   type WebhookEndpointInfo,
-} from '../../store/webhooks.js';
+} from '../../webhooks/endpoints.js';
 import type { ApiContext, Call } from '../context.js';
 import type { CreatedWebhookEndpoint, WebhookDelivery, WebhookEndpoint } from '../dashboard-wire.js';
 import { ApiError, readJsonBody, sendJson } from '../http.js';

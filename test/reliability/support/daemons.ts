@@ -3,8 +3,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { UpstreamRouter } from '../../../src/daemon/config.js';
-import { createUpstreamRouter } from '../../../src/server/upstream-routing.js';
+import type { UpstreamRouter } from '../../../src/dispatch/config.js';
+import { createUpstreamRouter } from '../../../src/dispatch/upstream-routing.js';
 import { startCli } from '../../cli/support/cli.js';
 
 /**

@@ -16,7 +16,7 @@ import {
 
 /**
  * Retention: removes expired and deleted data in small transactions (what goes and when:
- * src/store/sql/purge.ts). Daemons run it in the background; `fusillade purge` runs it now.
+ * src/db/sql/purge.ts). Daemons run it in the background; `fusillade purge` runs it now.
  */
 
 export interface PurgeOptions {

@@ -1,5 +1,5 @@
 /**
- * The purge's statements (src/store/purge.ts runs them; docs/decisions/retention.md says why).
+ * The purge's statements (src/db/purge.ts runs them; docs/decisions/retention.md says why).
  *
  * What goes, and when:
  *   - a file whose expires_at has passed is marked deleted (it reads as gone at once);

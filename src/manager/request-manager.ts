@@ -1,5 +1,9 @@
 import type pg from 'pg';
-import { type DaemonConfig, resolveDaemonConfig } from '../daemon/config.js';
+import { type PurgeOptions, type PurgeReport, purge } from '../db/purge.js';
+import { assertSchemaName, DEFAULT_SCHEMA, qualify } from '../db/schema.js';
+import { configureRateLimitsSql } from '../db/sql/rate-budget.js';
+import { type DaemonConfig, resolveDaemonConfig } from '../dispatch/config.js';
+import type { DaemonHandle } from '../dispatch/interfaces.js';
 import { ValidationError } from '../domain/errors.js';
 import { type KeyEncryptionKey, parseKeyEncryptionKey } from '../domain/key-encryption.js';
 import { resolveRetryableStatuses } from '../domain/retry.js';
@@ -18,17 +22,14 @@ import type {
   RetryOptions,
 } from '../domain/types.js';
 import type { ModelRouter } from '../domain/upstream-route.js';
+import { rerouteBatch, upstreamsOf } from '../store/batch-routes.js';
+import type { BatchEvents } from '../store/batches.js';
+import * as batches from '../store/batches.js';
+import { completionWindowMs, DEFAULT_COMPLETION_WINDOW } from '../store/batches.js';
+import { batchResultLines, checkInclude, fileLines, type ResultsInclude } from '../store/content-lines.js';
+import { notifyEvents } from '../store/events.js';
+import * as files from '../store/files.js';
 import type { WebhookDeliveryOptions } from '../webhooks/delivery.js';
-import { rerouteBatch, upstreamsOf } from './batch-routes.js';
-import type { BatchEvents } from './batches.js';
-import * as batches from './batches.js';
-import { completionWindowMs, DEFAULT_COMPLETION_WINDOW } from './batches.js';
-import { batchResultLines, checkInclude, fileLines, type ResultsInclude } from './content-lines.js';
-import { notifyEvents } from './events.js';
-import * as files from './files.js';
-import { type PurgeOptions, type PurgeReport, purge } from './purge.js';
-import { assertSchemaName, DEFAULT_SCHEMA, qualify } from './schema.js';
-import { configureRateLimitsSql } from './sql/rate-budget.js';
 
 export interface ManagerConfig extends Partial<DaemonConfig> {
   /** PostgreSQL schema of fusillade's tables (default "fusillade"); must match migrate()'s. */
@@ -58,19 +59,11 @@ function nonEmpty(v: string | undefined): string | undefined {
   return v === undefined || v.trim() === '' ? undefined : v;
 }
 
+export type { DaemonHandle };
+
 /** Restricts an operation to one owner's files and batches; others' read as not found. */
 export interface OwnerScope {
   owner?: string | null;
-}
-
-/** A running daemon. */
-export interface DaemonHandle {
-  /** The daemon's id in the daemons table. */
-  readonly id: string;
-  /** Stops claiming, lets in-flight requests finish within the grace period, hands the rest back. */
-  stop(): Promise<void>;
-  /** Resolves when the daemon has stopped (by stop() or a fatal error). */
-  readonly done: Promise<void>;
 }
 
 /**
@@ -287,13 +280,13 @@ export class PostgresRequestManager {
 
   /**
    * Sets a model's in-flight limit for every daemon on this database (the model_limits row the
-   * daemons' slot budgets are drawn from, src/store/sql/budget.ts). Takes effect within one budget
+   * daemons' slot budgets are drawn from, src/db/sql/budget.ts). Takes effect within one budget
    * interval (budgetIntervalMs, 250 ms by default): a raised limit is used at once; after a lowered
    * one no new request starts above it, and requests already in flight finish (never aborted), so
    * the total in flight falls to the new limit as they end.
    */
   /**
-   * Removes expired and deleted data now, in small transactions (src/store/purge.ts); with
+   * Removes expired and deleted data now, in small transactions (src/db/purge.ts); with
    * `olderThanMs`, also batches finished longer ago (and input files as old that no batch uses).
    * Daemons run it in the background with the configured finishedBatchRetention.
    */

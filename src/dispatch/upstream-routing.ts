@@ -1,6 +1,6 @@
 import type { RoutingConfig } from '../config/routing.js';
-import type { DaemonConfig, UpstreamRoute, UpstreamRouter } from '../daemon/config.js';
 import { MOCK_UPSTREAM, normalizeBaseUrl } from '../domain/upstream-route.js';
+import type { DaemonConfig, UpstreamRoute, UpstreamRouter } from './config.js';
 
 export { normalizeBaseUrl, type RoutingConfig };
 

@@ -2,9 +2,8 @@ import type { Registry } from 'prom-client';
 import { checkDaemonSettings, DAEMON_DEFAULTS } from '../config/daemon-settings.js';
 import type { DaemonSettings } from '../config/schema.js';
 import type { ShouldRetry } from '../domain/retry.js';
-import type { Limiter } from './limiter.js';
+import type { Limiter, UpstreamClient } from './interfaces.js';
 import type { Logger } from './logger.js';
-import type { UpstreamClient } from './upstream-client.js';
 
 /**
  * The daemon's configuration: its settings (types, ranges, defaults and meanings in

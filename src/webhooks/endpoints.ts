@@ -1,9 +1,9 @@
 import type pg from 'pg';
 import { NotFoundError, ValidationError } from '../domain/errors.js';
 import { isWebhookEventType, WEBHOOK_EVENT_TYPES, type WebhookEventType } from '../domain/webhooks.js';
-import { checkWebhookUrl } from '../webhooks/address.js';
-import { newWebhookSecret } from '../webhooks/signing.js';
-import { isUuid } from './rows.js';
+import { isUuid } from '../store/rows.js';
+import { checkWebhookUrl } from './address.js';
+import { newWebhookSecret } from './signing.js';
 
 /**
  * An owner's webhook endpoints (webhook_endpoints) and their deliveries, for the CLI and the
