@@ -237,7 +237,9 @@ describe('batch creation validation', () => {
     const conflict = await apiError(
       t.alice.batches.create({ ...base, input_file_id: other.id }, { headers: { 'Idempotency-Key': 'k1' } }),
     );
-    expect(conflict.status).toBe(409);
+    // 422, not 409 (clients retry a 409 as a race): test/security/idempotency-reuse.test.ts.
+    expect(conflict.status).toBe(422);
+    expect(conflict.code).toBe('idempotency_key_reused');
     expect(conflict.headers?.get('x-should-retry')).toBe('false');
     expect(await count()).toBe(before + 1);
     expect(reused.request_counts?.total).toBe(2);
