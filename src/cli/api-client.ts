@@ -60,9 +60,26 @@ export class ApiClient {
     return (await res.json()) as { id: string };
   }
 
+  /** POSTs a JSON body produced piece by piece (streamed: never whole in memory); returns the answer. */
+  async postStream<T>(path: string, pieces: AsyncIterable<string>): Promise<T> {
+    const body = Readable.toWeb(Readable.from(pieces)) as unknown as ReadableStream;
+    const res = await this.fetch(path, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
+      duplex: 'half',
+    } as RequestInit);
+    return (await res.json()) as T;
+  }
+
   /** Writes a file's content to `path` (via a temporary name, so no half file is left). */
   async downloadFile(fileId: string, path: string): Promise<void> {
-    const res = await this.fetch(`/files/${encodeURIComponent(fileId)}/content`, { method: 'GET' });
+    await this.download(`/files/${encodeURIComponent(fileId)}/content`, path);
+  }
+
+  /** Writes the answer of GET `from` (a /v1 path) to `path`, via a temporary name. */
+  async download(from: string, path: string): Promise<void> {
+    const res = await this.fetch(from, { method: 'GET' });
     const tmp = `${path}.partial-${process.pid}`;
     try {
       await pipeline(Readable.fromWeb(res.body as WebReadableStream), createWriteStream(tmp));

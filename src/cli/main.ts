@@ -260,10 +260,18 @@ export async function main(argv: string[]): Promise<number> {
     program
       .command('submit')
       .description('upload a batch file to a running server and create a batch')
-      .argument('<file>', 'OpenAI batch input file (.jsonl)')
+      .argument(
+        '<file>',
+        'batch input file (.jsonl): OpenAI lines, or {custom_id, params} with --format anthropic',
+      )
+      .option(
+        '--format <format>',
+        'openai (upload + /v1/batches) or anthropic (/v1/messages/batches, a Message Batch)',
+        'openai',
+      )
       .option('--wait', 'wait for the batch to finish, showing progress')
-      .option('-o, --output <file>', 'with --wait: write the output file here')
-      .option('--errors <file>', 'with --wait: write the error file here')
+      .option('-o, --output <file>', 'with --wait: write the output file (anthropic: the results) here')
+      .option('--errors <file>', 'with --wait: write the error file here (openai)')
       .option('--completion-window <window>', 'completion window', '24h'),
     'submit',
   )
@@ -272,6 +280,7 @@ export async function main(argv: string[]): Promise<number> {
       examples([
         'fusillade submit requests.jsonl --api-key $FUSILLADE_API_KEY',
         'fusillade submit requests.jsonl --wait -o out.jsonl --server http://127.0.0.1:8080 --api-key sk-...',
+        'fusillade submit --format anthropic messages.jsonl --wait -o results.jsonl',
       ]),
     )
     .action(act('submit', commands.submit));
@@ -288,15 +297,24 @@ export async function main(argv: string[]): Promise<number> {
     program
       .command('results')
       .description("download a batch's output (and error) file")
-      .argument('<batch>', 'batch id')
+      .argument('<batch>', 'batch id (batch_… or msgbatch_…)')
       .requiredOption('-o, --output <file>', 'where to write the output JSONL')
       .option('--errors <file>', 'where to write the error JSONL'),
     'results',
   )
-    .addHelpText('after', examples(['fusillade results batch_... -o out.jsonl --errors errors.jsonl']))
+    .addHelpText(
+      'after',
+      examples([
+        'fusillade results batch_... -o out.jsonl --errors errors.jsonl',
+        'fusillade results msgbatch_... -o results.jsonl',
+      ]),
+    )
     .action(act('results', commands.results));
   settingOptions(
-    program.command('cancel').description('cancel a batch').argument('<batch>', 'batch id'),
+    program
+      .command('cancel')
+      .description('cancel a batch')
+      .argument('<batch>', 'batch id (batch_… or msgbatch_…)'),
     'cancel',
   )
     .addHelpText('after', examples(['fusillade cancel batch_...']))

@@ -39,15 +39,9 @@ export interface MessageBatchRequest {
   body: string;
 }
 
-function refuse(param: string, message: string, index?: number): ValidationError {
-  return new ValidationError([
-    {
-      code: 'invalid_request_error',
-      param,
-      message: `${param}: ${message}`,
-      ...(index === undefined ? {} : { index }),
-    },
-  ]);
+/** The message names the field (`requests.3.custom_id: …`), as Anthropic's do. */
+function refuse(param: string, message: string): ValidationError {
+  return new ValidationError([{ code: 'invalid_request_error', param, message: `${param}: ${message}` }]);
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
@@ -72,36 +66,43 @@ export function validateMessageBatchBody(
     throw refuse('requests', `a batch holds at most ${maxRequests} requests, got ${requests.length}`);
   }
   const seen = new Set<string>();
-  return requests.map((item, i) => {
-    const at = `requests.${i}`;
-    if (!isObject(item)) throw refuse(at, 'must be an object with custom_id and params', i);
-    const customId = item.custom_id;
-    if (typeof customId !== 'string' || !CUSTOM_ID.test(customId)) {
-      throw refuse(`${at}.custom_id`, "String should match pattern '^[a-zA-Z0-9_-]{1,64}$'", i);
-    }
-    if (seen.has(customId)) {
-      throw refuse(
-        `${at}.custom_id`,
-        `duplicate custom_id ${JSON.stringify(customId)}: custom_id must be unique`,
-        i,
-      );
-    }
-    seen.add(customId);
-    const params = item.params;
-    if (!isObject(params))
-      throw refuse(`${at}.params`, 'Field required (an object of Messages API parameters)', i);
-    if (typeof params.model !== 'string' || params.model.trim() === '') {
-      throw refuse(`${at}.params.model`, 'Field required (a model name)', i);
-    }
-    if (!Number.isInteger(params.max_tokens) || (params.max_tokens as number) < 1) {
-      throw refuse(`${at}.params.max_tokens`, 'Field required (an integer of at least 1)', i);
-    }
-    if (!Array.isArray(params.messages))
-      throw refuse(`${at}.params.messages`, 'Field required (an array)', i);
-    if (params.stream === true)
-      throw refuse(`${at}.params.stream`, 'streaming is not supported in batches', i);
-    return { customId, model: params.model, body: JSON.stringify(params) };
-  });
+  return requests.map((item, i) => validateMessageBatchRequest(item, i, seen));
+}
+
+/**
+ * Checks one request `{ custom_id, params }` of a batch (the `index`-th, 0-based; errors name it as
+ * `requests.<index>`), and records its custom_id in `seen`, refusing one already there.
+ */
+export function validateMessageBatchRequest(
+  item: unknown,
+  i: number,
+  seen: Set<string>,
+): MessageBatchRequest {
+  const at = `requests.${i}`;
+  if (!isObject(item)) throw refuse(at, 'must be an object with custom_id and params');
+  const customId = item.custom_id;
+  if (typeof customId !== 'string' || !CUSTOM_ID.test(customId)) {
+    throw refuse(`${at}.custom_id`, "String should match pattern '^[a-zA-Z0-9_-]{1,64}$'");
+  }
+  if (seen.has(customId)) {
+    throw refuse(
+      `${at}.custom_id`,
+      `duplicate custom_id ${JSON.stringify(customId)}: custom_id must be unique`,
+    );
+  }
+  const params = item.params;
+  if (!isObject(params))
+    throw refuse(`${at}.params`, 'Field required (an object of Messages API parameters)');
+  if (typeof params.model !== 'string' || params.model.trim() === '') {
+    throw refuse(`${at}.params.model`, 'Field required (a model name)');
+  }
+  if (!Number.isInteger(params.max_tokens) || (params.max_tokens as number) < 1) {
+    throw refuse(`${at}.params.max_tokens`, 'Field required (an integer of at least 1)');
+  }
+  if (!Array.isArray(params.messages)) throw refuse(`${at}.params.messages`, 'Field required (an array)');
+  if (params.stream === true) throw refuse(`${at}.params.stream`, 'streaming is not supported in batches');
+  seen.add(customId);
+  return { customId, model: params.model, body: JSON.stringify(params) };
 }
 
 export type ProcessingStatus = 'in_progress' | 'canceling' | 'ended';

@@ -231,7 +231,7 @@ describe('Message Batches API through @anthropic-ai/sdk', () => {
       expect(err).toBeInstanceOf(Anthropic.BadRequestError);
       expect((err as InstanceType<typeof Anthropic.BadRequestError>).error).toMatchObject({
         type: 'error',
-        error: { type: 'invalid_request_error', message: expect.stringContaining('requests') },
+        error: { type: 'invalid_request_error', message: expect.stringMatching(/^requests(\.\d+)?[.:]/) },
       });
     }
     const stranger = client('sk-not-a-key');

@@ -2,16 +2,22 @@ import { createReadStream } from 'node:fs';
 import { UsageError } from '../../config/usage-error.js';
 import { BatchInputParser } from '../../domain/batch-input.js';
 import { ValidationError } from '../../domain/errors.js';
-import { ApiClient, type BatchObject, FINAL_STATUSES } from '../api-client.js';
+import { ApiClient, type BatchObject } from '../api-client.js';
 import type { CommandContext } from '../main.js';
-import { ProgressDisplay } from '../progress.js';
 import { describeFsError } from '../run/input.js';
-import { exitStatusFor, shutdownSignal } from '../signals.js';
+import { exitStatusFor } from '../signals.js';
 import { formatCost, usageLines } from '../usage-lines.js';
+import { waitForBatch } from '../wait-batch.js';
 import { printTable } from './keys.js';
+import { finishMessageBatch, openAiBatchId, shownBatchId, submitMessageBatch } from './message-batches.js';
 
 /** `submit FILE [--wait]`: checks the file locally (line-numbered errors), uploads it, creates a batch. */
-export async function submitCommand({ settings, flags }: CommandContext, path: string): Promise<number> {
+export async function submitCommand(ctx: CommandContext, path: string): Promise<number> {
+  const { settings, flags } = ctx;
+  const format = flags.format ?? 'openai';
+  if (format === 'anthropic') return submitMessageBatch(ctx, path);
+  if (format !== 'openai')
+    throw new UsageError(`--format must be openai or anthropic, got ${JSON.stringify(format)}`);
   const client = new ApiClient(settings.server, settings.apiKey);
   const endpoint = await checkBatchFile(path);
   const file = await client.uploadBatchFile(path);
@@ -40,9 +46,11 @@ export async function submitCommand({ settings, flags }: CommandContext, path: s
 export async function statusCommand({ settings }: CommandContext, batchId?: string): Promise<number> {
   const client = new ApiClient(settings.server, settings.apiKey);
   if (batchId) {
-    const b = await client.json<BatchObject>('GET', `/batches/${encodeURIComponent(batchId)}`);
+    const b = await client.json<BatchObject>('GET', `/batches/${encodeURIComponent(openAiBatchId(batchId))}`);
     const c = b.request_counts;
-    console.log(`${b.id}  ${b.status}  ${c.completed + c.failed}/${c.total} done, ${c.failed} failed`);
+    console.log(
+      `${shownBatchId(b)}  ${b.status}  ${c.completed + c.failed}/${c.total} done, ${c.failed} failed`,
+    );
     console.log(`  endpoint ${b.endpoint}  created ${new Date(b.created_at * 1000).toISOString()}`);
     if (b.output_file_id) console.log(`  output file ${b.output_file_id}`);
     if (b.error_file_id) console.log(`  error file ${b.error_file_id}`);
@@ -59,7 +67,7 @@ export async function statusCommand({ settings }: CommandContext, batchId?: stri
   printTable(
     ['BATCH', 'STATUS', 'DONE', 'FAILED', 'TOKENS', 'COST', 'CREATED'],
     list.data.map((b) => [
-      b.id,
+      shownBatchId(b),
       b.status,
       `${b.request_counts.completed + b.request_counts.failed}/${b.request_counts.total}`,
       String(b.request_counts.failed),
@@ -74,14 +82,18 @@ export async function statusCommand({ settings }: CommandContext, batchId?: stri
 
 export async function resultsCommand({ settings, flags }: CommandContext, batchId: string): Promise<number> {
   const client = new ApiClient(settings.server, settings.apiKey);
+  if (batchId.startsWith('msgbatch_')) return finishMessageBatch(client, batchId, flags);
   const batch = await client.json<BatchObject>('GET', `/batches/${encodeURIComponent(batchId)}`);
   return finishBatch(client, batch, flags);
 }
 
 export async function cancelCommand({ settings }: CommandContext, batchId: string): Promise<number> {
   const client = new ApiClient(settings.server, settings.apiKey);
-  const b = await client.json<BatchObject>('POST', `/batches/${encodeURIComponent(batchId)}/cancel`);
-  console.log(`${b.id}  ${b.status}`);
+  const b = await client.json<BatchObject>(
+    'POST',
+    `/batches/${encodeURIComponent(openAiBatchId(batchId))}/cancel`,
+  );
+  console.log(`${shownBatchId(b)}  ${b.status}`);
   return 0;
 }
 
@@ -105,37 +117,6 @@ async function finishBatch(
       (errors && batch.error_file_id ? `, errors → ${errors}` : ''),
   );
   return batch.status === 'completed' && c.failed === 0 && c.completed === c.total ? 0 : 1;
-}
-
-async function waitForBatch(
-  client: ApiClient,
-  batchId: string,
-): Promise<{ batch: BatchObject } | { signal: NodeJS.Signals }> {
-  const shutdown = shutdownSignal();
-  const progress = new ProgressDisplay(process.stdout);
-  let received: NodeJS.Signals | undefined;
-  void shutdown.signal.then((s) => {
-    received = s;
-  });
-  try {
-    for (;;) {
-      const batch = await client.json<BatchObject>('GET', `/batches/${encodeURIComponent(batchId)}`);
-      const c = batch.request_counts;
-      const counts = { total: c.total, completed: c.completed, failed: c.failed, canceled: 0 };
-      if (FINAL_STATUSES.has(batch.status)) {
-        progress.finish(counts);
-        return { batch };
-      }
-      if (received) {
-        progress.interrupt();
-        return { signal: received };
-      }
-      progress.update(counts);
-      await Promise.race([new Promise((r) => setTimeout(r, 500)), shutdown.signal]);
-    }
-  } finally {
-    shutdown.dispose();
-  }
 }
 
 /** Validates the file as the server would, so a bad line is reported before anything is uploaded. */

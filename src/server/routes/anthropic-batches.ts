@@ -67,7 +67,6 @@ export async function createMessageBatch(ctx: ApiContext, call: Call): Promise<v
         {
           code: 'unknown_model',
           param: `requests.${i}.params.model`,
-          index: i,
           message: `requests.${i}.params.model: no upstream is configured for model ${JSON.stringify(r.model)}`,
         },
       ]);
