@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI, { toFile } from 'openai';
 import { type BrowserContext, chromium, type Page } from 'playwright-core';
+import { expect } from 'vitest';
 
 /**
  * Debian's Chromium driven by playwright-core (never a downloaded browser), for the dashboard's
@@ -89,6 +90,21 @@ export async function submitBatch(
     metadata,
   });
   return batch.id;
+}
+
+/**
+ * In the open retry dialog of a completed batch: the confirm button for `count` requests waits
+ * for the reopen box; ticks it, confirms, and waits for the notice.
+ */
+export async function confirmRetry(page: Page, count: number): Promise<void> {
+  const dialog = page.locator('dialog.retry-dialog');
+  const confirm = dialog.getByRole('button', { name: `Retry ${count} requests` });
+  expect(await confirm.isDisabled()).toBe(true);
+  await dialog.locator('#retry-reopen').check();
+  await confirm.click();
+  await expect
+    .poll(() => page.locator('#toast').textContent())
+    .toBe(`${count} failed requests queued again; the batch is open again`);
 }
 
 /** The page scrolls sideways: its content is wider than the window. */

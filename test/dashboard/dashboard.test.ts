@@ -6,7 +6,14 @@ import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/se
 import { createServer, type FusilladeServer } from '../../src/server/server.js';
 import { createApiKey } from '../../src/store/api-keys.js';
 import { createTestDb, type TestDb } from '../support/db.js';
-import { ARTIFACTS, type Browser, CHROMIUM, launchChromium, submitBatch as submit } from './browser.js';
+import {
+  ARTIFACTS,
+  type Browser,
+  CHROMIUM,
+  confirmRetry,
+  launchChromium,
+  submitBatch as submit,
+} from './browser.js';
 
 /**
  * End to end in headless Chromium (Debian's package, never a downloaded browser): the real server
@@ -193,13 +200,7 @@ describe('dashboard in a browser', () => {
       `400${REFUSED}fails again`,
     ]);
     expect(await retryDialog.locator('input[value=retriable]').isDisabled()).toBe(true);
-    const confirmRetry = retryDialog.getByRole('button', { name: `Retry ${REFUSED} requests` });
-    expect(await confirmRetry.isDisabled()).toBe(true);
-    await retryDialog.locator('#retry-reopen').check();
-    await confirmRetry.click();
-    await expect
-      .poll(() => page.locator('#toast').textContent())
-      .toBe(`${REFUSED} failed requests queued again; the batch is open again`);
+    await confirmRetry(page, REFUSED);
     await expect.poll(() => mock.received - sentBefore, { timeout: 30_000 }).toBe(REFUSED);
     await expect
       .poll(() => page.locator('.title-row .badge').textContent(), { timeout: 30_000, interval: 500 })

@@ -8,6 +8,7 @@ import { createTestDb, type TestDb } from '../support/db.js';
 import {
   ARTIFACTS,
   type Browser,
+  confirmRetry,
   launchChromium,
   lowContrastText,
   scrollsSideways,
@@ -85,6 +86,10 @@ afterAll(async () => {
   await db?.close();
 });
 
+/** Waits for a condition (20 s at most unless told: the machine may be loaded). */
+const until = <T>(fn: () => T | Promise<T>, options: { timeout?: number; interval?: number } = {}) =>
+  expect.poll(fn, { timeout: 20_000, ...options });
+
 const rows = () => page.locator('table.requests tbody tr[data-line]');
 const lines = async () =>
   await rows().evaluateAll((trs) => trs.map((tr) => Number(tr.getAttribute('data-line'))));
@@ -97,7 +102,7 @@ const stat = (label: string) =>
 describe('dashboard for big batches', () => {
   it('keeps the view in the URL and triages failures by state, code, sort, page size and line', async () => {
     await page.goto(`${server.url}/#/batches/${failing}?state=failed`);
-    await expect.poll(statuses).toEqual(['400', '503']);
+    await until(statuses).toEqual(['400', '503']);
     expect(await rows().count()).toBe(25);
     expect(await page.locator('.requests-card .card-head .muted').textContent()).toMatch(
       new RegExp(`^${REFUSED + UNAVAILABLE} matching · lines `),
@@ -112,59 +117,59 @@ describe('dashboard for big batches', () => {
 
     // A reload keeps the failed filter.
     await page.reload();
-    await expect.poll(statuses).toEqual(['400', '503']);
+    await until(statuses).toEqual(['400', '503']);
     expect(await page.locator('#state-filter').inputValue()).toBe('failed');
 
     // Failures by code: one click filters to a code, Back undoes it, Forward redoes it.
     const chip = (code: string) => page.locator(`.code-chip[data-code="${code}"]`);
-    await expect.poll(() => chip('503').textContent()).toBe(`503${UNAVAILABLE}retriable`);
+    await until(() => chip('503').textContent()).toBe(`503${UNAVAILABLE}retriable`);
     expect(await chip('400').textContent()).toBe(`400${REFUSED}`);
     await chip('503').click();
-    await expect.poll(statuses).toEqual(['503']);
+    await until(statuses).toEqual(['503']);
     expect(hashQuery().get('code')).toBe('503');
     expect(await rows().count()).toBe(UNAVAILABLE);
     expect(await chip('503').getAttribute('aria-pressed')).toBe('true');
     await page.goBack();
-    await expect.poll(statuses).toEqual(['400', '503']);
+    await until(statuses).toEqual(['400', '503']);
     expect(hashQuery().get('code')).toBeNull();
     await page.goForward();
-    await expect.poll(statuses).toEqual(['503']);
+    await until(statuses).toEqual(['503']);
 
     // All states, 50 rows a page, then the slowest first.
     await page.selectOption('#state-filter', '');
-    await expect.poll(() => hashQuery().get('state')).toBeNull();
+    await until(() => hashQuery().get('state')).toBeNull();
     expect(hashQuery().get('code')).toBeNull(); // a code is a kind of failure: another state drops it
-    await expect.poll(() => rows().count()).toBe(25);
+    await until(() => rows().count()).toBe(25);
     await page.selectOption('#page-size', '50');
-    await expect.poll(() => rows().count()).toBe(50);
+    await until(() => rows().count()).toBe(50);
     expect(await page.locator('.requests-card .card-head .muted').textContent()).toBe(
       `${TOTAL} requests · lines 1–50`,
     );
     await page.selectOption('#sort', 'latency');
-    await expect
-      .poll(() => page.locator('.requests-card .card-head .muted').textContent())
-      .toBe(`${TOTAL} requests · rows 1–50`);
+    await until(() => page.locator('.requests-card .card-head .muted').textContent()).toBe(
+      `${TOTAL} requests · rows 1–50`,
+    );
     expect(hashQuery().get('sort')).toBe('latency');
 
     // Jump to a line (in line order), then page on: the view is in the URL and scrolled to the table.
     await page.fill('#jump-line', '150');
     await page.click('.jump button[type=submit]');
-    await expect.poll(async () => (await lines())[0]).toBe(150);
+    await until(async () => (await lines())[0]).toBe(150);
     expect(hashQuery().get('line')).toBe('150');
     expect(hashQuery().get('sort')).toBeNull();
     await page.evaluate('window.scrollTo(0, document.body.scrollHeight)');
     await page.getByRole('button', { name: 'Next →' }).click();
-    await expect.poll(async () => (await lines())[0]).toBe(200);
-    await expect
-      .poll(() => page.locator('.requests-card').evaluate((el) => el.getBoundingClientRect().top))
-      .toBeGreaterThanOrEqual(0);
+    await until(async () => (await lines())[0]).toBe(200);
+    await until(() =>
+      page.locator('.requests-card').evaluate((el) => el.getBoundingClientRect().top),
+    ).toBeGreaterThanOrEqual(0);
     await page.getByRole('button', { name: '← Previous' }).click();
-    await expect.poll(async () => (await lines())[0]).toBe(150);
+    await until(async () => (await lines())[0]).toBe(150);
 
     // The list's filters are in its URL too.
     await page.getByRole('link', { name: 'Batches', exact: true }).first().click();
     await page.selectOption('#status-filter', 'completed');
-    await expect.poll(() => hashQuery().get('status')).toBe('completed');
+    await until(() => hashQuery().get('status')).toBe('completed');
     await page.reload();
     await page.waitForSelector(`tr[data-id="${failing}"]`);
     expect(await page.locator('#status-filter').inputValue()).toBe('completed');
@@ -184,38 +189,39 @@ describe('dashboard for big batches', () => {
       expect.arrayContaining([`400${REFUSED}fails again`, `503${UNAVAILABLE}may succeed`]),
     );
     expect(await dialog.locator('input[value=retriable]').isChecked()).toBe(true);
-    const confirm = dialog.getByRole('button', { name: `Retry ${UNAVAILABLE} requests` });
-    // The batch has completed: retrying reopens it, which must be ticked first.
-    expect(await confirm.isDisabled()).toBe(true);
     await page.screenshot({ path: `${ARTIFACTS}dashboard-retry-dialog.png` });
-    await dialog.locator('#retry-reopen').check();
-    await confirm.click();
-    await expect
-      .poll(() => page.locator('#toast').textContent())
-      .toBe(`${UNAVAILABLE} failed requests queued again; the batch is open again`);
+    // The batch has completed: retrying reopens it, which must be ticked first.
+    await confirmRetry(page, UNAVAILABLE);
     // Only the 503s go again (and fail again); the 400s stay as they were.
-    await expect.poll(() => mock.received - sentBefore, { timeout: 30_000 }).toBe(UNAVAILABLE);
-    await expect
-      .poll(() => page.locator('.title-row .badge').textContent(), { timeout: 30_000 })
-      .toBe('completed');
-    await expect
-      .poll(() => stat('Failed').locator('.stat-hint').textContent())
-      .toBe(`${UNAVAILABLE} retried so far`);
-    await expect
-      .poll(() => stat('Failed').locator('.stat-value').textContent(), { timeout: 30_000 })
-      .toBe(String(REFUSED + UNAVAILABLE));
+    await until(() => mock.received - sentBefore, { timeout: 30_000 }).toBe(UNAVAILABLE);
+    await until(() => page.locator('.title-row .badge').textContent(), { timeout: 30_000 }).toBe('completed');
+    await until(() => stat('Failed').locator('.stat-hint').textContent()).toBe(
+      `${UNAVAILABLE} retried so far`,
+    );
+    await until(() => stat('Failed').locator('.stat-value').textContent(), { timeout: 30_000 }).toBe(
+      String(REFUSED + UNAVAILABLE),
+    );
     // The chart keeps the failures a retry put behind.
     expect(await page.locator('.chart-box svg.chart rect.seg-failed').count()).toBeGreaterThan(0);
+    // A retried request shows the failure a retry put behind it.
+    await page.selectOption('#state-filter', 'failed');
+    await page.locator('.code-chip[data-code="503"]').click();
+    await until(statuses).toEqual(['503']);
+    await page.locator('table.requests tbody button.link').first().click();
+    const viewer = page.locator('dialog.viewer');
+    await viewer.locator('[role=tab]', { hasText: 'Earlier failures (1)' }).click();
+    expect(await viewer.locator('.tab-panel:not([hidden]) pre').textContent()).toMatch(
+      /^Attempt 1 · HTTP 503 · failed /,
+    );
+    await page.keyboard.press('Escape');
   }, 120_000);
 
   it('shows a cancelled batch as what ran and what was canceled, canceled apart from failed', async () => {
     slow = await submitBatch(server.url, key, 100, 'gpt-slow', { purpose: 'cancel' });
     await page.goto(`${server.url}/#/batches/${slow}`);
-    await expect
-      .poll(async () => Number(await stat('Completed').locator('.stat-value').textContent()), {
-        timeout: 30_000,
-      })
-      .toBeGreaterThan(0);
+    await until(async () => Number(await stat('Completed').locator('.stat-value').textContent()), {
+      timeout: 30_000,
+    }).toBeGreaterThan(0);
     const native: string[] = [];
     page.on('dialog', (d) => {
       native.push(d.message());
@@ -225,13 +231,11 @@ describe('dashboard for big batches', () => {
     const dialog = page.locator('dialog.app-dialog');
     // Backing out keeps it running.
     await dialog.getByRole('button', { name: 'Keep running' }).click();
-    await expect.poll(() => dialog.count()).toBe(0);
+    await until(() => dialog.count()).toBe(0);
     expect(await statusOf(slow)).toBe('in_progress');
     await page.getByRole('button', { name: 'Cancel batch' }).click();
     await dialog.getByRole('button', { name: 'Cancel batch' }).click();
-    await expect
-      .poll(() => page.locator('.title-row .badge').textContent(), { timeout: 30_000 })
-      .toBe('cancelled');
+    await until(() => page.locator('.title-row .badge').textContent(), { timeout: 30_000 }).toBe('cancelled');
     expect(native).toEqual([]);
     const hint = await stat('Total').locator('.stat-hint').textContent();
     const [, done, canceled] = hint!.match(/^(\d+) done · (\d+) canceled$/) ?? [];
@@ -240,7 +244,7 @@ describe('dashboard for big batches', () => {
     expect(await stat('ETA').locator('.stat-hint').textContent()).toMatch(/^cancelled after /);
     // Canceled requests read as such, not as upstream errors.
     await page.selectOption('#state-filter', 'canceled');
-    await expect.poll(() => page.locator('table.requests tbody .code-ended').count()).toBeGreaterThan(0);
+    await until(() => page.locator('table.requests tbody .code-ended').count()).toBeGreaterThan(0);
     expect(await page.locator('table.requests tbody .code-x, table.requests tbody .code-4xx').count()).toBe(
       0,
     );
@@ -255,7 +259,7 @@ describe('dashboard for big batches', () => {
     for (const hash of ['#/batches', `#/batches/${failing}?state=failed`, '#/operations']) {
       await page.goto(`${server.url}/${hash}`);
       await page.waitForSelector('.stats .stat, table.batches tbody tr[data-id]');
-      await expect.poll(() => page.locator('#freshness').textContent()).toMatch(/^updated/);
+      await until(() => page.locator('#freshness').textContent()).toMatch(/^updated/);
       expect(await lowContrastText(page)).toEqual([]);
     }
   }, 60_000);
@@ -276,7 +280,7 @@ describe('dashboard for big batches', () => {
     for (const [name, hash] of pages) {
       await page.goto(`${server.url}/${hash}`);
       await page.waitForSelector('.stats .stat, table.batches tbody tr[data-id]');
-      await expect.poll(() => page.locator('#freshness').textContent()).toMatch(/^updated/);
+      await until(() => page.locator('#freshness').textContent()).toMatch(/^updated/);
       expect(await scrollsSideways(page), name).toBe(false);
       expect(await inside('#signout'), `${name}: Sign out on screen`).toBe(true);
       expect(await inside('#freshness'), `${name}: freshness on screen`).toBe(true);
@@ -316,23 +320,30 @@ describe('dashboard for big batches', () => {
 
   it('shows a persistent outage banner within 5 s of the server stopping, keeping the last data', async () => {
     await page.goto(`${server.url}/#/batches/${failing}`);
-    await expect
-      .poll(() => stat('Failed').locator('.stat-value').textContent())
-      .toBe(String(REFUSED + UNAVAILABLE));
-    await expect.poll(() => page.locator('#freshness').textContent()).toMatch(/^updated/);
+    await until(() => stat('Failed').locator('.stat-value').textContent()).toBe(
+      String(REFUSED + UNAVAILABLE),
+    );
+    await until(() => page.locator('#freshness').textContent()).toMatch(/^updated/);
     const port = Number(new URL(server.url).port);
     await server.close();
     const banner = page.locator('#outage');
-    await expect.poll(() => banner.isVisible(), { timeout: 5000, interval: 100 }).toBe(true);
+    await until(() => banner.isVisible(), { timeout: 5000, interval: 100 }).toBe(true);
     expect(await banner.textContent()).toMatch(/The data shown is from .+ \(\d+ s ago\)\.$/);
     // The last data stays on screen, marked stale.
     expect(await page.locator('.title-row h1').textContent()).toBe(failing);
     expect(await stat('Failed').locator('.stat-value').textContent()).toBe(String(REFUSED + UNAVAILABLE));
     expect(await page.locator('#freshness').getAttribute('class')).toContain('stale');
     await page.screenshot({ path: `${ARTIFACTS}dashboard-outage.png` });
+    // A page opened during the outage says it cannot load, instead of an empty list.
+    await page.getByRole('link', { name: 'Batches', exact: true }).first().click();
+    await until(() => page.locator('table.batches td.empty').textContent()).toMatch(/^Cannot load batches: /);
+    expect(await page.getByRole('button', { name: 'Older →' }).isDisabled()).toBe(true);
+    expect(await page.getByRole('button', { name: '← Newer' }).isDisabled()).toBe(true);
+    await until(() => banner.textContent()).toMatch(/Nothing has loaded yet\.$/);
     // Back again: the banner goes.
     server = await createServer({ ...options, port });
-    await expect.poll(() => banner.isVisible(), { timeout: 20_000 }).toBe(false);
+    await until(() => banner.isVisible(), { timeout: 20_000 }).toBe(false);
+    await page.waitForSelector(`tr[data-id="${failing}"]`);
     expect(await page.locator('#freshness').getAttribute('class')).not.toContain('stale');
   }, 60_000);
 });
