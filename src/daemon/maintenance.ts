@@ -6,6 +6,7 @@ import { finalizeBatchSql } from '../db/sql/finalize-batch.js';
 import { heartbeatSql } from '../db/sql/heartbeat.js';
 import { declareLostSql, probeLivenessSql } from '../db/sql/liveness.js';
 import { reclaimOrphansSql, reclaimSql, releaseDeadBudgetsSql } from '../db/sql/reclaim.js';
+import { inTransaction } from '../db/transaction.js';
 import type { DaemonConfig } from '../dispatch/config.js';
 import { type DaemonLog, errorFields } from '../dispatch/logger.js';
 import { parseDuration } from '../domain/duration.js';
@@ -171,29 +172,28 @@ export class Maintenance {
     // go first (waiting for any claim still holding one), then their rows and the expired leases, in
     // a snapshot that sees what such a claim took.
     const { rows, budgets, declared } = await this.d.writers.run(() =>
-      withClient(this.d.db, this.d.config.dbTimeoutMs, 'reclaim', async (c) => {
-        try {
-          await c.query('BEGIN');
-          const declared =
-            lost.length > 0
-              ? (
-                  await c.query(declareLostSql(this.d.schema), [
-                    lost.map((l) => l.id),
-                    lost.map((l) => l.since),
-                  ])
-                ).rows.map((r) => r.id as string)
-              : [];
-          const released = await c.query(releaseDeadBudgetsSql(this.d.schema), [
-            this.d.config.deadDaemonAfterMs,
-          ]);
-          const reclaimed = await c.query(reclaimSql(this.d.schema), [this.d.config.deadDaemonAfterMs]);
-          await c.query('COMMIT');
-          return { rows: reclaimed.rows, budgets: released.rows, declared };
-        } catch (err) {
-          await c.query('ROLLBACK').catch(() => {});
-          throw err;
-        }
-      }),
+      withClient(this.d.db, this.d.config.dbTimeoutMs, 'reclaim', (client) =>
+        inTransaction(
+          client,
+          async (c) => {
+            const declared =
+              lost.length > 0
+                ? (
+                    await c.query(declareLostSql(this.d.schema), [
+                      lost.map((l) => l.id),
+                      lost.map((l) => l.since),
+                    ])
+                  ).rows.map((r) => r.id as string)
+                : [];
+            const released = await c.query(releaseDeadBudgetsSql(this.d.schema), [
+              this.d.config.deadDaemonAfterMs,
+            ]);
+            const reclaimed = await c.query(reclaimSql(this.d.schema), [this.d.config.deadDaemonAfterMs]);
+            return { rows: reclaimed.rows, budgets: released.rows, declared };
+          },
+          { timeoutMs: this.d.config.dbTimeoutMs },
+        ),
+      ),
     );
     if (declared.length > 0) {
       this.d.log.warn('daemons lost their liveness lock: declared lost', { daemons: declared });

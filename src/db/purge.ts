@@ -13,6 +13,7 @@ import {
   retireBatchesSql,
   retireInputFilesSql,
 } from './sql/purge.js';
+import { withTransaction } from './transaction.js';
 
 /**
  * Retention: removes expired and deleted data in small transactions (what goes and when:
@@ -75,24 +76,15 @@ export async function purge(pool: pg.Pool, schema: string, options: PurgeOptions
   /** One transaction holding the purge lock; Stop when it is taken and we skip, or we must stop. */
   async function tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     if (options.shouldStop?.()) throw new Stop();
-    const c = await pool.connect();
-    try {
-      await c.query('BEGIN');
-      await c.query(`SET LOCAL statement_timeout = ${timeout}`);
-      const { rows } = await c.query<{ ok: boolean }>(lock, [purgeLockKey(schema)]);
-      if (!rows[0]?.ok) {
-        await c.query('ROLLBACK');
-        throw new Stop();
-      }
-      const result = await fn(c);
-      await c.query('COMMIT');
-      return result;
-    } catch (err) {
-      if (!(err instanceof Stop)) await c.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      c.release();
-    }
+    return withTransaction(
+      pool,
+      async (c) => {
+        const { rows } = await c.query<{ ok: boolean }>(lock, [purgeLockKey(schema)]);
+        if (!rows[0]?.ok) throw new Stop();
+        return fn(c);
+      },
+      { timeoutMs: timeout },
+    );
   }
   /** Runs `fn` on every candidate `sql` selects, reading them again until none is left. */
   async function each(sql: string, fn: (id: string) => Promise<void>): Promise<void> {

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { ensureRoutes } from '../db/routes.js';
 import { batchUpstreamsSql, waitingBatchesSql } from '../db/sql/upstreams.js';
+import { withTransaction } from '../db/transaction.js';
 import { NotFoundError, ValidationError } from '../domain/errors.js';
 import type { BatchUpstream } from '../domain/types.js';
 import {
@@ -161,9 +162,7 @@ export async function rerouteBatch(
   requireRoutes: boolean,
 ): Promise<number> {
   assertId('batch', batchId);
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  return withTransaction(pool, async (client) => {
     const { rows } = await client.query<{ file_id: string }>(
       `SELECT file_id FROM ${s}.batches
         WHERE id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR owner = $2)
@@ -171,23 +170,8 @@ export async function rerouteBatch(
       [batchId, owner ?? null],
     );
     if (!rows[0]) throw new NotFoundError('batch', batchId);
-    const moved = await rerouteBatchRequests(
-      client,
-      s,
-      events,
-      batchId,
-      rows[0].file_id,
-      router,
-      requireRoutes,
-    );
-    await client.query('COMMIT');
-    return moved;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    client.release();
-  }
+    return rerouteBatchRequests(client, s, events, batchId, rows[0].file_id, router, requireRoutes);
+  });
 }
 
 /** Where each of these batches' requests go (BatchUpstream per route), keyed by batch id. */

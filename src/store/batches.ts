@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { finalizeBatchSql } from '../db/sql/finalize-batch.js';
 import { reopenBatchSql, retryFailedSql } from '../db/sql/retry-failed.js';
+import { withTransaction } from '../db/transaction.js';
 import { deadlineAheadSql, isPastDeadline } from '../domain/batch-lifecycle.js';
 import { parseCompletionWindow } from '../domain/completion-window.js';
 import {
@@ -139,9 +140,7 @@ export async function insertBatch(
   const windowMs = validateBatchOptions(options);
   const owner = options.owner ?? null;
   const key = options.idempotencyKey ?? null;
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  return withTransaction(pool, async (client) => {
     if (key !== null) {
       // Serialise creators using the same key, so the second sees the first's batch.
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [
@@ -153,7 +152,6 @@ export async function insertBatch(
         [owner, key],
       );
       if (rows[0]) {
-        await client.query('ROLLBACK');
         const differs = differingParameters(rows[0], fileId, options, windowMs);
         if (differs.length > 0) throw new IdempotencyKeyReusedError(key, rows[0].id, differs);
         return rows[0].id;
@@ -199,14 +197,8 @@ export async function insertBatch(
       options.requireRoutes ?? false,
     );
     await events.notify(client, { type: 'batch_created', batchId });
-    await client.query('COMMIT');
     return batchId;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 export async function getBatch(
@@ -376,10 +368,7 @@ export async function cancelBatch(
   const batch = await getBatch(pool, s, id, owner);
   if (batch.cancellingAt !== null) return batch;
   refuseCancel(batch);
-  const client = await pool.connect();
-  let cancelled = false;
-  try {
-    await client.query('BEGIN');
+  const cancelled = await withTransaction(pool, async (client) => {
     // The same conditions in SQL: a batch that ended, or whose deadline passed, since it was read
     // is not cancelled (it must end expired, not cancelled).
     const { rowCount } = await client.query(
@@ -387,15 +376,10 @@ export async function cancelBatch(
         WHERE id = $1 AND cancelling_at IS NULL AND finished_at IS NULL AND ${deadlineAheadSql('')}`,
       [id],
     );
-    cancelled = (rowCount ?? 0) > 0;
-    if (cancelled) await events.notify(client, { type: 'batch_cancelled', batchId: id });
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    client.release();
-  }
+    const updated = (rowCount ?? 0) > 0;
+    if (updated) await events.notify(client, { type: 'batch_cancelled', batchId: id });
+    return updated;
+  });
   if (!cancelled) {
     const current = await getBatch(pool, s, id, owner);
     if (current.cancellingAt !== null) return current;
@@ -448,9 +432,7 @@ export async function retryFailedRequests(
   if (isPastDeadline(batch)) {
     throw new InvalidStateError(`cannot retry requests of batch ${id}: its completion window has passed`);
   }
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  return withTransaction(pool, async (client) => {
     const locked = await client.query<{ finished_at: Date | null }>(
       `SELECT finished_at FROM ${s}.batches WHERE id = $1 FOR UPDATE`,
       [id],
@@ -471,14 +453,8 @@ export async function retryFailedRequests(
       await client.query(reopenBatchSql(s), [id, n]);
       await events.notify(client, { type: 'batch_reopened', batchId: id });
     }
-    await client.query('COMMIT');
     return n;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 /** A batch's requests in input order, as a discriminated union on `state` (the effective state). */

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import { withTransaction } from '../db/transaction.js';
 import { NotFoundError, ValidationError, type ValidationIssue } from '../domain/errors.js';
 import { encryptKey, type KeyEncryptionKey } from '../domain/key-encryption.js';
 import { CustomIdSet, type RequestTemplateInput, validateTemplate } from '../domain/templates.js';
@@ -32,90 +33,86 @@ export async function insertFile(
   kek: KeyEncryptionKey | null = null,
 ): Promise<string> {
   const fileId = randomUUID();
-  const client = await pool.connect();
-  let copy: ReturnType<typeof copyFrom> | undefined;
-  try {
-    await client.query('BEGIN');
-    await client.query(
-      `INSERT INTO ${schema}.files (id, name, description, purpose, owner, expires_at) VALUES ($1, $2, $3, $4, $5, $6)`,
-      [
-        fileId,
-        name,
-        description,
-        options.purpose ?? 'batch',
-        options.owner ?? null,
-        options.expiresAt ?? null,
-      ],
-    );
-    copy = client.query(
-      copyFrom(
-        `COPY ${schema}.request_templates
-           (file_id, line_number, custom_id, endpoint, method, path, body, model, api_key, content_type) FROM STDIN`,
-      ),
-    );
-    const copyDone = once(copy, 'finish');
-    copyDone.catch(() => {}); // observed below; an early error must not be unhandled
-    const ids = new CustomIdSet();
-    let index = 0;
-    let bodyBytes = 0;
-    let chunk = '';
-    const lines = new Set<number>();
-    for await (const t of templates) {
-      const issues: ValidationIssue[] = validateTemplate(t, index);
-      const dup = issues.length === 0 ? ids.check(t.customId, index) : undefined;
-      if (dup) issues.push(dup);
-      const line = t?.lineNumber ?? index + 1;
-      if (issues.length === 0 && (!Number.isInteger(line) || line < 1 || lines.has(line))) {
-        issues.push({
-          code: 'invalid_line_number',
-          message: `line number ${line} is invalid or repeated`,
-          index,
-        });
+  return withTransaction(pool, async (client) => {
+    let copy: ReturnType<typeof copyFrom> | undefined;
+    try {
+      await client.query(
+        `INSERT INTO ${schema}.files (id, name, description, purpose, owner, expires_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+        [
+          fileId,
+          name,
+          description,
+          options.purpose ?? 'batch',
+          options.owner ?? null,
+          options.expiresAt ?? null,
+        ],
+      );
+      copy = client.query(
+        copyFrom(
+          `COPY ${schema}.request_templates
+             (file_id, line_number, custom_id, endpoint, method, path, body, model, api_key, content_type) FROM STDIN`,
+        ),
+      );
+      const copyDone = once(copy, 'finish');
+      copyDone.catch(() => {}); // observed below; an early error must not be unhandled
+      const ids = new CustomIdSet();
+      let index = 0;
+      let bodyBytes = 0;
+      let chunk = '';
+      const lines = new Set<number>();
+      for await (const t of templates) {
+        const issues: ValidationIssue[] = validateTemplate(t, index);
+        const dup = issues.length === 0 ? ids.check(t.customId, index) : undefined;
+        if (dup) issues.push(dup);
+        const line = t?.lineNumber ?? index + 1;
+        if (issues.length === 0 && (!Number.isInteger(line) || line < 1 || lines.has(line))) {
+          issues.push({
+            code: 'invalid_line_number',
+            message: `line number ${line} is invalid or repeated`,
+            index,
+          });
+        }
+        if (issues.length > 0) {
+          throw new ValidationError(issues.map((i) => (t?.lineNumber !== undefined ? { ...i, line } : i)));
+        }
+        lines.add(line);
+        bodyBytes += Buffer.byteLength(t.body);
+        chunk += copyRow([
+          fileId,
+          line,
+          t.customId ?? null,
+          t.endpoint,
+          t.method.toUpperCase(),
+          t.path,
+          t.body,
+          t.model,
+          kek && t.apiKey ? encryptKey(t.apiKey, kek) : (t.apiKey ?? ''),
+          t.contentType ?? null,
+        ]);
+        index++;
+        if (chunk.length >= FLUSH_BYTES) {
+          if (!copy.write(chunk)) await once(copy, 'drain');
+          chunk = '';
+        }
       }
-      if (issues.length > 0) {
-        throw new ValidationError(issues.map((i) => (t?.lineNumber !== undefined ? { ...i, line } : i)));
-      }
-      lines.add(line);
-      bodyBytes += Buffer.byteLength(t.body);
-      chunk += copyRow([
+      copy.end(chunk);
+      await copyDone;
+      copy = undefined;
+      await client.query(`UPDATE ${schema}.files SET size_bytes = $2, template_count = $3 WHERE id = $1`, [
         fileId,
-        line,
-        t.customId ?? null,
-        t.endpoint,
-        t.method.toUpperCase(),
-        t.path,
-        t.body,
-        t.model,
-        kek && t.apiKey ? encryptKey(t.apiKey, kek) : (t.apiKey ?? ''),
-        t.contentType ?? null,
+        options.sizeBytes ?? bodyBytes,
+        index,
       ]);
-      index++;
-      if (chunk.length >= FLUSH_BYTES) {
-        if (!copy.write(chunk)) await once(copy, 'drain');
-        chunk = '';
+      return fileId;
+    } catch (err) {
+      if (copy) {
+        // Abandon the COPY: the server rejects it and the transaction rolls back.
+        copy.destroy(new Error('aborted'));
+        await once(copy, 'close').catch(() => {});
       }
+      throw err;
     }
-    copy.end(chunk);
-    await copyDone;
-    copy = undefined;
-    await client.query(`UPDATE ${schema}.files SET size_bytes = $2, template_count = $3 WHERE id = $1`, [
-      fileId,
-      options.sizeBytes ?? bodyBytes,
-      index,
-    ]);
-    await client.query('COMMIT');
-    return fileId;
-  } catch (err) {
-    if (copy) {
-      // Abandon the COPY: the server rejects it and the transaction rolls back below.
-      copy.destroy(new Error('aborted'));
-      await once(copy, 'close').catch(() => {});
-    }
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 /** A file with its real size and line count (output and error files are measured, see measured()). */

@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { assertSchemaName, DEFAULT_SCHEMA } from '../db/schema.js';
+import { inTransaction } from '../db/transaction.js';
 
 /** Migrations ship as numbered plain-SQL files: `migrations/0001_init.sql`, `0002_...`. */
 function migrationsDir(): string {
@@ -45,32 +46,29 @@ export async function migrate(pool: pg.Pool | pg.Client, options: MigrateOptions
   const migrations = await loadMigrations();
   const pooled = 'totalCount' in pool ? await pool.connect() : undefined;
   const client: pg.ClientBase = pooled ?? (pool as pg.Client);
-  const applied: number[] = [];
   try {
-    await client.query('BEGIN');
-    await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`fusillade.migrate:${schema}`]);
-    await client.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
-    await client.query(`SET LOCAL search_path TO "${schema}", public`);
-    await client.query(
-      `CREATE TABLE IF NOT EXISTS schema_migrations (
-         version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
-    );
-    const { rows } = await client.query<{ version: number }>('SELECT version FROM schema_migrations');
-    const done = new Set(rows.map((r) => r.version));
-    for (const m of migrations) {
-      if (done.has(m.version)) continue;
-      await client.query(m.sql);
-      await client.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [
-        m.version,
-        m.name,
-      ]);
-      applied.push(m.version);
-    }
-    await client.query('COMMIT');
-    return applied;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
+    return await inTransaction(client, async () => {
+      const applied: number[] = [];
+      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`fusillade.migrate:${schema}`]);
+      await client.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
+      await client.query(`SET LOCAL search_path TO "${schema}", public`);
+      await client.query(
+        `CREATE TABLE IF NOT EXISTS schema_migrations (
+           version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+      );
+      const { rows } = await client.query<{ version: number }>('SELECT version FROM schema_migrations');
+      const done = new Set(rows.map((r) => r.version));
+      for (const m of migrations) {
+        if (done.has(m.version)) continue;
+        await client.query(m.sql);
+        await client.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [
+          m.version,
+          m.name,
+        ]);
+        applied.push(m.version);
+      }
+      return applied;
+    });
   } finally {
     pooled?.release();
   }
