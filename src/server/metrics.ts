@@ -12,6 +12,10 @@ export interface ServerMetrics {
   duration: Histogram<'method' | 'route'>;
   uploadedLines: Counter;
   uploadedBytes: Counter;
+  /** Batches created over the API, by wire format: `openai` (/v1/batches) or `anthropic` (/v1/messages/batches). */
+  batchesCreated: Counter<'api'>;
+  /** Requests in those batches, by wire format. */
+  batchRequestsCreated: Counter<'api'>;
 }
 
 export function createServerMetrics(): ServerMetrics {
@@ -40,6 +44,18 @@ export function createServerMetrics(): ServerMetrics {
     uploadedBytes: new Counter({
       name: 'fusillade_uploaded_bytes_total',
       help: 'Bytes of accepted batch input files',
+      registers: [registry],
+    }),
+    batchesCreated: new Counter({
+      name: 'fusillade_batches_created_total',
+      help: 'Batch creations answered by the API (an idempotent repeat counts again), by wire format (openai: /v1/batches, anthropic: /v1/messages/batches)',
+      labelNames: ['api'],
+      registers: [registry],
+    }),
+    batchRequestsCreated: new Counter({
+      name: 'fusillade_batch_requests_created_total',
+      help: 'Requests of the batches created over the API, by wire format',
+      labelNames: ['api'],
       registers: [registry],
     }),
   };

@@ -243,4 +243,75 @@ describe('Message Batches API through @anthropic-ai/sdk', () => {
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ has_more: true });
   });
+
+  it('errored results carry an Anthropic error for any failure; expired requests read expired', async () => {
+    mock.setBehaviour((req) => {
+      if (req.body.includes('"hello e-openai"')) {
+        return { kind: 'status', status: 400, body: { error: { message: 'openai-shaped refusal' } } };
+      }
+      if (req.body.includes('"hello e-html"'))
+        return { kind: 'status', status: 500, body: '<html>down</html>' };
+      if (req.body.includes('"hello e-reset"')) return { kind: 'reset' };
+      return { kind: 'ok' };
+    });
+    const created = await alice.messages.batches.create({
+      requests: ['e-openai', 'e-html', 'e-reset', 'e-ok'].map((id) => request(id)),
+    });
+    const batch = await ended(alice, created.id);
+    expect(batch.request_counts).toMatchObject({ succeeded: 1, errored: 3 });
+    const byId = new Map((await results(alice, created.id)).map((l) => [l.custom_id, l.result]));
+    expect(byId.get('e-openai')).toMatchObject({
+      type: 'errored',
+      error: { type: 'error', error: { type: 'invalid_request_error', message: 'openai-shaped refusal' } },
+    });
+    expect(byId.get('e-html')).toMatchObject({
+      type: 'errored',
+      error: { type: 'error', error: { type: 'api_error', message: expect.stringContaining('500') } },
+    });
+    expect(byId.get('e-reset')).toMatchObject({
+      type: 'errored',
+      error: { type: 'error', error: { type: 'api_error', message: expect.stringContaining('connection') } },
+    });
+
+    // Past its deadline a batch sends nothing more: the held request is aborted, the rest expire.
+    mock.setBehaviour((req) => (req.model === 'claude-held' ? { kind: 'hang' } : { kind: 'ok' }));
+    const late = await alice.messages.batches.create({
+      requests: ['late-0', 'late-1', 'late-2'].map((id) => request(id, 'claude-held')),
+    });
+    await until('a late request in flight', async () =>
+      mock.requests.find(
+        (r) => r.customId === 'late-0' || r.customId === 'late-1' || r.customId === 'late-2',
+      ),
+    );
+    await t.db.pool.query(`UPDATE ${t.s}.batches SET expires_at = now() WHERE id = $1`, [
+      late.id.replace(/^msgbatch_(.{8})(.{4})(.{4})(.{4})(.{12})$/, '$1-$2-$3-$4-$5'),
+    ]);
+    const expired = await ended(alice, late.id);
+    expect(expired.request_counts).toEqual({
+      processing: 0,
+      succeeded: 0,
+      errored: 0,
+      canceled: 0,
+      expired: 3,
+    });
+    expect((await results(alice, late.id)).map((l) => l.result)).toEqual([
+      { type: 'expired' },
+      { type: 'expired' },
+      { type: 'expired' },
+    ]);
+  });
+
+  it('shows message batches in the metrics and the dashboard beside OpenAI ones', async () => {
+    const created = await alice.messages.batches.create({ requests: [request('dash-1')] });
+    const metrics = await (await fetch(`${t.server.url}/metrics`)).text();
+    expect(metrics).toMatch(/fusillade_batches_created_total\{api="anthropic"\} [1-9]/);
+    expect(metrics).toMatch(/fusillade_batch_requests_created_total\{api="anthropic"\} [1-9]/);
+    const res = await fetch(`${t.server.url}/api/dashboard/batches?q=${created.id}`, {
+      headers: { authorization: `Bearer ${t.aliceKey}` },
+    });
+    const list = (await res.json()) as { data: { id: string; endpoint: string }[] };
+    expect(list.data.map((b) => [b.id, b.endpoint])).toEqual([
+      [created.id.replace('msgbatch_', 'batch_'), '/v1/messages'],
+    ]);
+  });
 });

@@ -102,6 +102,8 @@ export async function createMessageBatch(ctx: ApiContext, call: Call): Promise<v
     throw err;
   }
   ctx.log({ msg: 'message batch created', requestId: call.requestId, owner, batch: messageBatchId(uuid) });
+  ctx.metrics.batchesCreated.inc({ api: 'anthropic' });
+  ctx.metrics.batchRequestsCreated.inc({ api: 'anthropic' }, templates.length);
   sendJson(call.res, 200, await answer(ctx, call, uuid));
 }
 

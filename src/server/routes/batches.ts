@@ -119,6 +119,8 @@ export async function createBatch(ctx: ApiContext, call: Call): Promise<void> {
       throw isNotFound(err) ? noSuchFile(inputFileId as string) : err;
     });
   ctx.log({ msg: 'batch created', requestId: call.requestId, owner, batch: batchId(uuid) });
+  ctx.metrics.batchesCreated.inc({ api: 'openai' });
+  ctx.metrics.batchRequestsCreated.inc({ api: 'openai' }, file.templateCount);
   sendJson(call.res, 200, await batchAnswer(ctx, call, uuid));
 }
 

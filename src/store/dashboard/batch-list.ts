@@ -26,7 +26,10 @@ export interface BatchOverview {
 export interface ListBatchOverviewsOptions {
   owner: string | null;
   status?: BatchLifecycleStatus;
-  /** Matches the start of the batch id (with or without `batch_`), or any metadata key or value. */
+  /**
+   * Matches the start of the batch id (with or without `batch_`, or a message batch's `msgbatch_`),
+   * or any metadata key or value.
+   */
   search?: string;
   /** Keyset: the page of batches older than this one (the last batch of the previous page). */
   after?: string;
@@ -59,10 +62,10 @@ export async function listBatchOverviews(
   const before =
     after === null && options.before !== undefined && isUuid(options.before) ? options.before : null;
   const search = options.search?.trim() || null;
-  // An id prefix is compared without dashes, so "batch_0a1b…" and "0a1b…-…" both match.
+  // An id prefix is compared without dashes, so "batch_0a1b…", "msgbatch_0a1b…" and "0a1b…-…" match.
   const idPrefix = search
     ? search
-        .replace(/^batch_/i, '')
+        .replace(/^(msg)?batch_/i, '')
         .replace(/-/g, '')
         .toLowerCase()
     : '';
