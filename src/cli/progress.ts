@@ -4,6 +4,8 @@ export interface ProgressCounts {
   completed: number;
   failed: number;
   canceled: number;
+  /** Epoch ms until which a model of the batch is paused by its rate limit (after a 429), if any. */
+  rateLimitedUntil?: number | null;
 }
 
 interface Sample {
@@ -76,7 +78,7 @@ export class ProgressDisplay {
   }
 
   /** The status text; with `width` > 0 a bar fills what the numbers leave of the line. */
-  render(counts: ProgressCounts, _now: number, width: number): string {
+  render(counts: ProgressCounts, now: number, width: number): string {
     const done = doneOf(counts);
     const fraction = counts.total > 0 ? done / counts.total : 1;
     const rate = this.rate();
@@ -89,12 +91,21 @@ export class ProgressDisplay {
       ...(counts.canceled > 0 ? [`${num(counts.canceled)} canceled`] : []),
       `${num(Math.round(rate))} req/s`,
       `ETA ${eta}`,
+      ...(counts.rateLimitedUntil != null && counts.rateLimitedUntil > now
+        ? [`waiting for rate limit until ${clockTime(counts.rateLimitedUntil)}`]
+        : []),
     ];
     const text = parts.join('  ');
     if (width <= 0) return text;
     const barWidth = Math.min(40, width - text.length - 4);
     return barWidth >= 10 ? `${bar(fraction, barWidth)} ${text}` : text.slice(0, width - 1);
   }
+}
+
+/** HH:MM:SS in the local time zone. */
+function clockTime(ms: number): string {
+  const d = new Date(ms);
+  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
 }
 
 function doneOf(c: ProgressCounts): number {

@@ -540,6 +540,7 @@ export class Daemon {
           new Map(rows.map((r) => [r.model, r.peers])),
         );
         leased = true;
+        await this.rates.publish(c, this.id);
         await c.query('COMMIT');
         return rows;
       } catch (err) {

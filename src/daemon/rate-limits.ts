@@ -5,6 +5,7 @@ import {
   leaseRatesSql,
   lockRatesSql,
   pauseModelSql,
+  publishRateUsageSql,
 } from '../db/sql/rate-budget.js';
 import {
   type AimdState,
@@ -90,6 +91,8 @@ interface ModelRate {
 const EMPTY_LIMITS: RateLimits = { rpm: null, tpm: null };
 /** How often a daemon with no rated model looks for rows other daemons created (a pause, learned limits). */
 const DISCOVER_MS = 1000;
+/** How often a daemon publishes its usage per minute and adaptive concurrency (model_rate_usage). */
+const PUBLISH_MS = 1000;
 
 function positive(n: number | undefined): number | null {
   return n !== undefined && Number.isFinite(n) && n > 0 ? Math.floor(n) : null;
@@ -97,8 +100,9 @@ function positive(n: number | undefined): number | null {
 
 export class DaemonRateLimits {
   private readonly models = new Map<string, ModelRate>();
-  private readonly sql: Record<'lock' | 'lease' | 'pause' | 'configure' | 'learn', string>;
+  private readonly sql: Record<'lock' | 'lease' | 'pause' | 'configure' | 'learn' | 'publish', string>;
   private lastDiscovery = Number.NEGATIVE_INFINITY;
+  private lastPublished = Number.NEGATIVE_INFINITY;
   /** Adaptive models' ceilings (their concurrency limits). */
   private readonly aimdMax = new Map<string, number>();
 
@@ -113,6 +117,7 @@ export class DaemonRateLimits {
       pause: pauseModelSql(schema),
       configure: configureRateLimitsSql(schema),
       learn: learnRateLimitsSql(schema),
+      publish: publishRateUsageSql(schema),
     };
   }
 
@@ -417,6 +422,29 @@ export class DaemonRateLimits {
         now,
       );
     }
+  }
+
+  /**
+   * Inside the slot rebalance's transaction, at most once a second: this daemon's usage in the last
+   * minute and adaptive concurrency of every model with rate state, for the dashboard (migration 0014).
+   */
+  async publish(client: pg.PoolClient, daemonId: string, now: number = Date.now()): Promise<void> {
+    if (now - this.lastPublished < PUBLISH_MS) return;
+    const rows = this.status(now).filter(
+      (r) => r.rpm !== null || r.tpm !== null || r.adaptiveConcurrency !== null || r.requestsPerMinute > 0,
+    );
+    this.lastPublished = now;
+    if (rows.length === 0) return;
+    rows.sort((a, b) => (a.model < b.model ? -1 : a.model > b.model ? 1 : 0));
+    await client.query(this.sql.publish, [
+      daemonId,
+      rows.map((r) => r.model),
+      rows.map((r) => r.requestsPerMinute),
+      rows.map((r) => Math.round(r.tokensPerMinute)),
+      rows.map((r) =>
+        r.adaptiveConcurrency === null ? null : Math.max(1, Math.round(r.adaptiveConcurrency)),
+      ),
+    ]);
   }
 
   /**

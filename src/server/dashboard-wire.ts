@@ -163,7 +163,26 @@ export interface RetryAnswer {
 
 /** GET /api/dashboard/operations */
 export interface Operations {
-  models: { model: string; in_flight: number; limit: number; pending: number }[];
+  models: {
+    model: string;
+    in_flight: number;
+    limit: number;
+    pending: number;
+    /** Requests/tokens-per-minute limits and use (issue 11); null when the model has none. */
+    rate: {
+      /** Per minute, in force (configured, else learned from the upstream's headers); null: none. */
+      rpm: number | null;
+      tpm: number | null;
+      source: 'configured' | 'learned' | null;
+      /** Started in the last minute by the live daemons (tokens as estimated against the limit). */
+      requests_per_minute: number;
+      tokens_per_minute: number;
+      /** Epoch seconds until which the model is paused after a 429, or null. */
+      paused_until: number | null;
+      /** The live daemons' adaptive concurrency, summed; null when not adaptive. */
+      adaptive_concurrency: number | null;
+    } | null;
+  }[];
   dispatch: { start: number; bucket_seconds: number; series: { model: string; counts: number[] }[] };
   daemons: {
     id: string;

@@ -278,18 +278,20 @@ describe('operations', () => {
       deadDaemonAfterMs: 30_000,
     });
     const mx = ops.models.find((r) => r.model === 'model-x');
-    expect(mx).toEqual({ model: 'model-x', inFlight: 3, pending: 6, limit: 4 });
+    expect(mx).toEqual({ model: 'model-x', inFlight: 3, pending: 6, limit: 4, rate: null });
     expect(ops.models.find((r) => r.model === 'model-y')).toEqual({
       model: 'model-y',
       inFlight: 1,
       pending: 4,
       limit: 16,
+      rate: null,
     });
     expect(ops.models.find((r) => r.model === 'idle')).toEqual({
       model: 'idle',
       inFlight: 0,
       pending: 0,
       limit: 2,
+      rate: null,
     });
 
     expect(ops.dispatch.bucketSeconds).toBe(30);
@@ -335,8 +337,8 @@ describe('operations', () => {
       });
     const opsA = await of('scope-a');
     expect(opsA.models).toEqual([
-      { model: 'a-model', inFlight: 1, pending: 2, limit: 16 },
-      { model: 'configured-model', inFlight: 0, pending: 0, limit: 8 },
+      { model: 'a-model', inFlight: 1, pending: 2, limit: 16, rate: null },
+      { model: 'configured-model', inFlight: 0, pending: 0, limit: 8, rate: null },
     ]);
     expect(opsA.dispatch.series.map((x) => x.model)).toEqual(['a-model']);
     expect(opsA.dispatch.series[0]!.counts.reduce((x, y) => x + y, 0)).toBe(2);
@@ -346,15 +348,17 @@ describe('operations', () => {
 
     const opsB = await of('scope-b');
     expect(opsB.models).toEqual([
-      { model: 'b-secret', inFlight: 2, pending: 2, limit: 3 },
-      { model: 'configured-model', inFlight: 0, pending: 0, limit: 8 },
+      { model: 'b-secret', inFlight: 2, pending: 2, limit: 3, rate: null },
+      { model: 'configured-model', inFlight: 0, pending: 0, limit: 8, rate: null },
     ]);
     expect(opsB.daemons.find((d) => d.id === daemon)).toMatchObject({ inFlight: 2 });
     expect(opsB.queue).toEqual({ pending: 2, ready: 2, inFlight: 2, liveBatches: 1 });
 
     // An owner with nothing sees the daemons and the configured model only, all idle.
     const opsC = await of('scope-c');
-    expect(opsC.models).toEqual([{ model: 'configured-model', inFlight: 0, pending: 0, limit: 8 }]);
+    expect(opsC.models).toEqual([
+      { model: 'configured-model', inFlight: 0, pending: 0, limit: 8, rate: null },
+    ]);
     expect(opsC.dispatch.series).toEqual([]);
     expect(opsC.daemons.find((d) => d.id === daemon)).toMatchObject({ inFlight: 0 });
     expect(opsC.queue).toEqual({ pending: 0, ready: 0, inFlight: 0, liveBatches: 0 });

@@ -289,6 +289,7 @@ describe('operations page', () => {
         in_flight: 2,
         pending: 2,
         limit: 2,
+        rate: null,
       });
       expect(mine.queue).toMatchObject({ pending: 2, in_flight: 2, live_batches: 1 });
       expect(mine.dispatch.series.find((s) => s.model === model)?.counts.at(-1)).toBe(2);

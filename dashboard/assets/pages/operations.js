@@ -67,7 +67,13 @@ export function mount(main, app) {
           h('div.card-head', {}, h('h2', { id: 'models-title' }, 'Models: in flight vs limit')),
           table(
             'Requests in flight per model against its limit',
-            [['Model'], ['In flight', '.meter-col'], ['Pending', '.num'], ['Sent, last min', '.num']],
+            [
+              ['Model'],
+              ['In flight', '.meter-col'],
+              ['Pending', '.num'],
+              ['Sent, last min', '.num'],
+              ['Rate limit, last min'],
+            ],
             models,
           ),
         ),
@@ -143,7 +149,7 @@ export function mount(main, app) {
     replaceChildren(
       models,
       ops.models.length === 0
-        ? h('tr', {}, h('td.empty', { colspan: 4 }, 'No models yet.'))
+        ? h('tr', {}, h('td.empty', { colspan: 5 }, 'No models yet.'))
         : ops.models.map((m) =>
             h(
               'tr',
@@ -162,6 +168,7 @@ export function mount(main, app) {
               ),
               h('td.num', {}, fmtNum(m.pending)),
               h('td.num', {}, fmtNum(lastMinute(m.model))),
+              h('td', {}, rateCell(m.rate)),
             ),
           ),
     );
@@ -208,6 +215,30 @@ export function mount(main, app) {
               h('td.num', {}, fmtNum(d.in_flight)),
             ),
           ),
+    );
+  }
+
+  /**
+   * Per-minute budget and use, pause and adaptive concurrency of a model (issue 11).
+   * @param {Operations['models'][number]['rate']} r
+   */
+  function rateCell(r) {
+    if (!r) return '—';
+    const use = [];
+    if (r.tpm !== null) use.push(`${fmtNum(r.tokens_per_minute)} / ${fmtNum(r.tpm)} tokens`);
+    if (r.rpm !== null) use.push(`${fmtNum(r.requests_per_minute)} / ${fmtNum(r.rpm)} requests`);
+    if (use.length === 0 && r.requests_per_minute > 0) use.push(`${fmtNum(r.requests_per_minute)} requests`);
+    return h(
+      'div.rate-cell',
+      {},
+      use.length ? h('span', {}, use.join(' · ')) : null,
+      r.source === 'learned' ? h('span.muted', {}, ' (from the upstream’s headers)') : null,
+      r.paused_until !== null && r.paused_until * 1000 > Date.now()
+        ? h('div.at-limit', {}, `paused until ${new Date(r.paused_until * 1000).toLocaleTimeString()}`)
+        : null,
+      r.adaptive_concurrency !== null
+        ? h('div.muted', {}, `adaptive concurrency ${r.adaptive_concurrency}`)
+        : null,
     );
   }
 

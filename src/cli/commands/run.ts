@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { UsageError } from '../../config/usage-error.js';
+import { batchRatePauseSql } from '../../db/sql/rate-budget.js';
 import { stderrLogger } from '../../dispatch/logger.js';
 import { BatchInputParser } from '../../domain/batch-input.js';
 import { ConflictError, ValidationError } from '../../domain/errors.js';
@@ -229,9 +230,17 @@ async function watch(
     if (received) return { status, signal: received };
     if (status.finishedAt !== null) return { status };
     if (daemonEnded) throw new Error('the daemon stopped unexpectedly; run the same command again to resume');
-    progress.update(toCounts(status));
+    progress.update({ ...toCounts(status), rateLimitedUntil: await rateLimitedUntil(manager, batchId) });
     await Promise.race([new Promise((r) => setTimeout(r, POLL_MS)), signal]);
   }
+}
+
+/** The end of the latest rate-limit pause of the batch's models (epoch ms), or null. */
+async function rateLimitedUntil(manager: PostgresRequestManager, batchId: string): Promise<number | null> {
+  const { rows } = await manager.pool.query<{ until_ms: number | null }>(batchRatePauseSql(manager.schema), [
+    batchId,
+  ]);
+  return rows[0]?.until_ms ?? null;
 }
 
 function toCounts(s: BatchStatus) {

@@ -188,16 +188,54 @@ ON CONFLICT (model) DO UPDATE SET
 }
 
 /**
- * Every model's rate state, refilled to now (dashboard, metrics). No locks. Levels are what is left
- * to hand out; paused_until_ms is 0 when not paused.
+ * Publishes what this daemon started of each model in the last minute and its adaptive concurrency
+ * (migration 0014), inside the slot rebalance's transaction: $1 uuid daemon, $2 text[] models
+ * (sorted), $3 int[] requests, $4 int8[] tokens (estimates), $5 int[] adaptive concurrency (null:
+ * not adaptive). One row per daemon and model: no other daemon writes it, so it never waits.
+ */
+export function publishRateUsageSql(s: string): string {
+  return `
+INSERT INTO ${s}.model_rate_usage AS u (model, daemon_id, requests_per_minute, tokens_per_minute, adaptive_concurrency)
+SELECT p.model, $1::uuid, p.requests, p.tokens, p.adaptive
+  FROM unnest($2::text[], $3::int[], $4::int8[], $5::int[]) AS p(model, requests, tokens, adaptive)
+ON CONFLICT (model, daemon_id) DO UPDATE SET
+  requests_per_minute = EXCLUDED.requests_per_minute, tokens_per_minute = EXCLUDED.tokens_per_minute,
+  adaptive_concurrency = EXCLUDED.adaptive_concurrency, updated_at = now()`;
+}
+
+/**
+ * Every model's rate state, refilled to now (dashboard, metrics), with what the live daemons started
+ * of it in the last minute and their adaptive concurrency (summed; published within the last minute).
+ * A model with usage but no rate row (adaptive concurrency only) is listed with null limits. No
+ * locks. paused_until_ms is 0 when not paused.
  */
 export function rateStatusSql(s: string): string {
   return `
-SELECT m.model, m.rpm, m.tpm, m.learned_rpm, m.learned_tpm,
+SELECT coalesce(m.model, u.model) AS model, m.rpm, m.tpm, m.learned_rpm, m.learned_tpm,
        coalesce(m.rpm, m.learned_rpm) AS rpm_in_force, coalesce(m.tpm, m.learned_tpm) AS tpm_in_force,
        CASE WHEN m.paused_until > now() THEN floor(extract(epoch FROM m.paused_until) * 1000) ELSE 0 END::float8 AS paused_until_ms,
        CASE WHEN m.factor_at IS NULL THEN 1.0
-            ELSE least(1.0, m.rate_factor + extract(epoch FROM now() - m.factor_at)::float8 * 0.01) END AS factor
+            ELSE least(1.0, m.rate_factor + extract(epoch FROM now() - m.factor_at)::float8 * 0.01) END AS factor,
+       coalesce(u.requests, 0)::int AS requests_per_minute, coalesce(u.tokens, 0)::float8 AS tokens_per_minute,
+       u.adaptive::int AS adaptive_concurrency
   FROM ${s}.model_rate_limits m
- ORDER BY m.model`;
+  FULL JOIN (
+    SELECT ru.model, sum(ru.requests_per_minute) AS requests, sum(ru.tokens_per_minute) AS tokens,
+           sum(ru.adaptive_concurrency) AS adaptive
+      FROM ${s}.model_rate_usage ru JOIN ${s}.daemons d ON d.id = ru.daemon_id AND d.stopped_at IS NULL
+     WHERE ru.updated_at > now() - interval '1 minute'
+     GROUP BY ru.model
+  ) u ON u.model = m.model
+ ORDER BY 1`;
+}
+
+/**
+ * When a batch ($1 uuid) waits for a rate limit: the latest end (epoch ms) of the pauses of its
+ * models, or null when none is paused (`fusillade run`'s progress line).
+ */
+export function batchRatePauseSql(s: string): string {
+  return `
+SELECT floor(extract(epoch FROM max(m.paused_until)) * 1000)::float8 AS until_ms
+  FROM ${s}.batch_models bm JOIN ${s}.model_rate_limits m ON m.model = bm.model
+ WHERE bm.batch_id = $1 AND m.paused_until > now()`;
 }

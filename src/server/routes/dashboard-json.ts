@@ -141,6 +141,15 @@ export function operations(ops: OperationsRecord): Operations {
       in_flight: m.inFlight,
       limit: m.limit,
       pending: m.pending,
+      rate: m.rate && {
+        rpm: m.rate.rpm,
+        tpm: m.rate.tpm,
+        source: m.rate.source,
+        requests_per_minute: m.rate.requestsPerMinute,
+        tokens_per_minute: m.rate.tokensPerMinute,
+        paused_until: seconds(m.rate.pausedUntil),
+        adaptive_concurrency: m.rate.adaptiveConcurrency,
+      },
     })),
     dispatch: {
       start: ops.dispatch.start.getTime() / 1000,

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { rateStatusSql } from '../../db/sql/rate-budget.js';
 import { liveBatchSql } from '../../domain/batch-lifecycle.js';
 
 /**
@@ -15,6 +16,24 @@ export interface ModelLoad {
   limit: number;
   /** Pending requests of live batches (waiting or backing off). */
   pending: number;
+  /** Requests/tokens-per-minute state (issue 11), or null when the model has none. */
+  rate: ModelRate | null;
+}
+
+/** A model's rate limits in force and what the live daemons started of it in the last minute. */
+export interface ModelRate {
+  /** Requests and tokens per minute in force (configured, else learned), or null for none. */
+  rpm: number | null;
+  tpm: number | null;
+  /** Whether the limits in force were configured or learned from the upstream's headers. */
+  source: 'configured' | 'learned' | null;
+  /** Started in the last minute by the live daemons (tokens: their estimates). */
+  requestsPerMinute: number;
+  tokensPerMinute: number;
+  /** The model is paused after a 429 until then, or null. */
+  pausedUntil: Date | null;
+  /** The live daemons' adaptive concurrency, summed; null when the model is not adaptive. */
+  adaptiveConcurrency: number | null;
 }
 
 export interface DaemonSummary {
@@ -74,7 +93,7 @@ export async function operations(pool: pg.Pool, s: string, options: OperationsOp
   const buckets = Math.ceil((options.windowSeconds ?? 900) / bucketSeconds);
   const owner = options.owner ?? null;
   const ownedR = OWNED_R.replace('%s', s);
-  const [load, dispatch, daemons, queue, clock] = await Promise.all([
+  const [load, dispatch, daemons, queue, clock, rates] = await Promise.all([
     // In flight through the partial in-flight index; waiting rows of live batches in one pass (the
     // queue's totals are their sums): the most expensive read here, linear in the backlog.
     pool.query<{
@@ -160,7 +179,38 @@ export async function operations(pool: pg.Pool, s: string, options: OperationsOp
       buckets,
       bucketSeconds,
     ]),
+    // Rate state is infrastructure, like model_limits: shown for the models listed above.
+    pool.query<{
+      model: string;
+      rpm: number | null;
+      tpm: number | null;
+      rpm_in_force: number | null;
+      tpm_in_force: number | null;
+      paused_until_ms: number;
+      requests_per_minute: number;
+      tokens_per_minute: number;
+      adaptive_concurrency: number | null;
+    }>(rateStatusSql(s)),
   ]);
+  const rateOf = new Map(
+    rates.rows.map((r): [string, ModelRate] => [
+      r.model,
+      {
+        rpm: r.rpm_in_force,
+        tpm: r.tpm_in_force,
+        source:
+          r.rpm !== null || r.tpm !== null
+            ? 'configured'
+            : r.rpm_in_force !== null || r.tpm_in_force !== null
+              ? 'learned'
+              : null,
+        requestsPerMinute: r.requests_per_minute,
+        tokensPerMinute: r.tokens_per_minute,
+        pausedUntil: r.paused_until_ms > 0 ? new Date(r.paused_until_ms) : null,
+        adaptiveConcurrency: r.adaptive_concurrency,
+      },
+    ]),
+  );
   const series = new Map<string, number[]>();
   for (const r of dispatch.rows) {
     if (r.i < 0 || r.i >= buckets) continue;
@@ -178,6 +228,7 @@ export async function operations(pool: pg.Pool, s: string, options: OperationsOp
       inFlight: r.in_flight,
       pending: r.pending,
       limit: r.concurrency ?? options.defaultModelConcurrency,
+      rate: rateOf.get(r.model) ?? null,
     })),
     dispatch: {
       start: clock.rows[0]!.t,
