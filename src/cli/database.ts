@@ -5,7 +5,8 @@ import { type EmbeddedPostgres, startEmbeddedPostgres } from '../embedded/embedd
 import { migrate } from '../store/migrate.js';
 
 /** The settings that say where the database is. */
-export type DatabaseSettings = Pick<Settings, 'databaseUrl' | 'schema' | 'dataDir' | 'embeddedUser'>;
+export type DatabaseSettings = Pick<Settings, 'databaseUrl' | 'schema' | 'dataDir' | 'embeddedUser'> &
+  Partial<Pick<Settings, 'directDatabaseUrl' | 'poolSize'>>;
 
 export interface Database {
   pool: pg.Pool;
@@ -21,7 +22,9 @@ export const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
  * The database of `--database-url` (or DATABASE_URL), else the embedded PostgreSQL in `--data-dir`;
- * migrated unless `migrate: false`. An unreachable database is a one-line UsageError, within
+ * migrated unless `migrate: false` (through `--direct-database-url` when given: the pool's URL is
+ * then a transaction pooler). The pool holds at most `--pool-size` connections, else
+ * `options.poolSize` (the command's default), else 20. An unreachable database is a one-line UsageError, within
  * `connectTimeoutMs` when it does not answer at all. The pool's sockets use TCP keepalive, so a
  * connection silently dropped by the network (NAT, firewall, failover) is noticed and replaced.
  */
@@ -37,6 +40,12 @@ export async function openDatabase(
   const connectTimeoutMs = options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
   let embedded: EmbeddedPostgres | undefined;
   let url = settings.databaseUrl;
+  const direct = settings.directDatabaseUrl;
+  if (direct !== undefined && url === undefined) {
+    throw new UsageError(
+      '--direct-database-url needs --database-url (the pooler); the embedded PostgreSQL needs neither',
+    );
+  }
   if (url === undefined) {
     try {
       embedded = await startEmbeddedPostgres({
@@ -52,7 +61,7 @@ export async function openDatabase(
   const describe = embedded ? `embedded PostgreSQL in ${embedded.dataDir}` : redactUrl(url);
   const pool = new pg.Pool({
     connectionString: url,
-    max: options.poolSize ?? 20,
+    max: settings.poolSize ?? options.poolSize ?? 20,
     application_name: 'fusillade',
     connectionTimeoutMillis: connectTimeoutMs,
     keepAlive: true,
@@ -66,7 +75,7 @@ export async function openDatabase(
   try {
     const client = await pool.connect();
     client.release();
-    if (options.migrate !== false) await migrate(pool, { schema: settings.schema });
+    if (options.migrate !== false) await migrateWith(direct, pool, settings.schema, connectTimeoutMs);
   } catch (err) {
     await close();
     if (err instanceof UsageError) throw err;
@@ -78,4 +87,28 @@ export async function openDatabase(
     throw new UsageError(`cannot use the database at ${describe}: ${why.split('\n')[0]}`, 1);
   }
   return { pool, schema: settings.schema, describe, close, ...(embedded ? { embedded } : {}) };
+}
+
+/**
+ * Migrates through the direct URL when there is one (a session of its own, as migrations' lock and
+ * DDL expect), else through the pool. Returns the versions applied.
+ */
+export async function migrateWith(
+  direct: string | undefined,
+  pool: pg.Pool,
+  schema: string,
+  connectTimeoutMs = CONNECT_TIMEOUT_MS,
+): Promise<number[]> {
+  if (direct === undefined) return migrate(pool, { schema });
+  const client = new pg.Client({
+    connectionString: direct,
+    application_name: 'fusillade',
+    connectionTimeoutMillis: connectTimeoutMs,
+  });
+  await client.connect();
+  try {
+    return await migrate(client, { schema });
+  } finally {
+    await client.end().catch(() => {});
+  }
 }

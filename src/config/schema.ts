@@ -130,6 +130,26 @@ export const SETTINGS = {
     file: 'databaseUrl',
     defaultText: 'none: the embedded PostgreSQL',
   },
+  directDatabaseUrl: {
+    kind: postgresUrl(),
+    description:
+      'direct PostgreSQL URL for what needs a session (LISTEN, the liveness lock, migrations); --database-url is then used as a transaction pooler such as PgBouncer',
+    commands: DATABASE,
+    flag: '--direct-database-url <url>',
+    env: 'FUSILLADE_DIRECT_DATABASE_URL',
+    file: 'directDatabaseUrl',
+    defaultText: 'none: --database-url is a direct connection',
+  },
+  poolSize: {
+    kind: integer({ min: 1 }),
+    description:
+      "most connections of the process's pool (the daemon adds one session connection; README: connection budget)",
+    commands: DATABASE,
+    flag: '--pool-size <n>',
+    env: 'FUSILLADE_POOL_SIZE',
+    file: 'poolSize',
+    defaultText: '20 for serve, daemon and run; 2 for the others',
+  },
   dataDir: {
     kind: text({ nonBlank: true, expected: 'a directory', label: 'directory' }),
     description: 'directory of the embedded PostgreSQL',

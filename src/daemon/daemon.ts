@@ -9,7 +9,7 @@ import { claimSql, configureModelLimitsSql, liveRoutesSql } from '../db/sql/clai
 import { completeSql } from '../db/sql/complete.js';
 import { registerDaemonSql, stopDaemonSql } from '../db/sql/heartbeat.js';
 import { publishDaemonRoutesSql } from '../db/sql/routes.js';
-import { type DaemonConfig, leaseMs } from '../dispatch/config.js';
+import { type DaemonConfig, leaseMs, sessionConnection } from '../dispatch/config.js';
 import type { DaemonDatabase, DaemonHandle, Limiter, UpstreamClient } from '../dispatch/interfaces.js';
 import { type DaemonLog, daemonLog, errorFields, stderrLogger } from '../dispatch/logger.js';
 import { parseKeyEncryptionKey } from '../domain/key-encryption.js';
@@ -156,7 +156,7 @@ export class Daemon {
   private readonly livenessKey = newLivenessKey();
   private readonly depth: number;
   /** Hot-path statements, built once: name (server-side prepared) and text. */
-  private readonly sql: Record<'lock' | 'budget' | 'claim' | 'complete', { name: string; text: string }>;
+  private readonly sql: Record<'lock' | 'budget' | 'claim' | 'complete', { name?: string; text: string }>;
   private results: ResultWrite[] = [];
   private readonly budgets = new Map<string, ModelBudget>();
   private seedNeeded = true;
@@ -196,7 +196,10 @@ export class Daemon {
     this.metrics = createDaemonMetrics(config.metricsRegistry, metricsModelsOf(config));
     this.writers = new Semaphore(Math.max(1, config.maxDbWriters));
     this.depth = Math.max(1, Math.min(FLUSH_DEPTH, config.maxDbWriters));
-    const named = (kind: string, text: string) => ({ name: preparedName(kind, this.s), text });
+    // Through a transaction pooler (directConnection given), statements stay unnamed: a name
+    // prepared on one server connection is unknown (or taken) on the next.
+    const named = (kind: string, text: string) =>
+      config.directConnection === undefined ? { name: preparedName(kind, this.s), text } : { text };
     this.sql = {
       lock: named('lock', lockLimitsSql(this.s)),
       budget: named('budget', rebalanceSql(this.s)),
@@ -247,7 +250,7 @@ export class Daemon {
       },
     });
     this.listener = new EventListener(
-      this.pool.options as pg.ClientConfig,
+      sessionConnection(config, this.pool),
       eventsChannel(manager.schemaName),
       (event) => {
         if (event.type === 'batch_cancelled') {

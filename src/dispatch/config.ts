@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import type { Registry } from 'prom-client';
 import { checkDaemonSettings, DAEMON_DEFAULTS } from '../config/daemon-settings.js';
 import type { DaemonSettings } from '../config/schema.js';
@@ -39,6 +40,14 @@ export interface DaemonConfig extends DaemonSettings {
    * rows carrying their own key). Without a router, a template's endpoint and key are its route.
    */
   upstreamRouter?: UpstreamRouter;
+  /**
+   * A direct connection to PostgreSQL (a URL or node-postgres client config), for what needs a
+   * session of its own: the daemon's LISTEN and its liveness lock. When given, the manager's pool is
+   * taken to be a transaction pooler (PgBouncer in transaction mode): the daemon keeps no session
+   * state on it (no named prepared statements, no LISTEN, no session locks). Default: the session
+   * opens with the pool's own settings, and hot statements are prepared by name.
+   */
+  directConnection?: string | pg.ClientConfig;
 }
 
 export interface UpstreamRoute {
@@ -76,4 +85,15 @@ export function resolveDaemonConfig(partial: Partial<DaemonConfig> = {}): Daemon
 
 export function leaseMs(config: DaemonConfig): number {
   return config.leaseMs ?? config.requestTimeoutMs + 60_000;
+}
+
+/**
+ * The client config of the daemon's session connection (LISTEN, liveness lock): the direct
+ * connection when one is given, else the pool's.
+ */
+export function sessionConnection(config: DaemonConfig, pool: pg.Pool): pg.ClientConfig {
+  const direct = config.directConnection;
+  if (direct === undefined) return pool.options as pg.ClientConfig;
+  const base = typeof direct === 'string' ? { connectionString: direct } : direct;
+  return { application_name: 'fusillade', ...base };
 }

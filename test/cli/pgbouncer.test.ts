@@ -1,0 +1,128 @@
+import OpenAI, { toFile } from 'openai';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
+import { createTestDb, TEST_DATABASE_URL, type TestDb } from '../support/db.js';
+import { waitFor as waitForValue } from '../support/mock-upstream.js';
+import { type PgBouncer, startPgBouncer } from '../support/pgbouncer.js';
+import { runCli, startCli, waitFor } from './support/cli.js';
+
+// Child processes on a shared 2-core machine: allow for a slow start under load.
+vi.setConfig({ testTimeout: 300_000 });
+
+let db: TestDb;
+let bouncer: PgBouncer;
+let mock: MockUpstream;
+const children: ReturnType<typeof startCli>[] = [];
+beforeAll(async () => {
+  db = await createTestDb();
+  bouncer = await startPgBouncer({ poolSize: 6 });
+  mock = await startMockUpstream();
+});
+afterAll(async () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await mock.close();
+  await bouncer?.close();
+  await db.close();
+});
+
+const LINES = 2000;
+const line = (i: number) =>
+  JSON.stringify({
+    custom_id: `req-${i}`,
+    method: 'POST',
+    url: '/v1/chat/completions',
+    body: { model: 'gpt-test', messages: [{ role: 'user', content: `hello ${i}` }] },
+  });
+
+describe('through PgBouncer in transaction mode, with --direct-database-url for the sessions', () => {
+  it('serve and two daemons complete a batch with nothing stuck, and the API works through the openai client', async () => {
+    const s = `"${db.schema}"`;
+    const dbArgs = [
+      '--database-url',
+      bouncer.url,
+      '--direct-database-url',
+      TEST_DATABASE_URL,
+      '--schema',
+      db.schema,
+      '--pool-size',
+      '4',
+    ];
+    const dispatch = ['--upstream', mock.url, '--default-limit', '32', ...dbArgs];
+    const serve = startCli(['serve', '--port', '0', ...dispatch]);
+    children.push(serve);
+    for (let i = 0; i < 2; i++) children.push(startCli(['daemon', ...dispatch]));
+    await waitFor(() => serve.output().stdout.includes('Ctrl-C stops'), 120_000);
+    const server = /Batch API on (http:\/\/\S+)\/v1/.exec(serve.output().stdout)![1]!;
+    // Each daemon's session (LISTEN and its liveness lock) goes straight to PostgreSQL.
+    const listening = async () =>
+      (
+        await db.pool.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = $1 AND datname = current_database()`,
+          [`LISTEN "${db.schema}_events"`],
+        )
+      ).rows[0]!.n;
+    await waitFor(async () => (await listening()) === 3, 120_000);
+
+    const key = (await runCli(['keys', 'create', '--owner', 'alice', ...dbArgs])).stdout
+      .trim()
+      .split('\n')
+      .pop()!;
+    const client = new OpenAI({ apiKey: key, baseURL: `${server}/v1`, maxRetries: 0 });
+    const text = `${Array.from({ length: LINES }, (_, i) => line(i + 1)).join('\n')}\n`;
+    const file = await client.files.create({
+      file: await toFile(Buffer.from(text), 'in.jsonl'),
+      purpose: 'batch',
+    });
+    expect(file).toMatchObject({ object: 'file', purpose: 'batch', bytes: Buffer.byteLength(text) });
+    expect(file.expires_at! - file.created_at).toBe(30 * 86_400);
+    const batch = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    const done = await waitForValue(async () => {
+      const b = await client.batches.retrieve(batch.id);
+      return b.status === 'completed' ? b : null;
+    }, 240_000);
+    expect(done.request_counts).toEqual({ total: LINES, completed: LINES, failed: 0 });
+    const output = (await (await client.files.content(done.output_file_id!)).text()).trimEnd().split('\n');
+    expect(output).toHaveLength(LINES);
+    expect(new Set(output.map((l) => JSON.parse(l).custom_id)).size).toBe(LINES);
+    const stuck = await db.pool.query(
+      `SELECT count(*)::int AS n FROM ${s}.requests WHERE state NOT IN ('completed', 'failed', 'canceled')`,
+    );
+    expect(stuck.rows[0].n).toBe(0);
+
+    // More of the API: listing, a second batch cancelled, deleting a file.
+    const listed: string[] = [];
+    for await (const b of client.batches.list({ limit: 1 })) listed.push(b.id);
+    expect(listed).toContain(batch.id);
+    const files: string[] = [];
+    for await (const f of client.files.list()) files.push(f.id);
+    expect(files).toContain(file.id);
+    const small = await client.files.create({
+      file: await toFile(Buffer.from(`${line(1)}\n`), 'small.jsonl'),
+      purpose: 'batch',
+    });
+    const second = await client.batches.create({
+      input_file_id: small.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    const cancelled = await client.batches.cancel(second.id);
+    expect(['cancelling', 'cancelled', 'completed']).toContain(cancelled.status);
+    await waitFor(async () =>
+      ['cancelled', 'completed'].includes((await client.batches.retrieve(second.id)).status),
+    );
+    expect(await client.files.delete(small.id)).toMatchObject({ id: small.id, deleted: true });
+    await expect(client.files.retrieve(small.id)).rejects.toMatchObject({ status: 404 });
+
+    for (const c of children) c.kill('SIGTERM');
+    const results = await Promise.all(children.map((c) => c.exited));
+    for (const r of results) {
+      expect(r.code).toBe(0);
+      expect(r.stderr).not.toMatch(/prepared statement/i);
+    }
+    expect(bouncer.output()).not.toMatch(/prepared statement/i);
+  });
+});
