@@ -68,6 +68,7 @@ beforeAll(async () => {
     },
     // No retries: a 503 fails at once, so the batch ends with both kinds of failure.
     daemonConfig: { pollIntervalMs: 100, maxRetries: 0 },
+    modelPrices: { 'gpt-ui': { input: 1000, output: 3000 } },
   };
   server = await createServer(options);
   key = (await createApiKey(db.pool, server.manager.schema, { owner: 'bob' })).key;
@@ -114,6 +115,9 @@ describe('dashboard for big batches', () => {
     expect(await page.locator('#state-filter option[value=completed]').textContent()).toBe(
       `completed (${TOTAL - REFUSED - UNAVAILABLE})`,
     );
+
+    // The cost at the configured prices.
+    expect(Number(await stat('Cost').locator('.stat-value').textContent())).toBeGreaterThan(0);
 
     // A reload keeps the failed filter.
     await page.reload();

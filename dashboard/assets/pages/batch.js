@@ -21,6 +21,12 @@ import { retryFailed } from './retry-dialog.js';
 /** @typedef {import('../../../src/server/dashboard-wire.js').FailureSummary} FailureSummary */
 
 /**
+ * A cost in the price table's currency: "12.40", "0.0312" (three significant digits below 1).
+ * @param {number} cost
+ */
+const fmtCost = (cost) => (cost >= 1 || cost === 0 ? cost.toFixed(2) : cost.toPrecision(3));
+
+/**
  * One batch: counts, timeline, throughput, its requests, actions and downloads. The requests
  * table's filters, sort and page are in the URL (`#/batches/ID?state=failed&q=…&line=…`).
  * @type {import('../app-types.d.ts').Mount}
@@ -35,6 +41,7 @@ export function mount(main, app, [batchId = ''], query) {
 
   const title = h('div.title-row');
   const actionsEl = h('div.btn-row.page-actions');
+  const notices = h('div.notices', { role: 'status' });
   const stats = h('div.stats');
   const bar = h('div.progress-wrap');
   const timeline = h('ol.timeline');
@@ -53,6 +60,7 @@ export function mount(main, app, [batchId = ''], query) {
         h('span.crumb-id', { 'aria-current': 'page' }, batchId),
       ),
       h('div.page-head', {}, title, actionsEl),
+      notices,
       stats,
       bar,
       h(
@@ -112,6 +120,15 @@ export function mount(main, app, [batchId = ''], query) {
       Object.entries(p.metadata ?? {}).map(([k, v]) => h('span.chip', {}, `${k}: ${v}`)),
     );
     renderActions(p, live);
+    // Requests waiting for an upstream no running daemon serves: the batch cannot progress by itself.
+    const messages = (p.errors?.data ?? []).map((e) => e.message);
+    if (messages.join('\n') !== (notices.dataset.shown ?? '')) {
+      notices.dataset.shown = messages.join('\n');
+      replaceChildren(
+        notices,
+        messages.map((m) => h('p.notice', {}, m)),
+      );
+    }
     const finished = c.completed + c.failed;
     const eta =
       live && p.recent_rate && p.recent_rate > 0 ? (c.pending + c.in_progress) / p.recent_rate : null;
@@ -150,6 +167,16 @@ export function mount(main, app, [batchId = ''], query) {
       stat('Canceled', fmtNum(c.canceled), '.muted-stat', c.canceled ? 'never ran to an answer' : ''),
       stat('In progress', fmtNum(c.in_progress), '.info'),
       stat('Pending', fmtNum(c.pending)),
+      p.cost === null || p.cost === undefined
+        ? null
+        : stat(
+            'Cost',
+            fmtCost(p.cost),
+            '',
+            p.model_usage.length > 1
+              ? p.model_usage.map((m) => `${m.model} ${m.cost === null ? '—' : fmtCost(m.cost)}`).join(' · ')
+              : 'at the configured prices',
+          ),
       stat(live ? 'Rate (1 min)' : 'Average rate', runRate(p)),
       stat('ETA', live ? (eta === null ? '—' : fmtDuration(eta)) : 'ended', '', live ? '' : endedHint(p)),
     );
