@@ -33,6 +33,8 @@ const CONNECTION_CODES = new Set([
   'ENETUNREACH',
   'ENOTFOUND',
   'EPIPE',
+  // A statement PostgreSQL cancelled at the server's deadline (statement_timeout).
+  '57014',
   '57P01',
   '57P02',
   '57P03',

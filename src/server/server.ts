@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type pg from 'pg';
 import { Semaphore } from '../daemon/semaphore.js';
+import { deadlinePool, withStatementDeadline } from '../db/statement-deadline.js';
 import type { DaemonConfig } from '../dispatch/config.js';
 import { createUpstreamRouter, limitsFromRouting, type RoutingConfig } from '../dispatch/upstream-routing.js';
 import { MESSAGE_BATCH_LIMITS } from '../domain/message-batch.js';
@@ -176,7 +177,8 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
     // /metrics names the configured models only: the tenants' model names are theirs.
     metricsModels: [...Object.keys(routing.models ?? {}), ...(options.daemonConfig?.metricsModels ?? [])],
   };
-  const manager = new PostgresRequestManager(options.pool, {
+  // The API's one-shot statements are cancelled by PostgreSQL at the deadline (src/db/statement-deadline.ts).
+  const manager = new PostgresRequestManager(deadlinePool(options.pool), {
     schema,
     ...daemonConfig,
     webhooks: {
@@ -290,7 +292,7 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
         throw new ApiError(404, `Invalid URL (${method} ${path}).`, { code: 'unknown_url' });
       }
     };
-    answer().catch((err) => {
+    withStatementDeadline(dbTimeoutMs, answer).catch((err) => {
       if (timedOut(res)) return; // answered 408 by the idle deadline; the handler then lost its body
       const apiError = toApiError(err);
       if (apiError.status >= 500) {

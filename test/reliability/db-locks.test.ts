@@ -48,6 +48,16 @@ async function timed(path: string): Promise<{ path: string; status: number; ms: 
   }
 }
 
+/** Statements waiting for a lock on the test's batches or requests table. */
+async function waitingOnLock(): Promise<number> {
+  const { rows } = await locker.query(
+    `SELECT count(*)::int AS n FROM pg_locks
+      WHERE NOT granted AND relation IN ($1::regclass, $2::regclass)`,
+    [`${t.s}.batches`, `${t.s}.requests`],
+  );
+  return rows[0].n;
+}
+
 describe('a locked table', () => {
   it('answers 503 quickly on every data route while batches and requests are locked, then recovers', async () => {
     const paths = [
@@ -63,13 +73,20 @@ describe('a locked table', () => {
     let during: { path: string; status: number; ms: number }[];
     try {
       during = await Promise.all(paths.map(timed));
+      // The queries behind the 503s are cancelled by PostgreSQL, not left waiting on the lock with
+      // their connections: while the lock is still held, nothing waits on it any more.
+      let waiting = await waitingOnLock();
+      for (let i = 0; i < 300 && waiting > 0; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        waiting = await waitingOnLock();
+      }
+      expect(waiting).toBe(0);
     } finally {
       await locker.query('ROLLBACK');
     }
     const slow = during.filter((r) => r.status !== 503 || r.ms > DB_TIMEOUT_MS + 4000);
     expect(slow, JSON.stringify(during)).toEqual([]);
-    // Once the lock is gone, everything answers again (the abandoned queries gave their
-    // connections back).
+    // Once the lock is gone, everything answers again.
     for (const path of paths) {
       let res = await timed(path);
       for (let i = 0; i < 20 && res.status !== 200; i++) {
