@@ -23,6 +23,15 @@ export interface BatchObject {
   usage?: UsageObject;
   model_usage?: ModelUsageObject[];
   cost?: number | null;
+  /** Where its requests go (a fusillade server's field; absent from other servers). */
+  upstreams?: {
+    upstream: string;
+    credential: string;
+    key_fingerprint: string | null;
+    models: string[];
+    daemons: number;
+    waiting: boolean;
+  }[];
 }
 
 export const FINAL_STATUSES = new Set(['completed', 'failed', 'expired', 'cancelled']);

@@ -32,6 +32,7 @@ const commands = {
   results: async () => (await import('./commands/client.js')).resultsCommand,
   cancel: async () => (await import('./commands/client.js')).cancelCommand,
   purge: async () => (await import('./commands/purge.js')).purgeCommand,
+  reroute: async () => (await import('./commands/reroute.js')).rerouteCommand,
   mockUpstream: async () => (await import('./commands/mock-upstream.js')).mockUpstreamCommand,
 } satisfies Record<string, () => Promise<Handler>>;
 
@@ -151,6 +152,24 @@ export async function main(argv: string[]): Promise<number> {
       ]),
     )
     .action(act('purge', commands.purge));
+
+  settingOptions(
+    program
+      .command('reroute')
+      .description(
+        "move a batch's unsent requests to the upstream (and key) given here; daemons serving it send them",
+      )
+      .argument('<batch>', 'batch id (batch_… or the UUID)'),
+    'reroute',
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'fusillade reroute batch_0123… --upstream https://api.openai.com --upstream-api-key $OPENAI_API_KEY',
+        "fusillade reroute batch_0123… --config fusillade.json  # the models' routes of the config file",
+      ]),
+    )
+    .action(act('reroute', commands.reroute));
 
   const keys = program
     .command('keys')

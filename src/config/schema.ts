@@ -62,7 +62,8 @@ export type CommandName =
   | 'cancel'
   | 'mock-upstream'
   | 'webhooks'
-  | 'purge';
+  | 'purge'
+  | 'reroute';
 
 export interface SettingSpec<T = unknown> {
   kind: Kind<T>;
@@ -89,8 +90,19 @@ export interface SettingSpec<T = unknown> {
   defaultText?: string;
 }
 
-const DATABASE: readonly CommandName[] = ['serve', 'daemon', 'run', 'migrate', 'keys', 'webhooks', 'purge'];
+const DATABASE: readonly CommandName[] = [
+  'serve',
+  'daemon',
+  'run',
+  'migrate',
+  'keys',
+  'webhooks',
+  'purge',
+  'reroute',
+];
 const DISPATCH: readonly CommandName[] = ['serve', 'daemon', 'run'];
+/** The routing settings: the dispatching commands, and `reroute`, which moves a batch to them. */
+const ROUTING: readonly CommandName[] = [...DISPATCH, 'reroute'];
 const CLIENT: readonly CommandName[] = ['submit', 'status', 'results', 'cancel'];
 const ALL: readonly CommandName[] = [...DATABASE, ...CLIENT, 'mock-upstream'];
 
@@ -182,7 +194,7 @@ export const SETTINGS = {
   upstream: {
     kind: httpUrl({ orMock: true }),
     description: 'upstream base URL for every model, or "mock" for the built-in mock',
-    commands: DISPATCH,
+    commands: ROUTING,
     flag: '--upstream <url>',
     env: 'FUSILLADE_UPSTREAM',
     file: 'upstream',
@@ -191,7 +203,7 @@ export const SETTINGS = {
   upstreamApiKey: {
     kind: text(),
     description: 'API key sent upstream',
-    commands: DISPATCH,
+    commands: ROUTING,
     flag: '--upstream-api-key <key>',
     env: 'FUSILLADE_UPSTREAM_API_KEY',
     file: 'upstreamApiKeyEnv',
@@ -201,7 +213,7 @@ export const SETTINGS = {
   modelUpstreams: {
     kind: httpUrl(),
     description: "a model's own upstream base URL",
-    commands: DISPATCH,
+    commands: ROUTING,
     file: 'models.*.upstream',
     perModel: true,
     default: {},
@@ -209,7 +221,7 @@ export const SETTINGS = {
   modelApiKeys: {
     kind: text(),
     description: "a model's own upstream API key",
-    commands: DISPATCH,
+    commands: ROUTING,
     file: 'models.*.apiKeyEnv',
     perModel: true,
     secret: true,

@@ -4,6 +4,7 @@ import { BatchInputParser } from '../../domain/batch-input.js';
 import { ValidationError } from '../../domain/errors.js';
 import { ApiClient, type BatchObject } from '../api-client.js';
 import type { CommandContext } from '../main.js';
+import { fromApiUpstream, routeLines } from '../route-lines.js';
 import { describeFsError } from '../run/input.js';
 import { exitStatusFor } from '../signals.js';
 import { formatCost, usageLines } from '../usage-lines.js';
@@ -55,6 +56,7 @@ export async function statusCommand({ settings }: CommandContext, batchId?: stri
     if (b.output_file_id) console.log(`  output file ${b.output_file_id}`);
     if (b.error_file_id) console.log(`  error file ${b.error_file_id}`);
     for (const line of usageLines(b)) console.log(line);
+    for (const line of routeLines((b.upstreams ?? []).map(fromApiUpstream))) console.log(line);
     for (const e of b.errors?.data ?? [])
       console.log(`  error ${e.code}${e.line ? ` (line ${e.line})` : ''}: ${e.message}`);
     return 0;

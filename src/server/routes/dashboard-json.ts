@@ -1,4 +1,4 @@
-import type { BatchInfo, BatchStatus } from '../../domain/types.js';
+import type { BatchInfo, BatchStatus, BatchUpstream } from '../../domain/types.js';
 import type { ModelPrice } from '../../domain/usage.js';
 import type { BatchOverviewPage } from '../../store/dashboard/batch-list.js';
 import type { Operations as OperationsRecord } from '../../store/dashboard/operations.js';
@@ -31,9 +31,10 @@ export function dashboardBatch(
   status: BatchStatus,
   recentRate: number | null,
   prices: Readonly<Record<string, ModelPrice>>,
+  upstreams: BatchUpstream[] = [],
 ): DashboardBatch {
   return {
-    ...batchObject(batch, status, [], prices),
+    ...batchObject(batch, status, upstreams, prices),
     counts: {
       total: status.totalRequests,
       pending: status.pendingRequests,
@@ -48,8 +49,15 @@ export function dashboardBatch(
   };
 }
 
-export function batchList(page: BatchOverviewPage, prices: Readonly<Record<string, ModelPrice>>): BatchList {
-  const data = page.data.map((o) => dashboardBatch(o.batch, o.progress, o.recentRate, prices));
+/** `upstreams`: each batch's routes by batch id (src/store/batch-routes.ts upstreamsOf). */
+export function batchList(
+  page: BatchOverviewPage,
+  prices: Readonly<Record<string, ModelPrice>>,
+  upstreams: ReadonlyMap<string, BatchUpstream[]> = new Map(),
+): BatchList {
+  const data = page.data.map((o) =>
+    dashboardBatch(o.batch, o.progress, o.recentRate, prices, upstreams.get(o.batch.id)),
+  );
   return {
     object: 'list',
     data,
@@ -66,9 +74,10 @@ export function batchList(page: BatchOverviewPage, prices: Readonly<Record<strin
 export function batchProgress(
   p: ProgressRecord,
   prices: Readonly<Record<string, ModelPrice>>,
+  upstreams: BatchUpstream[] = [],
 ): BatchProgress {
   return {
-    ...dashboardBatch(p.batch, p.progress, p.recentRate, prices),
+    ...dashboardBatch(p.batch, p.progress, p.recentRate, prices, upstreams),
     state_counts: p.stateCounts,
     throughput: {
       start: p.throughput.start.getTime() / 1000,

@@ -1,6 +1,7 @@
 import { InvalidStateError, NotFoundError } from '../../domain/errors.js';
 import { REQUEST_STATES } from '../../domain/request-state.js';
 import { resolveRetryableStatuses } from '../../domain/retry.js';
+import { upstreamsOf } from '../../store/batch-routes.js';
 import { listBatchOverviews } from '../../store/dashboard/batch-list.js';
 import { operations } from '../../store/dashboard/operations.js';
 import { batchProgress } from '../../store/dashboard/progress.js';
@@ -82,15 +83,28 @@ async function listBatches(ctx: ApiContext, call: Call): Promise<void> {
       limit: intParam(q, 'limit', { min: 1, max: 100, fallback: 20 }),
     }),
   );
-  sendJson(call.res, 200, json.batchList(page, ctx.prices));
+  const upstreams = await ctx.db(
+    upstreamsOf(
+      ctx.manager.pool,
+      ctx.manager.schema,
+      page.data.map((o) => o.batch.id),
+      ctx.manager.config.deadDaemonAfterMs,
+    ),
+  );
+  sendJson(call.res, 200, json.batchList(page, ctx.prices, upstreams));
 }
 
 async function progress(ctx: ApiContext, call: Call): Promise<void> {
   const batch = batchOf(call);
-  const p = await ctx
-    .db(batchProgress(ctx.manager.pool, ctx.manager.schema, batch.uuid, call.owner))
+  const [p, upstreams] = await ctx
+    .db(
+      Promise.all([
+        batchProgress(ctx.manager.pool, ctx.manager.schema, batch.uuid, call.owner),
+        ctx.manager.getBatchUpstreams(batch.uuid, { owner: call.owner }),
+      ]),
+    )
     .catch(batch.notFound);
-  sendJson(call.res, 200, json.batchProgress(p, ctx.prices));
+  sendJson(call.res, 200, json.batchProgress(p, ctx.prices, upstreams));
 }
 
 async function listRequests(ctx: ApiContext, call: Call): Promise<void> {
