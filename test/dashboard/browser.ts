@@ -120,7 +120,7 @@ export function scrollsSideways(page: Page): Promise<boolean> {
 export function lowContrastText(page: Page): Promise<string[]> {
   return page.evaluate<string[]>(`(() => {
     const rgba = (c) => {
-      const m = c.match(/rgba?(([^)]+))/);
+      const m = c.match(/rgba?\\(([^)]+)\\)/);
       if (!m) return null;
       const [r = 0, g = 0, b = 0, a = 1] = m[1].split(/[ ,/]+/).filter(Boolean).map(Number);
       return { r, g, b, a };
