@@ -281,7 +281,7 @@ export async function benchCliRun(options: CliRunOptions = {}): Promise<{ markdo
     '',
     `One-time creation of the embedded data directory (initdb + migrate, \`fusillade migrate\`): ${fmt(initSeconds)} s.`,
     '',
-    'Peers on the 20,000-line job, from REFERENCE §6 (same machine class, not re-measured here): raw',
+    'Peers on the 20,000-line job, measured on the same machine class during design (not re-measured here): raw',
     'undici 2.1 s, graphile-worker 0.17.3 (tuned) 10.3 s, pg-boss 10.4.2 (tuned) 24.2 s.',
   ].join('\n');
   return { markdown };

@@ -1,4 +1,4 @@
-/** Bounds concurrent async work (the daemon's database writers, lesson 10). */
+/** Bounds concurrent async work (the daemon's database writers, rule 10 of docs/decisions/0003). */
 export class Semaphore {
   private active = 0;
   private readonly waiting: (() => void)[] = [];

@@ -82,7 +82,7 @@ function storable(text: string | null): string | null {
 
 /**
  * One write, built as a single object literal of a fixed shape: settleAttempt runs once per
- * request, and building it by spreading partial objects (as before) cost ≈9 µs a request, the
+ * request, and spreading partial objects instead costs ≈9 µs a request, which was the
  * largest self time of the daemon's own code in a CPU profile of bench/daemon-throughput.
  */
 function write(
@@ -150,7 +150,7 @@ export function rateLimitedWrite(
 
 /**
  * What to write after an attempt. A retriable failure with retries left becomes pending at
- * not_before (lesson 7: not shown as failed), carrying the attempt's error as the last error.
+ * not_before (rule 7 of docs/decisions/0003: not shown as failed), carrying the attempt's error as the last error.
  */
 export function settleAttempt(
   row: SettleInput,

@@ -1,8 +1,8 @@
 import type pg from 'pg';
 
 /**
- * Database access for the daemon's periodic work with a deadline on everything (REFERENCE §4 lesson
- * 10: a silently dropped connection once hung a claim loop). A client whose query overran is
+ * Database access for the daemon's periodic work with a deadline on everything (rule 10 of
+ * docs/decisions/0003: a silently dropped connection once hung a claim loop). A client whose query overran is
  * destroyed rather than returned to the pool, since its connection state is unknown.
  */
 export class QueryTimeoutError extends Error {

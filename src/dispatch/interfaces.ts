@@ -30,7 +30,7 @@ export interface DaemonHandle {
 /**
  * How the daemon talks to upstreams: one attempt in, one outcome out. The default (src/daemon/upstream-client.ts) keeps
  * an undici keep-alive Pool per origin (`request()`: 28k req/s on loopback against 4.1k for fetch,
- * REFERENCE §5). Tests or callers may supply another implementation through the daemon config.
+ * measured on this machine class). Tests or callers may supply another implementation through the daemon config.
  */
 export interface UpstreamRequest {
   /** Upstream base URL (no /v1) + the template's path. */

@@ -9,7 +9,7 @@
  *     ▲                   (+1 per window of `limit` successes)                 (one decrease per congestion event)
  *     └───────────────────────────────────────────┘
  *
- * As Netflix concurrency-limits' AIMD (REFERENCE §7): decrease ×0.9 on a drop; increase only while
+ * As Netflix concurrency-limits' AIMD: decrease ×0.9 on a drop; increase only while
  * at least half the limit is in use (an idle limit proves nothing). Increase is +1 per `limit`
  * successes (one step per round of requests, as TCP's congestion avoidance) rather than +1 per
  * success, so a 1,000-slot limit does not grow by 1,000 in one round. Decreases are spaced by

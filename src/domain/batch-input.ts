@@ -9,7 +9,7 @@ import { ValidationError, type ValidationIssue } from './errors.js';
  * re-serialised, since JSON.stringify would reorder nothing but could change number and escape forms.
  */
 
-/** Endpoints a batch may target (REFERENCE §1). */
+/** Endpoints a batch may target (those OpenAI's Batch API accepts). */
 export const BATCH_ENDPOINTS = [
   '/v1/chat/completions',
   '/v1/embeddings',

@@ -2,7 +2,7 @@ import { ValidationError } from './errors.js';
 import type { BatchInfo, BatchStatus } from './types.js';
 
 /**
- * Anthropic's Message Batches on fusillade's engine (REFERENCE §7 "Anthropic Message Batches"):
+ * Anthropic's Message Batches on fusillade's engine (as Anthropic's Message Batches API documents them):
  * a message batch is an ordinary batch whose endpoint is MESSAGES_PATH. This module holds the pure
  * rules: what a create body must be, and how a batch's lifecycle reads in Anthropic's terms.
  *

@@ -1,5 +1,5 @@
 /**
- * Rate-limit headers as upstreams send them (REFERENCE §3, §7), parsed into one shape. Pure.
+ * Rate-limit headers as upstreams send them (OpenAI's x-ratelimit-*, Anthropic's anthropic-ratelimit-*, retry-after), parsed into one shape. Pure.
  *
  *   OpenAI     x-ratelimit-{limit,remaining,reset}-{requests,tokens}; resets are Go durations
  *              (`1s`, `6m0s`, `120ms`, `2s81ms`, `1h2m3.5s`).

@@ -3,7 +3,7 @@ import type { RateLimitInfo } from './rate-limit-headers.js';
 
 /**
  * Retry policy (pure): what one attempt's outcome means for its request, and when to try again.
- * REFERENCE §3: connection errors, resets, timeouts, 408, 429 (except insufficient_quota), 500, 502,
+ * OpenAI and Anthropic document as transient: connection errors, resets, timeouts, 408, 429 (except insufficient_quota), 500, 502,
  * 503, 504 and 529 are retriable; other statuses are final and their body is the user's diagnosis.
  */
 
@@ -26,7 +26,7 @@ export type AttemptOutcome =
       message: string;
     };
 
-/** The HTTP statuses retried by default (REFERENCE §3). */
+/** The HTTP statuses retried by default (those OpenAI and Anthropic document as transient). */
 export const DEFAULT_RETRYABLE_STATUSES: readonly number[] = [408, 429, 500, 502, 503, 504, 529];
 const DEFAULT_STATUS_SET: ReadonlySet<number> = new Set(DEFAULT_RETRYABLE_STATUSES);
 /**

@@ -1,6 +1,6 @@
 /**
  * What a request costs against a tokens-per-minute limit before it is sent, estimated the way
- * providers count it at admission (REFERENCE §7): the prompt's tokens plus the requested maximum
+ * providers count it at admission (as OpenAI and Anthropic document): the prompt's tokens plus the requested maximum
  * output (`max_tokens`, `max_completion_tokens`, `max_output_tokens`; else a configured default),
  * times `n` choices. Not the tokens later used: OpenAI charges the requested maximum against the
  * limit, so an answer's `usage` does not correct the estimate (the upstream's headers do, see

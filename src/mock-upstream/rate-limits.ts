@@ -9,7 +9,7 @@ import {
 import { estimateTokenCost } from '../domain/token-cost.js';
 
 /**
- * The mock upstream's rate limits, enforced as a provider does (REFERENCE §7): per model, requests
+ * The mock upstream's rate limits, enforced as a provider does (OpenAI's and Anthropic's documented limits): per model, requests
  * and tokens per minute as continuously refilled buckets; a request's tokens are counted at
  * admission as the prompt's characters / 4 plus its requested maximum output (the usage it later
  * reports does not matter). Every answer carries the limit headers; an answer over either limit is a

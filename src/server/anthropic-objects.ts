@@ -10,7 +10,7 @@ import type { ApiError } from './http.js';
 import { messageBatchId } from './ids.js';
 
 /**
- * The wire schema of Anthropic's Message Batches API (REFERENCE §7), in one place: the objects the
+ * The wire schema of Anthropic's Message Batches API (as Anthropic documents it), in one place: the objects the
  * /v1/messages/batches routes answer with and the error envelope of every answer under /v1/messages.
  * Times are RFC 3339.
  */

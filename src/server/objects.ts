@@ -5,7 +5,7 @@ import type { ModelPrice } from '../domain/usage.js';
 import { batchId, fileId } from './ids.js';
 import { type ModelUsageObject, type UsageObject, usageFields } from './usage-object.js';
 
-/** The OpenAI wire objects (REFERENCE §1), built from the store's records. */
+/** The OpenAI Batch API's wire objects, built from the store's records. */
 
 const seconds = (d: Date | null): number | null => (d ? Math.floor(d.getTime() / 1000) : null);
 

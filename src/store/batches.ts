@@ -35,7 +35,7 @@ import {
 } from './rows.js';
 
 export interface BatchEvents {
-  /** Publishes one notification per batch event (lesson 9: never per row). */
+  /** Publishes one notification per batch event (rule 9 of docs/decisions/0003: never per row). */
   notify(
     client: pg.ClientBase,
     event: { type: 'batch_created' | 'batch_cancelled' | 'batch_reopened'; batchId: string },
@@ -126,7 +126,7 @@ function differingParameters(
 /**
  * Creates a batch from a file: the batch row, one request per template and the batch's model list,
  * in one transaction, then one notification. With an idempotency key, a repeat returns the first
- * batch (lesson 8: a batch is never populated twice); the same key with other parameters is an
+ * batch (rule 8 of docs/decisions/0003: a batch is never populated twice); the same key with other parameters is an
  * IdempotencyKeyReusedError naming them.
  */
 export async function insertBatch(
@@ -353,7 +353,7 @@ export function toBatchStatus(row: BatchRow, c: LiveCounts | undefined, now = ne
 }
 
 /**
- * Cancels a batch with one update of its row (lesson 6). Daemons learn of it by notification and
+ * Cancels a batch with one update of its row (rule 6 of docs/decisions/0003). Daemons learn of it by notification and
  * poll, abort in-flight HTTP and settle those requests as canceled. Cancelling a cancelling or
  * cancelled batch is a no-op; cancelling a batch that ended otherwise, or whose deadline has passed
  * (it reads finalizing and will end expired), is an InvalidStateError.

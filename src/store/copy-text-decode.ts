@@ -155,7 +155,7 @@ class Out {
  * A row cut by a chunk end is never re-assembled: once its head (the four short columns before the
  * body) is complete, its body is copied out chunk by chunk as it arrives, so work and memory stay
  * proportional to the chunk whatever a row's size. (Growing the cut row with Buffer.concat per
- * chunk, as before, was quadratic: a 50 MB line took 21 s and stalled the event loop for seconds.)
+ * chunk is quadratic: a 50 MB line took 21 s and stalled the event loop for seconds.)
  */
 export class OutputRowsToJsonl extends Transform {
   /** Pieces of a cut row's head (copied: chunks may be reused), while its fourth tab is unseen. */

@@ -14,7 +14,7 @@ import { assertId, FILE_COLUMNS, type FileRow, isUuid, toFileInfo } from './rows
 /** A template as streamed into a file; `lineNumber` (1-based) defaults to its position + 1. */
 export type TemplateItem = RequestTemplateInput & { lineNumber?: number };
 
-/** Rows per flush of the COPY stream: bounded memory however large the file (REFERENCE §4 lesson 11). */
+/** Rows per flush of the COPY stream: bounded memory however large the file (rule 11 of docs/decisions/0003). */
 const FLUSH_BYTES = 1 << 20;
 
 /**

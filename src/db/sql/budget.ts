@@ -1,6 +1,6 @@
 /**
  * Per-daemon slot budgets (migrations/0004_model_budgets.sql): how the global per-model limit
- * (model_limits.concurrency, REFERENCE §4 lesson 13) is shared between daemons without a global
+ * (model_limits.concurrency, rule 13 of docs/decisions/0003) is shared between daemons without a global
  * lock on the hot path.
  *
  * Invariant: for every model, sum(slots) over daemons ≤ concurrency, and a daemon never has more

@@ -1,7 +1,7 @@
 import { liveBatchSql } from '../../domain/batch-lifecycle.js';
 
 /**
- * The claim (REFERENCE §4 lessons 2, 3, 4, 13): one statement, in its own (autocommit) transaction,
+ * The claim (rules 2, 3, 4 and 13 of docs/decisions/0003): one statement, in its own (autocommit) transaction,
  * needing no global lock:
  *
  *   - per model, cap = least(the daemon's want, its budget's slots − what it already holds): the
@@ -37,20 +37,8 @@ import { liveBatchSql } from '../../domain/batch-lifecycle.js';
  * `id = ANY(ARRAY(…))`: joining the CTE alone let the planner hash a sequential scan of the whole
  * requests table (18 ms at 20k rows, growing with the table; 0.4 ms with the array).
  *
- * Alternatives measured (bench/claim-latency.ts, 1,000,000 pending over 50 models and 500 batches,
- * 100 rows per claim): one query per model (lesson 3: 6.7 s at 68 models in production) and a
- * global ORDER BY over the requests (sorts the backlog) were rejected. The previous claim ran
- * inside BEGIN + SELECT … FOR UPDATE of the model_limits rows + COMMIT and counted the model's
- * in-flight rows through requests_inflight_idx (the global lock serialised every daemon): p50
- * 13.3 ms, p99 30.6 ms for the transaction, 10.5 / 22.8 ms for the statement alone. This budget-
- * capped autocommit statement: see BENCHMARKS.md (claim latency).
- *
- * Writing finished attempts in the same statement (a complete-and-claim CTE, one round trip per
- * cycle) was the daemon's statement until the budgets came: p50 12.2 ms for 50 written + 50 claimed
- * inside the lock transaction (10.8 ms as a plpgsql function, not kept). With budgets, claims run
- * alone and writes follow in their own statements (daemon.ts, WRITE_BACKLOG): a freed slot's refill
- * no longer waits for PostgreSQL to write other rows first, which measured slightly faster at both
- * zero and 100 ms latency.
+ * Alternatives measured (per-model queries, a global ORDER BY, the claim under a model_limits
+ * lock, claim and complete in one statement) and why they lost: docs/decisions/0005.
  */
 
 /**

@@ -1,5 +1,5 @@
 /**
- * Writes the outcomes of many attempts in one statement (REFERENCE §4 lessons 1, 7, 10): one
+ * Writes the outcomes of many attempts in one statement (rules 1, 7 and 10 of docs/decisions/0003): one
  * UPDATE … FROM unnest(…) per flush, each row guarded on state = 'processing', its daemon and its
  * attempt, so a stale daemon (paused, declared dead, its rows reclaimed and sent again by another)
  * cannot overwrite anything. The statement returns the ids of the writes that did not apply (stale:
@@ -16,19 +16,13 @@
  * `r.id = ANY(ARRAY(…))` gives the planner the primary-key path: with the join alone it estimated
  * 100 rows and hashed a sequential scan of the table (cost growing with the table).
  *
- * One json parameter instead of 13 arrays (as before: node-pg escaped every text element of every
- * array in JavaScript, two regex passes per response body, and built the array literals): claim 32 +
- * complete 32 in a loop on one connection over 5,000 rows (alternating rounds, same run): 105–119 µs
- * a request against 123–135 µs with the arrays, PostgreSQL's CPU unchanged (76–78 against 70–86 µs).
- * bench/daemon-throughput: see the commit that made the change. (An earlier measurement of the
- * encoding alone, 25 against 50 µs per 20 writes, had judged it not worth it.) JSON.stringify emits a
+ * One json parameter rather than parallel arrays: node-pg escapes array elements in JavaScript
+ * (measured alternatives: docs/decisions/0004). JSON.stringify emits a
  * lone surrogate as an escape PostgreSQL refuses, which would fail the whole statement: the one
  * string cut from a body (settle.ts, the error snippet) never splits a surrogate pair; the rest come
  * whole from UTF-8 decoding or are ASCII.
  *
- * Alternatives: one UPDATE per request costs a round trip each (≈1.9k/s for claim + complete per
- * worker in REFERENCE §6); a multi-row VALUES list needs per-flush SQL text and loses plan reuse.
- * Returning every applied id (as before) instead of the stale ones cost the daemon a decoded row per write.
+ * Alternatives (one UPDATE per request, a VALUES list) and their costs: docs/decisions/0004.
  * Measured in isolation on 20,000 rows: 32 writes p50 1.5 ms, 32 claims 1.45 ms; dropping
  * requests_lease_idx (one index entry fewer per claimed row) made no measurable difference.
  * Re-measured (the 13-array writes; claim 32 + complete 32 on one connection, 5,000 rows per round,

@@ -1,7 +1,7 @@
 import { pastDeadlineSql } from '../../domain/batch-lifecycle.js';
 
 /**
- * Ends a batch whose work is over and freezes its counts on the batch row (REFERENCE §4 lesson 5).
+ * Ends a batch whose work is over and freezes its counts on the batch row (rule 5 of docs/decisions/0003).
  *
  * A batch is over when nothing of it is in flight and either nothing is pending, or it is being
  * cancelled, or its deadline has passed (its pending rows then read as canceled, see request_view).

@@ -1,5 +1,5 @@
 /**
- * Liveness from PostgreSQL (REFERENCE §4 lesson 2, §7): a daemon holds a session-level advisory lock
+ * Liveness from PostgreSQL (rule 2 of docs/decisions/0003): a daemon holds a session-level advisory lock
  * on its `daemons.liveness_key` over its long-lived session connection (src/daemon/listener.ts).
  * PostgreSQL releases it the moment that connection dies (15–45 ms after a SIGKILL, measured), so
  * the others can tell a dead daemon in about a second, where the heartbeat (kept as the fallback,

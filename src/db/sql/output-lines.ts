@@ -1,6 +1,6 @@
 /**
  * The JSONL lines of a file's content, one text row per line, built by PostgreSQL so
- * that Node only relays bytes (REFERENCE §4 lesson 11: never buffer a whole file).
+ * that Node only relays bytes (rule 11 of docs/decisions/0003: never buffer a whole file).
  *
  * Output file (batch_output): completed requests,
  *   {"id":"batch_req_…","custom_id":…,"response":{"status_code":…,"request_id":…,"body":…},"error":null}

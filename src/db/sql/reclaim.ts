@@ -1,5 +1,5 @@
 /**
- * Hands back in-flight rows whose owner is gone (REFERENCE §4 lesson 2): rows of daemons whose
+ * Hands back in-flight rows whose owner is gone (rule 2 of docs/decisions/0003): rows of daemons whose
  * heartbeat is older than $1 ms (or that stopped), and rows whose lease ran out. Any live daemon
  * runs it periodically. Owner-less rows go back to pending with their attempt kept (a crash may
  * have sent them), so they count against maxRetries; the dead daemon's late writes fail their

@@ -296,7 +296,7 @@ export async function failureSummary(
   s: string,
   batchId: string,
   owner: string | null,
-  /** The HTTP statuses the daemons retry (default: REFERENCE §3's). */
+  /** The HTTP statuses the daemons retry (default: DEFAULT_RETRYABLE_STATUSES, src/domain/retry.ts). */
   retryableStatuses?: ReadonlySet<number>,
 ): Promise<FailureSummary> {
   const batch = await batchRowOf(pool, s, batchId, owner);
