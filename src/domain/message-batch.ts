@@ -48,30 +48,11 @@ const isObject = (v: unknown): v is Record<string, unknown> =>
   v !== null && typeof v === 'object' && !Array.isArray(v);
 
 /**
- * Checks a parsed create body `{ requests: [{ custom_id, params }] }` as Anthropic does before it
- * accepts a batch: custom_id 1–64 of [a-zA-Z0-9_-] and unique, params an object with model,
- * max_tokens and messages, no streaming, at most 100,000 requests. The rest of params is the
- * upstream's to judge: a request it refuses ends `errored`, as at Anthropic. Throws a
- * ValidationError whose message names the field (`requests.3.custom_id: …`).
- */
-export function validateMessageBatchBody(
-  body: unknown,
-  maxRequests: number = MESSAGE_BATCH_LIMITS.maxRequests,
-): MessageBatchRequest[] {
-  if (!isObject(body)) throw refuse('body', 'must be a JSON object');
-  const requests = body.requests;
-  if (!Array.isArray(requests)) throw refuse('requests', 'Field required (an array of requests)');
-  if (requests.length === 0) throw refuse('requests', 'must contain at least one request');
-  if (requests.length > maxRequests) {
-    throw refuse('requests', `a batch holds at most ${maxRequests} requests, got ${requests.length}`);
-  }
-  const seen = new Set<string>();
-  return requests.map((item, i) => validateMessageBatchRequest(item, i, seen));
-}
-
-/**
- * Checks one request `{ custom_id, params }` of a batch (the `index`-th, 0-based; errors name it as
- * `requests.<index>`), and records its custom_id in `seen`, refusing one already there.
+ * Checks one request `{ custom_id, params }` of a batch as Anthropic does before it accepts the
+ * batch: custom_id 1–64 of [a-zA-Z0-9_-] and unique (`seen` holds the ids so far; this one is
+ * added), params an object with model, max_tokens and messages, no streaming. The rest of params is
+ * the upstream's to judge: a request it refuses ends `errored`, as at Anthropic. `i` is the
+ * request's 0-based index; the ValidationError's message names the field (`requests.3.custom_id: …`).
  */
 export function validateMessageBatchRequest(
   item: unknown,

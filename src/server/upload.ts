@@ -7,6 +7,7 @@ import type { TemplateItem } from '../store/files.js';
 import type { ApiContext, Call } from './context.js';
 import { ApiError, sendJson } from './http.js';
 import { fileObject } from './objects.js';
+import { preBuffer } from './pre-buffer.js';
 
 /**
  * POST /v1/files: a multipart upload streamed from the socket through the JSONL validator into
@@ -106,22 +107,7 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
     // Validate up to uploadPreBufferBytes before taking a database connection: most files end within
     // it, so slow or stalled clients cannot hold connections (and an early bad line costs none).
     const stream = templates();
-    const head: TemplateItem[] = [];
-    let headBytes = 0;
-    let whole = false;
-    while (headBytes < ctx.uploadPreBufferBytes) {
-      const next = await stream.next();
-      if (next.done) {
-        whole = true;
-        break;
-      }
-      head.push(next.value);
-      headBytes += next.value.body.length;
-    }
-    async function* everything(): AsyncGenerator<TemplateItem> {
-      yield* head;
-      if (!whole) yield* stream;
-    }
+    const { whole, all: everything } = await preBuffer(stream, ctx.uploadPreBufferBytes);
     const owner = call.owner;
     const options = {
       owner,

@@ -2,14 +2,20 @@ import type { IncomingMessage } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { messageBatchResultsSql } from '../../db/sql/message-batch-results.js';
 import { NotFoundError, ValidationError } from '../../domain/errors.js';
-import { MESSAGE_BATCH_WINDOW, MESSAGES_PATH, validateMessageBatchBody } from '../../domain/message-batch.js';
+import {
+  MESSAGE_BATCH_WINDOW,
+  MESSAGES_PATH,
+  validateMessageBatchRequest,
+} from '../../domain/message-batch.js';
+import { RequestsArrayParser } from '../../domain/requests-array-parser.js';
 import type { TemplateItem } from '../../store/files.js';
 import { deleteEndedMessageBatch, getMessageBatch, listMessageBatches } from '../../store/message-batches.js';
 import { openCopyLines } from '../../store/output-files.js';
 import { type MessageBatchObject, messageBatchObject } from '../anthropic-objects.js';
 import type { ApiContext, Call } from '../context.js';
-import { ApiError, readJsonBody, sendJson } from '../http.js';
+import { ApiError, sendJson } from '../http.js';
 import { messageBatchId, parseMessageBatchId } from '../ids.js';
+import { preBuffer } from '../pre-buffer.js';
 import { intParam } from './params.js';
 
 /**
@@ -53,41 +59,53 @@ async function answer(ctx: ApiContext, call: Call, uuid: string): Promise<Messag
 }
 
 /**
- * POST /v1/messages/batches: the requests become an input file (its templates routed by model, as
- * an upload's lines) and a batch of endpoint /v1/messages with a 24 h window, in two steps; the file
- * is removed again when the batch cannot be made.
+ * POST /v1/messages/batches: the body is streamed through RequestsArrayParser, each request
+ * validated (validateMessageBatchRequest) and routed by its model as it arrives, into an input file
+ * (COPY, one transaction: the first bad request stores nothing), then a batch of endpoint
+ * /v1/messages with a 24 h window; the file is removed again when the batch cannot be made. Up to
+ * uploadPreBufferBytes of requests are read before a database connection is taken; a larger body
+ * holds one while it arrives, at most uploadSlots such bodies at once (as uploads do).
  */
 export async function createMessageBatch(ctx: ApiContext, call: Call): Promise<void> {
-  const body = await readJsonBody(call.req, ctx.maxMessageBatchBytes);
-  const requests = validateMessageBatchBody(body, ctx.maxMessageBatchRequests);
-  const templates: TemplateItem[] = requests.map((r, i) => {
-    const endpoint = ctx.router.route(r.model)?.endpoint;
-    if (!endpoint) {
-      throw new ValidationError([
-        {
-          code: 'unknown_model',
-          param: `requests.${i}.params.model`,
-          message: `requests.${i}.params.model: no upstream is configured for model ${JSON.stringify(r.model)}`,
-        },
-      ]);
+  const { req } = call;
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > ctx.maxMessageBatchBytes) {
+    throw new ApiError(
+      413,
+      `The body declares ${declared} bytes; a message batch is limited to ${ctx.maxMessageBatchBytes}.`,
+      {
+        code: 'request_too_large',
+        headers: { connection: 'close' },
+      },
+    );
+  }
+  const parser = new RequestsArrayParser(ctx.maxMessageBatchBytes);
+  const toTemplate = templateMaker(ctx);
+  async function* templates(): AsyncGenerator<TemplateItem> {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      for (const text of parser.push(chunk)) yield toTemplate(text);
     }
-    return {
-      endpoint,
-      method: 'POST',
-      path: MESSAGES_PATH,
-      body: r.body,
-      model: r.model,
-      apiKey: '',
-      customId: r.customId,
-      lineNumber: i + 1,
-    };
-  });
+    parser.end();
+  }
   const owner = call.owner;
   const { manager } = ctx;
-  const fileUuid = await manager.createFileStream('message_batch_requests.jsonl', null, templates, {
-    owner,
-    purpose: 'batch',
-  });
+  const stream = templates();
+  let fileUuid: string;
+  try {
+    const { whole, all: everything } = await preBuffer(stream, ctx.uploadPreBufferBytes);
+    const store = () =>
+      manager.createFileStream('message_batch_requests.jsonl', null, everything(), {
+        owner,
+        purpose: 'batch',
+      });
+    fileUuid = await (whole ? store() : ctx.uploadSlots.run(store));
+  } catch (err) {
+    // Discard the rest of the body so the error answer reaches the client.
+    req.resume();
+    throw err;
+  } finally {
+    await stream.return(undefined);
+  }
   let uuid: string;
   try {
     uuid = await manager.createBatch(fileUuid, {
@@ -103,8 +121,56 @@ export async function createMessageBatch(ctx: ApiContext, call: Call): Promise<v
   }
   ctx.log({ msg: 'message batch created', requestId: call.requestId, owner, batch: messageBatchId(uuid) });
   ctx.metrics.batchesCreated.inc({ api: 'anthropic' });
-  ctx.metrics.batchRequestsCreated.inc({ api: 'anthropic' }, templates.length);
+  ctx.metrics.batchRequestsCreated.inc({ api: 'anthropic' }, toTemplate.count);
   sendJson(call.res, 200, await answer(ctx, call, uuid));
+}
+
+/**
+ * Turns each request's text into a template routed by its model (the upstream key is resolved at
+ * dispatch), checking it as Anthropic does; `count` is how many it made.
+ */
+function templateMaker(ctx: ApiContext): ((text: string) => TemplateItem) & { count: number } {
+  const seen = new Set<string>();
+  const endpoints = new Map<string, string | undefined>();
+  const make = (text: string): TemplateItem => {
+    const i = make.count;
+    if (i >= ctx.maxMessageBatchRequests) {
+      throw refused('requests', `requests: a batch holds at most ${ctx.maxMessageBatchRequests} requests`);
+    }
+    let item: unknown;
+    try {
+      item = JSON.parse(text);
+    } catch {
+      throw refused(`requests.${i}`, `requests.${i}: not valid JSON`);
+    }
+    const r = validateMessageBatchRequest(item, i, seen);
+    if (!endpoints.has(r.model)) endpoints.set(r.model, ctx.router.route(r.model)?.endpoint);
+    const endpoint = endpoints.get(r.model);
+    if (!endpoint) {
+      throw refused(
+        `requests.${i}.params.model`,
+        `requests.${i}.params.model: no upstream is configured for model ${JSON.stringify(r.model)}`,
+        'unknown_model',
+      );
+    }
+    make.count = i + 1;
+    return {
+      endpoint,
+      method: 'POST',
+      path: MESSAGES_PATH,
+      body: r.body,
+      model: r.model,
+      apiKey: '',
+      customId: r.customId,
+      lineNumber: i + 1,
+    };
+  };
+  make.count = 0;
+  return make;
+}
+
+function refused(param: string, message: string, code = 'invalid_request_error'): ValidationError {
+  return new ValidationError([{ code, param, message }]);
 }
 
 export async function retrieveMessageBatch(ctx: ApiContext, call: Call): Promise<void> {
