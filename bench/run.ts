@@ -18,6 +18,7 @@ import { benchDaemonWakeup } from './daemon-wakeup.js';
 import { benchDashboardQueries } from './dashboard-queries.js';
 import { benchRateLimits } from './rate-limits.js';
 import { benchServerTransfer } from './server-transfer.js';
+import { benchStorage } from './storage.js';
 
 interface Bench {
   name: string;
@@ -35,6 +36,7 @@ const BENCHES: Bench[] = [
   { name: 'dashboard-queries', run: async () => ({ markdown: await benchDashboardQueries() }) },
   { name: 'batch-results', run: () => benchBatchResults() },
   { name: 'rate-limits', run: () => benchRateLimits() },
+  { name: 'storage', run: () => benchStorage() },
 ];
 
 const OUT = fileURLToPath(new URL('../BENCHMARKS.md', import.meta.url));

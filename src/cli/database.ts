@@ -65,6 +65,11 @@ export async function openDatabase(
     application_name: 'fusillade',
     connectionTimeoutMillis: connectTimeoutMs,
     keepAlive: true,
+    // JIT compiling pays off only for long analytical queries: on a large table it fired on the
+    // dashboard's and the API's reads and cost more than it saved. Set at connection start; a
+    // transaction pooler (PgBouncer 1.18) refuses startup options, so behind one set it with
+    // ALTER ROLE … SET jit = off instead.
+    ...(direct === undefined ? { options: '-c jit=off' } : {}),
   });
   // An idle client's connection dropping (server restart) must not crash the process.
   pool.on('error', () => {});

@@ -34,6 +34,16 @@ afterAll(async () => {
 });
 
 describe('the CLI pool', () => {
+  it('turns JIT off for its connections, and --pool-size bounds it', async () => {
+    const db = await openDatabase({ ...settings(TEST_DATABASE_URL), poolSize: 3 }, { migrate: false });
+    try {
+      expect((await db.pool.query('SHOW jit')).rows[0].jit).toBe('off');
+      expect(db.pool.options.max).toBe(3);
+    } finally {
+      await db.close();
+    }
+  });
+
   it('uses TCP keepalive and a connect timeout', async () => {
     const db = await openDatabase(settings(TEST_DATABASE_URL), { migrate: false, poolSize: 1 });
     try {

@@ -132,14 +132,20 @@ export async function operations(pool: pg.Pool, s: string, options: OperationsOp
     ),
     // Sends in the window: rows that finished since (completed_at index per recent batch) or are in
     // flight. A row sent and then requeued for a retry is counted again when its next attempt is.
+    // The LATERAL subquery (OFFSET 0 keeps the planner from flattening it into a join) reads each
+    // recent batch's rows through requests_completed_at_idx (batch_id, completed_at): bounded by the
+    // rows finished in the window. The join it replaced scanned the whole requests table: 0.1 ms at
+    // 100k rows, 2,965 ms at 2M finished rows; the LATERAL form 0.73 ms there (issue 14).
     pool.query<{ model: string; i: number; n: number }>(
       `WITH since AS (SELECT now() - make_interval(secs => $2::int * $3::int) AS t),
        recent AS (
          SELECT b.id FROM ${s}.batches b, since
           WHERE b.deleted_at IS NULL AND (b.finished_at IS NULL OR b.finished_at >= since.t) AND ${OWNED_B}
        ), sent AS (
-         SELECT r.model, r.started_at FROM recent b JOIN ${s}.requests r ON r.batch_id = b.id, since
-          WHERE r.completed_at >= since.t AND r.started_at >= since.t
+         SELECT r.model, r.started_at FROM recent b, since,
+                LATERAL (SELECT x.model, x.started_at FROM ${s}.requests x
+                          WHERE x.batch_id = b.id AND x.completed_at >= since.t OFFSET 0) r
+          WHERE r.started_at >= since.t
          UNION ALL
          SELECT r.model, r.started_at FROM ${s}.requests r, since
           WHERE r.state = 'processing' AND r.started_at >= since.t AND ${ownedR}
