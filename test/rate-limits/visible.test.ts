@@ -1,7 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProgressDisplay } from '../../src/cli/progress.js';
-import { batchRatePauseSql, pauseModelSql } from '../../src/db/sql/rate-budget.js';
+import { batchRatePauseSql, pauseModelSql, publishRateUsageSql } from '../../src/db/sql/rate-budget.js';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
 import { operations } from '../../src/store/dashboard/operations.js';
 import { createTestDb, type TestDb } from '../support/db.js';
@@ -108,5 +109,17 @@ describe('rate limits, visible', () => {
     expect(progress.render(counts, until - 1000, 0)).toContain(`waiting for rate limit until ${hhmmss}`);
     // Once the pause is over, the line says nothing of it.
     expect(progress.render(counts, until + 1, 0)).not.toContain('waiting for rate limit');
+  });
+
+  it('a daemon publishing its usage clears the rows of daemons silent for an hour', async () => {
+    const s = `"${db.schema}"`;
+    const [gone, live] = [randomUUID(), randomUUID()];
+    await db.pool.query(publishRateUsageSql(s), [gone, ['old-model'], [5], [500], [null]]);
+    await db.pool.query(`UPDATE ${s}.model_rate_usage SET updated_at = now() - interval '2 hours'`);
+    await db.pool.query(publishRateUsageSql(s), [live, ['old-model'], [7], [700], [3]]);
+    const { rows } = await db.pool.query(
+      `SELECT daemon_id, requests_per_minute, adaptive_concurrency FROM ${s}.model_rate_usage WHERE model = 'old-model'`,
+    );
+    expect(rows).toEqual([{ daemon_id: live, requests_per_minute: 7, adaptive_concurrency: 3 }]);
   });
 });

@@ -191,10 +191,20 @@ ON CONFLICT (model) DO UPDATE SET
  * Publishes what this daemon started of each model in the last minute and its adaptive concurrency
  * (migration 0014), inside the slot rebalance's transaction: $1 uuid daemon, $2 text[] models
  * (sorted), $3 int[] requests, $4 int8[] tokens (estimates), $5 int[] adaptive concurrency (null:
- * not adaptive). One row per daemon and model: no other daemon writes it, so it never waits.
+ * not adaptive). One row per daemon and model: no other daemon writes it, so it never waits; rows
+ * of daemons silent for an hour are deleted on the way.
  */
 export function publishRateUsageSql(s: string): string {
   return `
+WITH gone AS (
+  -- Rows of daemons gone for an hour (a live one writes its rows every second): the table stays as
+  -- small as the fleet. SKIP LOCKED: two daemons clearing at once never wait on each other.
+  DELETE FROM ${s}.model_rate_usage g
+   WHERE (g.model, g.daemon_id) IN (
+     SELECT o.model, o.daemon_id FROM ${s}.model_rate_usage o
+      WHERE o.updated_at < now() - interval '1 hour' AND o.daemon_id <> $1::uuid
+        FOR UPDATE SKIP LOCKED)
+)
 INSERT INTO ${s}.model_rate_usage AS u (model, daemon_id, requests_per_minute, tokens_per_minute, adaptive_concurrency)
 SELECT p.model, $1::uuid, p.requests, p.tokens, p.adaptive
   FROM unnest($2::text[], $3::int[], $4::int8[], $5::int[]) AS p(model, requests, tokens, adaptive)
