@@ -13,6 +13,8 @@ export { REQUEST_STATES, TERMINAL_STATES } from './domain/request-state.js';
 export type { AttemptOutcome } from './domain/retry.js';
 export type { RequestTemplateInput } from './domain/templates.js';
 export * from './domain/types.js';
+export type { BatchCost, ModelPrice, ModelUsage, UsageTotals } from './domain/usage.js';
+export { batchCost } from './domain/usage.js';
 export type { ManagerConfig, OwnerScope } from './manager/request-manager.js';
 export { PostgresRequestManager } from './manager/request-manager.js';
 export type {
