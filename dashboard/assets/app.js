@@ -7,6 +7,7 @@ import * as batchPage from './pages/batch.js';
 import * as batchesPage from './pages/batches.js';
 import * as operationsPage from './pages/operations.js';
 import * as signInPage from './pages/signin.js';
+import * as webhooksPage from './pages/webhooks.js';
 
 /** @typedef {import('./app-types.d.ts').App} App */
 /** @typedef {import('./app-types.d.ts').PageView} PageView */
@@ -16,6 +17,7 @@ import * as signInPage from './pages/signin.js';
 const ROUTES = [
   { pattern: /^#\/batches\/([^/?]+)$/, mount: batchPage.mount, nav: 'batches' },
   { pattern: /^#\/operations$/, mount: operationsPage.mount, nav: 'operations' },
+  { pattern: /^#\/webhooks$/, mount: webhooksPage.mount, nav: 'webhooks' },
   { pattern: /^#\/(?:batches)?$/, mount: batchesPage.mount, nav: 'batches' },
 ];
 
