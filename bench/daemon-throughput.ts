@@ -80,7 +80,12 @@ function templates(mockUrl: string, n: number, model: string) {
 }
 
 /** Creates a batch of `n` (file stored untimed) and waits for its end; returns PostgreSQL's duration. */
-async function daemonBatch(manager: PostgresRequestManager, mockUrl: string, n: number, model: string) {
+export async function daemonBatch(
+  manager: PostgresRequestManager,
+  mockUrl: string,
+  n: number,
+  model: string,
+) {
   const fileId = await manager.createFileStream('bench.jsonl', null, templates(mockUrl, n, model));
   const batchId = await manager.createBatch(fileId);
   for (;;) {

@@ -19,6 +19,7 @@ import { benchDashboardQueries } from './dashboard-queries.js';
 import { benchRateLimits } from './rate-limits.js';
 import { benchServerTransfer } from './server-transfer.js';
 import { benchStorage } from './storage.js';
+import { benchUsageAccounting } from './usage-accounting.js';
 
 interface Bench {
   name: string;
@@ -37,6 +38,7 @@ const BENCHES: Bench[] = [
   { name: 'batch-results', run: () => benchBatchResults() },
   { name: 'rate-limits', run: () => benchRateLimits() },
   { name: 'storage', run: () => benchStorage() },
+  { name: 'usage-accounting', run: () => benchUsageAccounting() },
 ];
 
 const OUT = fileURLToPath(new URL('../BENCHMARKS.md', import.meta.url));

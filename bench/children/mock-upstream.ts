@@ -4,9 +4,11 @@
  * IPC it sends {type:'ready', url} once listening and answers {type:'stats'} with {received,
  * maxInFlight, inFlight, rateLimits (the limiter's counts per model, or null)}; {type:'reset'}
  * forgets the maxima and the rate counts (and refills the buckets), {type:'latency', ms} changes the
- * delay.
+ * delay. ANSWER=usage|no-usage: every request gets the same chat completion, with its usage block,
+ * or without it and padded to the same length (bench/usage-accounting.ts compares the two).
  */
 import type { MockRateLimits } from '../../src/mock-upstream/rate-limits.js';
+import { okObject } from '../../src/mock-upstream/responses.js';
 import { startMockUpstream } from '../../src/mock-upstream/server.js';
 
 const mock = await startMockUpstream({
@@ -15,6 +17,17 @@ const mock = await startMockUpstream({
   recordBodies: false,
   rateLimits: process.env.RATE_LIMITS ? (JSON.parse(process.env.RATE_LIMITS) as MockRateLimits) : undefined,
 });
+
+if (process.env.ANSWER === 'usage' || process.env.ANSWER === 'no-usage') {
+  const answer = okObject('/v1/chat/completions', 'bench', {});
+  let body = JSON.stringify(answer);
+  if (process.env.ANSWER === 'no-usage') {
+    const { usage: _usage, ...rest } = answer;
+    const bare = JSON.stringify({ ...rest, pad: '' });
+    body = JSON.stringify({ ...rest, pad: 'x'.repeat(body.length - bare.length) });
+  }
+  mock.setBehaviour(() => ({ kind: 'status', status: 200, body }));
+}
 
 process.on('message', (msg: { type: string; ms?: number }) => {
   if (msg.type === 'stats') {

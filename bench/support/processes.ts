@@ -157,9 +157,14 @@ export interface MockProcess {
  * The mock upstream (src/mock-upstream) in a process of its own, answering after `latencyMs`,
  * enforcing `rateLimits` when given.
  */
-export async function startMockProcess(latencyMs: number, rateLimits?: MockRateLimits): Promise<MockProcess> {
+export async function startMockProcess(
+  latencyMs: number,
+  rateLimits?: MockRateLimits,
+  answer?: 'usage' | 'no-usage',
+): Promise<MockProcess> {
   const env: Record<string, string> = { LATENCY_MS: String(latencyMs) };
   if (rateLimits) env.RATE_LIMITS = JSON.stringify(rateLimits);
+  if (answer) env.ANSWER = answer;
   const child = forkTs(MOCK_CHILD, env);
   const { url } = await ready<{ url: string }>(child, 'mock upstream');
   return {
