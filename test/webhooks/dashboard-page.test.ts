@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
 import { createServer, type FusilladeServer } from '../../src/server/server.js';
 import { createApiKey } from '../../src/store/api-keys.js';
-import { parseWebhookEndpointId } from '../../src/store/webhooks.js';
+import { parseWebhookEndpointId } from '../../src/webhooks/endpoints.js';
 import { type Browser, launchChromium, signIn, submitBatch } from '../dashboard/browser.js';
 import { createTestDb, type TestDb } from '../support/db.js';
 import { startWebhookReceiver, type WebhookReceiver } from '../support/webhook-receiver.js';
@@ -54,7 +54,8 @@ describe('the webhooks page', () => {
   it('adds, shows, enables and removes endpoints; deliveries appear', async () => {
     await page.click('a[data-nav=webhooks]');
     await page.waitForSelector('#webhook-url');
-    expect(await page.textContent('tbody')).toContain('No endpoints yet');
+    // The lists arrive after the form: wait for them.
+    await expect.poll(() => page.locator('tbody').first().textContent()).toContain('No endpoints yet');
 
     // Only batch.completed: the other events are unticked.
     await page.fill('#webhook-url', `${receiver.url}/hooks`);
