@@ -1,5 +1,6 @@
 import { BATCH_ENDPOINTS } from '../domain/batch-input.js';
 import { BATCH_STATUSES } from '../domain/batch-lifecycle.js';
+import { ANTHROPIC_PATHS, ANTHROPIC_SCHEMAS, ANTHROPIC_SECURITY_SCHEME } from './openapi-anthropic.js';
 
 /** The OpenAPI 3.1 description served at /openapi.json (the OpenAI Files and Batches subset). */
 
@@ -21,12 +22,14 @@ export const OPENAPI_DOCUMENT = {
     title: 'fusillade Batch API',
     version: '1',
     description:
-      'OpenAI-compatible Files and Batches API. Every /v1 route needs `Authorization: Bearer <key>`. ' +
+      "OpenAI-compatible Files and Batches API, and Anthropic's Message Batches API under /v1/messages/batches. " +
+      'Every /v1 route needs `Authorization: Bearer <key>` (or `x-api-key: <key>`). ' +
       'Upload limits: 50,000 lines and 200 MB per file by default.',
   },
   components: {
-    securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+    securitySchemes: { bearer: { type: 'http', scheme: 'bearer' }, apiKey: ANTHROPIC_SECURITY_SCHEME },
     schemas: {
+      ...ANTHROPIC_SCHEMAS,
       Error: {
         type: 'object',
         required: ['error'],
@@ -125,6 +128,7 @@ export const OPENAPI_DOCUMENT = {
   },
   security: [{ bearer: [] }],
   paths: {
+    ...ANTHROPIC_PATHS,
     '/v1/files': {
       post: {
         summary: 'Upload a JSONL batch input file (streamed and validated line by line)',

@@ -306,6 +306,12 @@ describe('Message Batches API through @anthropic-ai/sdk', () => {
     const metrics = await (await fetch(`${t.server.url}/metrics`)).text();
     expect(metrics).toMatch(/fusillade_batches_created_total\{api="anthropic"\} [1-9]/);
     expect(metrics).toMatch(/fusillade_batch_requests_created_total\{api="anthropic"\} [1-9]/);
+    const doc = (await (await fetch(`${t.server.url}/openapi.json`)).json()) as {
+      paths: Record<string, unknown>;
+    };
+    expect(Object.keys(doc.paths)).toEqual(
+      expect.arrayContaining(['/v1/messages/batches', '/v1/messages/batches/{message_batch_id}/results']),
+    );
     const res = await fetch(`${t.server.url}/api/dashboard/batches?q=${created.id}`, {
       headers: { authorization: `Bearer ${t.aliceKey}` },
     });
