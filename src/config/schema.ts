@@ -1,4 +1,7 @@
 /**
+ * Longer than ~400 lines by design: it is the one table of every setting, kept whole so that a
+ * setting's definition never spreads over several files.
+ *
  * Every setting of fusillade, defined once: its type and range, default, flag, environment variable,
  * config-file path, meaning, and the commands that take it. From this table come the TypeScript types
  * (SettingValues, DaemonSettings), validation with messages naming the setting as the user wrote it,

@@ -22,10 +22,10 @@ import type {
   RetryOptions,
 } from '../domain/types.js';
 import type { ModelRouter } from '../domain/upstream-route.js';
+import { completionWindowMs, DEFAULT_COMPLETION_WINDOW } from '../store/batch-options.js';
 import { rerouteBatch, upstreamsOf } from '../store/batch-routes.js';
 import type { BatchEvents } from '../store/batches.js';
 import * as batches from '../store/batches.js';
-import { completionWindowMs, DEFAULT_COMPLETION_WINDOW } from '../store/batches.js';
 import { batchResultLines, checkInclude, fileLines, type ResultsInclude } from '../store/content-lines.js';
 import { notifyEvents } from '../store/events.js';
 import * as files from '../store/files.js';

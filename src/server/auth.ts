@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { PostgresRequestManager } from '../manager/request-manager.js';
 import { verifyApiKey } from '../store/api-keys.js';
@@ -30,4 +31,16 @@ export async function authenticate(
   if (!token) return null;
   const key = await verifyApiKey(manager.pool, manager.schema, token);
   return key?.owner ?? null;
+}
+
+/**
+ * Checks an Authorization header against a fixed bearer token in constant time (SHA-256 digests of
+ * both, so neither the length nor a prefix of the token leaks through timing).
+ */
+export function bearerCheck(token: string): (req: IncomingMessage) => boolean {
+  const want = createHash('sha256').update(token).digest();
+  return (req) => {
+    const got = bearerToken(req);
+    return got !== null && timingSafeEqual(createHash('sha256').update(got).digest(), want);
+  };
 }

@@ -46,6 +46,15 @@ const CONNECTION_CODES = new Set([
   '08006',
 ]);
 
+/** `work`, or a DatabaseTimeoutError once `ms` have passed without its answer. */
+export function withDatabaseDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DatabaseTimeoutError(ms)), ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}
+
 export function isDatabaseUnavailable(err: unknown): boolean {
   if (err instanceof DatabaseTimeoutError) return true;
   if (!(err instanceof Error)) return false;

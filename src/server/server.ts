@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type pg from 'pg';
@@ -12,7 +12,7 @@ import { type DaemonHandle, PostgresRequestManager } from '../manager/request-ma
 import { migrate } from '../store/migrate.js';
 import type { WebhookDeliveryOptions } from '../webhooks/delivery.js';
 import { anthropicError } from './anthropic-objects.js';
-import { authenticate, bearerToken } from './auth.js';
+import { authenticate, bearerCheck } from './auth.js';
 import type { ApiContext, Call } from './context.js';
 import { serveDashboard } from './dashboard-static.js';
 import {
@@ -23,7 +23,7 @@ import {
   timedOut,
   trackRequest,
 } from './deadlines.js';
-import { DatabaseTimeoutError, toApiError } from './errors.js';
+import { toApiError, withDatabaseDeadline } from './errors.js';
 import { ApiError, sendError, sendJson } from './http.js';
 import { createServerMetrics, registerWaitingGauge } from './metrics.js';
 import { OPENAPI_DOCUMENT } from './openapi.js';
@@ -202,7 +202,7 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
     uploadIdleTimeoutMs: options.uploadIdleTimeoutMs ?? DEFAULTS.uploadIdleTimeoutMs,
     uploadPreBufferBytes: options.uploadPreBufferBytes ?? DEFAULTS.uploadPreBufferBytes,
     uploadSlots: new Semaphore(options.maxConcurrentUploads ?? defaultUploadSlots(options.pool)),
-    db: (work) => withDeadline(work, dbTimeoutMs),
+    db: (work) => withDatabaseDeadline(work, dbTimeoutMs),
     log: logger,
   };
   const router = apiRouter();
@@ -368,18 +368,6 @@ async function health(ctx: ApiContext, res: http.ServerResponse, daemonRunning: 
   }
 }
 
-/**
- * Checks an Authorization header against a fixed bearer token in constant time (SHA-256 digests of
- * both, so neither the length nor a prefix of the token leaks through timing).
- */
-function bearerCheck(token: string): (req: http.IncomingMessage) => boolean {
-  const want = createHash('sha256').update(token).digest();
-  return (req) => {
-    const got = bearerToken(req);
-    return got !== null && timingSafeEqual(createHash('sha256').update(got).digest(), want);
-  };
-}
-
 function defaultUploadSlots(pool: pg.Pool): number {
   const max = (pool as { options?: { max?: number } }).options?.max ?? 10;
   return Math.max(1, Math.floor(max / 2));
@@ -403,12 +391,4 @@ function stampLogs(sink: ServerOptions['logger']): (entry: Record<string, unknow
       // A failing log sink must not take a request (or the process) down with it.
     }
   };
-}
-
-function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new DatabaseTimeoutError(ms)), ms);
-  });
-  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }

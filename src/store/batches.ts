@@ -3,7 +3,6 @@ import { finalizeBatchSql } from '../db/sql/finalize-batch.js';
 import { reopenBatchSql, retryFailedSql } from '../db/sql/retry-failed.js';
 import { withTransaction } from '../db/transaction.js';
 import { deadlineAheadSql, isPastDeadline } from '../domain/batch-lifecycle.js';
-import { parseCompletionWindow } from '../domain/completion-window.js';
 import {
   IdempotencyKeyReusedError,
   InvalidStateError,
@@ -21,6 +20,12 @@ import type {
   RequestRecord,
   RetryOptions,
 } from '../domain/types.js';
+import {
+  DEFAULT_COMPLETION_WINDOW,
+  differingParameters,
+  type FirstUse,
+  validateBatchOptions,
+} from './batch-options.js';
 import { insertRoutedRequests } from './batch-routes.js';
 import { frozenUsage, liveUsage } from './batch-usage.js';
 import {
@@ -40,87 +45,6 @@ export interface BatchEvents {
     client: pg.ClientBase,
     event: { type: 'batch_created' | 'batch_cancelled' | 'batch_reopened'; batchId: string },
   ): Promise<void>;
-}
-
-const METADATA_LIMITS = { pairs: 16, key: 64, value: 512 };
-
-/** The default completion window of a batch (the manager's defaultCompletionWindow unless set). */
-export const DEFAULT_COMPLETION_WINDOW = '24h';
-
-/** A completion window in ms, or null for none; a ValidationError for anything else. */
-export function completionWindowMs(window: string | null): number | null {
-  if (window === null) return null;
-  const ms = typeof window === 'string' ? parseCompletionWindow(window) : undefined;
-  if (ms === undefined) {
-    throw new ValidationError([
-      {
-        code: 'invalid_completion_window',
-        param: 'completion_window',
-        message: `invalid completion window ${JSON.stringify(window)} (e.g. "24h", "30m", "7d"; null for none)`,
-      },
-    ]);
-  }
-  return ms;
-}
-
-function validateBatchOptions(options: CreateBatchOptions): number | null {
-  const secs = options.outputExpiresAfterSeconds;
-  if (secs !== undefined && secs !== null && !(Number.isInteger(secs) && secs >= 3600 && secs <= 2_592_000)) {
-    throw new ValidationError([
-      {
-        code: 'invalid_output_expires_after',
-        param: 'output_expires_after',
-        message: 'output_expires_after must be between 3600 and 2592000 seconds',
-      },
-    ]);
-  }
-  const ms = completionWindowMs(
-    options.completionWindow === undefined ? DEFAULT_COMPLETION_WINDOW : options.completionWindow,
-  );
-  const md = options.metadata;
-  if (md !== undefined && md !== null) {
-    const entries = typeof md === 'object' && !Array.isArray(md) ? Object.entries(md) : null;
-    const bad = (message: string) =>
-      new ValidationError([{ code: 'invalid_metadata', param: 'metadata', message }]);
-    if (!entries) throw bad('metadata must be an object of strings');
-    if (entries.length > METADATA_LIMITS.pairs)
-      throw bad(`metadata has more than ${METADATA_LIMITS.pairs} pairs`);
-    for (const [k, v] of entries) {
-      if (typeof v !== 'string') throw bad(`metadata value for ${JSON.stringify(k)} must be a string`);
-      if (k.length > METADATA_LIMITS.key)
-        throw bad(`metadata key longer than ${METADATA_LIMITS.key} characters`);
-      if (v.length > METADATA_LIMITS.value)
-        throw bad(`metadata value longer than ${METADATA_LIMITS.value} characters`);
-    }
-  }
-  return ms;
-}
-
-/** The batch an idempotency key was first used for, as createBatch compares it. */
-interface FirstUse {
-  id: string;
-  file_id: string;
-  endpoint: string;
-  completion_window: string | null;
-  metadata: Record<string, string> | null;
-}
-
-/** Which of createBatch's parameters differ from the batch the same key created (none: a repeat). */
-function differingParameters(
-  first: FirstUse,
-  fileId: string,
-  options: CreateBatchOptions,
-  windowMs: number | null,
-): IdempotencyKeyReusedError['differs'][number][] {
-  const window = windowMs === null ? null : (options.completionWindow ?? DEFAULT_COMPLETION_WINDOW);
-  const canonical = (m: Record<string, string> | null | undefined) =>
-    m == null || Object.keys(m).length === 0 ? null : JSON.stringify(Object.entries(m).sort());
-  const differs: IdempotencyKeyReusedError['differs'][number][] = [];
-  if (first.file_id !== fileId) differs.push('fileId');
-  if (first.endpoint !== (options.endpoint ?? '')) differs.push('endpoint');
-  if (first.completion_window !== window) differs.push('completionWindow');
-  if (canonical(first.metadata) !== canonical(options.metadata)) differs.push('metadata');
-  return differs;
 }
 
 /**

@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type BatchInputLine, BatchInputParser, memberSpan } from '../../src/domain/batch-input.js';
+import { type BatchInputLine, BatchInputParser } from '../../src/domain/batch-input.js';
 import { ValidationError } from '../../src/domain/errors.js';
+import { memberSpan } from '../../src/domain/json-members.js';
 
 const limits = { maxLines: 100, maxBytes: 1 << 20 };
 
