@@ -101,6 +101,12 @@ interface Model<T extends HeldRow> {
   /** Rows taken per ms, exponentially decayed (RATE_TAU_MS), and when it was last updated. */
   rate: number;
   rateAt: number;
+  /**
+   * While a rebalance runs: the in-flight count it was told (`used`), which take() does not exceed
+   * until its result is applied. The rebalance keeps at least `used` slots, so rows sent meanwhile
+   * never stand on slots it gave to another daemon. Null when no rebalance runs.
+   */
+  frozen: number | null;
 }
 
 /** Time constant of the observed send rate. */
@@ -117,7 +123,7 @@ export class SlotLedger<T extends HeldRow = HeldRow> {
   private stopping = false;
 
   constructor(private readonly o: LedgerOptions) {
-    this.minAhead = Math.max(0, o.minAhead ?? 1);
+    this.minAhead = Math.max(0, o.minAhead ?? 0);
     this.maxAhead = Math.max(this.minAhead, o.maxAhead ?? o.maxClaim);
     this.claimLatencyMs = o.claimLatencyMs ?? 5;
     this.hooks = o.hooks ?? {};
@@ -135,6 +141,7 @@ export class SlotLedger<T extends HeldRow = HeldRow> {
         hasWork: false,
         rate: 0,
         rateAt: 0,
+        frozen: null,
       };
       this.models.set(name, m);
     }
@@ -166,7 +173,9 @@ export class SlotLedger<T extends HeldRow = HeldRow> {
     const m = this.models.get(name);
     if (!m) return 0;
     const rate = m.rate * Math.exp(-Math.max(0, now - m.rateAt) / RATE_TAU_MS);
-    const want = Math.ceil(rate * this.claimLatencyMs * AHEAD_ROUND_TRIPS);
+    // Floor, and no floor of 1 by default: a daemon whose rows stopped moving (a stuck upstream, a
+    // paused process) holds nothing ahead, so it takes no rows another daemon could send now.
+    const want = Math.floor(rate * this.claimLatencyMs * AHEAD_ROUND_TRIPS);
     return Math.min(this.share(name, m), Math.max(this.minAhead, Math.min(this.maxAhead, want)));
   }
 
@@ -222,8 +231,10 @@ export class SlotLedger<T extends HeldRow = HeldRow> {
   /**
    * A planned claim came back (ok) or failed (!ok: nothing claimed). Its rows are queued; a model
    * whose part came back short while no other claim of it ran has nothing more claimable now.
+   * Returns those models (run dry).
    */
-  claimed(plan: readonly ClaimEntry[], rows: readonly T[], ok: boolean): void {
+  claimed(plan: readonly ClaimEntry[], rows: readonly T[], ok: boolean): string[] {
+    const dry: string[] = [];
     const got = new Map<string, number>();
     for (const row of rows) {
       got.set(row.model, (got.get(row.model) ?? 0) + 1);
@@ -233,8 +244,26 @@ export class SlotLedger<T extends HeldRow = HeldRow> {
       const m = this.model(e.model);
       m.claiming -= e.cap;
       m.claims--;
-      if (ok && (got.get(e.model) ?? 0) < e.cap && m.claims === 0) m.hasWork = false;
+      if (ok && (got.get(e.model) ?? 0) < e.cap && m.claims === 0) {
+        m.hasWork = false;
+        dry.push(e.model);
+      }
     }
+    return dry;
+  }
+
+  /**
+   * What the claim statement counts as already held for an entry of a plan just made (claim.ts caps
+   * the entry at slots − held): the rows held beyond the `ahead` allowance, so the database's cap
+   * lets exactly the free slots plus `ahead` be held, and a lowered or deleted budget row still
+   * stops the claim.
+   */
+  claimHeld(entry: ClaimEntry, now: number): number {
+    const m = this.models.get(entry.model);
+    if (!m) return 0;
+    const others = m.claiming - entry.cap;
+    // May be negative: the cap is then above the slots by up to `ahead` (rows held, not sent).
+    return m.inFlight + m.queue.length + others - this.ahead(entry.model, now);
   }
 
   /**
@@ -247,7 +276,7 @@ export class SlotLedger<T extends HeldRow = HeldRow> {
     const expired: T[] = [];
     for (const [name, m] of this.models) {
       if (m.queue.length === 0) continue;
-      const share = this.share(name, m);
+      const share = Math.min(this.share(name, m), m.frozen ?? Number.POSITIVE_INFINITY);
       if (m.inFlight >= share) continue;
       if (this.hooks.sendable && !this.hooks.sendable(name, now)) continue;
       let n = 0;
@@ -308,13 +337,18 @@ export class SlotLedger<T extends HeldRow = HeldRow> {
   /**
    * The rebalance's input per model (budget.ts rebalanceSql): `used`, the slots this daemon cannot
    * give back (rows in flight), and `wanted`, its demand (in flight, held and, while it has work, the
-   * limiter's appetite more).
+   * limiter's appetite more). From here until applyBudgets() or rebalanceFailed(), no model's
+   * in-flight count rises above the `used` reported (`frozen`).
    */
   budgetRequest(): { model: string; wanted: number; used: number }[] {
     const out: { model: string; wanted: number; used: number }[] = [];
     for (const [name, m] of this.models) {
+      m.frozen = m.inFlight;
       const held = m.inFlight + m.queue.length + m.claiming;
-      const more = m.hasWork && !this.stopping ? (this.hooks.want?.(name, m.inFlight) ?? this.o.maxClaim) : 0;
+      // The limiter's appetite, within the concurrency cap (adaptive concurrency).
+      const cap = (this.hooks.concurrencyCap?.(name) ?? Number.POSITIVE_INFINITY) - held;
+      const want = this.hooks.want?.(name, m.inFlight) ?? this.o.maxClaim;
+      const more = m.hasWork && !this.stopping ? Math.min(want, cap) : 0;
       out.push({ model: name, wanted: held + Math.max(0, Math.floor(more)), used: m.inFlight });
     }
     return out;
@@ -329,6 +363,7 @@ export class SlotLedger<T extends HeldRow = HeldRow> {
     for (const [name, m] of this.models) {
       const b = seen.get(name);
       m.budget = b ? { ...b } : null;
+      m.frozen = null;
       if (
         !b?.slots &&
         !m.hasWork &&
@@ -342,15 +377,27 @@ export class SlotLedger<T extends HeldRow = HeldRow> {
     }
   }
 
+  /** The rebalance failed: its budgets stay as they were, and sending is no longer held to `used`. */
+  rebalanceFailed(): void {
+    for (const m of this.models.values()) m.frozen = null;
+  }
+
   /** A model's counts, for metrics, tests and the heartbeat. */
-  counts(model: string): { inFlight: number; queued: number; claiming: number; share: number } {
+  counts(model: string): {
+    inFlight: number;
+    queued: number;
+    claiming: number;
+    share: number;
+    hasWork: boolean;
+  } {
     const m = this.models.get(model);
-    if (!m) return { inFlight: 0, queued: 0, claiming: 0, share: 0 };
+    if (!m) return { inFlight: 0, queued: 0, claiming: 0, share: 0, hasWork: false };
     return {
       inFlight: m.inFlight,
       queued: m.queue.length,
       claiming: m.claiming,
       share: this.share(model, m),
+      hasWork: m.hasWork,
     };
   }
 
@@ -364,6 +411,13 @@ export class SlotLedger<T extends HeldRow = HeldRow> {
     const out: string[] = [];
     for (const m of this.models.values()) for (const r of m.queue) out.push(r.id);
     return out;
+  }
+
+  /** Batches of the queued rows. */
+  queuedBatchIds(): string[] {
+    const out = new Set<string>();
+    for (const m of this.models.values()) for (const r of m.queue) out.add(r.batchId);
+    return [...out];
   }
 
   /** Rows queued over all models. */

@@ -39,8 +39,14 @@ export interface MaintainedDaemon {
   /** Whether the daemon holds its liveness lock (src/db/sql/liveness.ts). */
   readonly holdsLivenessLock: boolean;
   readonly isStopping: boolean;
-  /** Ids this daemon holds (in flight or awaiting their write), for the orphan reclaim. */
+  /** Ids this daemon holds (in flight, queued or awaiting their write), for the orphan reclaim. */
   heldIds(): string[];
+  /** Batches this daemon holds rows of (in flight or queued), for the cancel check. */
+  heldBatchIds(): string[];
+  /** Aborts the in-flight requests of these batches and hands back their queued rows; returns how many. */
+  abortBatches(batchIds: string[], reason: 'cancelled' | 'expired'): number;
+  /** Runs `fn` while no claim runs (src/daemon/pipe.ts withoutClaims). */
+  withoutClaims<T>(fn: () => Promise<T>): Promise<T>;
   /** Asks the daemon to refresh budgets and claim soon. */
   poke(): void;
 }
@@ -154,14 +160,14 @@ export class Maintenance {
     this.d.poke();
     const overdue = this.d.dispatcher.abortExpired();
     if (overdue > 0) this.d.log.info('deadline passed: aborted in-flight requests', { n: overdue });
-    const batches = this.d.dispatcher.batchIds();
+    const batches = this.d.heldBatchIds();
     if (batches.length === 0) return;
     const { rows } = await this.q('cancel check', cancelledBatchesSql(this.d.schema), [batches]);
     const cancelled = rows.filter((r) => r.cancelled).map((r) => r.id as string);
     const expired = rows.filter((r) => !r.cancelled).map((r) => r.id as string);
     const n =
-      (cancelled.length > 0 ? this.d.dispatcher.abortBatches(cancelled, 'cancelled') : 0) +
-      (expired.length > 0 ? this.d.dispatcher.abortBatches(expired, 'expired') : 0);
+      (cancelled.length > 0 ? this.d.abortBatches(cancelled, 'cancelled') : 0) +
+      (expired.length > 0 ? this.d.abortBatches(expired, 'expired') : 0);
     if (n > 0)
       this.d.log.info('cancelled or expired batches found by poll: aborted in-flight requests', { n });
   }
@@ -213,8 +219,11 @@ export class Maintenance {
 
   private async reclaimOrphans(): Promise<void> {
     this.orphansPending = false;
-    const { rows } = await this.d.writers.run(() =>
-      this.q('reclaim orphans', reclaimOrphansSql(this.d.schema), [this.d.id, this.d.heldIds()]),
+    // With no claim running: one committing meanwhile would hold rows heldIds() does not list yet.
+    const { rows } = await this.d.withoutClaims(() =>
+      this.d.writers.run(() =>
+        this.q('reclaim orphans', reclaimOrphansSql(this.d.schema), [this.d.id, this.d.heldIds()]),
+      ),
     );
     if (rows.length > 0) {
       this.d.log.warn('handed back rows claimed by a transaction whose outcome was unknown', {

@@ -121,6 +121,14 @@ function write(
 }
 
 /**
+ * A hand-back: the row goes back to pending as it was before its claim (the attempt is not counted,
+ * the last error kept). For an attempt aborted at shutdown, and for a row claimed but never sent.
+ */
+export function handBackWrite(row: SettleInput): ResultWrite {
+  return write(row, 'pending', 'shutdown', null, null, null, null, null, null, null, true);
+}
+
+/**
  * A 429 (not insufficient_quota: that is final before this is asked) on a model paced by rate
  * limits, or one whose answer carries the provider's limit headers, with a hint: the request goes
  * back to pending at the hint and its attempt is not counted (issue 11: the 429 costs no retry; the
@@ -170,8 +178,7 @@ export function settleAttempt(
     const message = 'The completion window expired while this request was in flight.';
     return write(row, 'canceled', code, null, null, null, code, message);
   }
-  if (aborted === 'shutdown')
-    return write(row, 'pending', 'shutdown', null, null, null, null, null, null, null, true);
+  if (aborted === 'shutdown') return handBackWrite(row);
   if (aborted === 'timeout') {
     outcome = { kind: 'error', code: 'request_timeout', message: 'the upstream did not answer in time' };
   }

@@ -12,11 +12,16 @@
  *      └── claimed: reclaim, hand-back
  *   pending ──hold (reserved)──▶ claimed ──send (reserved)──▶ processing
  *
- * - The claim takes pending rows straight to processing: its commit is the durable mark that the
- *   request may be on the wire, so no second round trip sits between claim and send.
- * - `claimed` is for rows a daemon holds ahead of sending them (a limiter holding rows until a rate
- *   budget allows). No writer uses it yet; every reader treats claimed and processing alike as in
- *   flight (reclaim, hand-back, counts, the in-flight and lease indexes).
+ * - `processing` means held by one daemon (daemon_id, attempt, lease): the claim's commit is the
+ *   durable mark that the request may be on the wire. A daemon claims ahead of need
+ *   (src/daemon/ledger.ts): a processing row may wait in its local queue for a few milliseconds
+ *   before it is sent, or never be sent (stop, cancel, deadline): it then goes back to pending as a
+ *   hand-back (complete.ts, giveBack: the attempt the claim counted is undone). A crash is the same
+ *   as for a row on the wire: reclaim hands it back. No second write sits between claim and send.
+ * - `claimed` is reserved (no writer uses it): marking held rows `claimed` and then `processing`
+ *   before sending would put one more row update (a non-HOT one: the state is indexed) on every
+ *   request's path. Every reader treats claimed and processing alike as in flight (reclaim,
+ *   hand-back, counts, the in-flight and lease indexes).
  * - Reads: a pending row under a cancelled or expired batch *reads* as canceled (batch_cancelled or
  *   batch_expired, request_view in migration 0001) without being rewritten: cancelling is one update
  *   of the batch row.
@@ -59,7 +64,7 @@ export const REQUEST_TRANSITIONS: readonly RequestTransition[] = [
   {
     from: 'processing',
     to: 'pending',
-    by: 'src/db/sql/complete.ts (retry, hand-back), src/db/sql/reclaim.ts',
+    by: 'src/db/sql/complete.ts (retry, hand-back of a row aborted or never sent), src/db/sql/reclaim.ts',
   },
   { from: 'failed', to: 'pending', by: 'src/db/sql/retry-failed.ts' },
 ];

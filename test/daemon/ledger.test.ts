@@ -27,11 +27,13 @@ function fill(plan: ClaimEntry[], n: (e: ClaimEntry) => number = (e) => e.cap, b
 
 describe('slot ledger', () => {
   it('claims the free slots plus a little ahead, and sends only within the share', () => {
-    const l = new SlotLedger({ maxClaim: 100 });
+    const l = new SlotLedger({ minAhead: 1, maxClaim: 100 });
     l.setLive(['m']);
     l.applyBudgets([budget('m', 8)]);
     const plan = l.planClaim(0);
     expect(plan).toEqual([{ model: 'm', cap: 9 }]); // 8 free + 1 ahead (no rate observed yet)
+    // The claim statement caps at slots − held: the ahead row must fit.
+    expect(8 - l.claimHeld(plan[0]!, 0)).toBeGreaterThanOrEqual(9);
     l.claimed(plan, fill(plan), true);
     const { send } = l.take(0);
     expect(send).toHaveLength(8);
@@ -62,7 +64,7 @@ describe('slot ledger', () => {
   });
 
   it('a short claim means nothing more is claimable until the next seed or poke', () => {
-    const l = new SlotLedger({ maxClaim: 100 });
+    const l = new SlotLedger({ minAhead: 1, maxClaim: 100 });
     l.setLive(['m']);
     l.applyBudgets([budget('m', 4)]);
     const plan = l.planClaim(0);
@@ -80,6 +82,7 @@ describe('slot ledger', () => {
   it('asks the admission hook, caps by the concurrency cap, and holds rows while not sendable', () => {
     let paused = true;
     const l = new SlotLedger({
+      minAhead: 1,
       maxClaim: 100,
       hooks: {
         admissible: () => 3,
@@ -98,7 +101,7 @@ describe('slot ledger', () => {
   });
 
   it('hands back queued rows of cancelled batches and past deadlines, and everything at stop', () => {
-    const l = new SlotLedger({ maxClaim: 100 });
+    const l = new SlotLedger({ minAhead: 1, maxClaim: 100 });
     l.setLive(['m']);
     l.applyBudgets([budget('m', 1)]);
     l.claimed(
@@ -120,7 +123,7 @@ describe('slot ledger', () => {
   });
 
   it('reports demand and what it cannot give back, and asks to give back above its fair share', () => {
-    const l = new SlotLedger({ maxClaim: 10 });
+    const l = new SlotLedger({ minAhead: 1, maxClaim: 10 });
     l.setLive(['m']);
     l.applyBudgets([budget('m', 6)]);
     const plan = l.planClaim(0);
@@ -133,6 +136,45 @@ describe('slot ledger', () => {
     expect(l.take(0).send).toHaveLength(0);
   });
 
+  it('holds nothing ahead by default until rows move (a stuck daemon takes no rows others could send)', () => {
+    const l = new SlotLedger({ maxClaim: 100 });
+    l.setLive(['m']);
+    l.applyBudgets([budget('m', 3)]);
+    const plan = l.planClaim(0);
+    expect(plan).toEqual([{ model: 'm', cap: 3 }]);
+    l.claimed(plan, fill(plan), true);
+    expect(l.take(0).send).toHaveLength(3);
+    l.poke();
+    // Its slots are full and nothing has finished for seconds: no claim ahead.
+    expect(l.planClaim(5000)).toEqual([]);
+  });
+
+  it('sends no model above the in-flight count a running rebalance was told, until its result', () => {
+    const l = new SlotLedger({ minAhead: 1, maxClaim: 100 });
+    l.setLive(['m']);
+    l.applyBudgets([budget('m', 4)]);
+    const plan = l.planClaim(0);
+    l.claimed(plan, fill(plan), true);
+    expect(l.take(0).send).toHaveLength(4);
+    l.finished('m');
+    l.finished('m');
+    expect(l.budgetRequest()[0]).toMatchObject({ used: 2 });
+    // The rebalance may grant only 2 (another daemon took the rest): nothing more goes out meanwhile.
+    l.claimed([], [row('m'), row('m')], true);
+    expect(l.take(1).send).toHaveLength(0);
+    l.applyBudgets([budget('m', 3)]);
+    expect(l.take(2).send).toHaveLength(1);
+    l.budgetRequest();
+    l.finished('m');
+    // A freed slot is refilled at once, even while a rebalance runs, up to what it was told.
+    expect(l.take(3).send).toHaveLength(1);
+    expect(l.take(3).send).toHaveLength(0);
+    l.applyBudgets([budget('m', 4)]);
+    l.budgetRequest();
+    l.rebalanceFailed();
+    expect(l.take(4).send).toHaveLength(1);
+  });
+
   it('keeps every invariant over random operations (property)', () => {
     type Op =
       | { kind: 'budget'; slots: number; target: number; peers: number }
@@ -141,7 +183,9 @@ describe('slot ledger', () => {
       | { kind: 'finish'; pick: number }
       | { kind: 'cancel'; batch: number }
       | { kind: 'live'; on: boolean }
-      | { kind: 'cap'; cap: number };
+      | { kind: 'cap'; cap: number }
+      | { kind: 'request' }
+      | { kind: 'requestFailed' };
     const op: fc.Arbitrary<Op> = fc.oneof(
       fc.record({
         kind: fc.constant('budget' as const),
@@ -159,6 +203,8 @@ describe('slot ledger', () => {
       fc.record({ kind: fc.constant('cancel' as const), batch: fc.integer({ min: 0, max: 2 }) }),
       fc.record({ kind: fc.constant('live' as const), on: fc.boolean() }),
       fc.record({ kind: fc.constant('cap' as const), cap: fc.integer({ min: 1, max: 30 }) }),
+      fc.record({ kind: fc.constant('request' as const) }),
+      fc.record({ kind: fc.constant('requestFailed' as const) }),
     );
     fc.assert(
       fc.property(fc.array(op, { minLength: 1, maxLength: 200 }), (ops) => {
@@ -171,11 +217,15 @@ describe('slot ledger', () => {
         const handedBack = new Set<string>();
         let slots = 0;
         let target = 0;
+        /** The `used` a running rebalance was told (null: none runs). */
+        let reported: number | null = null;
         for (const o of ops) {
           switch (o.kind) {
             case 'budget': {
-              // The rebalance never takes slots below what is in flight (budget.ts).
-              slots = Math.max(o.slots, inFlight.length);
+              // The rebalance never takes slots below the `used` it was told (budget.ts); rows sent
+              // while it ran must fit in that.
+              slots = Math.max(o.slots, reported ?? inFlight.length);
+              reported = null;
               target = o.target;
               l.applyBudgets([budget('m', slots, target, o.peers)]);
               break;
@@ -227,6 +277,16 @@ describe('slot ledger', () => {
               break;
             case 'cap':
               cap = o.cap;
+              break;
+            case 'request': {
+              const r = l.budgetRequest().find((x) => x.model === 'm');
+              if (r && r.used !== inFlight.length) return false;
+              reported = r ? r.used : null;
+              break;
+            }
+            case 'requestFailed':
+              l.rebalanceFailed();
+              reported = null;
               break;
           }
           const c = l.counts('m');

@@ -26,11 +26,15 @@ import { liveBatchSql } from '../../domain/batch-lifecycle.js';
  *     usually one route; a filter `route_id = ANY(…)` under `ORDER BY line_number` would have to read
  *     and sort the batch's whole pending set, hence one ordered probe per route.
  *
- * Rows go straight to 'processing' with started_at set: the claim's commit is the durable mark that
- * the request may be on the wire, so a crash after it is recovered by reclaim, and no second round
- * trip sits between claim and send. 'claimed' stays meaningful for rows a daemon takes ahead of
- * sending (a future RPM/TPM limiter holding rows); reclaim, cancel and hand-back treat both alike.
- * `attempt` counts sends and is part of every later write's guard.
+ * Rows go straight to 'processing' (held by this daemon) with started_at set: the claim's commit is
+ * the durable mark that the request may be on the wire, so a crash after it is recovered by reclaim,
+ * and no second round trip sits between claim and send. The daemon claims ahead of need (free slots
+ * plus `ahead` rows, src/daemon/ledger.ts) and queues the rows locally; a queued row never sent goes
+ * back as a hand-back (complete.ts). `held` ($3) is what the daemon holds beyond that `ahead`
+ * allowance (in flight + queued + its other claims' caps − ahead; may be negative), so `slots −
+ * held` lets it hold exactly its free slots plus `ahead`, and a lowered or deleted budget row still
+ * stops the claim. 'claimed' stays reserved (src/domain/request-state.ts); reclaim, cancel and
+ * hand-back treat both alike. `attempt` counts claims and is part of every later write's guard.
  *
  * Cost is bounded by (live batches of the model + cap) per model, not by the backlog: the LATERAL
  * per batch stops at cap rows, the outer LIMIT stops the batch walk. The UPDATE finds its rows by
@@ -48,8 +52,8 @@ import { liveBatchSql } from '../../domain/batch-lifecycle.js';
 const LIVE = liveBatchSql('b');
 
 /**
- * $1 text[] models, $2 int[] wants (parallel), $3 int[] held (rows of the model this daemon holds:
- * in flight plus its other running claims' caps), $4 uuid daemon id, $5 lease in ms, $6 text[] the
+ * $1 text[] models, $2 int[] wants (parallel), $3 int[] held (rows of the model this daemon holds
+ * beyond its `ahead` allowance, see above), $4 uuid daemon id, $5 lease in ms, $6 text[] the
  * routes of each model this daemon serves, as int[] literals ('{3,7}'; see liveRoutesSql).
  * Returns the claimed rows with everything needed to send them.
  */
