@@ -5,6 +5,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { UsageError } from '../config/usage-error.js';
+import type { BatchObject as ServerBatchObject } from '../server/objects.js';
 import type { ModelUsageObject, UsageObject } from '../server/usage-object.js';
 
 /** The parts of OpenAI's batch object the CLI shows. */
@@ -24,14 +25,7 @@ export interface BatchObject {
   model_usage?: ModelUsageObject[];
   cost?: number | null;
   /** Where its requests go (a fusillade server's field; absent from other servers). */
-  upstreams?: {
-    upstream: string;
-    credential: string;
-    key_fingerprint: string | null;
-    models: string[];
-    daemons: number;
-    waiting: boolean;
-  }[];
+  upstreams?: ServerBatchObject['upstreams'];
 }
 
 export const FINAL_STATUSES = new Set(['completed', 'failed', 'expired', 'cancelled']);

@@ -1,5 +1,6 @@
 import type { BatchUpstream } from '../domain/types.js';
 import { describeCredential, displayUpstream } from '../domain/upstream-route.js';
+import type { BatchObject } from './api-client.js';
 
 /**
  * A batch's routes for `fusillade status` and `fusillade reroute`, one line each: where its requests
@@ -17,14 +18,7 @@ export function routeLines(upstreams: readonly BatchUpstream[]): string[] {
 }
 
 /** The API's `upstreams` entry as the library's BatchUpstream. */
-export function fromApiUpstream(u: {
-  upstream: string;
-  credential: string;
-  key_fingerprint: string | null;
-  models: string[];
-  daemons: number;
-  waiting: boolean;
-}): BatchUpstream {
+export function fromApiUpstream(u: NonNullable<BatchObject['upstreams']>[number]): BatchUpstream {
   return {
     upstream: u.upstream,
     credential: u.credential,
