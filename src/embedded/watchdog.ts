@@ -64,7 +64,9 @@ export async function ensureWatchdog(client: pg.Client, url: string, pgdata: str
   // watchdog-process.js beside this file (watchdog-process.ts when run from source, under the
   // same loader flags as this process).
   const script = join(dirname(self), `watchdog-process${extname(self)}`);
-  const child = spawn(process.execPath, [...process.execArgv, script], {
+  // The loader flags (tsx under tests), not a debugger's: its port is the parent's.
+  const flags = process.execArgv.filter((a) => !a.startsWith('--inspect') && !a.startsWith('--debug'));
+  const child = spawn(process.execPath, [...flags, script], {
     detached: true,
     stdio: 'ignore',
     env: { ...process.env, [WATCHDOG_URL_ENV]: url, [WATCHDOG_PGDATA_ENV]: pgdata },
