@@ -80,7 +80,9 @@ export async function watch(url: string, pgdata: string): Promise<void> {
   const client = new pg.Client({ connectionString: url, application_name: WATCHDOG_APP });
   client.on('error', () => {});
   await client.connect();
-  let state = INITIAL_WATCH;
+  // Spawned by a process attached at that moment: its presence counts as seen, so a first poll
+  // that finds everyone already gone (killed while this process was starting) still stops the server.
+  let state: WatchState = { seen: true, empty: 0 };
   for (;;) {
     await sleep(POLL_MS);
     let attached: number;
