@@ -58,12 +58,19 @@ export async function withTransaction<T>(
 ): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
+  // A connection that dies between two statements emits 'error' on the checked-out client, thrown as
+  // unhandled without a listener; the next statement fails and reports it instead.
+  const onError = (err: Error) => {
+    broken = err;
+  };
+  client.on('error', onError);
   try {
     return await inTransaction(client, () => fn(client), options);
   } catch (err) {
-    if (isConnectionError(err)) broken = err as Error;
+    if (!broken && isConnectionError(err)) broken = err as Error;
     throw err;
   } finally {
+    client.off('error', onError);
     client.release(broken);
   }
 }

@@ -109,7 +109,11 @@ describe('through PgBouncer in transaction mode, with --direct-database-url for 
       endpoint: '/v1/chat/completions',
       completion_window: '24h',
     });
-    const cancelled = await client.batches.cancel(second.id);
+    // A one-line batch may end before the cancel arrives: then the cancel is refused with a 400.
+    const cancelled = await client.batches.cancel(second.id).catch(async (err) => {
+      if ((err as { status?: number }).status !== 400) throw err;
+      return client.batches.retrieve(second.id);
+    });
     expect(['cancelling', 'cancelled', 'completed']).toContain(cancelled.status);
     await waitFor(async () =>
       ['cancelled', 'completed'].includes((await client.batches.retrieve(second.id)).status),
