@@ -6,6 +6,7 @@ import { errorFields } from '../dispatch/logger.js';
 import { isUrlUpstream, type StoredRoute } from '../domain/upstream-route.js';
 import type { Daemon } from './daemon.js';
 import { setRateGauges } from './metrics.js';
+import { PUBLISH_MS } from './rate-limits.js';
 
 /**
  * The budget task: this daemon's share of each model's global limit (src/db/sql/budget.ts), one
@@ -100,6 +101,8 @@ export class DaemonBudgets {
           this.request(0);
         } else if (d.pipe.ledger.active) {
           this.request(d.config.budgetIntervalMs);
+        } else if (d.rates.hasUnpublished) {
+          this.request(PUBLISH_MS);
         }
         d.pipe.pump();
         d.pipe.kick();
@@ -118,7 +121,13 @@ export class DaemonBudgets {
     // Limits newly learned from the upstream's headers, before the transaction (rare).
     await d.rates.writeLearned(d.db);
     const request = ledger.budgetRequest();
-    if (request.length === 0) return;
+    if (request.length === 0) {
+      // Idle: the last sends' usage reaches the operations page even though no lease runs.
+      if (d.rates.hasUnpublished) {
+        await withClient(d.db, d.config.dbTimeoutMs, 'rate usage publish', (c) => d.rates.publish(c, d.id));
+      }
+      return;
+    }
     const models = request.map((r) => r.model);
     const t = Math.max(1, d.config.dbTimeoutMs);
     let leased = false;

@@ -92,7 +92,7 @@ const EMPTY_LIMITS: RateLimits = { rpm: null, tpm: null };
 /** How often a daemon with no rated model looks for rows other daemons created (a pause, learned limits). */
 const DISCOVER_MS = 1000;
 /** How often a daemon publishes its usage per minute and adaptive concurrency (model_rate_usage). */
-const PUBLISH_MS = 1000;
+export const PUBLISH_MS = 1000;
 
 function positive(n: number | undefined): number | null {
   return n !== undefined && Number.isFinite(n) && n > 0 ? Math.floor(n) : null;
@@ -103,6 +103,13 @@ export class DaemonRateLimits {
   private readonly sql: Record<'lock' | 'lease' | 'pause' | 'configure' | 'learn' | 'publish', string>;
   private lastDiscovery = Number.NEGATIVE_INFINITY;
   private lastPublished = Number.NEGATIVE_INFINITY;
+  /** A publish was skipped by the once-a-second rule: what the page shows may predate the last sends. */
+  private unpublished = false;
+
+  /** Whether usage changed since the last publish was skipped (the shell publishes once more, idle). */
+  get hasUnpublished(): boolean {
+    return this.unpublished;
+  }
   /** Adaptive models' ceilings (their concurrency limits). */
   private readonly aimdMax = new Map<string, number>();
 
@@ -429,7 +436,11 @@ export class DaemonRateLimits {
    * minute and adaptive concurrency of every model with rate state, for the dashboard (migration 0014).
    */
   async publish(client: pg.PoolClient, daemonId: string, now: number = Date.now()): Promise<void> {
-    if (now - this.lastPublished < PUBLISH_MS) return;
+    if (now - this.lastPublished < PUBLISH_MS) {
+      this.unpublished = true;
+      return;
+    }
+    this.unpublished = false;
     const rows = this.status(now).filter(
       (r) => r.rpm !== null || r.tpm !== null || r.adaptiveConcurrency !== null || r.requestsPerMinute > 0,
     );
