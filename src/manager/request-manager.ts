@@ -114,15 +114,7 @@ export class PostgresRequestManager {
   ): Promise<string> {
     const issues = templates.flatMap((t, i) => validateTemplate(t, i));
     if (issues.length > 0) throw new ValidationError(issues);
-    return files.insertFile(
-      this.pool,
-      this.schema,
-      name,
-      description,
-      templates,
-      options,
-      this.keyEncryption,
-    );
+    return this.createFileStream(name, description, templates, options);
   }
 
   /**
