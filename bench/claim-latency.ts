@@ -2,12 +2,12 @@
  * Bench (4): claim latency with 1,000,000 pending requests over 50 models and 500 batches (goal: p99
  * under 20 ms). The data is built with INSERT … SELECT generate_series straight into a fresh schema;
  * then the daemon's claim (one autocommit statement over all models, capped by the daemon's slot
- * budgets, src/db/sql/claim.ts) runs repeatedly, each claimed row being completed afterwards
+ * budgets, src/db/sql/queue/claim.ts) runs repeatedly, each claimed row being completed afterwards
  * (untimed) so the in-flight set stays small.
  * Standalone: `node --import tsx bench/claim-latency.ts [pending]`.
  */
 
-import { claimSql, claimUpdate, liveAndPickedCtes } from '../src/db/sql/claim.js';
+import { claimSql, claimUpdate, liveAndPickedCtes } from '../src/db/sql/queue/claim.js';
 import { liveBatchSql } from '../src/domain/batch-lifecycle.js';
 import { createTestDb } from '../test/support/db.js';
 
@@ -15,7 +15,7 @@ const DAEMON = '00000000-0000-0000-0000-00000000bead';
 
 /**
  * Baseline, measured in the same run: the claim before slot budgets (git history of
- * src/db/sql/claim.ts), run inside BEGIN + SELECT … FOR UPDATE of the model_limits rows + COMMIT,
+ * src/db/sql/queue/claim.ts), run inside BEGIN + SELECT … FOR UPDATE of the model_limits rows + COMMIT,
  * capping each model by its global limit minus its in-flight rows (counted through
  * requests_inflight_idx). $1 models, $2 wants, $3 daemon, $4 lease ms, $5 routes per model (the
  * routes came later; the baseline takes them too, so both walk the same index).
@@ -36,7 +36,7 @@ ${claimUpdate(s, { daemon: '$3', lease: '$4' })}`;
 
 /**
  * Baseline, measured in the same run: the claim before routes were recorded (issue 18; git history of
- * src/db/sql/claim.ts): the same budget-capped statement, taking any pending row of the model
+ * src/db/sql/queue/claim.ts): the same budget-capped statement, taking any pending row of the model
  * through requests_pending_idx (batch_id, model, line_number), which the bench creates for it.
  * $1 models, $2 wants, $3 held, $4 daemon, $5 lease ms.
  */

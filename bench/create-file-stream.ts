@@ -8,7 +8,7 @@
 import { once } from 'node:events';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { RequestTemplateInput } from '../src/domain/templates.js';
-import { copyRow } from '../src/store/copy-text.js';
+import { copyRow } from '../src/store/files/copy-text.js';
 import { createTestDb } from '../test/support/db.js';
 
 const SENTENCE = 'Summarise the following paragraph in one sentence. ';

@@ -8,10 +8,10 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
-import { listBatchOverviews } from '../src/store/dashboard/batch-list.js';
-import { operations } from '../src/store/dashboard/operations.js';
-import { listRequestSummaries } from '../src/store/dashboard/requests.js';
-import { batchThroughput } from '../src/store/dashboard/throughput.js';
+import { listBatchOverviews } from '../src/store/reads/dashboard/batch-list.js';
+import { operations } from '../src/store/reads/dashboard/operations.js';
+import { listRequestSummaries } from '../src/store/reads/dashboard/requests.js';
+import { batchThroughput } from '../src/store/reads/dashboard/throughput.js';
 import { createTestDb, template } from '../test/support/db.js';
 
 const RUNS = 30;

@@ -19,8 +19,8 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { request } from 'undici';
+import { migrate } from '../src/db/migrate.js';
 import { createApiKey } from '../src/store/api-keys.js';
-import { migrate } from '../src/store/migrate.js';
 
 export interface ServerTransferOptions {
   lines?: number;
@@ -194,7 +194,7 @@ export async function benchServerTransfer(
     const done = (await got.body.json()) as { output_file_id: string | null; status: string };
     // The daemon is off: end the batch as it would.
     if (!done.output_file_id) {
-      const { finalizeBatchSql } = await import('../src/db/sql/finalize-batch.js');
+      const { finalizeBatchSql } = await import('../src/db/sql/batches/finalize-batch.js');
       await pool.query(finalizeBatchSql(s), [batchUuid]);
     }
     const after = (await (await request(`${url}/v1/batches/${batch.id}`, { headers: auth })).body.json()) as {

@@ -13,7 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
-import type { TemplateItem } from '../src/store/files.js';
+import type { TemplateItem } from '../src/store/files/files.js';
 import { createTestDb, type TestDb } from '../test/support/db.js';
 
 const RUNS = 3;

@@ -1,3 +1,5 @@
+export type { MigrateOptions } from './db/migrate.js';
+export { migrate } from './db/migrate.js';
 export type { PurgeOptions, PurgeReport } from './db/purge.js';
 export type { DaemonConfig, UpstreamRoute, UpstreamRouter } from './dispatch/config.js';
 export { DEFAULT_DAEMON_CONFIG } from './dispatch/config.js';
@@ -29,6 +31,4 @@ export type { FusilladeServer, ServerOptions } from './server/server.js';
 export { createServer } from './server/server.js';
 export type { ApiKeyInfo, CreatedApiKey } from './store/api-keys.js';
 export { createApiKey, listApiKeys, revokeApiKey, verifyApiKey } from './store/api-keys.js';
-export type { TemplateItem } from './store/files.js';
-export type { MigrateOptions } from './store/migrate.js';
-export { migrate } from './store/migrate.js';
+export type { TemplateItem } from './store/files/files.js';

@@ -1,8 +1,8 @@
 import pg from 'pg';
 import { redactUrl, type Settings } from '../config/settings.js';
 import { UsageError } from '../config/usage-error.js';
+import { migrate } from '../db/migrate.js';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from '../embedded/embedded-postgres.js';
-import { migrate } from '../store/migrate.js';
 
 /** The settings that say where the database is. */
 export type DatabaseSettings = Pick<Settings, 'databaseUrl' | 'schema' | 'dataDir' | 'embeddedUser'> &

@@ -1,7 +1,7 @@
 import { isConnectionError, query, withClient } from '../db/client.js';
 import { ensureRoutes } from '../db/routes.js';
-import { liveRoutesSql } from '../db/sql/claim.js';
-import { publishDaemonRoutesSql } from '../db/sql/routes.js';
+import { publishDaemonRoutesSql } from '../db/sql/batches/routes.js';
+import { liveRoutesSql } from '../db/sql/queue/claim.js';
 import { errorFields } from '../dispatch/logger.js';
 import { isUrlUpstream, type StoredRoute } from '../domain/upstream-route.js';
 import type { Daemon } from './daemon.js';
@@ -9,7 +9,7 @@ import { setRateGauges } from './metrics.js';
 import { PUBLISH_MS } from './rate-limits.js';
 
 /**
- * The budget task: this daemon's share of each model's global limit (src/db/sql/budget.ts), one
+ * The budget task: this daemon's share of each model's global limit (src/db/sql/queue/budget.ts), one
  * short transaction at a time, rarely: on demand changes, on every poke (poll, notification,
  * reclaim, a retry falling due), every budgetIntervalMs while the ledger holds or wants slots, and
  * soon after a finished attempt leaves the daemon above its fair share.
@@ -230,7 +230,7 @@ export class DaemonBudgets {
 
   /**
    * Records in this daemon's row what it serves: the routes of its configuration plus `seen` (live
-   * routes it resolved), and the credentials it sends to any URL upstream (src/db/sql/upstreams.ts
+   * routes it resolved), and the credentials it sends to any URL upstream (src/db/sql/batches/upstreams.ts
    * reads them). Written at start and whenever the set changes.
    */
   async publishRoutes(seen: StoredRoute[]): Promise<void> {

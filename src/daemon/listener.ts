@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { takeLivenessLockSql } from '../db/sql/liveness.js';
+import { takeLivenessLockSql } from '../db/sql/queue/liveness.js';
 import type { DaemonLog } from '../dispatch/logger.js';
 import { errorFields } from '../dispatch/logger.js';
 
@@ -8,7 +8,7 @@ export interface BatchEventMessage {
   batchId: string;
 }
 
-/** The daemon's liveness lock (src/db/sql/liveness.ts), held on the listener's session. */
+/** The daemon's liveness lock (src/db/sql/queue/liveness.ts), held on the listener's session. */
 export interface LivenessLock {
   /** pg_advisory_lock(bigint) key, as decimal text. */
   key: string;

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 
 /**
- * Telling a dead daemon from a live one whose session blinked (src/db/sql/liveness.ts states the
+ * Telling a dead daemon from a live one whose session blinked (src/db/sql/queue/liveness.ts states the
  * protocol). Pure: it sees the probes' results and a clock, and answers which daemons to declare
  * lost.
  */

@@ -1,11 +1,11 @@
 import type pg from 'pg';
 import { query, withClient } from '../db/client.js';
 import { describePurge, purge } from '../db/purge.js';
-import { cancelledBatchesSql, endableBatchesSql, queueDepthSql } from '../db/sql/batch-watch.js';
-import { finalizeBatchSql } from '../db/sql/finalize-batch.js';
-import { heartbeatSql } from '../db/sql/heartbeat.js';
-import { declareLostSql, probeLivenessSql } from '../db/sql/liveness.js';
-import { reclaimOrphansSql, reclaimSql, releaseDeadBudgetsSql } from '../db/sql/reclaim.js';
+import { cancelledBatchesSql, endableBatchesSql, queueDepthSql } from '../db/sql/batches/batch-watch.js';
+import { finalizeBatchSql } from '../db/sql/batches/finalize-batch.js';
+import { heartbeatSql } from '../db/sql/queue/heartbeat.js';
+import { declareLostSql, probeLivenessSql } from '../db/sql/queue/liveness.js';
+import { reclaimOrphansSql, reclaimSql, releaseDeadBudgetsSql } from '../db/sql/queue/reclaim.js';
 import { inTransaction } from '../db/transaction.js';
 import type { DaemonConfig } from '../dispatch/config.js';
 import { type DaemonLog, errorFields } from '../dispatch/logger.js';
@@ -36,7 +36,7 @@ export interface MaintainedDaemon {
   readonly dispatcher: Pick<Dispatcher, 'abortBatches' | 'abortExpired' | 'batchIds' | 'size'>;
   /** The pool the daemon's statements run on. */
   readonly db: pg.Pool;
-  /** Whether the daemon holds its liveness lock (src/db/sql/liveness.ts). */
+  /** Whether the daemon holds its liveness lock (src/db/sql/queue/liveness.ts). */
   readonly holdsLivenessLock: boolean;
   readonly isStopping: boolean;
   /** Ids this daemon holds (in flight, queued or awaiting their write), for the orphan reclaim. */
@@ -69,7 +69,7 @@ export class Maintenance {
 
   start(): void {
     const c = this.d.config;
-    // While the daemon does not hold its liveness lock (session lost, src/db/sql/liveness.ts), its
+    // While the daemon does not hold its liveness lock (session lost, src/db/sql/queue/liveness.ts), its
     // heartbeat is what tells the others it is alive: it beats often until the lock is back.
     this.every(
       'heartbeat',
@@ -144,7 +144,7 @@ export class Maintenance {
 
   /**
    * Probes the other daemons' liveness locks; daemons lost for the grace period are reclaimed at
-   * once (src/db/sql/liveness.ts).
+   * once (src/db/sql/queue/liveness.ts).
    */
   private async probeLiveness(): Promise<void> {
     const { rows } = await this.q('liveness probe', probeLivenessSql(this.d.schema), [this.d.id]);

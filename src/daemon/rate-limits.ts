@@ -6,7 +6,7 @@ import {
   lockRatesSql,
   pauseModelSql,
   publishRateUsageSql,
-} from '../db/sql/rate-budget.js';
+} from '../db/sql/queue/rate-budget.js';
 import {
   type AimdState,
   aimdAllowed,
@@ -37,7 +37,7 @@ import { tokenCounterFor } from './tokenizer.js';
  * The daemon's side of requests/tokens-per-minute limits (issue 11; design in
  * docs/decisions/rate-limits.md): one wallet per model (src/domain/rate-wallet.ts), the upstream's
  * headers turned into learned limits, observations and pauses, the lease inside the slot
- * rebalance's transaction (src/db/sql/rate-budget.ts), usage per minute for the metrics, and the
+ * rebalance's transaction (src/db/sql/queue/rate-budget.ts), usage per minute for the metrics, and the
  * optional adaptive concurrency per model. The daemon's shell calls it at four points: planning a
  * claim (admissible, reserve), after a claim (claimed), after every attempt (observe) and in every
  * rebalance (lease). A model with no limit configured, none learned and no pause costs a map lookup

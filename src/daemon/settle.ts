@@ -132,7 +132,7 @@ export function handBackWrite(row: SettleInput): ResultWrite {
  * A 429 (not insufficient_quota: that is final before this is asked) on a model paced by rate
  * limits, or one whose answer carries the provider's limit headers, with a hint: the request goes
  * back to pending at the hint and its attempt is not counted (issue 11: the 429 costs no retry; the
- * whole model pauses, see src/db/sql/rate-budget.ts). Past the batch's deadline it is an ordinary
+ * whole model pauses, see src/db/sql/queue/rate-budget.ts). Past the batch's deadline it is an ordinary
  * retriable failure. Null otherwise: a 429 with no hint, or from an upstream that sends no limit
  * headers for a model without rate limits, is retried as any other.
  */

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { RouteSpec, StoredRoute } from '../domain/upstream-route.js';
-import { upsertRoutesSql } from './sql/routes.js';
+import { upsertRoutesSql } from './sql/batches/routes.js';
 
 /** The stored routes of `specs` (inserted if new), in no particular order. */
 export async function ensureRoutes(

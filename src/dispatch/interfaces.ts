@@ -52,7 +52,7 @@ export interface UpstreamClient {
 
 /**
  * How many more requests of a model this daemon wants per claim. The global ceiling is the
- * model_limits row, shared between daemons as slot budgets (src/db/sql/budget.ts) and enforced
+ * model_limits row, shared between daemons as slot budgets (src/db/sql/queue/budget.ts) and enforced
  * by each claim against the daemon's budget row; the limiter only shapes one daemon's appetite
  * below it: `want` caps each claim, and what a daemon asks of the budget (in use + want), so an
  * adaptive limiter that wants less also leaves the slots to other daemons. The default asks for up

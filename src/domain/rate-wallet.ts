@@ -1,7 +1,7 @@
 /**
  * One daemon's share of a model's requests- and tokens-per-minute budget, as a pure state machine
  * (no I/O, no clock of its own): what the daemon may still start, what it asks of the global
- * bucket and gives back at each budget rebalance (src/db/sql/rate-budget.ts), what a 429 does.
+ * bucket and gives back at each budget rebalance (src/db/sql/queue/rate-budget.ts), what a 429 does.
  * The daemon's shell owns one per model that has a rate limit (configured, or learned from the
  * upstream's headers) and calls these functions; docs/decisions/rate-limits.md has the design.
  *

@@ -54,17 +54,17 @@ export interface RequestTransition {
  * it is listed here.
  */
 export const REQUEST_TRANSITIONS: readonly RequestTransition[] = [
-  { from: 'pending', to: 'processing', by: 'src/db/sql/claim.ts claimUpdate' },
+  { from: 'pending', to: 'processing', by: 'src/db/sql/queue/claim.ts claimUpdate' },
   { from: 'pending', to: 'claimed', by: 'a daemon holding rows ahead of sending', reserved: true },
   { from: 'claimed', to: 'processing', by: 'a daemon sending a held row', reserved: true },
-  { from: 'claimed', to: 'pending', by: 'src/db/sql/reclaim.ts (reclaim, orphans), hand-back' },
-  { from: 'processing', to: 'completed', by: 'src/db/sql/complete.ts' },
-  { from: 'processing', to: 'failed', by: 'src/db/sql/complete.ts' },
-  { from: 'processing', to: 'canceled', by: 'src/db/sql/complete.ts (an aborted attempt)' },
+  { from: 'claimed', to: 'pending', by: 'src/db/sql/queue/reclaim.ts (reclaim, orphans), hand-back' },
+  { from: 'processing', to: 'completed', by: 'src/db/sql/queue/complete.ts' },
+  { from: 'processing', to: 'failed', by: 'src/db/sql/queue/complete.ts' },
+  { from: 'processing', to: 'canceled', by: 'src/db/sql/queue/complete.ts (an aborted attempt)' },
   {
     from: 'processing',
     to: 'pending',
-    by: 'src/db/sql/complete.ts (retry, hand-back of a row aborted or never sent), src/db/sql/reclaim.ts',
+    by: 'src/db/sql/queue/complete.ts (retry, hand-back of a row aborted or never sent), src/db/sql/queue/reclaim.ts',
   },
-  { from: 'failed', to: 'pending', by: 'src/db/sql/retry-failed.ts' },
+  { from: 'failed', to: 'pending', by: 'src/db/sql/batches/retry-failed.ts' },
 ];

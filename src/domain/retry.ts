@@ -237,7 +237,7 @@ export const MESSAGE_CHARS = 1000;
 
 /**
  * The first `max` UTF-16 units of a text, never ending in half a surrogate pair: messages travel to
- * PostgreSQL as JSON (src/db/sql/complete.ts), which refuses a lone surrogate's escape.
+ * PostgreSQL as JSON (src/db/sql/queue/complete.ts), which refuses a lone surrogate's escape.
  */
 export function clip(text: string, max: number): string {
   if (text.length <= max) return text;

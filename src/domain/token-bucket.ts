@@ -2,7 +2,7 @@
  * A continuously refilled token bucket as a pure function of time: how providers enforce a
  * per-minute limit (as providers document it: it refills every millisecond, so a burst can be refused though the
  * minute's total is under the limit). The same arithmetic runs in the mock upstream (what it
- * admits), in the rate-budget SQL (src/db/sql/rate-budget.ts, the database's copy of a model's
+ * admits), in the rate-budget SQL (src/db/sql/queue/rate-budget.ts, the database's copy of a model's
  * bucket) and in tests. Equivalent to GCRA with theoretical arrival time `at + (capacity − level) /
  * rate`; the level form is kept because it is what the headers report (remaining).
  *

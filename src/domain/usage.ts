@@ -1,7 +1,7 @@
 /**
  * Token usage as the batch reports it, and what it costs. Pure: the daemon extracts one answer's
  * usage (extractUsage) and writes it on the request row; the statement that ends a batch sums the
- * rows per model (src/db/sql/finalize-batch.ts); readers price the per-model sums (batchCost).
+ * rows per model (src/db/sql/batches/finalize-batch.ts); readers price the per-model sums (batchCost).
  *
  * One vocabulary for every API, OpenAI's batch `usage`:
  *   inputTokens      every prompt token, cached ones included

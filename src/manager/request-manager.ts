@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { type PurgeOptions, type PurgeReport, purge } from '../db/purge.js';
 import { assertSchemaName, DEFAULT_SCHEMA, qualify } from '../db/schema.js';
-import { configureRateLimitsSql } from '../db/sql/rate-budget.js';
+import { configureRateLimitsSql } from '../db/sql/queue/rate-budget.js';
 import { type DaemonConfig, resolveDaemonConfig } from '../dispatch/config.js';
 import type { DaemonHandle } from '../dispatch/interfaces.js';
 import { ValidationError } from '../domain/errors.js';
@@ -22,13 +22,18 @@ import type {
   RetryOptions,
 } from '../domain/types.js';
 import type { ModelRouter } from '../domain/upstream-route.js';
-import { completionWindowMs, DEFAULT_COMPLETION_WINDOW } from '../store/batch-options.js';
-import { rerouteBatch, upstreamsOf } from '../store/batch-routes.js';
-import type { BatchEvents } from '../store/batches.js';
-import * as batches from '../store/batches.js';
-import { batchResultLines, checkInclude, fileLines, type ResultsInclude } from '../store/content-lines.js';
-import { notifyEvents } from '../store/events.js';
-import * as files from '../store/files.js';
+import { completionWindowMs, DEFAULT_COMPLETION_WINDOW } from '../store/batches/batch-options.js';
+import { rerouteBatch, upstreamsOf } from '../store/batches/batch-routes.js';
+import type { BatchEvents } from '../store/batches/batches.js';
+import * as batches from '../store/batches/batches.js';
+import { notifyEvents } from '../store/batches/events.js';
+import {
+  batchResultLines,
+  checkInclude,
+  fileLines,
+  type ResultsInclude,
+} from '../store/files/content-lines.js';
+import * as files from '../store/files/files.js';
 import type { WebhookDeliveryOptions } from '../webhooks/delivery.js';
 
 export interface ManagerConfig extends Partial<DaemonConfig> {
@@ -272,7 +277,7 @@ export class PostgresRequestManager {
 
   /**
    * Sets a model's in-flight limit for every daemon on this database (the model_limits row the
-   * daemons' slot budgets are drawn from, src/db/sql/budget.ts). Takes effect within one budget
+   * daemons' slot budgets are drawn from, src/db/sql/queue/budget.ts). Takes effect within one budget
    * interval (budgetIntervalMs, 250 ms by default): a raised limit is used at once; after a lowered
    * one no new request starts above it, and requests already in flight finish (never aborted), so
    * the total in flight falls to the new limit as they end.

@@ -44,7 +44,7 @@ export interface MessageBatchPage {
   last_id: string | null;
 }
 
-/** One line of the results JSONL (built by PostgreSQL: src/db/sql/message-batch-results.ts). */
+/** One line of the results JSONL (built by PostgreSQL: src/db/sql/results/message-batch-results.ts). */
 export interface MessageBatchResultLine {
   custom_id: string;
   result:

@@ -1,6 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { PostgresRequestManager } from '../manager/request-manager.js';
-import { countWaitingBatches } from '../store/batch-routes.js';
+import { countWaitingBatches } from '../store/batches/batch-routes.js';
 
 /**
  * The server's Prometheus registry. The daemon running in the same process registers its metrics

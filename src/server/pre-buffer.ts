@@ -1,4 +1,4 @@
-import type { TemplateItem } from '../store/files.js';
+import type { TemplateItem } from '../store/files/files.js';
 
 /**
  * Reads templates from `stream` until their bodies reach `limitBytes` or the stream ends, before a

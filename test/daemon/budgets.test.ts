@@ -12,7 +12,7 @@ import {
 } from '../support/mock-upstream.js';
 
 /**
- * The per-daemon slot budgets (src/db/sql/budget.ts): daemons share each model's global limit
+ * The per-daemon slot budgets (src/db/sql/queue/budget.ts): daemons share each model's global limit
  * through model_budgets rows. The mock upstream counts what is really in flight per model.
  */
 

@@ -2,10 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NotFoundError } from '../../src/domain/errors.js';
 import type { PostgresRequestManager } from '../../src/manager/request-manager.js';
-import { listBatchOverviews } from '../../src/store/dashboard/batch-list.js';
-import { operations } from '../../src/store/dashboard/operations.js';
-import { getRequestDetail, listRequestSummaries } from '../../src/store/dashboard/requests.js';
-import { batchThroughput, bucketSecondsFor } from '../../src/store/dashboard/throughput.js';
+import { listBatchOverviews } from '../../src/store/reads/dashboard/batch-list.js';
+import { operations } from '../../src/store/reads/dashboard/operations.js';
+import { getRequestDetail, listRequestSummaries } from '../../src/store/reads/dashboard/requests.js';
+import { batchThroughput, bucketSecondsFor } from '../../src/store/reads/dashboard/throughput.js';
 import { createTestDb, type TestDb, template } from '../support/db.js';
 
 let db: TestDb;

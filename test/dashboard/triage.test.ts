@@ -1,15 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { failureCodeSql, retriableFailureCodeSql } from '../../src/db/sql/failure-code.js';
+import { failureCodeSql, retriableFailureCodeSql } from '../../src/db/sql/results/failure-code.js';
 import { InvalidStateError } from '../../src/domain/errors.js';
 import { isRetriableFailureCode } from '../../src/domain/retry.js';
 import type { PostgresRequestManager } from '../../src/manager/request-manager.js';
-import { listBatchOverviews } from '../../src/store/dashboard/batch-list.js';
-import { batchProgress } from '../../src/store/dashboard/progress.js';
+import { listBatchOverviews } from '../../src/store/reads/dashboard/batch-list.js';
+import { batchProgress } from '../../src/store/reads/dashboard/progress.js';
 import {
   failureSummary,
   getRequestDetail,
   listRequestSummaries,
-} from '../../src/store/dashboard/requests.js';
+} from '../../src/store/reads/dashboard/requests.js';
 import { createTestDb, type TestDb, template } from '../support/db.js';
 
 /** Failure triage and retry history in the store: codes, totals, sorts, retry only the retriable. */

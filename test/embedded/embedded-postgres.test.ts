@@ -3,10 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { migrate } from '../../src/db/migrate.js';
 import { startEmbeddedPostgres, stopEmbeddedServer } from '../../src/embedded/embedded-postgres.js';
 import { isPostgresAlive, readPostmasterPid } from '../../src/embedded/postmaster-pid.js';
 import { PostgresRequestManager } from '../../src/manager/request-manager.js';
-import { migrate } from '../../src/store/migrate.js';
 import { TEST_DATABASE_URL, template } from '../support/db.js';
 
 let root: string;

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NotFoundError, ValidationError } from '../../src/domain/errors.js';
 import { PostgresRequestManager } from '../../src/manager/request-manager.js';
 import { type MockBehaviour, type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
-import { jsonlLines } from '../../src/store/content-lines.js';
+import { jsonlLines } from '../../src/store/files/content-lines.js';
 import { createTestDb, TEST_DATABASE_URL, type TestDb } from '../support/db.js';
 import { mockTemplates, waitForBatchEnd } from '../support/mock-upstream.js';
 

@@ -7,7 +7,7 @@ import {
   lockRatesSql,
   pauseModelSql,
   rateStatusSql,
-} from '../../src/db/sql/rate-budget.js';
+} from '../../src/db/sql/queue/rate-budget.js';
 import { createTestDb, type TestDb } from '../support/db.js';
 
 interface Lease {

@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProgressDisplay } from '../../src/cli/progress.js';
-import { batchRatePauseSql, pauseModelSql, publishRateUsageSql } from '../../src/db/sql/rate-budget.js';
+import { batchRatePauseSql, pauseModelSql, publishRateUsageSql } from '../../src/db/sql/queue/rate-budget.js';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
-import { operations } from '../../src/store/dashboard/operations.js';
+import { operations } from '../../src/store/reads/dashboard/operations.js';
 import { createTestDb, type TestDb } from '../support/db.js';
 import { createBatch, waitFor, waitForBatchEnd } from '../support/mock-upstream.js';
 

@@ -9,7 +9,7 @@ import { DaemonFleet, type DaemonProcess, taggedUrl, uniqueTag } from './support
  * one of them is SIGKILLed and a new one started, for 30 s, while thousands of requests run against
  * a loopback mock with 40–80 ms of latency. The daemons' heartbeat would take 30 s to go stale: the
  * others learn of each kill from its liveness lock, released by PostgreSQL with the dead session
- * (src/db/sql/liveness.ts).
+ * (src/db/sql/queue/liveness.ts).
  *
  * At the end every request is completed exactly once in the database, none is lost or stuck, the
  * upstream never saw more than 16 at once, and requests sent twice are at most those the killed

@@ -152,7 +152,7 @@ describe('BatchInputParser', () => {
 
 describe('CopyTextToJsonl', () => {
   it('undoes COPY text escapes and blanks raw newlines, whatever the chunking', async () => {
-    const { CopyTextToJsonl } = await import('../../src/store/copy-text-decode.js');
+    const { CopyTextToJsonl } = await import('../../src/store/files/copy-text-decode.js');
     // COPY text of two rows: {"a":"x\\"y"} with a raw newline inside, then {"t":"tab\ttab"}.
     const copied = Buffer.from('{"a":\\n"x\\\\"y"}\n{"t":"tab\\ttab","s":"\\\\\\\\"}\n');
     const expected = '{"a": "x\\"y"}\n{"t":"tab\ttab","s":"\\\\"}\n';
@@ -177,7 +177,7 @@ describe('CopyTextToJsonl', () => {
 
 describe('OutputRowsToJsonl', () => {
   it('frames COPY rows as output lines, whatever the chunking', async () => {
-    const { OutputRowsToJsonl } = await import('../../src/store/copy-text-decode.js');
+    const { OutputRowsToJsonl } = await import('../../src/store/files/copy-text-decode.js');
     const id1 = '0123abcd-0000-4000-8000-00000000aa11';
     const id2 = '0123abcd-0000-4000-8000-00000000bb22';
     // Two rows as COPY text prints them: tabs between columns, \N for NULL, escapes for \, tab, newline.
@@ -210,7 +210,7 @@ describe('OutputRowsToJsonl', () => {
   });
 
   it('frames rows fed one byte at a time (every escape and column cut)', async () => {
-    const { OutputRowsToJsonl } = await import('../../src/store/copy-text-decode.js');
+    const { OutputRowsToJsonl } = await import('../../src/store/files/copy-text-decode.js');
     const id = '0123abcd-0000-4000-8000-00000000aa11';
     const copied = Buffer.from(`${id}\tc\\\\1\t200\tup\t{"a":"\\\\\\\\","b":\\n\\t"x"}\n`.repeat(3));
     const whole = new OutputRowsToJsonl();
@@ -232,7 +232,7 @@ describe('OutputRowsToJsonl', () => {
   });
 
   it('copies a 30 MB row out in bounded pieces as it arrives, never re-assembling it', async () => {
-    const { OutputRowsToJsonl } = await import('../../src/store/copy-text-decode.js');
+    const { OutputRowsToJsonl } = await import('../../src/store/files/copy-text-decode.js');
     const id = '0123abcd-0000-4000-8000-00000000aa11';
     // A body with an escape every 1,000 bytes, so escapes fall across chunk ends too.
     const unit = `${'x'.repeat(998)}\\\\`;

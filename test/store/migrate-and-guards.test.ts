@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadMigrations, migrate } from '../../src/store/migrate.js';
+import { loadMigrations, migrate } from '../../src/db/migrate.js';
 import { createTestDb, TEST_DATABASE_URL, type TestDb, template } from '../support/db.js';
 
 describe('migrate', () => {

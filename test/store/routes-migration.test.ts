@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadMigrations, migrate } from '../../src/db/migrate.js';
 import { createUpstreamRouter } from '../../src/dispatch/upstream-routing.js';
 import { PostgresRequestManager } from '../../src/manager/request-manager.js';
 import { startMockUpstream } from '../../src/mock-upstream/server.js';
-import { loadMigrations, migrate } from '../../src/store/migrate.js';
 import { TEST_DATABASE_URL } from '../support/db.js';
 import { waitForBatchEnd } from '../support/mock-upstream.js';
 

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { migrate } from '../../src/db/migrate.js';
 import { type ManagerConfig, PostgresRequestManager } from '../../src/manager/request-manager.js';
-import { migrate } from '../../src/store/migrate.js';
 
 /** The PostgreSQL every test talks to (CI and developers have it at 127.0.0.1:5432, trust auth). */
 export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';

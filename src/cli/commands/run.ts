@@ -1,14 +1,14 @@
 import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { UsageError } from '../../config/usage-error.js';
-import { batchRatePauseSql } from '../../db/sql/rate-budget.js';
+import { batchRatePauseSql } from '../../db/sql/queue/rate-budget.js';
 import { stderrLogger } from '../../dispatch/logger.js';
 import { BatchInputParser } from '../../domain/batch-input.js';
 import { ConflictError, ValidationError } from '../../domain/errors.js';
 import type { BatchStatus } from '../../domain/types.js';
 import { PostgresRequestManager } from '../../manager/request-manager.js';
 import { usageFields } from '../../server/usage-object.js';
-import { findBatchIdByIdempotencyKey } from '../../store/find-batch-by-key.js';
+import { findBatchIdByIdempotencyKey } from '../../store/batches/find-batch-by-key.js';
 import { daemonConfigFor } from '../daemon-config.js';
 import { openDatabase } from '../database.js';
 import type { CommandContext } from '../main.js';

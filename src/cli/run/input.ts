@@ -4,7 +4,7 @@ import { stat } from 'node:fs/promises';
 import { UsageError } from '../../config/usage-error.js';
 import { BatchInputParser } from '../../domain/batch-input.js';
 import { ValidationError } from '../../domain/errors.js';
-import type { TemplateItem } from '../../store/files.js';
+import type { TemplateItem } from '../../store/files/files.js';
 
 /** What `run` needs to know about its input before storing it. */
 export interface InputFile {

@@ -2,7 +2,7 @@ import { createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
-import { openFileContent } from '../../store/output-files.js';
+import { openFileContent } from '../../store/files/output-files.js';
 
 /**
  * Writes a batch's output or error file (OpenAI's JSONL line formats), streamed from the requests

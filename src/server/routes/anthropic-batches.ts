@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { pipeline } from 'node:stream/promises';
-import { messageBatchResultsSql } from '../../db/sql/message-batch-results.js';
+import { messageBatchResultsSql } from '../../db/sql/results/message-batch-results.js';
 import { NotFoundError, ValidationError } from '../../domain/errors.js';
 import {
   MESSAGE_BATCH_WINDOW,
@@ -8,9 +8,13 @@ import {
   validateMessageBatchRequest,
 } from '../../domain/message-batch.js';
 import { RequestsArrayParser } from '../../domain/requests-array-parser.js';
-import type { TemplateItem } from '../../store/files.js';
-import { deleteEndedMessageBatch, getMessageBatch, listMessageBatches } from '../../store/message-batches.js';
-import { openCopyLines } from '../../store/output-files.js';
+import type { TemplateItem } from '../../store/files/files.js';
+import { openCopyLines } from '../../store/files/output-files.js';
+import {
+  deleteEndedMessageBatch,
+  getMessageBatch,
+  listMessageBatches,
+} from '../../store/reads/api/message-batches.js';
 import { type MessageBatchObject, messageBatchObject } from '../anthropic-objects.js';
 import type { ApiContext, Call } from '../context.js';
 import { ApiError, sendJson } from '../http.js';

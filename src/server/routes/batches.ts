@@ -1,6 +1,6 @@
 import { isBatchEndpoint } from '../../domain/batch-input.js';
 import { ValidationError } from '../../domain/errors.js';
-import { firstPathMismatch, listBatchesWithStatus } from '../../store/api-queries.js';
+import { firstPathMismatch, listBatchesWithStatus } from '../../store/reads/api/batch-page.js';
 import type { ApiContext, Call } from '../context.js';
 import { ApiError, readJsonBody, sendJson } from '../http.js';
 import { batchId, parseBatchId, parseFileId } from '../ids.js';

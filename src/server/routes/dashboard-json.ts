@@ -1,14 +1,14 @@
 import type { BatchInfo, BatchStatus, BatchUpstream } from '../../domain/types.js';
 import type { ModelPrice } from '../../domain/usage.js';
-import type { BatchOverviewPage } from '../../store/dashboard/batch-list.js';
-import type { Operations as OperationsRecord } from '../../store/dashboard/operations.js';
-import type { BatchProgress as ProgressRecord } from '../../store/dashboard/progress.js';
+import type { BatchOverviewPage } from '../../store/reads/dashboard/batch-list.js';
+import type { Operations as OperationsRecord } from '../../store/reads/dashboard/operations.js';
+import type { BatchProgress as ProgressRecord } from '../../store/reads/dashboard/progress.js';
 import type {
   FailureSummary as FailureRecord,
   RequestDetail as RequestDetailRecord,
   RequestSummary,
   RequestSummaryPage,
-} from '../../store/dashboard/requests.js';
+} from '../../store/reads/dashboard/requests.js';
 import type {
   BatchList,
   BatchProgress,
@@ -49,7 +49,7 @@ export function dashboardBatch(
   };
 }
 
-/** `upstreams`: each batch's routes by batch id (src/store/batch-routes.ts upstreamsOf). */
+/** `upstreams`: each batch's routes by batch id (src/store/batches/batch-routes.ts upstreamsOf). */
 export function batchList(
   page: BatchOverviewPage,
   prices: Readonly<Record<string, ModelPrice>>,

@@ -1,18 +1,18 @@
 import { InvalidStateError, NotFoundError } from '../../domain/errors.js';
 import { REQUEST_STATES } from '../../domain/request-state.js';
 import { resolveRetryableStatuses } from '../../domain/retry.js';
-import { upstreamsOf } from '../../store/batch-routes.js';
-import { listBatchOverviews } from '../../store/dashboard/batch-list.js';
-import { operations } from '../../store/dashboard/operations.js';
-import { batchProgress } from '../../store/dashboard/progress.js';
+import { upstreamsOf } from '../../store/batches/batch-routes.js';
+import { listBatchOverviews } from '../../store/reads/dashboard/batch-list.js';
+import { operations } from '../../store/reads/dashboard/operations.js';
+import { batchProgress } from '../../store/reads/dashboard/progress.js';
 import {
   failureSummary,
   getRequestDetail,
   listRequestSummaries,
   MAX_OFFSET,
   REQUEST_SORTS,
-} from '../../store/dashboard/requests.js';
-import { isBatchStatus } from '../../store/dashboard/scope.js';
+} from '../../store/reads/dashboard/requests.js';
+import { isBatchStatus } from '../../store/reads/dashboard/scope.js';
 import type { ApiContext, Call } from '../context.js';
 import type { Me, RetryAnswer, RetryBody } from '../dashboard-wire.js';
 import { ApiError, readJsonBody, sendJson } from '../http.js';

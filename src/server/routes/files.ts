@@ -1,7 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import type { FileInfo, FilePurpose } from '../../domain/types.js';
-import { findFile } from '../../store/files.js';
-import { openFileContent } from '../../store/output-files.js';
+import { findFile } from '../../store/files/files.js';
+import { openFileContent } from '../../store/files/output-files.js';
 import type { ApiContext, Call } from '../context.js';
 import { ApiError, sendJson } from '../http.js';
 import { fileId, parseFileId } from '../ids.js';

@@ -2,12 +2,12 @@ import { readdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
-import { assertSchemaName, DEFAULT_SCHEMA } from '../db/schema.js';
-import { inTransaction } from '../db/transaction.js';
+import { assertSchemaName, DEFAULT_SCHEMA } from './schema.js';
+import { inTransaction } from './transaction.js';
 
 /** Migrations ship as numbered plain-SQL files: `migrations/0001_init.sql`, `0002_...`. */
 function migrationsDir(): string {
-  // dist/src/store/migrate.js and src/store/migrate.ts both sit three levels below the package root.
+  // dist/src/db/migrate.js and src/db/migrate.ts both sit three levels below the package root.
   const here = dirname(fileURLToPath(import.meta.url));
   const up = here.includes(`${join('dist', 'src')}`) ? ['..', '..', '..'] : ['..', '..'];
   return join(here, ...up, 'migrations');

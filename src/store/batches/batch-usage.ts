@@ -1,9 +1,9 @@
 import type pg from 'pg';
-import { type ModelUsage, sumUsage, type UsageTotals } from '../domain/usage.js';
+import { type ModelUsage, sumUsage, type UsageTotals } from '../../domain/usage.js';
 
 /**
  * A batch's token usage, per model and in total (src/domain/usage.ts). A finished batch's is read
- * from the sums its ending statement froze (batch_models, src/db/sql/finalize-batch.ts): a row
+ * from the sums its ending statement froze (batch_models, src/db/sql/batches/finalize-batch.ts): a row
  * per model. A live batch's is summed from its completed requests through requests_batch_state_idx.
  */
 

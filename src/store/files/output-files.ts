@@ -7,8 +7,8 @@ import {
   type LinesMode,
   outputLinesSql,
   outputRowsSql,
-} from '../db/sql/output-lines.js';
-import type { FileInfo } from '../domain/types.js';
+} from '../../db/sql/results/output-lines.js';
+import type { FileInfo } from '../../domain/types.js';
 import { CopyTextToJsonl, OutputRowsToJsonl } from './copy-text-decode.js';
 
 /**

@@ -2,14 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { withTransaction } from '../db/transaction.js';
-import { NotFoundError, ValidationError, type ValidationIssue } from '../domain/errors.js';
-import { encryptKey, type KeyEncryptionKey } from '../domain/key-encryption.js';
-import { CustomIdSet, type RequestTemplateInput, validateTemplate } from '../domain/templates.js';
-import type { CreateFileOptions, FileInfo, FilePurpose, ListOptions, Page } from '../domain/types.js';
+import { withTransaction } from '../../db/transaction.js';
+import { NotFoundError, ValidationError, type ValidationIssue } from '../../domain/errors.js';
+import { encryptKey, type KeyEncryptionKey } from '../../domain/key-encryption.js';
+import { CustomIdSet, type RequestTemplateInput, validateTemplate } from '../../domain/templates.js';
+import type { CreateFileOptions, FileInfo, FilePurpose, ListOptions, Page } from '../../domain/types.js';
+import { assertId, FILE_COLUMNS, type FileRow, isUuid, toFileInfo } from '../rows.js';
 import { copyRow } from './copy-text.js';
 import { measureFiles } from './output-files.js';
-import { assertId, FILE_COLUMNS, type FileRow, isUuid, toFileInfo } from './rows.js';
 
 /** A template as streamed into a file; `lineNumber` (1-based) defaults to its position + 1. */
 export type TemplateItem = RequestTemplateInput & { lineNumber?: number };

@@ -1,6 +1,6 @@
-import { parseCompletionWindow } from '../domain/completion-window.js';
-import { type IdempotencyKeyReusedError, ValidationError } from '../domain/errors.js';
-import type { CreateBatchOptions } from '../domain/types.js';
+import { parseCompletionWindow } from '../../domain/completion-window.js';
+import { type IdempotencyKeyReusedError, ValidationError } from '../../domain/errors.js';
+import type { CreateBatchOptions } from '../../domain/types.js';
 
 /*
  * createBatch's options checked before anything is written, and the comparison of a repeated

@@ -1,8 +1,8 @@
 import type pg from 'pg';
-import { BATCH_STATUSES, type BatchLifecycleStatus } from '../../domain/batch-lifecycle.js';
-import { NotFoundError } from '../../domain/errors.js';
-import { REQUEST_STATES, type RequestState } from '../../domain/request-state.js';
-import { assertId, BATCH_COLUMNS, type BatchRow } from '../rows.js';
+import { BATCH_STATUSES, type BatchLifecycleStatus } from '../../../domain/batch-lifecycle.js';
+import { NotFoundError } from '../../../domain/errors.js';
+import { REQUEST_STATES, type RequestState } from '../../../domain/request-state.js';
+import { assertId, BATCH_COLUMNS, type BatchRow } from '../../rows.js';
 
 /**
  * What every dashboard read shares: owner scoping (null = all owners, for library callers) and

@@ -1,15 +1,15 @@
 import type pg from 'pg';
-import { finalizeBatchSql } from '../db/sql/finalize-batch.js';
-import { reopenBatchSql, retryFailedSql } from '../db/sql/retry-failed.js';
-import { withTransaction } from '../db/transaction.js';
-import { deadlineAheadSql, isPastDeadline } from '../domain/batch-lifecycle.js';
+import { finalizeBatchSql } from '../../db/sql/batches/finalize-batch.js';
+import { reopenBatchSql, retryFailedSql } from '../../db/sql/batches/retry-failed.js';
+import { withTransaction } from '../../db/transaction.js';
+import { deadlineAheadSql, isPastDeadline } from '../../domain/batch-lifecycle.js';
 import {
   IdempotencyKeyReusedError,
   InvalidStateError,
   NotFoundError,
   ValidationError,
-} from '../domain/errors.js';
-import { DEFAULT_RETRY_RULES } from '../domain/retry.js';
+} from '../../domain/errors.js';
+import { DEFAULT_RETRY_RULES } from '../../domain/retry.js';
 import type {
   BatchInfo,
   BatchStatus,
@@ -19,15 +19,7 @@ import type {
   Page,
   RequestRecord,
   RetryOptions,
-} from '../domain/types.js';
-import {
-  DEFAULT_COMPLETION_WINDOW,
-  differingParameters,
-  type FirstUse,
-  validateBatchOptions,
-} from './batch-options.js';
-import { insertRoutedRequests } from './batch-routes.js';
-import { frozenUsage, liveUsage } from './batch-usage.js';
+} from '../../domain/types.js';
 import {
   assertId,
   BATCH_COLUMNS,
@@ -37,7 +29,15 @@ import {
   type RequestRow,
   toBatchInfo,
   toRequestRecord,
-} from './rows.js';
+} from '../rows.js';
+import {
+  DEFAULT_COMPLETION_WINDOW,
+  differingParameters,
+  type FirstUse,
+  validateBatchOptions,
+} from './batch-options.js';
+import { insertRoutedRequests } from './batch-routes.js';
+import { frozenUsage, liveUsage } from './batch-usage.js';
 
 export interface BatchEvents {
   /** Publishes one notification per batch event (rule 9 of docs/decisions/0003: never per row). */

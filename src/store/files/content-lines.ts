@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
-import { ValidationError } from '../domain/errors.js';
-import type { FileInfo } from '../domain/types.js';
+import { ValidationError } from '../../domain/errors.js';
+import type { FileInfo } from '../../domain/types.js';
 import { openFileContent } from './output-files.js';
 
 /**

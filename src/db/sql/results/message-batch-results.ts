@@ -1,4 +1,4 @@
-import { ANTHROPIC_ERROR_TYPES } from '../../domain/message-batch.js';
+import { ANTHROPIC_ERROR_TYPES } from '../../../domain/message-batch.js';
 
 /**
  * The result lines of a message batch (Anthropic's results JSONL), one text row per line, built by

@@ -1,18 +1,18 @@
 import type pg from 'pg';
-import { ensureRoutes } from '../db/routes.js';
-import { batchUpstreamsSql, waitingBatchesSql } from '../db/sql/upstreams.js';
-import { withTransaction } from '../db/transaction.js';
-import { NotFoundError, ValidationError } from '../domain/errors.js';
-import type { BatchUpstream } from '../domain/types.js';
+import { ensureRoutes } from '../../db/routes.js';
+import { batchUpstreamsSql, waitingBatchesSql } from '../../db/sql/batches/upstreams.js';
+import { withTransaction } from '../../db/transaction.js';
+import { NotFoundError, ValidationError } from '../../domain/errors.js';
+import type { BatchUpstream } from '../../domain/types.js';
 import {
   credentialFingerprint,
   displayUpstream,
   type ModelRouter,
   type RouteSpec,
   routeOfTemplate,
-} from '../domain/upstream-route.js';
+} from '../../domain/upstream-route.js';
+import { assertId } from '../rows.js';
 import type { BatchEvents } from './batches.js';
-import { assertId } from './rows.js';
 
 /**
  * A route depends on a template's model, its endpoint and its key (none, plain, or sealed by which

@@ -1,4 +1,4 @@
-import { failureCodeSql, retriableFailureCodeSql } from './failure-code.js';
+import { failureCodeSql, retriableFailureCodeSql } from '../results/failure-code.js';
 
 /**
  * Puts a batch's failed requests ($1) back to pending, all of them or, with $2 true, only those

@@ -1,4 +1,4 @@
-import { pastDeadlineSql } from '../../domain/batch-lifecycle.js';
+import { pastDeadlineSql } from '../../../domain/batch-lifecycle.js';
 
 /**
  * Ends a batch whose work is over and freezes its counts on the batch row (rule 5 of docs/decisions/0003).

@@ -1,4 +1,4 @@
-import { liveBatchSql } from '../../domain/batch-lifecycle.js';
+import { liveBatchSql } from '../../../domain/batch-lifecycle.js';
 
 const LIVE = liveBatchSql('b');
 

@@ -1,12 +1,12 @@
 import type pg from 'pg';
-import { messageBatchResultsSql } from '../db/sql/message-batch-results.js';
-import { InvalidStateError, NotFoundError } from '../domain/errors.js';
-import { MESSAGES_PATH } from '../domain/message-batch.js';
-import type { BatchInfo, BatchStatus } from '../domain/types.js';
-import { getBatch, statusesOf } from './batches.js';
-import { jsonlLines } from './content-lines.js';
-import { openCopyLines } from './output-files.js';
-import { BATCH_COLUMNS, type BatchRow, toBatchInfo } from './rows.js';
+import { messageBatchResultsSql } from '../../../db/sql/results/message-batch-results.js';
+import { InvalidStateError, NotFoundError } from '../../../domain/errors.js';
+import { MESSAGES_PATH } from '../../../domain/message-batch.js';
+import type { BatchInfo, BatchStatus } from '../../../domain/types.js';
+import { getBatch, statusesOf } from '../../batches/batches.js';
+import { jsonlLines } from '../../files/content-lines.js';
+import { openCopyLines } from '../../files/output-files.js';
+import { BATCH_COLUMNS, type BatchRow, toBatchInfo } from '../../rows.js';
 
 /**
  * The store side of Anthropic's Message Batches: batches whose endpoint is MESSAGES_PATH, read,

@@ -1,4 +1,4 @@
-import { liveBatchSql } from '../../domain/batch-lifecycle.js';
+import { liveBatchSql } from '../../../domain/batch-lifecycle.js';
 
 /**
  * The claim (rules 2, 3, 4 and 13 of docs/decisions/0003): one statement, in its own (autocommit) transaction,

@@ -1,4 +1,4 @@
-import { FINAL_ERROR_CODES, INSUFFICIENT_QUOTA_CODE } from '../../domain/retry.js';
+import { FINAL_ERROR_CODES, INSUFFICIENT_QUOTA_CODE } from '../../../domain/retry.js';
 
 /**
  * The failure code of a failed request row `r` as SQL, the grouping of the domain's

@@ -1,4 +1,4 @@
-import { eventsChannel } from '../db/schema.js';
+import { eventsChannel } from '../../db/schema.js';
 import type { BatchEvents } from './batches.js';
 
 export type BatchEvent = Parameters<BatchEvents['notify']>[1];

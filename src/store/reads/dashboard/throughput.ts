@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { BatchRow } from '../rows.js';
+import type { BatchRow } from '../../rows.js';
 import { batchRowOf } from './scope.js';
 
 /**

@@ -1,8 +1,8 @@
 import type pg from 'pg';
-import type { BatchInfo, BatchStatus, BatchUpstream, Page } from '../domain/types.js';
-import { upstreamsOf } from './batch-routes.js';
-import { type ListBatchesOptions, statusesOf } from './batches.js';
-import { BATCH_COLUMNS, type BatchRow, isUuid, toBatchInfo } from './rows.js';
+import type { BatchInfo, BatchStatus, BatchUpstream, Page } from '../../../domain/types.js';
+import { upstreamsOf } from '../../batches/batch-routes.js';
+import { type ListBatchesOptions, statusesOf } from '../../batches/batches.js';
+import { BATCH_COLUMNS, type BatchRow, isUuid, toBatchInfo } from '../../rows.js';
 
 /**
  * A page of batches with their progress and upstreams, for the API's list: one query for the page,

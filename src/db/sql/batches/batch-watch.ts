@@ -1,4 +1,4 @@
-import { liveBatchSql, pastDeadlineSql } from '../../domain/batch-lifecycle.js';
+import { liveBatchSql, pastDeadlineSql } from '../../../domain/batch-lifecycle.js';
 
 /**
  * Periodic batch checks of a daemon (each bounded by the number of live batches, never the backlog).

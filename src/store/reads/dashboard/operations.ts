@@ -1,6 +1,6 @@
 import type pg from 'pg';
-import { rateStatusSql } from '../../db/sql/rate-budget.js';
-import { liveBatchSql } from '../../domain/batch-lifecycle.js';
+import { rateStatusSql } from '../../../db/sql/queue/rate-budget.js';
+import { liveBatchSql } from '../../../domain/batch-lifecycle.js';
 
 /**
  * The operators' view for one owner: load per model against limits, recent dispatch rate, daemons

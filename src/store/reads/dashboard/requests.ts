@@ -1,9 +1,9 @@
 import type pg from 'pg';
-import { failureCodeSql } from '../../db/sql/failure-code.js';
-import { NotFoundError } from '../../domain/errors.js';
-import type { RequestState } from '../../domain/request-state.js';
-import { isRetriableFailureCode } from '../../domain/retry.js';
-import { assertId } from '../rows.js';
+import { failureCodeSql } from '../../../db/sql/results/failure-code.js';
+import { NotFoundError } from '../../../domain/errors.js';
+import type { RequestState } from '../../../domain/request-state.js';
+import { isRetriableFailureCode } from '../../../domain/retry.js';
+import { assertId } from '../../rows.js';
 import { batchRowOf } from './scope.js';
 
 /**
