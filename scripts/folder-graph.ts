@@ -96,8 +96,74 @@ export function formatFolderGraph(graph: FolderGraph): string {
     .join('\n');
 }
 
+/** The folder graph before the store/daemon split (2026-12-02, docs/decisions/0006), kept to compare. */
+const BEFORE = `cli            -> config, daemon, domain, embedded, mock-upstream, server, store
+daemon         -> config, domain, store, version.ts
+server         -> config, daemon, domain, store, webhooks
+store          -> daemon, domain, webhooks
+webhooks       -> daemon, domain, store
+cycle: daemon <-> store <-> webhooks`;
+
+/** The files of a folder of src/ by subfolder, e.g. "store/batches: batches.ts, batch-options.ts". */
+function layout(folder: string, src: string): string[] {
+  const lines: string[] = [];
+  const walk = (dir: string): void => {
+    const entries = fs.readdirSync(path.join(src, dir), { withFileTypes: true });
+    const files = entries.filter((e) => e.isFile() && e.name.endsWith('.ts')).map((e) => e.name);
+    if (files.length > 0) lines.push(`${`${dir}/`.padEnd(24)} ${files.sort().join(', ')}`);
+    for (const e of entries.filter((e) => e.isDirectory()).sort((a, b) => a.name.localeCompare(b.name))) {
+      walk(`${dir}/${e.name}`);
+    }
+  };
+  walk(folder);
+  return lines;
+}
+
+/** docs/architecture.md: the folder graph now, the one before the split, and where each job's code lives. */
+export function architectureMarkdown(src: string = SRC): string {
+  const graph = folderGraph(src);
+  const cycles = folderCycles(graph);
+  const fence = (text: string) => ['```', text, '```'];
+  return [
+    '# Architecture: the folders of src/ and what imports what',
+    '',
+    'Written by `npm run deps:graph` (scripts/folder-graph.ts); do not edit by hand. The layers and the',
+    'rule they follow are in docs/decisions/0006-folder-layers.md; test/architecture/folder-cycles.test.ts',
+    'fails on any cycle between folders. An edge `a -> b (n)` means n imports from files of a into files',
+    'of b (type and dynamic imports count).',
+    '',
+    '## Now',
+    '',
+    ...fence(
+      [
+        formatFolderGraph(graph),
+        cycles.length === 0 ? 'cycles: none' : cycles.map((c) => `cycle: ${c.join(' <-> ')}`).join('\n'),
+      ].join('\n'),
+    ),
+    '',
+    '## Before the store/daemon split (2026-12-02)',
+    '',
+    ...fence(BEFORE),
+    '',
+    '## Repositories by job',
+    '',
+    'The SQL of each operation (`db/sql`), by the job it serves: the queue the daemons claim from and',
+    'complete into, the batch lifecycle, the results streamed out; `store` holds the repositories on',
+    'top of it: batches, files, and the read models of the API and the dashboard.',
+    '',
+    ...fence([...layout('db', src), ...layout('store', src)].join('\n')),
+    '',
+  ].join('\n');
+}
+
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const graph = folderGraph();
-  console.log(formatFolderGraph(graph));
-  for (const cycle of folderCycles(graph)) console.log(`cycle: ${cycle.join(' <-> ')}`);
+  if (process.argv.includes('--write')) {
+    const out = fileURLToPath(new URL('../docs/architecture.md', import.meta.url));
+    fs.writeFileSync(out, architectureMarkdown());
+    console.log(`wrote ${path.relative(process.cwd(), out)}`);
+  } else {
+    const graph = folderGraph();
+    console.log(formatFolderGraph(graph));
+    for (const cycle of folderCycles(graph)) console.log(`cycle: ${cycle.join(' <-> ')}`);
+  }
 }
