@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { PrefixCache, type PrefixCacheOptions } from './prefix-cache.js';
 import { MockRateLimiter, type MockRateLimits } from './rate-limits.js';
 import { mockRequestId, okBody, okObject } from './responses.js';
 import { streamEvents, wantsStream } from './streams.js';
@@ -88,6 +89,12 @@ export interface MockUpstreamOptions {
    * headers on every answer, 429 with retry-after-ms when over. Counts are served at GET /__mock/stats.
    */
   rateLimits?: MockRateLimits;
+  /**
+   * A prompt cache as a prefix-caching server has (./prefix-cache.ts): a default answer to a request
+   * whose prefix is cached waits `hitLatencyMs` instead of the latency. Counts in `prefixCache` and
+   * at GET /__mock/stats.
+   */
+  prefixCache?: PrefixCacheOptions;
 }
 
 export interface MockUpstream {
@@ -106,6 +113,8 @@ export interface MockUpstream {
   readonly received: number;
   /** The rate limiter when started with `rateLimits`. */
   readonly rateLimiter: MockRateLimiter | null;
+  /** The prompt cache when started with `prefixCache`. */
+  readonly prefixCache: PrefixCache | null;
   setBehaviour(fn: BehaviourFn | null): void;
   setLatency(ms: number): void;
   /** Forgets records, counts and maxima (not the behaviour). */
@@ -140,6 +149,7 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
   const timers = new Set<NodeJS.Timeout>();
   let received = 0;
   const limiter = options.rateLimits ? new MockRateLimiter(options.rateLimits) : null;
+  const cache = options.prefixCache ? new PrefixCache(options.prefixCache) : null;
 
   const later = (ms: number, fn: () => void) => {
     if (ms <= 0) return fn();
@@ -154,7 +164,13 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
     const path = (req.url ?? '/').split('?')[0]!;
     if (path === '/__mock/stats' && req.method === 'GET') {
       res.writeHead(200, JSON_HEADERS);
-      res.end(JSON.stringify({ received, rateLimits: limiter?.stats() ?? null }));
+      res.end(
+        JSON.stringify({
+          received,
+          rateLimits: limiter?.stats() ?? null,
+          prefixCache: cache?.stats() ?? null,
+        }),
+      );
       return;
     }
     let parsed: unknown = null;
@@ -187,6 +203,7 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
       body,
       headers: req.headers,
     };
+    const cached = cache?.lookup(parsed) === 'hit';
     let action: MockBehaviour = { kind: 'ok' };
     // Rate limits first, as a provider admits before it works: a refused request is answered at once.
     let limitHeaders: Record<string, string> = {};
@@ -255,7 +272,7 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
 
     switch (action.kind) {
       case 'ok':
-        return later(action.delayMs ?? latencyMs, sendOk);
+        return later(action.delayMs ?? (cached ? cache!.hitLatencyMs : latencyMs), sendOk);
       case 'delay':
         return later(action.ms, sendOk);
       case 'status': {
@@ -365,6 +382,7 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
       return received;
     },
     rateLimiter: limiter,
+    prefixCache: cache,
     setBehaviour(fn) {
       behaviour = fn;
     },
@@ -379,6 +397,7 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
       for (const [model, n] of inFlight.byModel) maxInFlight.byModel.set(model, n);
       received = 0;
       limiter?.reset();
+      cache?.reset();
     },
     close() {
       for (const t of timers) clearTimeout(t);

@@ -105,8 +105,8 @@ export async function insertRoutedRequests(
        INSERT INTO ${s}.batch_routes (batch_id, model, route_id)
        SELECT DISTINCT $1::uuid, m, r FROM unnest($3::text[], $6::int[]) AS x(m, r)
      )
-     INSERT INTO ${s}.requests (batch_id, template_id, line_number, model, route_id)
-     SELECT $1, t.id, t.line_number, t.model, m.route_id
+     INSERT INTO ${s}.requests (batch_id, template_id, line_number, model, route_id, prefix_hash)
+     SELECT $1, t.id, t.line_number, t.model, m.route_id, t.prefix_hash
        FROM ${s}.request_templates t
        JOIN ${combosRelation(3)} ON m.model = t.model AND m.endpoint = t.endpoint AND m.keyed = ${KEY_KIND('t')}
       WHERE t.file_id = $2`,

@@ -5,7 +5,13 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { withTransaction } from '../../db/transaction.js';
 import { NotFoundError, ValidationError, type ValidationIssue } from '../../domain/errors.js';
 import { encryptKey, type KeyEncryptionKey } from '../../domain/key-encryption.js';
-import { CustomIdSet, type RequestTemplateInput, validateTemplate } from '../../domain/templates.js';
+import { promptPrefixHash } from '../../domain/prompt-prefix.js';
+import {
+  CustomIdSet,
+  isJsonContentType,
+  type RequestTemplateInput,
+  validateTemplate,
+} from '../../domain/templates.js';
 import type { CreateFileOptions, FileInfo, FilePurpose, ListOptions, Page } from '../../domain/types.js';
 import { assertId, FILE_COLUMNS, type FileRow, isUuid, toFileInfo } from '../rows.js';
 import { copyRow } from './copy-text.js';
@@ -50,7 +56,8 @@ export async function insertFile(
       copy = client.query(
         copyFrom(
           `COPY ${schema}.request_templates
-             (file_id, line_number, custom_id, endpoint, method, path, body, model, api_key, content_type) FROM STDIN`,
+             (file_id, line_number, custom_id, endpoint, method, path, body, model, api_key, content_type,
+              prefix_hash) FROM STDIN`,
         ),
       );
       const copyDone = once(copy, 'finish');
@@ -88,6 +95,7 @@ export async function insertFile(
           t.model,
           kek && t.apiKey ? encryptKey(t.apiKey, kek) : (t.apiKey ?? ''),
           t.contentType ?? null,
+          isJsonContentType(t.contentType) && t.body !== '' ? promptPrefixHash(t.body) : null,
         ]);
         index++;
         if (chunk.length >= FLUSH_BYTES) {

@@ -1,0 +1,70 @@
+import { createHash } from 'node:crypto';
+import { arrayHead, topLevelMembers } from './json-members.js';
+
+/*
+ * The prompt prefix of a request, hashed at ingest so that the claim can send requests sharing it
+ * together (src/db/sql/claim.ts) and an upstream with prefix caching (vLLM, SGLang, OpenAI,
+ * Anthropic prompt caching) serves them from its cache. Pure.
+ *
+ * The prefix is what a request sends before the part that varies, as the common APIs lay it out:
+ *   - `tools`, `system` (Anthropic) and `instructions` (Responses), when present, and
+ *   - the first element of `messages` (or of `input` for Responses) when it is a system/developer
+ *     message or is not the last one (a shared document or a few-shot example before the question).
+ * A request with none of these (one user message, a completion prompt, an embedding) has no prefix
+ * (null) and is sent in line order. The first message rather than all but the last: requests that
+ * share a system prompt but differ after it (distinct conversations) stay in one group, which is
+ * the part an upstream's cache can share; a longer prefix would split them into groups of one.
+ *
+ * Each part is canonical JSON (keys sorted, no whitespace) so that formatting does not split a group.
+ * The hash is the first 8 bytes of its SHA-256 as a signed int8 (8 bytes per request; a collision
+ * only puts two groups side by side in the claim order, it never changes what is sent).
+ */
+
+/** JSON with object keys sorted at every level and no whitespace: equal values, equal text. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  const keys = Object.keys(value).sort();
+  const parts: string[] = [];
+  for (const k of keys) {
+    const v = (value as Record<string, unknown>)[k];
+    if (v === undefined) continue;
+    parts.push(`${JSON.stringify(k)}:${canonicalJson(v)}`);
+  }
+  return `{${parts.join(',')}}`;
+}
+
+const PREFIX_MEMBERS = ['tools', 'system', 'instructions'] as const;
+const LEADING_ROLES = new Set(['system', 'developer']);
+
+/**
+ * The canonical text of a JSON body's prompt prefix, or null when it has none (see above). `body`
+ * must be valid JSON (ingest has checked it); anything else has no prefix.
+ */
+export function promptPrefix(body: string): string | null {
+  const members = topLevelMembers(body);
+  if (!members) return null;
+  const parts: string[] = [];
+  for (const name of PREFIX_MEMBERS) {
+    const span = members.get(name);
+    if (span) parts.push(`${name}=${canonicalJson(JSON.parse(body.slice(span[0], span[1])))}`);
+  }
+  const list = members.get('messages') ?? members.get('input');
+  const head = list ? arrayHead(body, list) : null;
+  if (head) {
+    const first = JSON.parse(body.slice(head.first[0], head.first[1])) as { role?: unknown } | null;
+    const leading = typeof first?.role === 'string' && LEADING_ROLES.has(first.role);
+    if (leading || head.more) parts.push(`first=${canonicalJson(first)}`);
+  }
+  return parts.length > 0 ? parts.join('\n') : null;
+}
+
+/**
+ * The prompt prefix hash stored with a request (int8 as a decimal string, for COPY and node-pg),
+ * or null for a body without a prefix.
+ */
+export function promptPrefixHash(body: string): string | null {
+  const prefix = promptPrefix(body);
+  if (prefix === null) return null;
+  return createHash('sha256').update(prefix).digest().readBigInt64BE(0).toString();
+}
