@@ -89,11 +89,7 @@ export interface MockUpstreamOptions {
    * headers on every answer, 429 with retry-after-ms when over. Counts are served at GET /__mock/stats.
    */
   rateLimits?: MockRateLimits;
-  /**
-   * A prompt cache as a prefix-caching server has (./prefix-cache.ts): a default answer to a request
-   * whose prefix is cached waits `hitLatencyMs` instead of the latency. Counts in `prefixCache` and
-   * at GET /__mock/stats.
-   */
+  /** A prompt cache (./prefix-cache.ts): hits wait its hitLatencyMs; counts also at /__mock/stats. */
   prefixCache?: PrefixCacheOptions;
 }
 
@@ -164,13 +160,8 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
     const path = (req.url ?? '/').split('?')[0]!;
     if (path === '/__mock/stats' && req.method === 'GET') {
       res.writeHead(200, JSON_HEADERS);
-      res.end(
-        JSON.stringify({
-          received,
-          rateLimits: limiter?.stats() ?? null,
-          prefixCache: cache?.stats() ?? null,
-        }),
-      );
+      const stats = { received, rateLimits: limiter?.stats() ?? null, prefixCache: cache?.stats() ?? null };
+      res.end(JSON.stringify(stats));
       return;
     }
     let parsed: unknown = null;
