@@ -1,13 +1,13 @@
 /**
- * Bench (4): claim latency with 1,000,000 pending requests over 50 models and 500 batches (goal: p99
- * under 20 ms). The data is built with INSERT … SELECT generate_series straight into a fresh schema;
+ * Bench (4): claim latency with 1,000,000 pending requests over 50 models and 500 batches of 50
+ * owners, 20 rows of each model in flight at another daemon (goal: p99 under 20 ms). The data is built with INSERT … SELECT generate_series straight into a fresh schema;
  * then the daemon's claim (one autocommit statement over all models, capped by the daemon's slot
  * budgets, src/db/sql/queue/claim.ts) runs repeatedly, each claimed row being completed afterwards
  * (untimed) so the in-flight set stays small.
  * Standalone: `node --import tsx bench/claim-latency.ts [pending]`.
  */
 
-import { claimSql, claimUpdate, liveAndPickedCtes } from '../src/db/sql/queue/claim.js';
+import { claimSql, claimUpdate } from '../src/db/sql/queue/claim.js';
 import { liveBatchSql } from '../src/domain/batch-lifecycle.js';
 import { createTestDb } from '../test/support/db.js';
 
@@ -30,7 +30,7 @@ WITH want AS MATERIALIZED (
     FROM unnest($1::text[], $2::int[], $5::text[]) AS w(model, want, routes)
     JOIN ${s}.model_limits ml ON ml.model = w.model
 ),
-${liveAndPickedCtes(s)}
+${deadlineOrderPickedCtes(s)}
 ${claimUpdate(s, { daemon: '$3', lease: '$4' })}`;
 }
 
@@ -70,6 +70,48 @@ picked AS (
 ${claimUpdate(s, { daemon: '$4', lease: '$5' })}`;
 }
 
+/** The claim's live batches and picked rows before fair share: deadline order alone. */
+function deadlineOrderPickedCtes(s: string): string {
+  return `live AS MATERIALIZED (
+  SELECT b.id, b.expires_at FROM ${s}.batches b WHERE ${liveBatchSql('b')} ORDER BY b.expires_at, b.created_at, b.id
+),
+picked AS (
+  SELECT p.id, p.expires_at
+    FROM want w
+    CROSS JOIN LATERAL (
+      SELECT r.id, lb.expires_at
+        FROM live lb
+        CROSS JOIN LATERAL unnest(w.routes) AS rt(route_id)
+        CROSS JOIN LATERAL (
+          SELECT r.id FROM ${s}.requests r
+           WHERE r.batch_id = lb.id AND r.model = w.model AND r.route_id = rt.route_id AND r.state = 'pending'
+             AND (r.not_before IS NULL OR r.not_before <= now())
+           ORDER BY r.prefix_hash, r.line_number
+           LIMIT greatest(w.cap, 0)
+             FOR UPDATE OF r SKIP LOCKED) r
+       LIMIT greatest(w.cap, 0)) p
+   WHERE w.cap > 0
+)`;
+}
+
+/**
+ * Baseline, measured in the same run: the claim before fair share between owners (issue 15; git
+ * history of src/db/sql/queue/claim.ts): the same budget-capped statement walking live batches in deadline
+ * order alone, blind to owners and to what is in flight. $1 models, $2 wants, $3 held, $4 daemon,
+ * $5 lease ms, $6 routes per model.
+ */
+function deadlineOrderClaimSql(s: string): string {
+  return `
+WITH want AS MATERIALIZED (
+  SELECT w.model, least(w.want, b.slots - w.held)::int AS cap, w.routes::int[] AS routes
+    FROM unnest($1::text[], $2::int[], $3::int[], $6::text[]) AS w(model, want, held, routes)
+    JOIN ${s}.model_budgets b ON b.model = w.model AND b.daemon_id = $4
+     FOR KEY SHARE OF b
+),
+${deadlineOrderPickedCtes(s)}
+${claimUpdate(s, { daemon: '$4', lease: '$5' })}`;
+}
+
 function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))]!;
 }
@@ -77,6 +119,8 @@ function pct(sorted: number[], p: number): number {
 export async function benchClaimLatency(options: { pending?: number; claims?: number; want?: number } = {}) {
   const batches = 500;
   const models = 50;
+  const owners = 50;
+  const inFlightPerModel = 20;
   const pending = options.pending ?? 1_000_000;
   const perBatch = Math.floor(pending / batches);
   const claims = options.claims ?? 300;
@@ -96,8 +140,8 @@ export async function benchClaimLatency(options: { pending?: number; claims?: nu
       [fileId],
     );
     await db.pool.query(
-      `INSERT INTO ${s}.batches (file_id, total_requests, in_progress_at, expires_at, created_at)
-       SELECT $1, ${perBatch}, now(), now() + interval '24 hours' + g * interval '1 second', now() + g * interval '1 ms'
+      `INSERT INTO ${s}.batches (file_id, owner, total_requests, in_progress_at, expires_at, created_at)
+       SELECT $1, 'owner-' || (g % ${owners}), ${perBatch}, now(), now() + interval '24 hours' + g * interval '1 second', now() + g * interval '1 ms'
          FROM generate_series(1, ${batches}) g`,
       [fileId],
     );
@@ -131,6 +175,15 @@ export async function benchClaimLatency(options: { pending?: number; claims?: nu
        SELECT 'model-' || m, $1, 1000, 1000 FROM generate_series(0, ${models - 1}) m`,
       [DAEMON],
     );
+    // What another daemon has in flight: the last lines of each model in the last batches (no claim
+    // here takes them), spread over the owners; every fair claim counts them per owner.
+    await db.pool.query(
+      `UPDATE ${s}.requests r SET state = 'processing', daemon_id = '00000000-0000-0000-0000-0000000000aa',
+              claimed_at = now(), started_at = now(), lease_expires_at = now() + interval '1 hour', attempt = 1
+        WHERE r.id IN (SELECT r2.id FROM ${s}.requests r2
+                        WHERE r2.line_number > ${perBatch} - ${models}
+                          AND r2.batch_id IN (SELECT id FROM ${s}.batches ORDER BY expires_at DESC LIMIT ${inFlightPerModel}))`,
+    );
     // The routeless baseline's index (migration 0010 replaced it with requests_pending_route_idx).
     await db.pool.query(
       `CREATE INDEX requests_pending_idx ON ${s}.requests (batch_id, model, line_number) WHERE state = 'pending'`,
@@ -144,6 +197,7 @@ export async function benchClaimLatency(options: { pending?: number; claims?: nu
     const txn: number[] = [];
     const before: number[] = [];
     const routeless: number[] = [];
+    const deadlineOrder: number[] = [];
     let claimed = 0;
     try {
       const modelNames = Array.from({ length: models }, (_, m) => `model-${m}`);
@@ -194,6 +248,15 @@ export async function benchClaimLatency(options: { pending?: number; claims?: nu
         });
         if (i >= 10) routeless.push(performance.now() - r0);
         await complete(untouched.rows.map((r) => r.id));
+
+        const d0 = performance.now();
+        const unfair = await client.query({
+          name: 'bench_deadline_order_claim',
+          text: deadlineOrderClaimSql(s),
+          values: [modelNames, wants, held, DAEMON, 600_000, routeLists],
+        });
+        if (i >= 10) deadlineOrder.push(performance.now() - d0);
+        await complete(unfair.rows.map((r) => r.id));
       }
       if (process.env.EXPLAIN) {
         const names = Array.from({ length: models }, (_, m) => `'model-${m}'`).join(',');
@@ -214,18 +277,20 @@ export async function benchClaimLatency(options: { pending?: number; claims?: nu
     txn.sort((a, b) => a - b);
     before.sort((a, b) => a - b);
     routeless.sort((a, b) => a - b);
+    deadlineOrder.sort((a, b) => a - b);
     const p99 = pct(txn, 99);
     return {
       p50: pct(txn, 50),
       p99,
       markdown: [
-        `### Claim latency (${pending.toLocaleString('en-US')} pending, ${models} models, ${batches} batches)`,
+        `### Claim latency (${pending.toLocaleString('en-US')} pending, ${models} models, ${batches} batches of ${owners} owners, ${models * inFlightPerModel} in flight)`,
         '',
         `Data built with INSERT … SELECT generate_series in ${buildSeconds.toFixed(1)} s. ${claims} claims over all ${models} models, want ${want} per model (${(claimed / claims).toFixed(0)} rows per claim on average).`,
         '',
         '| measure | p50 | p99 | max |',
         '|---|---|---|---|',
-        `| claim: one autocommit statement capped by the daemon's budget rows (all the daemon runs per claim) | ${pct(txn, 50).toFixed(2)} ms | ${p99.toFixed(2)} ms | ${txn[txn.length - 1]!.toFixed(2)} ms |`,
+        `| claim: one autocommit statement capped by the daemon's budget rows, shared between owners by weight (all the daemon runs per claim) | ${pct(txn, 50).toFixed(2)} ms | ${p99.toFixed(2)} ms | ${txn[txn.length - 1]!.toFixed(2)} ms |`,
+        `| baseline, same run, interleaved: the same claim before fair share (deadline order alone) | ${pct(deadlineOrder, 50).toFixed(2)} ms | ${pct(deadlineOrder, 99).toFixed(2)} ms | ${deadlineOrder[deadlineOrder.length - 1]!.toFixed(2)} ms |`,
         `| baseline, same run, interleaved: the same claim before routes were recorded (any pending row of the model) | ${pct(routeless, 50).toFixed(2)} ms | ${pct(routeless, 99).toFixed(2)} ms | ${routeless[routeless.length - 1]!.toFixed(2)} ms |`,
         `| baseline, same run, interleaved: the previous claim (BEGIN + lock model rows, claim counting global in-flight, COMMIT) | ${pct(before, 50).toFixed(2)} ms | ${pct(before, 99).toFixed(2)} ms | ${before[before.length - 1]!.toFixed(2)} ms |`,
         '',

@@ -1,4 +1,5 @@
 import { liveBatchSql } from '../../../domain/batch-lifecycle.js';
+import { fairPickedCtes } from './fair-share.js';
 
 /**
  * The claim (rules 2, 3, 4 and 13 of docs/decisions/0003): one statement, in its own (autocommit) transaction,
@@ -11,8 +12,9 @@ import { liveBatchSql } from '../../../domain/batch-lifecycle.js';
  *     deleting the budget of a daemon declared dead waits for such a claim to commit, then hands its
  *     rows back too; a claim after the delete finds no row and takes nothing. A budget row lowered
  *     by a rebalance is seen by the next claim.
- *   - ONE statement over all models walks live batches earliest deadline first (sorted once per
- *     statement, a handful of rows) and takes each batch's pending lines of the model on each route
+ *   - ONE statement over all models shares each model's cap between the owners with live batches
+ *     by weight, global across daemons (fair-share.ts), walks each owner's live batches nearest
+ *     deadline first (sorted once per statement, a handful of rows) and takes each batch's pending lines of the model on each route
  *     this daemon serves, in prompt-prefix order, then line order (requests_pending_route_idx:
  *     batch, model, route, prefix_hash, line; see "Prefix order" below) with FOR
  *     UPDATE SKIP LOCKED, so a daemon may run several claims at once (and several daemons claim side
@@ -55,10 +57,7 @@ import { liveBatchSql } from '../../../domain/batch-lifecycle.js';
  * lock, claim and complete in one statement) and why they lost: docs/decisions/0005.
  */
 
-/**
- * Live = claimable (src/domain/batch-lifecycle.ts, the one definition). Batches without a deadline
- * sort after those with one (NULLS LAST, as batches_live_idx is ordered).
- */
+/** Live = claimable (src/domain/batch-lifecycle.ts, the one definition). */
 const LIVE = liveBatchSql('b');
 
 /**
@@ -88,31 +87,13 @@ ${liveAndPickedCtes(s)}`;
 }
 
 /**
- * The claim's `live` (claimable batches, deadline first) and `picked` (per model, up to `want.cap`
- * pending rows on the routes this daemon serves, oldest first, SKIP LOCKED) CTEs; they read a
- * `want(model, cap, routes)` CTE defined before.
+ * The claim's `live` … `picked` CTEs: per model, up to `want.cap` pending rows on the routes this
+ * daemon serves, shared between owners by weight and taken nearest deadline first within each
+ * owner (fair-share.ts, docs/decisions/0007). They read a `want(model, cap, routes)` CTE defined
+ * before.
  */
 export function liveAndPickedCtes(s: string): string {
-  return `live AS MATERIALIZED (
-  SELECT b.id, b.expires_at FROM ${s}.batches b WHERE ${LIVE} ORDER BY b.expires_at, b.created_at, b.id
-),
-picked AS (
-  SELECT p.id, p.expires_at
-    FROM want w
-    CROSS JOIN LATERAL (
-      SELECT r.id, lb.expires_at
-        FROM live lb
-        CROSS JOIN LATERAL unnest(w.routes) AS rt(route_id)
-        CROSS JOIN LATERAL (
-          SELECT r.id FROM ${s}.requests r
-           WHERE r.batch_id = lb.id AND r.model = w.model AND r.route_id = rt.route_id AND r.state = 'pending'
-             AND (r.not_before IS NULL OR r.not_before <= now())
-           ORDER BY r.prefix_hash, r.line_number
-           LIMIT greatest(w.cap, 0)
-             FOR UPDATE OF r SKIP LOCKED) r
-       LIMIT greatest(w.cap, 0)) p
-   WHERE w.cap > 0
-)`;
+  return fairPickedCtes(s);
 }
 
 /**

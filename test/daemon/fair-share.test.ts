@@ -1,0 +1,114 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RequestTemplateInput } from '../../src/domain/templates.js';
+import type { PostgresRequestManager } from '../../src/manager/request-manager.js';
+import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
+import { createTestDb, type TestDb } from '../support/db.js';
+import { mockTemplates, waitFor, waitForBatchEnd } from '../support/mock-upstream.js';
+
+/*
+ * Who goes first (issue 15, src/db/sql/fair-share.ts). Counts who was claimed and completed, never
+ * how long anything took: with the claim ordered by deadline alone, owner B's 40 lines would wait
+ * behind the ~3,000 of owner A's earlier batch; shared between owners, B's lines take about half the
+ * limit from the first claim after B's batch exists, so B ends while A has completed only a few dozen
+ * more.
+ */
+
+let db: TestDb;
+let mock: MockUpstream;
+beforeAll(async () => {
+  db = await createTestDb({ max: 12 });
+  mock = await startMockUpstream({ latencyMs: 50, record: false });
+});
+afterAll(async () => {
+  await mock.close();
+  await db.close();
+});
+
+const LIMIT = 8;
+
+/** A file and a batch of `owner`'s. */
+async function createBatch(
+  m: PostgresRequestManager,
+  templates: RequestTemplateInput[],
+  options: { owner: string; completionWindow?: string },
+): Promise<string> {
+  const fileId = await m.createFile('input.jsonl', null, templates, { owner: options.owner });
+  return m.createBatch(fileId, options);
+}
+
+async function completed(m: PostgresRequestManager, batchId: string): Promise<number> {
+  return (await m.getBatchStatus(batchId)).completedRequests;
+}
+
+/** Owner A's big batch runs; owner B's small one arrives; returns the counts at B's end. */
+async function newcomerScenario(daemons: number, model: string) {
+  const config = { modelConcurrencyLimits: { [model]: LIMIT }, pollIntervalMs: 200, logger: () => {} };
+  const handles = [];
+  for (let i = 0; i < daemons; i++) handles.push(await db.manager(config).run());
+  const m = db.manager();
+  try {
+    mock.reset();
+    const a = await createBatch(m, mockTemplates(mock, 3000, { model, prefix: 'a-' }), { owner: 'alice' });
+    // A is running, at the limit.
+    await waitFor(async () => (await completed(m, a)) >= 50);
+    const aBefore = await completed(m, a);
+    const b = await createBatch(m, mockTemplates(mock, 40, { model, prefix: 'b-' }), { owner: 'bob' });
+    const bEnd = await waitForBatchEnd(m, b, 120_000);
+    const aAtB = await m.getBatchStatus(a);
+    await m.cancelBatch(a);
+    await waitForBatchEnd(m, a, 120_000);
+    return { bEnd, aBefore, aAtB, maxInFlight: mock.maxInFlight.byModel.get(model) ?? 0 };
+  } finally {
+    await Promise.all(handles.map((h) => h.stop()));
+  }
+}
+
+describe('fair share between owners', () => {
+  it("a newcomer's 40 lines complete while the big batch still runs, never above the limit (one daemon)", async () => {
+    const r = await newcomerScenario(1, 'fair-one');
+    expect(r.bEnd.completedRequests).toBe(40);
+    // While B ran, A kept about half the slots: a few dozen completions, not its whole backlog
+    // (deadline order alone would have finished ~2,950 of A's lines before B's first).
+    expect(r.aAtB.completedRequests - r.aBefore).toBeLessThan(400);
+    expect(r.aAtB.pendingRequests).toBeGreaterThan(2000);
+    expect(r.maxInFlight).toBeLessThanOrEqual(LIMIT);
+  }, 300_000);
+
+  it('the same across three daemons', async () => {
+    const r = await newcomerScenario(3, 'fair-three');
+    expect(r.bEnd.completedRequests).toBe(40);
+    expect(r.aAtB.completedRequests - r.aBefore).toBeLessThan(400);
+    expect(r.aAtB.pendingRequests).toBeGreaterThan(2000);
+    expect(r.maxInFlight).toBeLessThanOrEqual(LIMIT);
+  }, 300_000);
+});
+
+describe('deadlines within an owner', () => {
+  it('a 1h batch created after a 24h batch of the same owner is claimed first', async () => {
+    const model = 'deadline-one';
+    const m = db.manager({ modelConcurrencyLimits: { [model]: 2 }, pollIntervalMs: 200, logger: () => {} });
+    const d = await m.run();
+    try {
+      const day = await createBatch(m, mockTemplates(mock, 400, { model, prefix: 'day-' }), {
+        owner: 'carol',
+        completionWindow: '24h',
+      });
+      await waitFor(async () => (await completed(m, day)) >= 5);
+      const dayBefore = await completed(m, day);
+      const hour = await createBatch(m, mockTemplates(mock, 30, { model, prefix: 'hour-' }), {
+        owner: 'carol',
+        completionWindow: '1h',
+      });
+      const hourEnd = await waitForBatchEnd(m, hour, 120_000);
+      const dayAtHour = await completed(m, day);
+      expect(hourEnd.completedRequests).toBe(30);
+      // Only what was in flight or already claimed ahead when the 1h batch arrived (≤ a few per
+      // slot), and what the 1h batch's last rows left free, went to the 24h batch meanwhile.
+      expect(dayAtHour - dayBefore).toBeLessThan(20);
+      await m.cancelBatch(day);
+      await waitForBatchEnd(m, day, 120_000);
+    } finally {
+      await d.stop();
+    }
+  }, 300_000);
+});
