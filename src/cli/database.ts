@@ -3,6 +3,7 @@ import { redactUrl, type Settings } from '../config/settings.js';
 import { UsageError } from '../config/usage-error.js';
 import { migrate } from '../db/migrate.js';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from '../embedded/embedded-postgres.js';
+import { PostgresRequestManager } from '../manager/request-manager.js';
 
 /** The settings that say where the database is. */
 export type DatabaseSettings = Pick<Settings, 'databaseUrl' | 'schema' | 'dataDir' | 'embeddedUser'> &
@@ -92,6 +93,22 @@ export async function openDatabase(
     throw new UsageError(`cannot use the database at ${describe}: ${why.split('\n')[0]}`, 1);
   }
   return { pool, schema: settings.schema, describe, close, ...(embedded ? { embedded } : {}) };
+}
+
+/**
+ * Runs an operator's command (`keys`, `webhooks`, `purge`) through the library's manager on the
+ * database of the settings, opened with a pool of 2 and closed afterwards, whatever happens.
+ */
+export async function withManager<T>(
+  settings: DatabaseSettings,
+  fn: (manager: PostgresRequestManager) => Promise<T>,
+): Promise<T> {
+  const db = await openDatabase(settings, { poolSize: 2, log: (m) => console.error(m) });
+  try {
+    return await fn(new PostgresRequestManager(db.pool, { schema: db.schema }));
+  } finally {
+    await db.close();
+  }
 }
 
 /**

@@ -1,11 +1,12 @@
 import type pg from 'pg';
-import { type PurgeOptions, type PurgeReport, purge } from '../db/purge.js';
+import { type PurgeOptions, type PurgeReport, previewPurge, purge } from '../db/purge.js';
 import { assertSchemaName, DEFAULT_SCHEMA, qualify } from '../db/schema.js';
 import { configureRateLimitsSql } from '../db/sql/queue/rate-budget.js';
 import { type DaemonConfig, resolveDaemonConfig } from '../dispatch/config.js';
 import type { DaemonHandle } from '../dispatch/interfaces.js';
 import { ValidationError } from '../domain/errors.js';
 import { type KeyEncryptionKey, parseKeyEncryptionKey } from '../domain/key-encryption.js';
+import { checkModelConcurrency, checkModelRateLimits } from '../domain/model-limits.js';
 import { resolveRetryableStatuses } from '../domain/retry.js';
 import type { RequestTemplateInput } from '../domain/templates.js';
 import { validateTemplate } from '../domain/templates.js';
@@ -22,11 +23,13 @@ import type {
   RetryOptions,
 } from '../domain/types.js';
 import type { ModelRouter } from '../domain/upstream-route.js';
+import { ApiKeys } from '../store/api-keys.js';
 import { completionWindowMs, DEFAULT_COMPLETION_WINDOW } from '../store/batches/batch-options.js';
 import { rerouteBatch, upstreamsOf } from '../store/batches/batch-routes.js';
 import type { BatchEvents } from '../store/batches/batches.js';
 import * as batches from '../store/batches/batches.js';
 import { notifyEvents } from '../store/batches/events.js';
+import { findBatchIdByIdempotencyKey } from '../store/batches/find-batch-by-key.js';
 import {
   batchResultLines,
   checkInclude,
@@ -34,7 +37,11 @@ import {
   type ResultsInclude,
 } from '../store/files/content-lines.js';
 import * as files from '../store/files/files.js';
+import { ApiReads } from '../store/reads/api/api-reads.js';
+import { deleteEndedMessageBatch } from '../store/reads/api/message-batches.js';
+import { DashboardReads } from '../store/reads/dashboard/dashboard-reads.js';
 import type { WebhookDeliveryOptions } from '../webhooks/delivery.js';
+import { WebhookEndpoints } from '../webhooks/endpoints.js';
 
 export interface ManagerConfig extends Partial<DaemonConfig> {
   /** PostgreSQL schema of fusillade's tables (default "fusillade"); must match migrate()'s. */
@@ -88,6 +95,14 @@ export class PostgresRequestManager {
   readonly defaultCompletionWindow: string | null;
   /** The webhook deliverer's options (run() starts one beside each daemon). */
   readonly webhooks: WebhookDeliveryOptions;
+  /** The Batch API server's keys (its Bearer check, `fusillade keys`). */
+  readonly apiKeys: ApiKeys;
+  /** Webhook receivers and their deliveries (the API's /v1/webhook_endpoints, `fusillade webhooks`). */
+  readonly webhookEndpoints: WebhookEndpoints;
+  /** The reads behind the Batch APIs' lists and downloads. */
+  readonly apiReads: ApiReads;
+  /** The reads behind the dashboard's pages and the CLI's progress line. */
+  readonly dashboardReads: DashboardReads;
   /** Seals templates' upstream keys at rest (keyEncryptionKey, else FUSILLADE_KEY_ENCRYPTION_KEY). */
   private readonly keyEncryption: KeyEncryptionKey | null;
 
@@ -108,6 +123,20 @@ export class PostgresRequestManager {
     this.keyEncryption =
       this.config.keyEncryptionKey === undefined ? null : parseKeyEncryptionKey(this.config.keyEncryptionKey);
     this.events = notifyEvents(this.schemaName);
+    this.apiKeys = new ApiKeys(pool, this.schema);
+    this.webhookEndpoints = new WebhookEndpoints(pool, this.schema);
+    this.apiReads = new ApiReads(pool, this.schema, this.config.deadDaemonAfterMs);
+    this.dashboardReads = new DashboardReads(pool, this.schema, {
+      deadDaemonAfterMs: this.config.deadDaemonAfterMs,
+      configuredModels: Object.keys(this.config.modelConcurrencyLimits),
+      defaultModelConcurrency: this.config.defaultModelConcurrency,
+      retryableStatuses: resolveRetryableStatuses(this.config.retryableStatuses),
+    });
+  }
+
+  /** Resolves once the database answers a trivial query (the server's readiness check). */
+  async ping(): Promise<void> {
+    await this.pool.query('SELECT 1');
   }
 
   /** Stores a file of templates; all are validated first and none is stored if one is invalid. */
@@ -172,6 +201,11 @@ export class PostgresRequestManager {
     return batchResultLines(this.pool, this.schema, () => this.getBatch(batchId, options), include);
   }
 
+  /** Sets a file's expiry `seconds` after its creation (OpenAI's expires_after, known once an upload has ended). */
+  setFileExpiry(fileId: string, seconds: number): Promise<void> {
+    return files.setFileExpiry(this.pool, this.schema, fileId, seconds);
+  }
+
   listFiles(options: files.ListFilesOptions = {}): Promise<Page<FileInfo>> {
     return files.listFiles(this.pool, this.schema, options);
   }
@@ -199,6 +233,11 @@ export class PostgresRequestManager {
 
   getBatch(batchId: string, scope: OwnerScope = {}): Promise<BatchInfo> {
     return batches.getBatch(this.pool, this.schema, batchId, scope.owner);
+  }
+
+  /** The id of the batch the owner created with `idempotencyKey`, if any (one index probe). */
+  findBatchByIdempotencyKey(idempotencyKey: string, scope: OwnerScope = {}): Promise<string | undefined> {
+    return findBatchIdByIdempotencyKey(this.pool, this.schema, scope.owner ?? null, idempotencyKey);
   }
 
   getBatchStatus(batchId: string, scope: OwnerScope = {}): Promise<BatchStatus> {
@@ -270,18 +309,19 @@ export class PostgresRequestManager {
     return all.get(id) ?? [];
   }
 
+  /**
+   * Deletes an ended message batch (Anthropic's API) and its input file: both leave every read at
+   * once. InvalidStateError while it is processing; NotFoundError unless it is the owner's message batch.
+   */
+  deleteMessageBatch(batchId: string, scope: OwnerScope = {}): Promise<void> {
+    return deleteEndedMessageBatch(this.pool, this.schema, batchId, scope.owner ?? null);
+  }
+
   /** Ends the batch if nothing of it remains to do; returns whether this call ended it. */
   finalizeBatch(batchId: string): Promise<boolean> {
     return batches.finalizeBatch(this.pool, this.schema, batchId);
   }
 
-  /**
-   * Sets a model's in-flight limit for every daemon on this database (the model_limits row the
-   * daemons' slot budgets are drawn from, src/db/sql/queue/budget.ts). Takes effect within one budget
-   * interval (budgetIntervalMs, 250 ms by default): a raised limit is used at once; after a lowered
-   * one no new request starts above it, and requests already in flight finish (never aborted), so
-   * the total in flight falls to the new limit as they end.
-   */
   /**
    * Removes expired and deleted data now, in small transactions (src/db/purge.ts); with
    * `olderThanMs`, also batches finished longer ago (and input files as old that no batch uses).
@@ -291,21 +331,20 @@ export class PostgresRequestManager {
     return purge(this.pool, this.schema, options);
   }
 
+  /** What purge() with the same retention would remove now, removing nothing. */
+  previewPurge(options: Pick<PurgeOptions, 'olderThanMs'> = {}): Promise<PurgeReport> {
+    return previewPurge(this.pool, this.schema, options);
+  }
+
+  /**
+   * Sets a model's in-flight limit for every daemon on this database (the model_limits row the
+   * daemons' slot budgets are drawn from, src/db/sql/queue/budget.ts). Takes effect within one budget
+   * interval (budgetIntervalMs, 250 ms by default): a raised limit is used at once; after a lowered
+   * one no new request starts above it, and requests already in flight finish (never aborted), so
+   * the total in flight falls to the new limit as they end.
+   */
   async setModelConcurrency(model: string, concurrency: number): Promise<void> {
-    if (typeof model !== 'string' || model === '') {
-      throw new ValidationError([
-        { code: 'invalid_model', param: 'model', message: 'model must be a non-empty string' },
-      ]);
-    }
-    if (!Number.isInteger(concurrency) || concurrency < 0 || concurrency > 1_000_000) {
-      throw new ValidationError([
-        {
-          code: 'invalid_concurrency',
-          param: 'concurrency',
-          message: 'concurrency must be an integer from 0 to 1000000',
-        },
-      ]);
-    }
+    checkModelConcurrency(model, concurrency);
     await this.pool.query(
       `INSERT INTO ${this.schema}.model_limits (model, concurrency) VALUES ($1, $2)
        ON CONFLICT (model) DO UPDATE SET concurrency = EXCLUDED.concurrency, updated_at = now()`,
@@ -322,19 +361,7 @@ export class PostgresRequestManager {
     model: string,
     limits: { rpm?: number | null; tpm?: number | null },
   ): Promise<void> {
-    if (typeof model !== 'string' || model === '') {
-      throw new ValidationError([
-        { code: 'invalid_model', param: 'model', message: 'model must be a non-empty string' },
-      ]);
-    }
-    for (const key of ['rpm', 'tpm'] as const) {
-      const v = limits?.[key];
-      if (v !== undefined && v !== null && (!Number.isInteger(v) || v < 1 || v > 2_000_000_000)) {
-        throw new ValidationError([
-          { code: `invalid_${key}`, param: key, message: `${key} must be an integer from 1 to 2000000000` },
-        ]);
-      }
-    }
+    checkModelRateLimits(model, limits);
     await this.pool.query(configureRateLimitsSql(this.schema), [
       [model],
       [limits?.rpm ?? null],

@@ -1,7 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { PostgresRequestManager } from '../manager/request-manager.js';
-import { verifyApiKey } from '../store/api-keys.js';
 
 /** The bearer token of a request, if any. */
 export function bearerToken(req: IncomingMessage): string | null {
@@ -29,7 +28,7 @@ export async function authenticate(
 ): Promise<string | null> {
   const token = apiKeyOf(req);
   if (!token) return null;
-  const key = await verifyApiKey(manager.pool, manager.schema, token);
+  const key = await manager.apiKeys.verify(token);
   return key?.owner ?? null;
 }
 

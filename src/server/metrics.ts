@@ -1,6 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { PostgresRequestManager } from '../manager/request-manager.js';
-import { countWaitingBatches } from '../store/batches/batch-routes.js';
 
 /**
  * The server's Prometheus registry. The daemon running in the same process registers its metrics
@@ -76,7 +75,7 @@ export function registerWaitingGauge(registry: Registry, manager: PostgresReques
       let timer: NodeJS.Timeout | undefined;
       try {
         const n = await Promise.race([
-          countWaitingBatches(manager.pool, manager.schema, manager.config.deadDaemonAfterMs),
+          manager.apiReads.waitingBatches(),
           new Promise<never>((_, reject) => {
             timer = setTimeout(() => reject(new Error('timeout')), 2000);
           }),

@@ -357,7 +357,7 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
 
 async function health(ctx: ApiContext, res: http.ServerResponse, daemonRunning: boolean): Promise<void> {
   try {
-    await ctx.db(ctx.manager.pool.query('SELECT 1'));
+    await ctx.db(ctx.manager.ping());
     sendJson(res, 200, { status: 'ok', database: 'ok', daemon: daemonRunning ? 'running' : 'off' });
   } catch {
     sendJson(res, 503, {

@@ -3,7 +3,6 @@ import busboy from 'busboy';
 import { type BatchInputLine, BatchInputParser } from '../domain/batch-input.js';
 import { ValidationError } from '../domain/errors.js';
 import type { TemplateItem } from '../store/files/files.js';
-import { setFileExpiry } from '../store/reads/api/batch-page.js';
 import type { ApiContext, Call } from './context.js';
 import { ApiError, sendJson } from './http.js';
 import { fileObject } from './objects.js';
@@ -129,7 +128,7 @@ export async function uploadFile(ctx: ApiContext, call: Call): Promise<void> {
       });
     };
     const id = await (whole ? store() : waitForSlot()).finally(() => stream.return(undefined));
-    await ctx.db(setFileExpiry(ctx.manager.pool, ctx.manager.schema, id, expiresAfter(fields)));
+    await ctx.db(ctx.manager.setFileExpiry(id, expiresAfter(fields)));
     const file = await ctx.db(ctx.manager.getFile(id, { owner }));
     ctx.metrics.uploadedLines.inc(parser.lines);
     ctx.metrics.uploadedBytes.inc(parser.bytes);

@@ -125,3 +125,30 @@ export async function revokeApiKey(pool: pg.Pool, schema: string, idOrPrefix: st
   if (!rows[0]) throw new NotFoundError('api_key', idOrPrefix);
   return toInfo(rows[0]);
 }
+
+/** The API keys of one database (a pool and a quoted schema); the server and `fusillade keys` use it. */
+export class ApiKeys {
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly schema: string,
+  ) {}
+
+  /** A new key for the owner; its secret is in the answer only. */
+  create(options: { owner: string; name?: string | null }): Promise<CreatedApiKey> {
+    return createApiKey(this.pool, this.schema, options);
+  }
+
+  /** The owner of a valid, unrevoked key, or null. */
+  verify(key: string): Promise<{ id: string; owner: string } | null> {
+    return verifyApiKey(this.pool, this.schema, key);
+  }
+
+  list(options: { owner?: string; includeRevoked?: boolean } = {}): Promise<ApiKeyInfo[]> {
+    return listApiKeys(this.pool, this.schema, options);
+  }
+
+  /** Revokes by id or by prefix; NotFoundError unless exactly one key matches. */
+  revoke(idOrPrefix: string): Promise<ApiKeyInfo> {
+    return revokeApiKey(this.pool, this.schema, idOrPrefix);
+  }
+}

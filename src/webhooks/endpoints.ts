@@ -243,3 +243,37 @@ export async function listWebhookDeliveries(
     createdAt: r.created_at,
   }));
 }
+
+/** The webhook receivers of one database (a pool and a quoted schema); the API and `fusillade webhooks` use it. */
+export class WebhookEndpoints {
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly schema: string,
+  ) {}
+
+  /** A new receiver; its signing secret is in the answer only. */
+  add(options: AddWebhookEndpointOptions): Promise<CreatedWebhookEndpoint> {
+    return addWebhookEndpoint(this.pool, this.schema, options);
+  }
+
+  list(options: { owner?: string | null } = {}): Promise<WebhookEndpointInfo[]> {
+    return listWebhookEndpoints(this.pool, this.schema, options);
+  }
+
+  /** Removes a receiver (of `owner` when given); NotFoundError otherwise. */
+  remove(id: string, owner?: string | null): Promise<WebhookEndpointInfo> {
+    return removeWebhookEndpoint(this.pool, this.schema, id, owner);
+  }
+
+  /** Enables a disabled receiver again and forgets its failures. */
+  enable(id: string, owner?: string | null): Promise<WebhookEndpointInfo> {
+    return enableWebhookEndpoint(this.pool, this.schema, id, owner);
+  }
+
+  /** The latest deliveries of the owner's receivers, newest first. */
+  deliveries(
+    options: { owner?: string | null; endpointId?: string; limit?: number } = {},
+  ): Promise<WebhookDeliveryInfo[]> {
+    return listWebhookDeliveries(this.pool, this.schema, options);
+  }
+}

@@ -1,28 +1,22 @@
-import { qualify } from '../../db/schema.js';
-import { createApiKey, listApiKeys, revokeApiKey } from '../../store/api-keys.js';
-import { openDatabase } from '../database.js';
+import { withManager } from '../database.js';
 import type { CommandContext } from '../main.js';
 
 /** Prints the new key as the last line, so scripts can take it with `tail -1`. */
 export async function keysCreate({ settings, flags }: CommandContext): Promise<number> {
-  const db = await openDatabase(settings, { poolSize: 2, log: (m) => console.error(m) });
-  try {
-    const created = await createApiKey(db.pool, qualify(db.schema), {
+  return withManager(settings, async (manager) => {
+    const created = await manager.apiKeys.create({
       owner: String(flags.owner),
       name: typeof flags.name === 'string' ? flags.name : null,
     });
     console.log(`created API key ${created.id} for owner "${created.owner}" (shown once; keep it safe):`);
     console.log(created.key);
     return 0;
-  } finally {
-    await db.close();
-  }
+  });
 }
 
 export async function keysList({ settings, flags }: CommandContext): Promise<number> {
-  const db = await openDatabase(settings, { poolSize: 2, log: (m) => console.error(m) });
-  try {
-    const keys = await listApiKeys(db.pool, qualify(db.schema), {
+  return withManager(settings, async (manager) => {
+    const keys = await manager.apiKeys.list({
       ...(typeof flags.owner === 'string' ? { owner: flags.owner } : {}),
     });
     if (keys.length === 0) {
@@ -39,20 +33,15 @@ export async function keysList({ settings, flags }: CommandContext): Promise<num
     ]);
     printTable(['ID', 'KEY', 'OWNER', 'NAME', 'CREATED', 'LAST USED'], rows);
     return 0;
-  } finally {
-    await db.close();
-  }
+  });
 }
 
 export async function keysRevoke({ settings }: CommandContext, id: string): Promise<number> {
-  const db = await openDatabase(settings, { poolSize: 2, log: (m) => console.error(m) });
-  try {
-    const key = await revokeApiKey(db.pool, qualify(db.schema), id);
+  return withManager(settings, async (manager) => {
+    const key = await manager.apiKeys.revoke(id);
     console.log(`revoked API key ${key.id} (${key.prefix}…) of owner "${key.owner}"`);
     return 0;
-  } finally {
-    await db.close();
-  }
+  });
 }
 
 export function printTable(header: string[], rows: string[][]): void {

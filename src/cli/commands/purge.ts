@@ -1,8 +1,7 @@
 import { UsageError } from '../../config/usage-error.js';
-import { describePurge, previewPurge, purge } from '../../db/purge.js';
-import { qualify } from '../../db/schema.js';
+import { describePurge } from '../../db/purge.js';
 import { parseDuration } from '../../domain/duration.js';
-import { openDatabase } from '../database.js';
+import { withManager } from '../database.js';
 import type { CommandContext } from '../main.js';
 
 /**
@@ -18,17 +17,10 @@ export async function purgeCommand({ settings, flags }: CommandContext): Promise
       `--older-than must be a duration such as "30d", "12h" or "0s", got ${JSON.stringify(olderThan)}`,
     );
   }
-  const db = await openDatabase(settings, { poolSize: 2, log: (m) => console.error(m) });
-  try {
-    const schema = qualify(db.schema);
+  return withManager(settings, async (manager) => {
     const options = olderThanMs === undefined ? {} : { olderThanMs };
-    const report =
-      flags.dryRun === true
-        ? await previewPurge(db.pool, schema, options)
-        : await purge(db.pool, schema, options);
+    const report = flags.dryRun === true ? await manager.previewPurge(options) : await manager.purge(options);
     console.log(describePurge(report, flags.dryRun === true));
     return 0;
-  } finally {
-    await db.close();
-  }
+  });
 }

@@ -1,14 +1,12 @@
 import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { UsageError } from '../../config/usage-error.js';
-import { batchRatePauseSql } from '../../db/sql/queue/rate-budget.js';
 import { stderrLogger } from '../../dispatch/logger.js';
 import { BatchInputParser } from '../../domain/batch-input.js';
 import { ConflictError, ValidationError } from '../../domain/errors.js';
 import type { BatchStatus } from '../../domain/types.js';
 import { PostgresRequestManager } from '../../manager/request-manager.js';
 import { usageFields } from '../../server/usage-object.js';
-import { findBatchIdByIdempotencyKey } from '../../store/batches/find-batch-by-key.js';
 import { daemonConfigFor } from '../daemon-config.js';
 import { openDatabase } from '../database.js';
 import type { CommandContext } from '../main.js';
@@ -107,9 +105,9 @@ export async function runCommand(
     const errorFile = errorsPath ?? `${output.replace(/\.jsonl$/, '')}.errors.jsonl`;
     const unsuccessful = status.failedRequests + status.canceledRequests;
     try {
-      await writeBatchFile(db.pool, manager.schema, batchId, 'batch_output', output);
+      await writeBatchFile(manager, batchId, 'batch_output', output);
       if (errorsPath !== undefined || unsuccessful > 0) {
-        await writeBatchFile(db.pool, manager.schema, batchId, 'batch_error', errorFile);
+        await writeBatchFile(manager, batchId, 'batch_error', errorFile);
       }
     } catch (err) {
       throw new UsageError(`cannot write results: ${describeFsError(err)}`, 1);
@@ -145,7 +143,7 @@ async function findOrCreateBatch(
   endpointOf: (model: string) => string | undefined,
   flags: CommandContext['flags'],
 ): Promise<{ batchId: string; resumed: boolean }> {
-  const existing = await findBatchIdByIdempotencyKey(manager.pool, manager.schema, RUN_OWNER, key);
+  const existing = await manager.findBatchByIdempotencyKey(key, { owner: RUN_OWNER });
   if (existing) return { batchId: existing, resumed: true };
   let fileId: string;
   const parser = new BatchInputParser({
@@ -180,7 +178,7 @@ async function findOrCreateBatch(
     // The same run started concurrently elsewhere: use its batch, drop our copy of the file.
     if (err instanceof ConflictError) {
       await manager.deleteFile(fileId).catch(() => {});
-      const winner = await findBatchIdByIdempotencyKey(manager.pool, manager.schema, RUN_OWNER, key);
+      const winner = await manager.findBatchByIdempotencyKey(key, { owner: RUN_OWNER });
       if (winner) return { batchId: winner, resumed: true };
     }
     if (err instanceof ValidationError) throw new UsageError(`${input.path}: ${err.message}`);
@@ -230,17 +228,12 @@ async function watch(
     if (received) return { status, signal: received };
     if (status.finishedAt !== null) return { status };
     if (daemonEnded) throw new Error('the daemon stopped unexpectedly; run the same command again to resume');
-    progress.update({ ...toCounts(status), rateLimitedUntil: await rateLimitedUntil(manager, batchId) });
+    progress.update({
+      ...toCounts(status),
+      rateLimitedUntil: await manager.dashboardReads.rateLimitedUntil(batchId),
+    });
     await Promise.race([new Promise((r) => setTimeout(r, POLL_MS)), signal]);
   }
-}
-
-/** The end of the latest rate-limit pause of the batch's models (epoch ms), or null. */
-async function rateLimitedUntil(manager: PostgresRequestManager, batchId: string): Promise<number | null> {
-  const { rows } = await manager.pool.query<{ until_ms: number | null }>(batchRatePauseSql(manager.schema), [
-    batchId,
-  ]);
-  return rows[0]?.until_ms ?? null;
 }
 
 function toCounts(s: BatchStatus) {

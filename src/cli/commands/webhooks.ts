@@ -1,12 +1,5 @@
-import { qualify } from '../../db/schema.js';
 import { WEBHOOK_EVENT_TYPES } from '../../domain/webhooks.js';
-import {
-  addWebhookEndpoint,
-  enableWebhookEndpoint,
-  listWebhookEndpoints,
-  removeWebhookEndpoint,
-} from '../../webhooks/endpoints.js';
-import { openDatabase } from '../database.js';
+import { withManager } from '../database.js';
 import type { CommandContext } from '../main.js';
 import { printTable } from './keys.js';
 
@@ -15,9 +8,8 @@ import { printTable } from './keys.js';
  * database (like `keys`). `add` prints the signing secret as its last line, for `tail -1`.
  */
 export async function webhooksAdd({ settings, flags }: CommandContext): Promise<number> {
-  const db = await openDatabase(settings, { poolSize: 2, log: (m) => console.error(m) });
-  try {
-    const created = await addWebhookEndpoint(db.pool, qualify(db.schema), {
+  return withManager(settings, async (manager) => {
+    const created = await manager.webhookEndpoints.add({
       owner: String(flags.owner),
       url: String(flags.url),
       ...(typeof flags.events === 'string' ? { events: flags.events } : {}),
@@ -29,15 +21,12 @@ export async function webhooksAdd({ settings, flags }: CommandContext): Promise<
     console.log('signing secret (shown once; verify deliveries with any Standard Webhooks library):');
     console.log(created.secret);
     return 0;
-  } finally {
-    await db.close();
-  }
+  });
 }
 
 export async function webhooksList({ settings, flags }: CommandContext): Promise<number> {
-  const db = await openDatabase(settings, { poolSize: 2, log: (m) => console.error(m) });
-  try {
-    const endpoints = await listWebhookEndpoints(db.pool, qualify(db.schema), {
+  return withManager(settings, async (manager) => {
+    const endpoints = await manager.webhookEndpoints.list({
       ...(typeof flags.owner === 'string' ? { owner: flags.owner } : {}),
     });
     if (endpoints.length === 0) {
@@ -59,29 +48,21 @@ export async function webhooksList({ settings, flags }: CommandContext): Promise
     ]);
     printTable(['ID', 'OWNER', 'URL', 'EVENTS', 'STATUS', 'LAST SUCCESS', 'LAST ERROR'], rows);
     return 0;
-  } finally {
-    await db.close();
-  }
+  });
 }
 
 export async function webhooksRemove({ settings }: CommandContext, id: string): Promise<number> {
-  const db = await openDatabase(settings, { poolSize: 2, log: (m) => console.error(m) });
-  try {
-    const removed = await removeWebhookEndpoint(db.pool, qualify(db.schema), id);
+  return withManager(settings, async (manager) => {
+    const removed = await manager.webhookEndpoints.remove(id);
     console.log(`removed webhook endpoint ${removed.id} (${removed.url}) of owner "${removed.owner}"`);
     return 0;
-  } finally {
-    await db.close();
-  }
+  });
 }
 
 export async function webhooksEnable({ settings }: CommandContext, id: string): Promise<number> {
-  const db = await openDatabase(settings, { poolSize: 2, log: (m) => console.error(m) });
-  try {
-    const enabled = await enableWebhookEndpoint(db.pool, qualify(db.schema), id);
+  return withManager(settings, async (manager) => {
+    const enabled = await manager.webhookEndpoints.enable(id);
     console.log(`enabled webhook endpoint ${enabled.id} (${enabled.url}) of owner "${enabled.owner}"`);
     return 0;
-  } finally {
-    await db.close();
-  }
+  });
 }

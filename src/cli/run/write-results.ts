@@ -1,8 +1,7 @@
 import { createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
-import type pg from 'pg';
-import { openFileContent } from '../../store/files/output-files.js';
+import type { PostgresRequestManager } from '../../manager/request-manager.js';
 
 /**
  * Writes a batch's output or error file (OpenAI's JSONL line formats), streamed from the requests
@@ -10,8 +9,7 @@ import { openFileContent } from '../../store/files/output-files.js';
  * renamed, so a reader never sees half a file.
  */
 export async function writeBatchFile(
-  pool: pg.Pool,
-  quotedSchema: string,
+  manager: PostgresRequestManager,
   batchId: string,
   purpose: 'batch_output' | 'batch_error',
   path: string,
@@ -19,7 +17,7 @@ export async function writeBatchFile(
   const file = { id: batchId, purpose, sourceBatchId: batchId };
   const tmp = `${path}.partial-${process.pid}`;
   try {
-    await pipeline(await openFileContent(pool, quotedSchema, file), createWriteStream(tmp));
+    await pipeline(await manager.apiReads.fileContent(file), createWriteStream(tmp));
     await rename(tmp, path);
   } catch (err) {
     await rm(tmp, { force: true });

@@ -1,6 +1,5 @@
 import type { IncomingMessage } from 'node:http';
 import { pipeline } from 'node:stream/promises';
-import { messageBatchResultsSql } from '../../db/sql/results/message-batch-results.js';
 import { NotFoundError, ValidationError } from '../../domain/errors.js';
 import {
   MESSAGE_BATCH_WINDOW,
@@ -9,12 +8,6 @@ import {
 } from '../../domain/message-batch.js';
 import { RequestsArrayParser } from '../../domain/requests-array-parser.js';
 import type { TemplateItem } from '../../store/files/files.js';
-import { openCopyLines } from '../../store/files/output-files.js';
-import {
-  deleteEndedMessageBatch,
-  getMessageBatch,
-  listMessageBatches,
-} from '../../store/reads/api/message-batches.js';
 import { type MessageBatchObject, messageBatchObject } from '../anthropic-objects.js';
 import type { ApiContext, Call } from '../context.js';
 import { ApiError, sendJson } from '../http.js';
@@ -44,7 +37,7 @@ async function ownBatch(ctx: ApiContext, call: Call): Promise<{ id: string; uuid
   const id = call.params[0]!;
   const uuid = parseMessageBatchId(id);
   if (!uuid) throw noSuchMessageBatch(id);
-  await ctx.db(getMessageBatch(ctx.manager.pool, ctx.manager.schema, uuid, call.owner)).catch(notFound(id));
+  await ctx.db(ctx.manager.apiReads.messageBatch(uuid, call.owner)).catch(notFound(id));
   return { id, uuid };
 }
 
@@ -196,7 +189,7 @@ export async function listMessageBatchesRoute(ctx: ApiContext, call: Call): Prom
     cursor && !uuid
       ? { data: [], hasMore: false }
       : await ctx.db(
-          listMessageBatches(ctx.manager.pool, ctx.manager.schema, {
+          ctx.manager.apiReads.listMessageBatches({
             owner: call.owner,
             limit,
             ...(beforeId ? { beforeId: uuid! } : afterId ? { afterId: uuid! } : {}),
@@ -224,9 +217,7 @@ export async function deleteMessageBatch(ctx: ApiContext, call: Call): Promise<v
   const id = call.params[0]!;
   const uuid = parseMessageBatchId(id);
   if (!uuid) throw noSuchMessageBatch(id);
-  await ctx
-    .db(deleteEndedMessageBatch(ctx.manager.pool, ctx.manager.schema, uuid, call.owner))
-    .catch(notFound(id));
+  await ctx.db(ctx.manager.deleteMessageBatch(uuid, { owner: call.owner })).catch(notFound(id));
   sendJson(call.res, 200, { id, type: 'message_batch_deleted' });
 }
 
@@ -235,8 +226,7 @@ export async function messageBatchResults(ctx: ApiContext, call: Call): Promise<
   const id = call.params[0]!;
   const uuid = parseMessageBatchId(id);
   if (!uuid) throw noSuchMessageBatch(id);
-  const { pool, schema } = ctx.manager;
-  const batch = await ctx.db(getMessageBatch(pool, schema, uuid, call.owner)).catch(notFound(id));
+  const batch = await ctx.db(ctx.manager.apiReads.messageBatch(uuid, call.owner)).catch(notFound(id));
   if (batch.finishedAt === null) {
     throw new ApiError(
       400,
@@ -246,7 +236,7 @@ export async function messageBatchResults(ctx: ApiContext, call: Call): Promise<
       },
     );
   }
-  const stream = await ctx.db(openCopyLines(pool, messageBatchResultsSql(schema, uuid)));
+  const stream = await ctx.db(ctx.manager.apiReads.messageBatchResults(uuid));
   const { res } = call;
   res.statusCode = 200;
   res.setHeader('content-type', 'application/binary');

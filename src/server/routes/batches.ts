@@ -1,6 +1,5 @@
 import { isBatchEndpoint } from '../../domain/batch-input.js';
 import { ValidationError } from '../../domain/errors.js';
-import { firstPathMismatch, listBatchesWithStatus } from '../../store/reads/api/batch-page.js';
 import type { ApiContext, Call } from '../context.js';
 import { ApiError, readJsonBody, sendJson } from '../http.js';
 import { batchId, parseBatchId, parseFileId } from '../ids.js';
@@ -86,9 +85,7 @@ export async function createBatch(ctx: ApiContext, call: Call): Promise<void> {
       param: 'input_file_id',
     });
   }
-  const mismatch = await ctx.db(
-    firstPathMismatch(ctx.manager.pool, ctx.manager.schema, fileUuid, endpoint as string),
-  );
+  const mismatch = await ctx.db(ctx.manager.apiReads.firstPathMismatch(fileUuid, endpoint as string));
   if (mismatch) {
     throw new ValidationError([
       {
@@ -153,10 +150,9 @@ export async function listBatches(ctx: ApiContext, call: Call): Promise<void> {
     afterId && !after
       ? { data: [], hasMore: false }
       : await ctx.db(
-          listBatchesWithStatus(ctx.manager.pool, ctx.manager.schema, {
+          ctx.manager.apiReads.listBatches({
             owner: call.owner,
             limit,
-            deadDaemonAfterMs: ctx.manager.config.deadDaemonAfterMs,
             ...(after ? { after } : {}),
           }),
         );

@@ -1,17 +1,6 @@
 import { InvalidStateError, NotFoundError } from '../../domain/errors.js';
 import { REQUEST_STATES } from '../../domain/request-state.js';
-import { resolveRetryableStatuses } from '../../domain/retry.js';
-import { upstreamsOf } from '../../store/batches/batch-routes.js';
-import { listBatchOverviews } from '../../store/reads/dashboard/batch-list.js';
-import { operations } from '../../store/reads/dashboard/operations.js';
-import { batchProgress } from '../../store/reads/dashboard/progress.js';
-import {
-  failureSummary,
-  getRequestDetail,
-  listRequestSummaries,
-  MAX_OFFSET,
-  REQUEST_SORTS,
-} from '../../store/reads/dashboard/requests.js';
+import { MAX_OFFSET, REQUEST_SORTS } from '../../store/reads/dashboard/requests.js';
 import { isBatchStatus } from '../../store/reads/dashboard/scope.js';
 import type { ApiContext, Call } from '../context.js';
 import type { Me, RetryAnswer, RetryBody } from '../dashboard-wire.js';
@@ -74,7 +63,7 @@ async function listBatches(ctx: ApiContext, call: Call): Promise<void> {
   // An id that does not decode matches nothing: its page is empty rather than the first one.
   const cursor = (id: string | null) => (id ? (parseBatchId(id) ?? '') : undefined);
   const page = await ctx.db(
-    listBatchOverviews(ctx.manager.pool, ctx.manager.schema, {
+    ctx.manager.dashboardReads.listBatches({
       owner: call.owner,
       status,
       search: q.get('q') ?? undefined,
@@ -83,14 +72,7 @@ async function listBatches(ctx: ApiContext, call: Call): Promise<void> {
       limit: intParam(q, 'limit', { min: 1, max: 100, fallback: 20 }),
     }),
   );
-  const upstreams = await ctx.db(
-    upstreamsOf(
-      ctx.manager.pool,
-      ctx.manager.schema,
-      page.data.map((o) => o.batch.id),
-      ctx.manager.config.deadDaemonAfterMs,
-    ),
-  );
+  const upstreams = await ctx.db(ctx.manager.dashboardReads.upstreams(page.data.map((o) => o.batch.id)));
   sendJson(call.res, 200, json.batchList(page, ctx.prices, upstreams));
 }
 
@@ -99,7 +81,7 @@ async function progress(ctx: ApiContext, call: Call): Promise<void> {
   const [p, upstreams] = await ctx
     .db(
       Promise.all([
-        batchProgress(ctx.manager.pool, ctx.manager.schema, batch.uuid, call.owner),
+        ctx.manager.dashboardReads.progress(batch.uuid, call.owner),
         ctx.manager.getBatchUpstreams(batch.uuid, { owner: call.owner }),
       ]),
     )
@@ -113,7 +95,7 @@ async function listRequests(ctx: ApiContext, call: Call): Promise<void> {
   const lines = { min: 0, max: 2_147_483_647 };
   const page = await ctx
     .db(
-      listRequestSummaries(ctx.manager.pool, ctx.manager.schema, batch.uuid, {
+      ctx.manager.dashboardReads.requests(batch.uuid, {
         owner: call.owner,
         state: enumParam(q, 'state', REQUEST_STATES),
         code: q.get('code') || undefined,
@@ -134,24 +116,14 @@ async function listRequests(ctx: ApiContext, call: Call): Promise<void> {
 async function requestDetail(ctx: ApiContext, call: Call): Promise<void> {
   const batch = batchOf(call);
   const d = await ctx
-    .db(getRequestDetail(ctx.manager.pool, ctx.manager.schema, batch.uuid, call.params[1]!, call.owner))
+    .db(ctx.manager.dashboardReads.requestDetail(batch.uuid, call.params[1]!, call.owner))
     .catch(batch.notFound);
   sendJson(call.res, 200, json.requestDetail(d));
 }
 
 async function failures(ctx: ApiContext, call: Call): Promise<void> {
   const batch = batchOf(call);
-  const f = await ctx
-    .db(
-      failureSummary(
-        ctx.manager.pool,
-        ctx.manager.schema,
-        batch.uuid,
-        call.owner,
-        resolveRetryableStatuses(ctx.manager.config.retryableStatuses),
-      ),
-    )
-    .catch(batch.notFound);
+  const f = await ctx.db(ctx.manager.dashboardReads.failures(batch.uuid, call.owner)).catch(batch.notFound);
   sendJson(call.res, 200, json.failureSummary(f));
 }
 
@@ -201,14 +173,6 @@ async function retry(ctx: ApiContext, call: Call): Promise<void> {
 }
 
 async function operationsPage(ctx: ApiContext, call: Call): Promise<void> {
-  const { manager } = ctx;
-  const ops = await ctx.db(
-    operations(manager.pool, manager.schema, {
-      owner: call.owner,
-      configuredModels: Object.keys(manager.config.modelConcurrencyLimits),
-      defaultModelConcurrency: manager.config.defaultModelConcurrency,
-      deadDaemonAfterMs: manager.config.deadDaemonAfterMs,
-    }),
-  );
+  const ops = await ctx.db(ctx.manager.dashboardReads.operations(call.owner));
   sendJson(call.res, 200, json.operations(ops));
 }

@@ -1,7 +1,5 @@
 import { pipeline } from 'node:stream/promises';
 import type { FileInfo, FilePurpose } from '../../domain/types.js';
-import { findFile } from '../../store/files/files.js';
-import { openFileContent } from '../../store/files/output-files.js';
 import type { ApiContext, Call } from '../context.js';
 import { ApiError, sendJson } from '../http.js';
 import { fileId, parseFileId } from '../ids.js';
@@ -21,10 +19,11 @@ export function noSuchFile(id: string): ApiError {
 async function ownFile(ctx: ApiContext, call: Call, id: string, measured = true): Promise<FileInfo> {
   const uuid = parseFileId(id);
   if (!uuid) throw noSuchFile(id);
-  const { pool, schema } = ctx.manager;
   try {
     return await ctx.db(
-      measured ? ctx.manager.getFile(uuid, { owner: call.owner }) : findFile(pool, schema, uuid, call.owner),
+      measured
+        ? ctx.manager.getFile(uuid, { owner: call.owner })
+        : ctx.manager.apiReads.storedFile(uuid, call.owner),
     );
   } catch (err) {
     if ((err as { code?: string }).code === 'not_found') throw noSuchFile(id);
@@ -86,7 +85,7 @@ export async function deleteFile(ctx: ApiContext, call: Call): Promise<void> {
 /** The raw JSONL, streamed from PostgreSQL with back-pressure (never buffered whole). */
 export async function fileContent(ctx: ApiContext, call: Call): Promise<void> {
   const file = await ownFile(ctx, call, call.params[0]!, false);
-  const stream = await ctx.db(openFileContent(ctx.manager.pool, ctx.manager.schema, file));
+  const stream = await ctx.db(ctx.manager.apiReads.fileContent(file));
   const { res } = call;
   res.statusCode = 200;
   res.setHeader('content-type', 'application/octet-stream');

@@ -1,12 +1,5 @@
 import { NotFoundError } from '../../domain/errors.js';
-import {
-  addWebhookEndpoint,
-  enableWebhookEndpoint,
-  listWebhookDeliveries,
-  listWebhookEndpoints,
-  removeWebhookEndpoint,
-  type WebhookEndpointInfo,
-} from '../../webhooks/endpoints.js';
+import type { WebhookEndpointInfo } from '../../webhooks/endpoints.js';
 import type { ApiContext, Call } from '../context.js';
 import type { CreatedWebhookEndpoint, WebhookDelivery, WebhookEndpoint } from '../dashboard-wire.js';
 import { ApiError, readJsonBody, sendJson } from '../http.js';
@@ -64,8 +57,7 @@ function notFound(id: string) {
 }
 
 async function list(ctx: ApiContext, call: Call): Promise<void> {
-  const { pool, schema } = ctx.manager;
-  const data = (await ctx.db(listWebhookEndpoints(pool, schema, { owner: call.owner }))).map(endpointJson);
+  const data = (await ctx.db(ctx.manager.webhookEndpoints.list({ owner: call.owner }))).map(endpointJson);
   sendJson(call.res, 200, { object: 'list', data });
 }
 
@@ -83,7 +75,7 @@ async function add(ctx: ApiContext, call: Call): Promise<void> {
     });
   }
   const created = await ctx.db(
-    addWebhookEndpoint(ctx.manager.pool, ctx.manager.schema, {
+    ctx.manager.webhookEndpoints.add({
       owner: call.owner,
       url: typeof input.url === 'string' ? input.url : '',
       ...(events !== undefined ? { events: events as string | string[] } : {}),
@@ -107,7 +99,7 @@ async function deliveries(ctx: ApiContext, call: Call): Promise<void> {
   const limit = intParam(call.query, 'limit', { min: 1, max: 1000, fallback: 50 });
   const rows = await ctx
     .db(
-      listWebhookDeliveries(ctx.manager.pool, ctx.manager.schema, {
+      ctx.manager.webhookEndpoints.deliveries({
         owner: call.owner,
         ...(endpoint ? { endpointId: endpoint } : {}),
         limit,
@@ -132,9 +124,7 @@ async function deliveries(ctx: ApiContext, call: Call): Promise<void> {
 
 async function remove(ctx: ApiContext, call: Call): Promise<void> {
   const id = call.params[0]!;
-  const removed = await ctx
-    .db(removeWebhookEndpoint(ctx.manager.pool, ctx.manager.schema, id, call.owner))
-    .catch(notFound(id));
+  const removed = await ctx.db(ctx.manager.webhookEndpoints.remove(id, call.owner)).catch(notFound(id));
   ctx.log({
     msg: 'webhook endpoint removed',
     requestId: call.requestId,
@@ -146,8 +136,6 @@ async function remove(ctx: ApiContext, call: Call): Promise<void> {
 
 async function enable(ctx: ApiContext, call: Call): Promise<void> {
   const id = call.params[0]!;
-  const enabled = await ctx
-    .db(enableWebhookEndpoint(ctx.manager.pool, ctx.manager.schema, id, call.owner))
-    .catch(notFound(id));
+  const enabled = await ctx.db(ctx.manager.webhookEndpoints.enable(id, call.owner)).catch(notFound(id));
   sendJson(call.res, 200, endpointJson(enabled));
 }

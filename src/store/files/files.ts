@@ -211,3 +211,34 @@ export async function deleteFile(
   );
   if (!rowCount) throw new NotFoundError('file', id);
 }
+
+/**
+ * The first line of a file whose URL path differs from `path` (a batch's endpoint must match every
+ * line), or undefined. Walks the file's templates in line order through their unique index.
+ */
+export async function firstPathMismatch(
+  pool: pg.Pool,
+  s: string,
+  fileId: string,
+  path: string,
+): Promise<{ line: number; path: string } | undefined> {
+  const { rows } = await pool.query<{ line_number: number; path: string }>(
+    `SELECT line_number, path FROM ${s}.request_templates
+      WHERE file_id = $1 AND path <> $2 ORDER BY line_number LIMIT 1`,
+    [fileId, path],
+  );
+  return rows[0] ? { line: rows[0].line_number, path: rows[0].path } : undefined;
+}
+
+/** Sets an uploaded file's expiry, `seconds` after its created_at (OpenAI's expires_after), known only once the upload has ended. */
+export async function setFileExpiry(
+  pool: pg.Pool,
+  s: string,
+  fileId: string,
+  seconds: number,
+): Promise<void> {
+  await pool.query(
+    `UPDATE ${s}.files SET expires_at = created_at + $2::int * interval '1 second' WHERE id = $1`,
+    [fileId, seconds],
+  );
+}
