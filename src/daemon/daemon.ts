@@ -149,7 +149,7 @@ export class Daemon {
       requestTimeoutMs: config.requestTimeoutMs,
       metrics: this.metrics,
       log: this.log,
-      onResult: (write) => this.pipe.onResult(write),
+      onResult: (write, latencyMs) => this.pipe.onResult(write, latencyMs),
     });
     this.listener = new EventListener(
       sessionConnection(config, this.pool),

@@ -57,8 +57,8 @@ export interface DispatcherOptions {
   requestTimeoutMs: number;
   metrics: DaemonMetrics;
   log: DaemonLog;
-  /** Receives every attempt's row write. */
-  onResult(write: ResultWrite): void;
+  /** Receives every attempt's row write, and how long the attempt took (ms). */
+  onResult(write: ResultWrite, latencyMs: number): void;
   /**
    * Requests/tokens-per-minute state (src/daemon/rate-limits.ts): whether a model is paced (its 429s
    * cost no retry) and what every attempt's headers say. `observe` returns a pause to write for
@@ -370,7 +370,7 @@ export class Dispatcher {
         reason: write.reason ?? 'unknown',
       });
     }
-    this.o.onResult(write);
+    this.o.onResult(write, latencyMs);
     if (this.inFlight.size === 0) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];

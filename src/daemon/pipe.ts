@@ -112,9 +112,9 @@ export class DispatchPipe {
   }
 
   /** An attempt is over (the dispatcher's onResult): its slot is free now; refill it, queue its write. */
-  onResult(write: ResultWrite): void {
+  onResult(write: ResultWrite, latencyMs = 0): void {
     this.queueWrite(write);
-    if (this.ledger.finished(write.model)) this.d.budgets.request(GIVE_BACK_DELAY_MS);
+    if (this.ledger.finished(write.model, latencyMs)) this.d.budgets.request(GIVE_BACK_DELAY_MS);
     this.pump();
     this.kick();
   }

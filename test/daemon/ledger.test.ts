@@ -63,6 +63,33 @@ describe('slot ledger', () => {
     expect(l.ahead('m', t)).toBeLessThan(60);
   });
 
+  it('holds a whole wave ahead when attempts of one latency finish together', () => {
+    // 100 slots, attempts of 100 ms that finish in waves, claims that take 20 ms (a slow database).
+    const l = new SlotLedger({ maxClaim: 100 });
+    l.setLive(['m']);
+    l.applyBudgets([budget('m', 100)]);
+    for (let i = 0; i < 10; i++) l.observeClaimLatency(20);
+    const inFlight: number[] = [];
+    let refilledAtOnce = 0;
+    for (let t = 0; t <= 2000; t += 100) {
+      // The wave of t − 100 finishes; the freed slots are refilled from the queue, no claim between.
+      if (t > 0) for (let i = 0; i < 100; i++) l.finished('m', 100);
+      const { send } = l.take(t);
+      inFlight.push(l.counts('m').inFlight);
+      if (t > 0 && send.length === 100) refilledAtOnce++;
+      // Claims come back before the next wave.
+      for (let k = 0; k < 3; k++) {
+        const plan = l.planClaim(t + 1);
+        if (plan.length > 0) l.claimed(plan, fill(plan), true);
+        l.take(t + 1);
+      }
+    }
+    // Two round trips at 1 row/ms would hold ≈ 40 rows; one attempt's worth holds the whole wave.
+    expect(l.ahead('m', 2000)).toBe(100);
+    expect(refilledAtOnce).toBeGreaterThanOrEqual(18);
+    expect(inFlight.every((n) => n <= 100)).toBe(true);
+  });
+
   it('a short claim means nothing more is claimable until the next seed or poke', () => {
     const l = new SlotLedger({ minAhead: 1, maxClaim: 100 });
     l.setLive(['m']);
