@@ -91,6 +91,32 @@ describe('output and error file metadata', () => {
     });
   });
 
+  it("an ended batch's file is measured once and kept with the batch's end, not re-read from its requests", async () => {
+    refuse = false;
+    const batchId = await createBatch(manager, mockTemplates(mock, 5, { prefix: 'k-' }));
+    await waitForBatchEnd(manager, batchId);
+    const outputId = (await manager.getBatch(batchId)).outputFileId!;
+    const measured = await manager.getFile(outputId);
+    expect(measured.sizeBytes).toBe((await content(outputId)).bytes);
+    const kept = await db.pool.query(
+      `SELECT f.size_bytes::int AS size, f.measured_for = b.finished_at AS current
+         FROM ${manager.schema}.files f JOIN ${manager.schema}.batches b ON b.id = f.source_batch_id WHERE f.id = $1`,
+      [outputId],
+    );
+    expect(kept.rows).toEqual([{ size: measured.sizeBytes, current: true }]);
+    // What is read back is the kept figure (here altered behind the reader's back), for one file and a list page.
+    await db.pool.query(`UPDATE ${manager.schema}.files SET size_bytes = 7 WHERE id = $1`, [outputId]);
+    expect((await manager.getFile(outputId)).sizeBytes).toBe(7);
+    const page = await manager.listFiles({ purpose: 'batch_output', limit: 100 });
+    expect(page.data.find((f) => f.id === outputId)?.sizeBytes).toBe(7);
+    // A batch that is no longer ended at that instant is measured afresh.
+    await db.pool.query(
+      `UPDATE ${manager.schema}.files SET measured_for = measured_for - interval '1 second' WHERE id = $1`,
+      [outputId],
+    );
+    expect((await manager.getFile(outputId)).sizeBytes).toBe(measured.sizeBytes);
+  });
+
   it('a batch that fails again gets its error file back, with the right count', async () => {
     refuse = true;
     const batchId = await createBatch(manager, mockTemplates(mock, 12, { prefix: 'r-' }));

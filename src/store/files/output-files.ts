@@ -5,6 +5,7 @@ import {
   errorLinesSql,
   inputLinesSql,
   type LinesMode,
+  literal,
   outputLinesSql,
   outputRowsSql,
 } from '../../db/sql/results/output-lines.js';
@@ -91,6 +92,10 @@ export interface ContentSize {
  * bodies of JSON answers (octet_length of a stored text is known without decompressing it; see
  * sql/output-lines.ts). Several files (a list page) in one statement each 100: one round trip
  * instead of one per file. Input files are not measured here (their upload's size is stored).
+ *
+ * A file of an ended batch is measured once: its size is stored with the batch's finished_at
+ * (files.measured_for, migration 0017) and read back while the batch stays ended at that instant,
+ * so a page of ended batches' files reads a few rows instead of every request of its batches.
  */
 export async function measureFiles(
   pool: pg.Pool,
@@ -100,20 +105,51 @@ export async function measureFiles(
   const sizes = new Map<string, ContentSize>();
   const measured = files.filter((f) => f.purpose !== 'batch' && f.sourceBatchId);
   if (measured.length === 0) return sizes;
+  const stored = await pool.query<{ id: string; bytes: string; lines: number }>(
+    `SELECT f.id, f.size_bytes AS bytes, f.template_count AS lines
+       FROM ${schema}.files f JOIN ${schema}.batches b ON b.id = f.source_batch_id
+      WHERE f.id = ANY($1::uuid[]) AND f.measured_for = b.finished_at`,
+    [measured.map((f) => f.id)],
+  );
+  for (const r of stored.rows) sizes.set(r.id, { bytes: Number(r.bytes), lines: r.lines });
+  const rest = measured.filter((f) => !sizes.has(f.id));
+  const ended: { id: string; bytes: string; lines: string; finishedAt: string }[] = [];
   // 100 files a statement keeps the SQL text small for a 10,000-file page.
-  for (let from = 0; from < measured.length; from += 100) {
-    const group = measured.slice(from, from + 100);
-    const result = await pool.query<{ id: string; bytes: string; lines: string }>(
+  for (let from = 0; from < rest.length; from += 100) {
+    const group = rest.slice(from, from + 100);
+    // The batch's finished_at is read by the same statement (the same snapshot) as the size.
+    const result = await pool.query<{ id: string; bytes: string; lines: string; finished_at: string | null }>(
       group
         .map(
           (f, i) =>
-            `SELECT $${i + 1}::uuid AS id, q.* FROM (SELECT coalesce(sum(l.n), 0) AS bytes, count(*) AS lines
+            `SELECT $${i + 1}::uuid AS id, q.*,
+                    (SELECT b.finished_at::text FROM ${schema}.batches b WHERE b.id = ${literal(f.sourceBatchId!)}) AS finished_at
+               FROM (SELECT coalesce(sum(l.n), 0) AS bytes, count(*) AS lines
                 FROM (${linesSql(schema, f, 'size')}) l) q`,
         )
         .join(' UNION ALL '),
       group.map((f) => f.id),
     );
-    for (const r of result.rows) sizes.set(r.id, { bytes: Number(r.bytes), lines: Number(r.lines) });
+    for (const r of result.rows) {
+      sizes.set(r.id, { bytes: Number(r.bytes), lines: Number(r.lines) });
+      if (r.finished_at !== null)
+        ended.push({ id: r.id, bytes: r.bytes, lines: r.lines, finishedAt: r.finished_at });
+    }
+  }
+  if (ended.length > 0) {
+    // Kept only if the batch is still ended at the instant measured (not reopened meanwhile).
+    await pool.query(
+      `UPDATE ${schema}.files f SET size_bytes = u.bytes, template_count = u.lines, measured_for = u.finished_at
+         FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::timestamptz[]) AS u(id, bytes, lines, finished_at),
+              ${schema}.batches b
+        WHERE f.id = u.id AND b.id = f.source_batch_id AND b.finished_at = u.finished_at`,
+      [
+        ended.map((e) => e.id),
+        ended.map((e) => e.bytes),
+        ended.map((e) => e.lines),
+        ended.map((e) => e.finishedAt),
+      ],
+    );
   }
   return sizes;
 }

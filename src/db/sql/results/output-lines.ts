@@ -27,7 +27,7 @@
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-function literal(uuid: string): string {
+export function literal(uuid: string): string {
   if (!UUID.test(uuid)) throw new TypeError(`not a uuid: ${uuid}`);
   return `'${uuid}'::uuid`;
 }
