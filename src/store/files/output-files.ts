@@ -94,7 +94,7 @@ export interface ContentSize {
  * instead of one per file. Input files are not measured here (their upload's size is stored).
  *
  * A file of an ended batch is measured once: its size is stored with the batch's finished_at
- * (files.measured_for, migration 0017) and read back while the batch stays ended at that instant,
+ * (files.measured_for, migration 0018) and read back while the batch stays ended at that instant,
  * so a page of ended batches' files reads a few rows instead of every request of its batches.
  */
 export async function measureFiles(

@@ -1,4 +1,4 @@
--- Version 17 (issue 14): the size and line count of an ended batch's output and error files are
+-- Version 18 (issue 14): the size and line count of an ended batch's output and error files are
 -- measured once and kept. Listing files measured every output file on the page from its batch's
 -- requests at each read (1 s for a page of 20 with 10k-line batches, growing with the batches, not
 -- the page). measured_for is the batch's finished_at the stored size_bytes and template_count were
