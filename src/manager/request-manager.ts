@@ -26,6 +26,7 @@ import type { ModelRouter } from '../domain/upstream-route.js';
 import { ApiKeys } from '../store/api-keys.js';
 import { completionWindowMs, DEFAULT_COMPLETION_WINDOW } from '../store/batches/batch-options.js';
 import { rerouteBatch, upstreamsOf } from '../store/batches/batch-routes.js';
+import { getBatchStatus } from '../store/batches/batch-status.js';
 import type { BatchEvents } from '../store/batches/batches.js';
 import * as batches from '../store/batches/batches.js';
 import { notifyEvents } from '../store/batches/events.js';
@@ -241,7 +242,7 @@ export class PostgresRequestManager {
   }
 
   getBatchStatus(batchId: string, scope: OwnerScope = {}): Promise<BatchStatus> {
-    return batches.getBatchStatus(this.pool, this.schema, batchId, scope.owner);
+    return getBatchStatus(this.pool, this.schema, batchId, scope.owner);
   }
 
   listBatches(options: batches.ListBatchesOptions = {}): Promise<Page<BatchInfo>> {

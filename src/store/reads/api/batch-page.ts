@@ -1,7 +1,8 @@
 import type pg from 'pg';
 import type { BatchInfo, BatchStatus, BatchUpstream, Page } from '../../../domain/types.js';
 import { upstreamsOf } from '../../batches/batch-routes.js';
-import { type ListBatchesOptions, statusesOf } from '../../batches/batches.js';
+import { statusesOf } from '../../batches/batch-status.js';
+import type { ListBatchesOptions } from '../../batches/batches.js';
 import { BATCH_COLUMNS, type BatchRow, isUuid, toBatchInfo } from '../../rows.js';
 
 /**

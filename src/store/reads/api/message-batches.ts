@@ -3,7 +3,8 @@ import { messageBatchResultsSql } from '../../../db/sql/results/message-batch-re
 import { InvalidStateError, NotFoundError } from '../../../domain/errors.js';
 import { MESSAGES_PATH } from '../../../domain/message-batch.js';
 import type { BatchInfo, BatchStatus } from '../../../domain/types.js';
-import { getBatch, statusesOf } from '../../batches/batches.js';
+import { statusesOf } from '../../batches/batch-status.js';
+import { getBatch } from '../../batches/batches.js';
 import { jsonlLines } from '../../files/content-lines.js';
 import { openCopyLines } from '../../files/output-files.js';
 import { BATCH_COLUMNS, type BatchRow, toBatchInfo } from '../../rows.js';

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { type BatchLifecycleStatus, batchStatusSql } from '../../../domain/batch-lifecycle.js';
 import type { BatchInfo, BatchStatus } from '../../../domain/types.js';
-import { statusesOf } from '../../batches/batches.js';
+import { statusesOf } from '../../batches/batch-status.js';
 import { BATCH_COLUMNS, type BatchRow, isUuid, toBatchInfo } from '../../rows.js';
 
 /** The lifecycle status as SQL (batchLifecycleStatus's rules), so lists can filter on it. */

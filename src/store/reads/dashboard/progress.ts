@@ -1,8 +1,8 @@
 import type pg from 'pg';
 import { REQUEST_STATES, type RequestState } from '../../../domain/request-state.js';
 import type { BatchInfo, BatchStatus } from '../../../domain/types.js';
+import { toBatchStatus } from '../../batches/batch-status.js';
 import { frozenUsage, liveUsage } from '../../batches/batch-usage.js';
-import { toBatchStatus } from '../../batches/batches.js';
 import { toBatchInfo } from '../../rows.js';
 import { recentRate } from './batch-list.js';
 import { batchRowOf } from './scope.js';
