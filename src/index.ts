@@ -32,3 +32,5 @@ export { createServer } from './server/server.js';
 export type { ApiKeyInfo, CreatedApiKey } from './store/api-keys.js';
 export { createApiKey, listApiKeys, revokeApiKey, verifyApiKey } from './store/api-keys.js';
 export type { TemplateItem } from './store/files/files.js';
+export type { OwnerWeight } from './store/owner-weights.js';
+export { OwnerWeights } from './store/owner-weights.js';

@@ -23,6 +23,7 @@ const commands = {
   keysCreate: async () => (await import('./commands/keys.js')).keysCreate,
   keysList: async () => (await import('./commands/keys.js')).keysList,
   keysRevoke: async () => (await import('./commands/keys.js')).keysRevoke,
+  keysSetWeight: async () => (await import('./commands/keys.js')).keysSetWeight,
   webhooksAdd: async () => (await import('./commands/webhooks.js')).webhooksAdd,
   webhooksList: async () => (await import('./commands/webhooks.js')).webhooksList,
   webhooksRemove: async () => (await import('./commands/webhooks.js')).webhooksRemove,
@@ -180,6 +181,7 @@ export async function main(argv: string[]): Promise<number> {
         'fusillade keys create --owner alice',
         'fusillade keys list',
         'fusillade keys revoke KEY_ID',
+        'fusillade keys set-weight --owner alice 3',
       ]),
     );
   settingOptions(
@@ -213,6 +215,22 @@ export async function main(argv: string[]): Promise<number> {
   )
     .addHelpText('after', examples(['fusillade keys revoke 7f0c1b2e-...']))
     .action(act('keys', commands.keysRevoke));
+  settingOptions(
+    keys
+      .command('set-weight')
+      .description("set an owner's weight in the fair share of each model's slots (default 1)")
+      .requiredOption('--owner <name>', 'the owner (of API keys, files and batches)')
+      .argument('<weight>', 'a number above 0: weight 3 gets three times the slots of weight 1'),
+    'keys',
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'fusillade keys set-weight --owner alice 3',
+        'fusillade keys set-weight --owner batch-jobs 0.5',
+      ]),
+    )
+    .action(act('keys', commands.keysSetWeight));
 
   const webhooks = program
     .command('webhooks')

@@ -38,6 +38,7 @@ import {
   type ResultsInclude,
 } from '../store/files/content-lines.js';
 import * as files from '../store/files/files.js';
+import { OwnerWeights } from '../store/owner-weights.js';
 import { ApiReads } from '../store/reads/api/api-reads.js';
 import { deleteEndedMessageBatch } from '../store/reads/api/message-batches.js';
 import { DashboardReads } from '../store/reads/dashboard/dashboard-reads.js';
@@ -98,6 +99,8 @@ export class PostgresRequestManager {
   readonly webhooks: WebhookDeliveryOptions;
   /** The Batch API server's keys (its Bearer check, `fusillade keys`). */
   readonly apiKeys: ApiKeys;
+  /** Owners' weights in the fair share of each model's slots (`fusillade keys set-weight`). */
+  readonly ownerWeights: OwnerWeights;
   /** Webhook receivers and their deliveries (the API's /v1/webhook_endpoints, `fusillade webhooks`). */
   readonly webhookEndpoints: WebhookEndpoints;
   /** The reads behind the Batch APIs' lists and downloads. */
@@ -125,6 +128,7 @@ export class PostgresRequestManager {
       this.config.keyEncryptionKey === undefined ? null : parseKeyEncryptionKey(this.config.keyEncryptionKey);
     this.events = notifyEvents(this.schemaName);
     this.apiKeys = new ApiKeys(pool, this.schema);
+    this.ownerWeights = new OwnerWeights(pool, this.schema);
     this.webhookEndpoints = new WebhookEndpoints(pool, this.schema);
     this.apiReads = new ApiReads(pool, this.schema, this.config.deadDaemonAfterMs);
     this.dashboardReads = new DashboardReads(pool, this.schema, {

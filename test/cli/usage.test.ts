@@ -38,6 +38,7 @@ describe('help', () => {
     'keys create',
     'keys list',
     'keys revoke',
+    'keys set-weight',
     'webhooks add',
     'webhooks list',
     'webhooks remove',

@@ -83,6 +83,34 @@ describe('fair share between owners', () => {
   }, 300_000);
 });
 
+describe('weights', () => {
+  it('an owner with weight 3 gets about three times the slots of one with weight 1', async () => {
+    const model = 'weighted';
+    const m = db.manager({
+      modelConcurrencyLimits: { [model]: LIMIT },
+      pollIntervalMs: 200,
+      logger: () => {},
+    });
+    await m.ownerWeights.set('heavy', 3);
+    // Both backlogs exist before any claim, the light owner's first (its deadline is nearer).
+    const light = await createBatch(m, mockTemplates(mock, 600, { model, prefix: 'l-' }), { owner: 'light' });
+    const heavy = await createBatch(m, mockTemplates(mock, 600, { model, prefix: 'h-' }), { owner: 'heavy' });
+    const d = await m.run();
+    try {
+      await waitFor(async () => (await completed(m, light)) + (await completed(m, heavy)) >= 300);
+      const [l, h] = [await completed(m, light), await completed(m, heavy)];
+      // 3:1 expected (6 and 2 of the 8 slots); deadline order alone would give the light owner all.
+      expect(h).toBeGreaterThan(2 * l);
+      expect(l).toBeGreaterThan(0);
+      await Promise.all([m.cancelBatch(light), m.cancelBatch(heavy)]);
+      await waitForBatchEnd(m, light, 120_000);
+      await waitForBatchEnd(m, heavy, 120_000);
+    } finally {
+      await d.stop();
+    }
+  }, 300_000);
+});
+
 describe('deadlines within an owner', () => {
   it('a 1h batch created after a 24h batch of the same owner is claimed first', async () => {
     const model = 'deadline-one';

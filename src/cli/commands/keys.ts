@@ -1,3 +1,4 @@
+import { checkOwnerWeight } from '../../store/owner-weights.js';
 import { withManager } from '../database.js';
 import type { CommandContext } from '../main.js';
 
@@ -40,6 +41,21 @@ export async function keysRevoke({ settings }: CommandContext, id: string): Prom
   return withManager(settings, async (manager) => {
     const key = await manager.apiKeys.revoke(id);
     console.log(`revoked API key ${key.id} (${key.prefix}…) of owner "${key.owner}"`);
+    return 0;
+  });
+}
+
+/**
+ * Sets an owner's weight in the fair share of every model's slots (default 1). The weight is
+ * checked before the database is opened, so a bad one is one line on stderr (a ValidationError).
+ */
+export async function keysSetWeight({ settings, flags }: CommandContext, weight: string): Promise<number> {
+  const owner = String(flags.owner);
+  const n = /^\s*\d+(\.\d+)?\s*$/.test(weight) ? Number(weight) : Number.NaN;
+  checkOwnerWeight(owner, Number.isNaN(n) ? weight : n);
+  return withManager(settings, async (manager) => {
+    const previous = await manager.ownerWeights.set(owner, n);
+    console.log(`owner "${owner}" now has weight ${n} (was ${previous})`);
     return 0;
   });
 }
