@@ -298,8 +298,10 @@ export class Daemon {
       process.once('SIGTERM', this.signalHandler);
       process.once('SIGINT', this.signalHandler);
     }
-    this.maintenance.start();
+    // The first claim's seed before maintenance's first round (sweep, reclaim, queue depth): its
+    // timer fires first, so it takes the pool's first connection and the work starts sooner.
     this.poke();
+    this.maintenance.start();
     this.log.info('daemon started', { schema: this.s, pid: process.pid });
   }
 

@@ -251,7 +251,14 @@ export class Maintenance {
       const { rowCount } = await this.d.writers.run(() =>
         this.q('finalize', finalizeBatchSql(this.d.schema), [batchId]),
       );
-      if (rowCount) this.d.log.info('batch finished', { batchId });
+      if (rowCount) {
+        this.d.log.info('batch finished', { batchId });
+        try {
+          this.d.config.onBatchFinished?.(batchId);
+        } catch (err) {
+          this.d.log.warn('onBatchFinished threw', { batchId, ...errorFields(err) });
+        }
+      }
     } finally {
       this.finalizing.delete(batchId);
     }

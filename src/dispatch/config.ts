@@ -29,6 +29,11 @@ export interface DaemonConfig extends DaemonSettings {
   metricsModels?: readonly string[];
   /** Structured log sink (default: JSON lines on stderr, info and up); entries never contain API keys. */
   logger?: Logger;
+  /**
+   * Told when this daemon ends a batch (counts frozen, output files made, finalize-batch.ts), so a
+   * caller waiting for it (`fusillade run`) need not poll; other daemons' ends are not told.
+   */
+  onBatchFinished?: (batchId: string) => void;
   /** Sends one HTTP attempt (default: undici, src/daemon/upstream-client.ts). */
   upstreamClient?: UpstreamClient;
   /** A daemon's appetite per model below the global limit (default: claimBatchSize per claim, src/daemon/limiter.ts). */

@@ -30,14 +30,20 @@ describe('daemon lifecycle', () => {
     // Its poll would take an hour: only the notification can wake it. (Wake-up latency is measured
     // by bench/daemon-wakeup.ts, not asserted here.)
     const m = db.manager({ ...quiet, pollIntervalMs: 3_600_000 });
-    const daemon = await m.run();
+    // The daemon also tells its caller of each batch it ends (how `fusillade run` stops waiting).
+    const ended: string[] = [];
+    const daemon = await m.run({ onBatchFinished: (id) => ended.push(id) });
     try {
+      const ids: string[] = [];
       for (let i = 0; i < 3; i++) {
         // Idle between batches: the previous one has ended.
         const batchId = await createBatch(m, mockTemplates(mock, 1, { prefix: `wake${i}-` }));
+        ids.push(batchId);
         await waitForBatchEnd(m, batchId, 60_000);
         expect(mock.requests.some((r) => r.customId === `wake${i}-0`)).toBe(true);
       }
+      await waitFor(() => ended.length === 3, 60_000);
+      expect(ended).toEqual(ids);
     } finally {
       await daemon.stop();
     }

@@ -42,6 +42,9 @@ export async function runCommand(
   const upstream = await resolveUpstream(settings);
   const cleanup: (() => Promise<void>)[] = [() => upstream.close()];
   try {
+    // The daemon's modules (undici, prom-client, …) load while the input is stored; manager.run()
+    // then finds them loaded.
+    void import('../../daemon/daemon.js').catch(() => {});
     if (upstream.url) await checkUpstreamReachable(upstream.url);
     const db = await openDatabase(settings, { log: (m) => console.error(m) });
     cleanup.unshift(() => db.close());
@@ -84,10 +87,19 @@ export async function runCommand(
       console.error(`resuming: ${status.completedRequests} of ${status.totalRequests} requests already done`);
     }
 
-    const daemon = status.finishedAt === null ? await manager.run() : undefined;
+    // The daemon tells when it ends the batch: the watch reads the counts then, not at its next poll.
+    const ended = new Wake();
+    const daemon =
+      status.finishedAt === null
+        ? await manager.run({
+            onBatchFinished: (id) => {
+              if (id === batchId) ended.wake();
+            },
+          })
+        : undefined;
     if (daemon) cleanup.unshift(() => daemon.stop());
     const progress = new ProgressDisplay(process.stdout);
-    const outcome = await watch(manager, batchId, progress, shutdown.signal, daemon?.done);
+    const outcome = await watch(manager, batchId, progress, shutdown.signal, daemon?.done, ended);
     if (outcome.signal) {
       progress.interrupt();
       const s = outcome.status;
@@ -202,13 +214,46 @@ interface Outcome {
   signal?: NodeJS.Signals;
 }
 
-/** Polls the batch's counts for the display until it ends, a signal arrives, or the daemon dies. */
+/** A sleep that wake() ends early (the one running, or the next if none runs). */
+class Wake {
+  private resolve: (() => void) | null = null;
+  private woken = false;
+
+  wake(): void {
+    this.woken = true;
+    this.resolve?.();
+  }
+
+  sleep(ms: number): Promise<void> {
+    if (this.woken) {
+      this.woken = false;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = () => {
+        clearTimeout(timer);
+        this.resolve = null;
+        this.woken = false;
+        resolve();
+      };
+      timer = setTimeout(done, ms);
+      this.resolve = done;
+    });
+  }
+}
+
+/**
+ * Polls the batch's counts for the display until it ends, a signal arrives, or the daemon dies;
+ * `ended` cuts a poll's sleep short when the daemon ends the batch.
+ */
 async function watch(
   manager: PostgresRequestManager,
   batchId: string,
   progress: ProgressDisplay,
   signal: Promise<NodeJS.Signals>,
   daemonDone: Promise<void> | undefined,
+  ended: Wake,
 ): Promise<Outcome> {
   let received: NodeJS.Signals | undefined;
   let daemonEnded = false;
@@ -232,7 +277,7 @@ async function watch(
       ...toCounts(status),
       rateLimitedUntil: await manager.dashboardReads.rateLimitedUntil(batchId),
     });
-    await Promise.race([new Promise((r) => setTimeout(r, POLL_MS)), signal]);
+    await Promise.race([ended.sleep(POLL_MS), signal]);
   }
 }
 
