@@ -19,6 +19,7 @@ const ALLOWED_VALUES = new Set([
   'store/reads/dashboard/requests.ts: MAX_OFFSET',
   'store/reads/dashboard/requests.ts: REQUEST_SORTS',
   'store/reads/dashboard/scope.ts: isBatchStatus',
+  'store/owner-weights.ts: checkOwnerWeight',
 ]);
 
 /** Where the CLI opens its database (and checks that it answers) before handing the pool to a manager. */
