@@ -3,6 +3,7 @@ import { query, withClient } from '../db/client.js';
 import { describePurge, purge } from '../db/purge.js';
 import { cancelledBatchesSql, endableBatchesSql, queueDepthSql } from '../db/sql/batches/batch-watch.js';
 import { finalizeBatchSql } from '../db/sql/batches/finalize-batch.js';
+import { markAtRiskSql } from '../db/sql/queue/at-risk.js';
 import { heartbeatSql } from '../db/sql/queue/heartbeat.js';
 import { declareLostSql, probeLivenessSql } from '../db/sql/queue/liveness.js';
 import { reclaimOrphansSql, reclaimSql, releaseDeadBudgetsSql } from '../db/sql/queue/reclaim.js';
@@ -22,6 +23,9 @@ import type { DaemonMetrics } from './metrics.js';
 import type { Semaphore } from './semaphore.js';
 
 const QUEUE_DEPTH_INTERVAL_MS = 15_000;
+/** How often deadlines at risk are judged (src/db/sql/queue/at-risk.ts), and the youngest batch judged. */
+const AT_RISK_INTERVAL_MS = 5_000;
+const AT_RISK_MIN_SPAN_S = 5;
 
 /** What maintenance needs of its daemon (src/daemon/daemon.ts provides it). */
 export interface MaintainedDaemon {
@@ -30,7 +34,7 @@ export interface MaintainedDaemon {
   readonly schema: string;
   readonly config: DaemonConfig;
   readonly log: DaemonLog;
-  readonly metrics: Pick<DaemonMetrics, 'queueDepth' | 'model'>;
+  readonly metrics: Pick<DaemonMetrics, 'queueDepth' | 'batchesAtRisk' | 'model'>;
   /** Bounds the daemon's concurrent database writers (maxDbWriters). */
   readonly writers: Semaphore;
   readonly dispatcher: Pick<Dispatcher, 'abortBatches' | 'abortExpired' | 'batchIds' | 'size'>;
@@ -89,6 +93,7 @@ export class Maintenance {
     );
     this.every('sweep', Math.max(500, c.pollIntervalMs), () => this.sweep(), true);
     this.every('queue-depth', QUEUE_DEPTH_INTERVAL_MS, () => this.queueDepth(), true);
+    this.every('at-risk', AT_RISK_INTERVAL_MS, () => this.atRisk());
     this.every('purge', c.purgeIntervalMs, () => this.purge());
   }
 
@@ -280,6 +285,16 @@ export class Maintenance {
     // inc, not set: the models outside the named ones add up under one label.
     for (const r of rows)
       this.d.metrics.queueDepth.inc({ model: this.d.metrics.model(r.model as string) }, Number(r.n));
+  }
+
+  /** Raises the batches that would miss their deadline at their current rate (at-risk.ts). */
+  private async atRisk(): Promise<void> {
+    const { rows } = await this.q('deadlines at risk', markAtRiskSql(this.d.schema), [AT_RISK_MIN_SPAN_S]);
+    const r = rows[0] as { at_risk: number; raised: string[] } | undefined;
+    this.d.metrics.batchesAtRisk.set(r?.at_risk ?? 0);
+    for (const batchId of r?.raised ?? []) {
+      this.d.log.info('batch raised: it would miss its deadline at its current rate', { batchId });
+    }
   }
 
   /**

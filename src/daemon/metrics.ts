@@ -48,6 +48,8 @@ export interface DaemonMetrics {
   latency: Histogram<'model' | 'outcome'>;
   claimDuration: Histogram<'daemon'>;
   queueDepth: Gauge<'model'>;
+  /** Live batches that would miss their deadline at their current rate (all daemons' batches). */
+  batchesAtRisk: Gauge;
   /** Requests or tokens per minute in force per model (configured, else learned from headers). */
   rateLimit: Gauge<'model' | 'kind'>;
   /** Requests or tokens (estimated) this daemon started in the last minute, per model. */
@@ -181,6 +183,16 @@ export function createDaemonMetrics(
           name: 'fusillade_queue_depth',
           help: 'Pending requests in live batches, per model (sampled periodically; set with inc after a reset, so models under one label add up)',
           labelNames: ['model'],
+          registers,
+        }),
+    ),
+    batchesAtRisk: getOrCreate(
+      registry,
+      'fusillade_batches_at_risk',
+      () =>
+        new Gauge({
+          name: 'fusillade_batches_at_risk',
+          help: 'Live batches that would miss their deadline at their current rate, raised in the claim (global: every daemon reports the same count; do not sum)',
           registers,
         }),
     ),

@@ -1,3 +1,4 @@
+import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RequestTemplateInput } from '../../src/domain/templates.js';
 import type { PostgresRequestManager } from '../../src/manager/request-manager.js';
@@ -135,6 +136,49 @@ describe('deadlines within an owner', () => {
       expect(dayAtHour - dayBefore).toBeLessThan(20);
       await m.cancelBatch(day);
       await waitForBatchEnd(m, day, 120_000);
+    } finally {
+      await d.stop();
+    }
+  }, 300_000);
+
+  it('a batch that would miss its deadline at its current rate is raised: counted, and given more slots', async () => {
+    const model = 'deadline-risk';
+    const registry = new Registry();
+    const m = db.manager({
+      modelConcurrencyLimits: { [model]: 5 },
+      pollIntervalMs: 200,
+      logger: () => {},
+      metricsRegistry: registry,
+    });
+    const steady = await createBatch(m, mockTemplates(mock, 5000, { model, prefix: 's-' }), { owner: 'eve' });
+    // 10,000 lines in 3 minutes need 55 a second; half of 5 slots at 50 ms give at most 50.
+    const urgent = await createBatch(m, mockTemplates(mock, 10_000, { model, prefix: 'u-' }), {
+      owner: 'dora',
+      completionWindow: '3m',
+    });
+    const d = await m.run();
+    try {
+      const raised = async () =>
+        (
+          await db.pool.query(
+            `SELECT id FROM "${db.schema}".batches WHERE id = ANY($1) AND raised_at IS NOT NULL`,
+            [[steady, urgent]],
+          )
+        ).rows.map((r) => r.id);
+      expect(await waitFor(async () => ((await raised()).length > 0 ? await raised() : null))).toEqual([
+        urgent,
+      ]);
+      const gauge = async () =>
+        (await registry.getSingleMetric('fusillade_batches_at_risk')?.get())?.values[0]?.value;
+      expect(await waitFor(async () => ((await gauge()) === 1 ? 1 : null))).toBe(1);
+      // Raised, dora counts 4 times: about 4 of the 5 slots against 1 (2.5 each before).
+      const [u0, s0] = [await completed(m, urgent), await completed(m, steady)];
+      await waitFor(async () => (await completed(m, urgent)) - u0 + (await completed(m, steady)) - s0 >= 250);
+      const [u1, s1] = [await completed(m, urgent), await completed(m, steady)];
+      expect(u1 - u0).toBeGreaterThan(2 * (s1 - s0));
+      await Promise.all([m.cancelBatch(steady), m.cancelBatch(urgent)]);
+      await waitForBatchEnd(m, steady, 120_000);
+      await waitForBatchEnd(m, urgent, 120_000);
     } finally {
       await d.stop();
     }

@@ -19,7 +19,7 @@ import { liveBatchSql } from '../../../domain/batch-lifecycle.js';
  *      owner has a claimable row.
  *
  * A raised batch (batches.raised_at, set by maintenance when the batch would miss its deadline at
- * its current rate: docs/decisions/0007) counts its owner's weight RAISED_WEIGHT_FACTOR times.
+ * its current rate: at-risk.ts) counts its owner's weight RAISED_WEIGHT_FACTOR times.
  *
  * Concurrent claims (several daemons, or one daemon's overlapping claims) each see the others'
  * committed rows only: two claims at once may both favour the same owner, which the next claims
