@@ -90,13 +90,18 @@ describe('crash recovery', () => {
       return { kind: 'ok' };
     });
     const registry = new Registry();
-    // Its heartbeat never runs after registration, so others soon see it as dead.
+    // Its heartbeat never runs after registration, so others soon see it as dead. A really stale
+    // daemon (paused, cut off) claims nothing either; this in-process stand-in keeps running, so its
+    // limiter stops it from claiming while its first three attempts hang. Otherwise it would take the
+    // reclaimed rows back under its stale heartbeat and the others would reclaim them again, making
+    // the attempt count depend on timing.
     const stale = await db
       .manager({
         ...quiet,
         heartbeatIntervalMs: 3_600_000,
         deadDaemonAfterMs: 3_600_000,
         metricsRegistry: registry,
+        limiter: { want: (_model, inFlight) => Math.max(0, 3 - inFlight), onOutcome: () => {} },
       })
       .run();
     try {
