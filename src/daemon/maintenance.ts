@@ -65,7 +65,8 @@ export class Maintenance {
   private readonly busy = new Set<string>();
   private readonly running = new Set<Promise<void>>();
   private readonly lost = new LostDaemonTracker();
-  private readonly finalizing = new Set<string>();
+  /** Batches whose finalize runs, and whether another was asked for meanwhile. */
+  private readonly finalizing = new Map<string, { again: boolean }>();
   private stopped = false;
   private orphansPending = false;
 
@@ -249,21 +250,36 @@ export class Maintenance {
     await Promise.all(rows.map((r) => this.finalize(r.id as string)));
   }
 
+  /**
+   * Finalizes the batch if it has ended. One at a time per batch; a request arriving while one runs
+   * runs it once more afterwards: that run's snapshot may have missed a write committed meanwhile
+   * (two writes of the batch's last rows committing at once), and nothing else would look again
+   * before the sweep.
+   */
   private async finalize(batchId: string): Promise<void> {
-    if (this.finalizing.has(batchId)) return;
-    this.finalizing.add(batchId);
+    const running = this.finalizing.get(batchId);
+    if (running) {
+      running.again = true;
+      return;
+    }
+    const state = { again: false };
+    this.finalizing.set(batchId, state);
     try {
-      const { rowCount } = await this.d.writers.run(() =>
-        this.q('finalize', finalizeBatchSql(this.d.schema), [batchId]),
-      );
-      if (rowCount) {
-        this.d.log.info('batch finished', { batchId });
-        try {
-          this.d.config.onBatchFinished?.(batchId);
-        } catch (err) {
-          this.d.log.warn('onBatchFinished threw', { batchId, ...errorFields(err) });
+      do {
+        state.again = false;
+        const { rowCount } = await this.d.writers.run(() =>
+          this.q('finalize', finalizeBatchSql(this.d.schema), [batchId]),
+        );
+        if (rowCount) {
+          this.d.log.info('batch finished', { batchId });
+          try {
+            this.d.config.onBatchFinished?.(batchId);
+          } catch (err) {
+            this.d.log.warn('onBatchFinished threw', { batchId, ...errorFields(err) });
+          }
+          break;
         }
-      }
+      } while (state.again && !this.stopped);
     } finally {
       this.finalizing.delete(batchId);
     }
