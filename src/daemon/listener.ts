@@ -23,8 +23,9 @@ const LOCK_RETRY_MS = 50;
 const MAX_RECONNECT_MS = 2000;
 
 /**
- * The daemon's session connection, dedicated (a pooled one would be handed to others): it holds the
- * daemon's liveness lock, then LISTENs on the schema's events channel. On any error or end it
+ * The daemon's session connection, dedicated (a pooled one would be handed to others): it LISTENs on
+ * the schema's events channel, then holds the daemon's liveness lock (so the lock's statement, retried
+ * while a terminated predecessor session still holds it, always comes after the LISTEN). On any error or end it
  * reconnects with capped exponential backoff, takes the lock again and reports `onReconnect`, since
  * notifications sent while it was away are lost: the daemon then polls.
  */
@@ -76,8 +77,8 @@ export class EventListener {
     this.client = client;
     try {
       await client.connect();
-      if (this.liveness) await this.takeLock(client, LOCK_TRIES);
       await client.query(`LISTEN "${this.channel}"`);
+      if (this.liveness) await this.takeLock(client, LOCK_TRIES);
     } catch (err) {
       this.drop(client);
       throw err;

@@ -53,12 +53,15 @@ describe('through PgBouncer in transaction mode, with --direct-database-url for 
     for (let i = 0; i < 2; i++) children.push(startCli(['daemon', ...dispatch]));
     await waitFor(() => serve.output().stdout.includes('Ctrl-C stops'), 120_000);
     const server = /Batch API on (http:\/\/\S+)\/v1/.exec(serve.output().stdout)![1]!;
-    // Each daemon's session (LISTEN and its liveness lock) goes straight to PostgreSQL.
+    // Each daemon's session goes straight to PostgreSQL and holds its liveness lock there, taken
+    // after its LISTEN.
     const listening = async () =>
       (
         await db.pool.query<{ n: number }>(
-          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = $1 AND datname = current_database()`,
-          [`LISTEN "${db.schema}_events"`],
+          `SELECT count(*)::int AS n FROM ${s}.daemons d
+             JOIN pg_locks l ON l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+                            AND ((l.classid::int8 << 32) | l.objid::int8) = d.liveness_key
+            WHERE d.stopped_at IS NULL`,
         )
       ).rows[0]!.n;
     await waitFor(async () => (await listening()) === 3, 120_000);

@@ -3,6 +3,7 @@ import { createInterface } from 'node:readline';
 import pg from 'pg';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { takeLivenessLockSql } from '../../src/db/sql/queue/liveness.js';
 import { PostgresRequestManager } from '../../src/manager/request-manager.js';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
 import { createTestDb, TEST_DATABASE_URL, type TestDb } from '../support/db.js';
@@ -158,11 +159,13 @@ describe('crash recovery', () => {
       expect(killed.rowCount).toBeGreaterThan(0);
       const status = await waitForBatchEnd(db.manager(), batchId, 60_000);
       expect(status.completedRequests).toBe(300);
-      // The LISTEN connection is back …
+      // The LISTEN connection is back (its last statement is the LISTEN, or the liveness lock taken
+      // after it: a terminated session may hold the lock a little longer) …
       await waitFor(async () => {
         const { rows } = await db.pool.query(
-          `SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN%'`,
-          [app],
+          `SELECT 1 FROM pg_stat_activity
+            WHERE application_name = $1 AND (query LIKE 'LISTEN%' OR query = $2)`,
+          [app, takeLivenessLockSql],
         );
         return rows.length > 0;
       }, 60_000);
