@@ -110,7 +110,8 @@ export async function main(argv: string[]): Promise<number> {
       .argument('<input>', 'OpenAI batch input file (.jsonl)')
       .requiredOption('-o, --output <file>', 'where to write the output JSONL (successful responses)')
       .option('--errors <file>', 'where to write the error JSONL (default: <output>.errors.jsonl)')
-      .option('--completion-window <window>', 'deadline for the whole run, e.g. 24h', '24h'),
+      .option('--completion-window <window>', 'deadline for the whole run, e.g. 24h', '24h')
+      .option('--coalesce', 'send identical requests (same model and body) once; every line gets the answer'),
     'run',
   )
     .addHelpText(

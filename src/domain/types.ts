@@ -54,6 +54,13 @@ export interface CreateBatchOptions {
   router?: ModelRouter | null;
   /** A model the router does not route is refused (ValidationError `unknown_model`) instead. */
   requireRoutes?: boolean;
+  /**
+   * Identical requests sent once (docs/decisions/0008): lines whose model, upstream, method, path
+   * and JSON body are the same after canonical JSON are sent once, and the answer is copied to each
+   * line (its own custom_id and request id). Request counts count lines; usage counts what was sent.
+   * The API sets it from metadata `fusillade_coalesce: "true"`. Default false.
+   */
+  coalesce?: boolean;
 }
 
 export interface BatchInfo {

@@ -120,7 +120,8 @@ describe('claim order by prompt prefix', () => {
       const daemon = await m.run();
       try {
         const batchId = await m.createBatch(fileId);
-        const status = await waitForBatchEnd(m, batchId);
+        // A deadline only against a hang: 2,000 requests on a loaded shared machine take what they take.
+        const status = await waitForBatchEnd(m, batchId, 600_000);
         expect(status).toMatchObject({ status: 'completed', completedRequests: 2000 });
       } finally {
         await daemon.stop();
@@ -135,7 +136,7 @@ describe('claim order by prompt prefix', () => {
     // about once per prompt.
     expect(grouped).toBeGreaterThanOrEqual(0.8);
     expect(baseline).toBeLessThan(0.5);
-  }, 240_000);
+  }, 1_300_000);
 
   it('a body that is not JSON has no prefix and is still sent', async () => {
     const m = db.manager({ pollIntervalMs: 200 });
@@ -153,7 +154,7 @@ describe('claim order by prompt prefix', () => {
           customId: 'p',
         },
       ]);
-      expect(await waitForBatchEnd(m, batchId)).toMatchObject({ completedRequests: 1 });
+      expect(await waitForBatchEnd(m, batchId, 600_000)).toMatchObject({ completedRequests: 1 });
       const { rows } = await db.pool.query(
         `SELECT prefix_hash FROM ${m.schema}.requests WHERE batch_id = $1`,
         [batchId],
@@ -162,5 +163,5 @@ describe('claim order by prompt prefix', () => {
     } finally {
       await daemon.stop();
     }
-  }, 120_000);
+  }, 700_000);
 });

@@ -184,6 +184,7 @@ async function findOrCreateBatch(
       endpoint: parser.url ?? '',
       completionWindow: String(flags.completionWindow ?? '24h'),
       metadata: { source: 'fusillade run', input: basename(input.path).slice(0, 500) },
+      coalesce: flags.coalesce === true,
     });
     return { batchId, resumed: false };
   } catch (err) {

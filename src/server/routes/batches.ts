@@ -47,6 +47,22 @@ function outputExpiry(value: unknown): number | null {
   return v.seconds as number;
 }
 
+/** Identical requests sent once (docs/decisions/0008): metadata `fusillade_coalesce`, "true" or "false". */
+function coalesceFlag(metadata: unknown): boolean {
+  const flag =
+    metadata !== null && typeof metadata === 'object'
+      ? (metadata as Record<string, unknown>).fusillade_coalesce
+      : undefined;
+  if (flag === undefined) return false;
+  if (flag !== 'true' && flag !== 'false') {
+    throw new ApiError(400, 'metadata.fusillade_coalesce must be "true" or "false".', {
+      code: 'invalid_metadata',
+      param: 'metadata',
+    });
+  }
+  return flag === 'true';
+}
+
 export async function createBatch(ctx: ApiContext, call: Call): Promise<void> {
   const body = await readJsonBody(call.req, ctx.maxJsonBytes);
   field(
@@ -73,6 +89,7 @@ export async function createBatch(ctx: ApiContext, call: Call): Promise<void> {
     'completion_window is required ("24h").',
   );
   const outputExpiresAfterSeconds = outputExpiry(outputExpiresAfter);
+  const coalesce = coalesceFlag(metadata);
   const fileUuid = parseFileId(inputFileId as string);
   if (!fileUuid) throw noSuchFile(inputFileId as string);
   const owner = call.owner;
@@ -108,6 +125,7 @@ export async function createBatch(ctx: ApiContext, call: Call): Promise<void> {
       metadata: (metadata ?? null) as Record<string, string> | null,
       idempotencyKey,
       outputExpiresAfterSeconds,
+      coalesce,
       // Routed by this server's configuration as of now (the upload checked the models had routes).
       router: ctx.router,
       requireRoutes: true,

@@ -42,6 +42,11 @@ export function validateBatchOptions(options: CreateBatchOptions): number | null
   const ms = completionWindowMs(
     options.completionWindow === undefined ? DEFAULT_COMPLETION_WINDOW : options.completionWindow,
   );
+  if (options.coalesce !== undefined && typeof options.coalesce !== 'boolean') {
+    throw new ValidationError([
+      { code: 'invalid_coalesce', param: 'coalesce', message: 'coalesce must be true or false' },
+    ]);
+  }
   const md = options.metadata;
   if (md !== undefined && md !== null) {
     const entries = typeof md === 'object' && !Array.isArray(md) ? Object.entries(md) : null;

@@ -85,7 +85,12 @@ function combosParams(c: RoutedCombos): unknown[] {
 
 /**
  * Inserts a new batch's requests with their routes, and its batch_models and batch_routes rows, inside
- * the creating transaction.
+ * the creating transaction. With `coalesce` (issue 15 item 4, docs/decisions/0008), each line whose
+ * model, route, key, method, path and JSON body (canonical: compared as jsonb) equal an earlier
+ * line's gets coalesced_into = that first line's request: it is never claimed, and gets its leader's
+ * outcome when the leader's is written (src/db/sql/queue/complete.ts). Non-JSON bodies are not
+ * coalesced. Without it the insert has no window and no jsonb parse: a batch that does not coalesce
+ * pays nothing.
  */
 export async function insertRoutedRequests(
   client: pg.ClientBase,
@@ -94,8 +99,32 @@ export async function insertRoutedRequests(
   fileId: string,
   router: ModelRouter | null,
   requireRoutes: boolean,
+  coalesce = false,
 ): Promise<void> {
   const c = await routeCombos(client, s, fileId, router, requireRoutes);
+  const from = `FROM ${s}.request_templates t
+       JOIN ${combosRelation(3)} ON m.model = t.model AND m.endpoint = t.endpoint AND m.keyed = ${KEY_KIND('t')}
+      WHERE t.file_id = $2`;
+  const essence = "lower(trim(split_part(t.content_type, ';', 1)))";
+  const insert = coalesce
+    ? `,
+     src AS MATERIALIZED (
+       SELECT gen_random_uuid() AS id, t.id AS template_id, t.line_number, t.model, m.route_id, t.prefix_hash,
+              t.api_key, t.method, t.path,
+              CASE WHEN t.body <> '' AND (t.content_type IS NULL OR ${essence} = 'application/json'
+                                          OR ${essence} LIKE '%+json')
+                   THEN ${s}.coalesce_key(t.body) END AS k
+         ${from}
+     )
+     INSERT INTO ${s}.requests (id, batch_id, template_id, line_number, model, route_id, prefix_hash, coalesced_into)
+     SELECT id, $1, template_id, line_number, model, route_id, prefix_hash,
+            CASE WHEN k IS NOT NULL THEN nullif(first_value(id) OVER (
+              PARTITION BY model, route_id, api_key, method, path, k ORDER BY line_number), id) END
+       FROM src`
+    : `
+     INSERT INTO ${s}.requests (batch_id, template_id, line_number, model, route_id, prefix_hash)
+     SELECT $1, t.id, t.line_number, t.model, m.route_id, t.prefix_hash
+       ${from}`;
   // One statement: the requests, the batch's models and its routes.
   await client.query(
     `WITH models AS (
@@ -104,12 +133,7 @@ export async function insertRoutedRequests(
      routes AS (
        INSERT INTO ${s}.batch_routes (batch_id, model, route_id)
        SELECT DISTINCT $1::uuid, m, r FROM unnest($3::text[], $6::int[]) AS x(m, r)
-     )
-     INSERT INTO ${s}.requests (batch_id, template_id, line_number, model, route_id, prefix_hash)
-     SELECT $1, t.id, t.line_number, t.model, m.route_id, t.prefix_hash
-       FROM ${s}.request_templates t
-       JOIN ${combosRelation(3)} ON m.model = t.model AND m.endpoint = t.endpoint AND m.keyed = ${KEY_KIND('t')}
-      WHERE t.file_id = $2`,
+     )${insert}`,
     [batchId, fileId, ...combosParams(c)],
   );
 }

@@ -123,6 +123,7 @@ export async function insertBatch(
       fileId,
       options.router ?? null,
       options.requireRoutes ?? false,
+      options.coalesce === true,
     );
     await events.notify(client, { type: 'batch_created', batchId });
     return batchId;

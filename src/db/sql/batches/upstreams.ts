@@ -14,9 +14,13 @@ function servingDaemons(s: string, dead: string): string {
                 OR (u.credential = ANY (d.any_upstream_credentials) AND u.upstream ~* '^https?://'))`;
 }
 
-/** The batch has pending rows on the route (one probe of requests_pending_route_idx per model). */
+/**
+ * The batch has rows on the route waiting to be sent (one probe of requests_pending_route_idx per
+ * model; a coalesced follower waits for its leader, not for a daemon).
+ */
 const PENDING_ON_ROUTE = (s: string) => `EXISTS (SELECT 1 FROM ${s}.requests r
-                WHERE r.batch_id = br.batch_id AND r.model = br.model AND r.route_id = br.route_id AND r.state = 'pending')`;
+                WHERE r.batch_id = br.batch_id AND r.model = br.model AND r.route_id = br.route_id AND r.state = 'pending'
+                  AND r.coalesced_into IS NULL)`;
 
 /**
  * Where these batches' requests go, per route: its upstream and credential, the models on it, how

@@ -51,7 +51,8 @@ import { fairPickedCtes } from './fair-share.js';
  * it between uses. Counted at the caching mock (src/mock-upstream/prefix-cache.ts, 4 prefixes),
  * 2,000 requests over 20 system prompts in shuffled order: 99 % hits against 22 % in line order
  * (test/daemon/prompt-prefix.test.ts; docs/decisions/0008). The order costs nothing at claim time:
- * it is the index's order, one ordered probe as before.
+ * it is the index's order, one ordered probe as before. Followers of a coalesced batch
+ * (coalesced_into set, docs/decisions/0008) are outside the index and never claimed.
  *
  * Alternatives measured (per-model queries, a global ORDER BY, the claim under a model_limits
  * lock, claim and complete in one statement) and why they lost: docs/decisions/0005.

@@ -22,6 +22,13 @@
  * string cut from a body (settle.ts, the error snippet) never splits a surrogate pair; the rest come
  * whole from UTF-8 decoding or are ASCII.
  *
+ * Coalesced batches (issue 15 item 4, docs/decisions/0008): the write that ends a leader (completed
+ * or failed) copies its outcome to its followers (pending rows whose coalesced_into names it, found
+ * through requests_coalesced_idx, empty unless batches coalesce), in the same statement, so a
+ * batch's rows are never seen with a leader ended and its followers waiting. Followers get no
+ * token counts: usage counts what was sent. A cancelled leader copies nothing (its batch is
+ * cancelled or expired, so its pending followers read as canceled already).
+ *
  * Alternatives (one UPDATE per request, a VALUES list) and their costs: docs/decisions/0004.
  * Measured in isolation on 20,000 rows: 32 writes p50 1.5 ms, 32 claims 1.45 ms; dropping
  * requests_lease_idx (one index entry fewer per claimed row) made no measurable difference.
@@ -59,7 +66,16 @@ UPDATE ${s}.requests r SET
 FROM u
 WHERE r.id = ANY (ARRAY(SELECT u.id FROM u)) AND r.id = u.id
   AND r.state = 'processing' AND r.daemon_id = $1 AND r.attempt = u.attempt
-RETURNING r.id
+RETURNING r.id, r.state, r.completed_at, r.response_status, r.response_body, r.upstream_request_id,
+          r.error_code, r.error_message
+),
+copied AS (
+UPDATE ${s}.requests f SET
+  state = d.state, completed_at = d.completed_at, not_before = NULL, response_status = d.response_status,
+  response_body = d.response_body, upstream_request_id = d.upstream_request_id, error_code = d.error_code,
+  error_message = d.error_message
+FROM done d
+WHERE f.coalesced_into = d.id AND d.state IN ('completed', 'failed') AND f.state = 'pending'
 )
 SELECT u.id FROM u WHERE u.id NOT IN (SELECT d.id FROM done d)`;
 }

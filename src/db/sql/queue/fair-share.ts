@@ -41,7 +41,8 @@ const LIVE = liveBatchSql('b');
 /**
  * One batch's claimable pending rows of a model on a route, in the order they go out (the one
  * place that order is stated: prompt prefix, then line, claim.ts "Prefix order"; the order of
- * requests_pending_route_idx), locked SKIP LOCKED. `batch`, `model`, `route`, `limit` and
+ * requests_pending_route_idx), locked SKIP LOCKED. A coalesced follower (coalesced_into set,
+ * docs/decisions/0008) is outside that index and never taken. `batch`, `model`, `route`, `limit` and
  * `exclude` (an SQL uuid[] expression of rows this statement already took, or null) are SQL
  * expressions of the enclosing query.
  */
@@ -51,7 +52,7 @@ export function batchPendingRowsSql(
 ): string {
   return `SELECT r.id FROM ${s}.requests r
            WHERE r.batch_id = ${p.batch} AND r.model = ${p.model} AND r.route_id = ${p.route} AND r.state = 'pending'
-             AND (r.not_before IS NULL OR r.not_before <= now())${p.exclude ? `\n             AND r.id <> ALL (${p.exclude})` : ''}
+             AND r.coalesced_into IS NULL AND (r.not_before IS NULL OR r.not_before <= now())${p.exclude ? `\n             AND r.id <> ALL (${p.exclude})` : ''}
            ORDER BY r.prefix_hash, r.line_number
            LIMIT ${p.limit}
              FOR UPDATE OF r SKIP LOCKED`;
