@@ -10,6 +10,10 @@
  * table is needed between the statements.
  */
 import type pg from 'pg';
+import { TEST_DATABASE_URL } from '../../test/support/db.js';
+
+/** The app's connections run with jit = off (src/cli/database.ts); so do the bench's. */
+export const JIT_OFF_URL = `${TEST_DATABASE_URL}${TEST_DATABASE_URL.includes('?') ? '&' : '?'}options=-c%20jit%3Doff`;
 
 export const OWNERS = ['alice', 'bob', 'carol', 'dave'];
 export const MODELS = 10;
