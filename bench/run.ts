@@ -18,6 +18,7 @@ import { benchDaemonMemory } from './daemon-memory.js';
 import { benchDaemonThroughput } from './daemon-throughput.js';
 import { benchDaemonWakeup } from './daemon-wakeup.js';
 import { benchDashboardQueries } from './dashboard-queries.js';
+import { benchInflightMemory } from './inflight-memory.js';
 import { benchRateLimits } from './rate-limits.js';
 import { benchServerTransfer } from './server-transfer.js';
 import { benchStorage } from './storage.js';
@@ -36,6 +37,7 @@ const BENCHES: Bench[] = [
   { name: 'daemon-wakeup', run: () => benchDaemonWakeup() },
   { name: 'claim-latency', run: () => benchClaimLatency() },
   { name: 'daemon-memory', run: () => benchDaemonMemory() },
+  { name: 'inflight-memory', run: () => benchInflightMemory() },
   { name: 'cli-run', run: () => benchCliRun() },
   { name: 'server-transfer', run: () => benchServerTransfer() },
   { name: 'dashboard-queries', run: async () => ({ markdown: await benchDashboardQueries() }) },
