@@ -97,7 +97,9 @@ export async function openDatabase(
 
 /**
  * Runs an operator's command (`keys`, `webhooks`, `purge`) through the library's manager on the
- * database of the settings, opened with a pool of 2 and closed afterwards, whatever happens.
+ * database of the settings, opened with a pool of 2 and closed afterwards, whatever happens. These
+ * commands seal nothing, so the manager reads no key-encryption key (a malformed one in the
+ * environment is not theirs to refuse).
  */
 export async function withManager<T>(
   settings: DatabaseSettings,
@@ -105,7 +107,7 @@ export async function withManager<T>(
 ): Promise<T> {
   const db = await openDatabase(settings, { poolSize: 2, log: (m) => console.error(m) });
   try {
-    return await fn(new PostgresRequestManager(db.pool, { schema: db.schema }));
+    return await fn(new PostgresRequestManager(db.pool, { schema: db.schema, keyEncryptionKey: null }));
   } finally {
     await db.close();
   }

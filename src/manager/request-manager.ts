@@ -25,7 +25,7 @@ import type {
 import type { ModelRouter } from '../domain/upstream-route.js';
 import { ApiKeys } from '../store/api-keys.js';
 import { completionWindowMs, DEFAULT_COMPLETION_WINDOW } from '../store/batches/batch-options.js';
-import { rerouteBatch, upstreamsOf } from '../store/batches/batch-routes.js';
+import { rerouteBatch } from '../store/batches/batch-routes.js';
 import { getBatchStatus } from '../store/batches/batch-status.js';
 import type { BatchEvents } from '../store/batches/batches.js';
 import * as batches from '../store/batches/batches.js';
@@ -45,9 +45,11 @@ import { DashboardReads } from '../store/reads/dashboard/dashboard-reads.js';
 import type { WebhookDeliveryOptions } from '../webhooks/delivery.js';
 import { WebhookEndpoints } from '../webhooks/endpoints.js';
 
-export interface ManagerConfig extends Partial<DaemonConfig> {
+export interface ManagerConfig extends Omit<Partial<DaemonConfig>, 'keyEncryptionKey'> {
   /** PostgreSQL schema of fusillade's tables (default "fusillade"); must match migrate()'s. */
   schema?: string;
+  /** Seals templates' upstream keys at rest; default FUSILLADE_KEY_ENCRYPTION_KEY; null: none, unread. */
+  keyEncryptionKey?: string | null;
   /**
    * The completion window of a batch created without one: "24h" by default (as OpenAI's); null
    * for no deadline (the Rust crate's behaviour: nothing expires however long the batch takes).
@@ -69,9 +71,7 @@ function checkRetryRules(config: DaemonConfig): void {
 /** The environment variable the library reads the key-encryption key from when the config has none. */
 export const KEY_ENCRYPTION_ENV = 'FUSILLADE_KEY_ENCRYPTION_KEY';
 
-function nonEmpty(v: string | undefined): string | undefined {
-  return v === undefined || v.trim() === '' ? undefined : v;
-}
+const nonEmpty = (v: string | undefined) => (v === undefined || v.trim() === '' ? undefined : v);
 
 export type { DaemonHandle };
 
@@ -111,7 +111,7 @@ export class PostgresRequestManager {
   private readonly keyEncryption: KeyEncryptionKey | null;
 
   constructor(pool: pg.Pool, config: ManagerConfig = {}) {
-    const { schema, defaultCompletionWindow, webhooks, ...daemon } = config;
+    const { schema, defaultCompletionWindow, webhooks, keyEncryptionKey, ...daemon } = config;
     this.defaultCompletionWindow =
       defaultCompletionWindow === undefined ? DEFAULT_COMPLETION_WINDOW : defaultCompletionWindow;
     completionWindowMs(this.defaultCompletionWindow); // refuses a bad window now, not at the first batch
@@ -121,7 +121,8 @@ export class PostgresRequestManager {
     this.schema = qualify(this.schemaName);
     // The secret comes from the config, else from the environment (as the CLI reads it); run()'s
     // daemons get it too, to open what this manager seals.
-    const secret = daemon.keyEncryptionKey ?? nonEmpty(process.env[KEY_ENCRYPTION_ENV]);
+    const secret =
+      keyEncryptionKey === null ? undefined : (keyEncryptionKey ?? nonEmpty(process.env[KEY_ENCRYPTION_ENV]));
     this.config = resolveDaemonConfig({ ...daemon, keyEncryptionKey: secret });
     checkRetryRules(this.config);
     this.keyEncryption =
@@ -310,8 +311,7 @@ export class PostgresRequestManager {
    */
   async getBatchUpstreams(batchId: string, scope: OwnerScope = {}): Promise<BatchUpstream[]> {
     const { id } = await batches.getBatch(this.pool, this.schema, batchId, scope.owner);
-    const all = await upstreamsOf(this.pool, this.schema, [id], this.config.deadDaemonAfterMs);
-    return all.get(id) ?? [];
+    return (await this.dashboardReads.upstreams([id])).get(id) ?? [];
   }
 
   /**
