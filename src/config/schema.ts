@@ -318,6 +318,20 @@ export const SETTINGS = {
     file: 'host',
     default: '127.0.0.1',
   },
+  completionWindows: {
+    kind: text({
+      pattern: /^\s*\d+[smhd](\s*,\s*\d+[smhd])*\s*$/,
+      expected: 'completion windows separated by commas, e.g. 24h,1h',
+      label: 'windows',
+    }),
+    description:
+      "the completion_window values the Batch API accepts; within an owner's share, nearer deadlines go first",
+    commands: ['serve'],
+    flag: '--completion-windows <list>',
+    env: 'FUSILLADE_COMPLETION_WINDOWS',
+    file: 'completionWindows',
+    default: '24h,1h',
+  },
   daemon: {
     kind: boolean(),
     description:

@@ -22,6 +22,8 @@ export interface ApiContext {
   uploadIdleTimeoutMs: number;
   /** Prices per million tokens by model (models.MODEL.price): batches show their cost. */
   prices: Readonly<Record<string, ModelPrice>>;
+  /** The completion windows the Batch API accepts; null: any valid window. */
+  completionWindows: readonly string[] | null;
   /** Largest JSON request body accepted on the JSON routes. */
   maxJsonBytes: number;
   /** Largest message batch creation body (Anthropic: 256 MB). */

@@ -103,6 +103,12 @@ export interface ServerOptions {
   allowPrivateWebhooks?: boolean;
   /** Prices per million tokens by model (models.MODEL.price): batch objects carry their cost. */
   modelPrices?: Record<string, ModelPrice>;
+  /**
+   * The completion_window values POST /v1/batches accepts (`fusillade serve` passes
+   * --completion-windows, default ["24h", "1h"]); others get a 400 invalid_completion_window.
+   * Default here: any valid window ("90s", "30m", "24h", "7d").
+   */
+  completionWindows?: readonly string[];
   /** The in-process daemon's webhook deliverer (src/webhooks/delivery.ts). */
   webhooks?: WebhookDeliveryOptions;
 }
@@ -199,6 +205,7 @@ export async function createServer(options: ServerOptions): Promise<FusilladeSer
     maxMessageBatchBytes: options.maxMessageBatchBytes ?? DEFAULTS.maxMessageBatchBytes,
     maxMessageBatchRequests: options.maxMessageBatchRequests ?? DEFAULTS.maxMessageBatchRequests,
     prices: options.modelPrices ?? {},
+    completionWindows: options.completionWindows ?? null,
     uploadIdleTimeoutMs: options.uploadIdleTimeoutMs ?? DEFAULTS.uploadIdleTimeoutMs,
     uploadPreBufferBytes: options.uploadPreBufferBytes ?? DEFAULTS.uploadPreBufferBytes,
     uploadSlots: new Semaphore(options.maxConcurrentUploads ?? defaultUploadSlots(options.pool)),

@@ -85,6 +85,7 @@ function samples(spec: SettingSpec): [unknown, unknown] {
   }
   if (spec.kind.label === 'number') return [1.5, 2.5];
   if (spec.kind.label === 'duration') return ['30d', '12h'];
+  if (spec.kind.label === 'windows') return ['1h', '24h,2h'];
   if (e.includes('postgres://')) return ['postgres://a.example/x', 'postgres://b.example/x'];
   if (e.includes('http(s) URL')) return ['http://a.example', 'http://b.example'];
   if (e.includes('lowercase')) return ['from_a', 'from_b'];

@@ -22,6 +22,7 @@ export async function serveCommand({ settings, verbose }: CommandContext): Promi
         daemonConfig: daemonConfigFor(settings, upstream.routing),
         allowPrivateWebhooks: settings.allowPrivateWebhooks,
         modelPrices: settings.modelPrices,
+        completionWindows: settings.completionWindows.split(',').map((w) => w.trim()),
         ...(settings.metricsToken !== undefined ? { metricsToken: settings.metricsToken } : {}),
         headersTimeoutMs: settings.headersTimeoutMs,
         idleTimeoutMs: settings.idleTimeoutMs,

@@ -88,6 +88,13 @@ export async function createBatch(ctx: ApiContext, call: Call): Promise<void> {
     'completion_window',
     'completion_window is required ("24h").',
   );
+  if (ctx.completionWindows && !ctx.completionWindows.includes(window as string)) {
+    throw new ApiError(
+      400,
+      `completion_window must be one of ${ctx.completionWindows.map((w) => JSON.stringify(w)).join(', ')}, got ${JSON.stringify(window)}.`,
+      { code: 'invalid_completion_window', param: 'completion_window' },
+    );
+  }
   const outputExpiresAfterSeconds = outputExpiry(outputExpiresAfter);
   const coalesce = coalesceFlag(metadata);
   const fileUuid = parseFileId(inputFileId as string);
