@@ -19,6 +19,7 @@ import { benchDaemonThroughput } from './daemon-throughput.js';
 import { benchDaemonWakeup } from './daemon-wakeup.js';
 import { benchDashboardQueries } from './dashboard-queries.js';
 import { benchInflightMemory } from './inflight-memory.js';
+import { benchPromptPrefix } from './prompt-prefix.js';
 import { benchRateLimits } from './rate-limits.js';
 import { benchServerTransfer } from './server-transfer.js';
 import { benchStorage } from './storage.js';
@@ -45,6 +46,7 @@ const BENCHES: Bench[] = [
   { name: 'rate-limits', run: () => benchRateLimits() },
   { name: 'storage', run: () => benchStorage() },
   { name: 'usage-accounting', run: () => benchUsageAccounting() },
+  { name: 'prompt-prefix', run: () => benchPromptPrefix() },
   { name: 'big-database', run: () => benchBigDatabase(), optIn: true },
 ];
 

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
+import type { PrefixCacheOptions, PrefixCacheStats } from '../../src/mock-upstream/prefix-cache.js';
 import type { MockRateLimiter, MockRateLimits } from '../../src/mock-upstream/rate-limits.js';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
@@ -148,6 +149,8 @@ export interface MockProcess {
     maxInFlight: number;
     /** With rate limits: the limiter's counts (src/mock-upstream/rate-limits.ts stats()). */
     rateLimits: ReturnType<MockRateLimiter['stats']> | null;
+    /** With a prompt cache: its hits and misses (src/mock-upstream/prefix-cache.ts). */
+    prefixCache: PrefixCacheStats | null;
   }>;
   reset(): Promise<void>;
   close(): Promise<void>;
@@ -155,14 +158,16 @@ export interface MockProcess {
 
 /**
  * The mock upstream (src/mock-upstream) in a process of its own, answering after `latencyMs`,
- * enforcing `rateLimits` when given.
+ * enforcing `rateLimits` when given, with a prompt cache when `prefixCache` is given.
  */
 export async function startMockProcess(
   latencyMs: number,
   rateLimits?: MockRateLimits,
   answer?: 'usage' | 'no-usage',
+  prefixCache?: PrefixCacheOptions,
 ): Promise<MockProcess> {
   const env: Record<string, string> = { LATENCY_MS: String(latencyMs) };
+  if (prefixCache) env.PREFIX_CACHE = JSON.stringify(prefixCache);
   if (rateLimits) env.RATE_LIMITS = JSON.stringify(rateLimits);
   if (answer) env.ANSWER = answer;
   const child = forkTs(MOCK_CHILD, env);
