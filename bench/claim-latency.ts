@@ -116,10 +116,19 @@ function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))]!;
 }
 
-export async function benchClaimLatency(options: { pending?: number; claims?: number; want?: number } = {}) {
-  const batches = 500;
-  const models = 50;
-  const owners = 50;
+export async function benchClaimLatency(
+  options: {
+    pending?: number;
+    claims?: number;
+    want?: number;
+    models?: number;
+    batches?: number;
+    owners?: number;
+  } = {},
+) {
+  const batches = options.batches ?? 500;
+  const models = options.models ?? 50;
+  const owners = options.owners ?? 50;
   const inFlightPerModel = 20;
   const pending = options.pending ?? 1_000_000;
   const perBatch = Math.floor(pending / batches);
@@ -312,7 +321,11 @@ export async function benchClaimLatency(options: { pending?: number; claims?: nu
   }
 }
 
+/**
+ * Standalone: `node --import tsx bench/claim-latency.ts [pending] [models batches owners want]`; e.g.
+ * `… 100000 2 200 100 16` (100k pending of 100 owners, 2 models, 16 rows per model per claim).
+ */
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const pending = process.argv[2] ? Number(process.argv[2]) : undefined;
-  console.log((await benchClaimLatency({ pending })).markdown);
+  const [pending, models, batches, owners, want] = process.argv.slice(2).map(Number);
+  console.log((await benchClaimLatency({ pending, models, batches, owners, want })).markdown);
 }
