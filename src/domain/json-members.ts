@@ -62,21 +62,6 @@ export function memberSpan(text: string, key: string): [number, number] | undefi
   return found;
 }
 
-/**
- * The span of the first element of the array whose span is `span` in `text` (valid JSON), and
- * whether more elements follow it; null when the value is not an array or is empty.
- */
-export function arrayHead(
-  text: string,
-  span: [number, number],
-): { first: [number, number]; more: boolean } | null {
-  if (text.charCodeAt(span[0]) !== 0x5b) return null;
-  const i = skipWs(text, span[0] + 1);
-  if (i >= span[1] || text.charCodeAt(i) === 0x5d) return null;
-  const end = skipValue(text, i);
-  return { first: [i, end], more: text.charCodeAt(skipWs(text, end)) === 0x2c };
-}
-
 function skipWs(text: string, i: number): number {
   for (;;) {
     const c = text.charCodeAt(i);
