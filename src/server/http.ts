@@ -56,8 +56,30 @@ export function sendJson(
   res.setHeader('content-length', Buffer.byteLength(text));
   // 4xx answers are final: tell the openai client not to retry them.
   if (status >= 400 && status < 500) res.setHeader('x-should-retry', 'false');
-  for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+  const linger = status === 413 && res.req !== undefined && !res.req.complete;
+  for (const [k, v] of Object.entries(headers)) {
+    if (!(linger && k.toLowerCase() === 'connection')) res.setHeader(k, v);
+  }
+  if (linger) res.once('finish', () => lingerThenClose(res.req));
   res.end(text);
+}
+
+/** How long a refused body may go on arriving (and is discarded) before its connection is cut. */
+export const LINGER_MS = 10_000;
+
+/**
+ * A 413 refuses a body that is still being sent. Closing at once would make the kernel answer the
+ * client's next bytes with a reset, and a client still writing (the openai SDK's upload) then loses
+ * the 413 it had not read yet and reports a connection error. So the rest of the body is read and
+ * discarded (Node's server does that for an answered request it keeps alive) for at most LINGER_MS,
+ * then the connection is cut; a client that sends the whole body keeps a usable connection.
+ */
+function lingerThenClose(req: IncomingMessage): void {
+  if (req.complete) return;
+  const cut = setTimeout(() => req.socket.destroy(), LINGER_MS);
+  cut.unref();
+  req.once('end', () => clearTimeout(cut));
+  req.socket.once('close', () => clearTimeout(cut));
 }
 
 export function sendError(res: ServerResponse, err: ApiError): void {

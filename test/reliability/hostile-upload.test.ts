@@ -169,13 +169,13 @@ describe('generated hostile files', () => {
     const before = await stored();
     // Only the request head and the multipart head go out: a 300 MB body is announced, never sent.
     const declared = 300 * 1024 * 1024;
-    const started = Date.now();
     const socket = await openAndWrite(
       t.server.port,
       Buffer.concat([uploadHead(t.server.port, t.aliceKey, declared), multipartHead()]),
     );
-    // Without the up-front check the server waits for the body (idle timeout 30 s): nothing comes.
-    const answer = await readAll(socket, 10_000);
+    // Without the up-front check the server waits for the body (idle timeout 30 s): nothing comes
+    // before the connection is cut after LINGER_MS; with it, the answer comes first.
+    const answer = await readAll(socket, 20_000);
     socket.destroy();
     expect(answer).toMatch(/^HTTP\/1\.1 413 /);
     expect(answer.toLowerCase()).toContain('content-type: application/json');
@@ -188,8 +188,6 @@ describe('generated hostile files', () => {
         code: 'file_too_large',
       },
     });
-    // Answered as soon as the head arrived (generous bound for a loaded machine; it takes ms).
-    expect(Date.now() - started).toBeLessThan(8000);
     // The official client (it sends a Content-Length) reads the same answer while still sending.
     const err = await refusal(upload(t.alice, Buffer.alloc(40 * 1024 * 1024, 0x20)));
     expect([err.status, err.code]).toEqual([413, 'file_too_large']);
