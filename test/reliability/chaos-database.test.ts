@@ -104,8 +104,11 @@ async function untilOk(path: string): Promise<number> {
 describe('chaos: the database goes away', () => {
   it('recovers from terminated sessions, a hung network and refused connections', async () => {
     await Promise.all([fleet.start(), fleet.start()]);
-    const file = await upload(client, jsonl(Array.from({ length: REQUESTS }, (_, i) => chatLine(i))));
-    const batch = await client.batches.create({
+    // Before the chaos, a loaded machine may still see the server's 1 s deadline pass on storing
+    // 1,500 rows: the set-up retries its 503s, as the openai client does by default.
+    const setup = client.withOptions({ maxRetries: 5 });
+    const file = await upload(setup, jsonl(Array.from({ length: REQUESTS }, (_, i) => chatLine(i))));
+    const batch = await setup.batches.create({
       input_file_id: file.id,
       endpoint: '/v1/chat/completions',
       completion_window: '24h',
