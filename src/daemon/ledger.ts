@@ -1,4 +1,8 @@
 /**
+ * Longer than ~400 lines by design: the ledger is one state machine over one per-model record, and
+ * its invariant (below) is kept by every method together; split, each part would need the others'
+ * private state.
+ *
  * The slot ledger: one daemon's bookkeeping of its share of each model's global limit (budget.ts)
  * and of the rows it holds. Pure: no I/O, no clock of its own (callers pass `now`); the daemon's
  * shell (daemon.ts) runs the statements and the HTTP it decides. Property-tested without a
