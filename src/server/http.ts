@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 
 /** JSON answers and the OpenAI error envelope, shared by the API routes and the dashboard. */
 
@@ -60,7 +61,12 @@ export function sendJson(
   for (const [k, v] of Object.entries(headers)) {
     if (!(linger && k.toLowerCase() === 'connection')) res.setHeader(k, v);
   }
-  if (linger) res.once('finish', () => lingerThenClose(res.req));
+  if (linger) {
+    // The request's socket, taken now: Node detaches it from the request once the answer is sent.
+    const { req } = res;
+    const socket = req.socket;
+    res.once('finish', () => lingerThenClose(req, socket));
+  }
   res.end(text);
 }
 
@@ -74,12 +80,12 @@ export const LINGER_MS = 10_000;
  * discarded (Node's server does that for an answered request it keeps alive) for at most LINGER_MS,
  * then the connection is cut; a client that sends the whole body keeps a usable connection.
  */
-function lingerThenClose(req: IncomingMessage): void {
-  if (req.complete) return;
-  const cut = setTimeout(() => req.socket.destroy(), LINGER_MS);
+function lingerThenClose(req: IncomingMessage, socket: Socket | null): void {
+  if (req.complete || socket === null || socket.destroyed) return;
+  const cut = setTimeout(() => socket.destroy(), LINGER_MS);
   cut.unref();
   req.once('end', () => clearTimeout(cut));
-  req.socket.once('close', () => clearTimeout(cut));
+  socket.once('close', () => clearTimeout(cut));
 }
 
 export function sendError(res: ServerResponse, err: ApiError): void {

@@ -168,7 +168,9 @@ describe('per-daemon slot budgets', () => {
     try {
       const m = db.manager();
       mock.reset();
-      const batchId = await createBatch(m, mockTemplates(mock, 300, { model, prefix: 'lower-' }));
+      // More rows than the test sends (it cancels the rest): on a loaded machine the waits below may
+      // last while the daemons go on sending, and 20 must still be left to measure under the new limit.
+      const batchId = await createBatch(m, mockTemplates(mock, 2000, { model, prefix: 'lower-' }));
       await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) >= 9, 60_000, 5);
       const changedAt = await db.pool.query('SELECT now() AS t');
       await m.setModelConcurrency(model, 3);
