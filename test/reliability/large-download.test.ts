@@ -113,10 +113,11 @@ describe('downloading files with 30 MB lines', () => {
         `${lines === 2 ? 'output' : 'error'} file: ${(result.bytes / 1e6).toFixed(1)} MB in ${seconds.toFixed(2)} s; /healthz ${latencies.length} answers, p90 ${p90.toFixed(0)} ms, worst ${worst.toFixed(0)} ms`,
       );
       // Measured against the download itself, not the clock, so a slower or busier machine scales
-      // both sides: nine in ten /healthz answers take under a tenth of the download's time and none
-      // half of it (the quadratic framer held the event loop for a quarter to half of it; a quiet
-      // machine answers in ~130 ms at p90 during a 6.7 s download, RELIABILITY.md).
-      expect(p90).toBeLessThan(seconds * 1000 * 0.1);
+      // both sides: nine in ten /healthz answers take under a quarter of the download's time and none
+      // half of it (the quadratic framer held the event loop for a quarter to half of it at every
+      // answer; a quiet machine answers in ~130 ms at p90 during a 6.7 s download, RELIABILITY.md;
+      // with one core kept busy, 11.5 % was seen).
+      expect(p90).toBeLessThan(seconds * 1000 * 0.25);
       expect(worst).toBeLessThan(seconds * 1000 * 0.5);
     }
     // The big line is the stored body, byte for byte, inside a well-formed output line.
