@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { ModelRateStatus } from './rate-policy.js';
 
 /**
  * The `model` label of every model outside the configuration when the metrics are limited to the
@@ -243,19 +244,11 @@ export function createDaemonMetrics(
   };
 }
 
-/** Sets the rate-limit gauges from a daemon's rate state (src/daemon/rate-limits.ts status()). */
+/** Sets the rate-limit gauges from a daemon's rate state (DaemonRateLimits.status(), src/daemon/rate-limits.ts). */
 export function setRateGauges(
   metrics: DaemonMetrics,
   daemon: string,
-  status: readonly {
-    model: string;
-    rpm: number | null;
-    tpm: number | null;
-    pausedUntil: number;
-    requestsPerMinute: number;
-    tokensPerMinute: number;
-    adaptiveConcurrency: number | null;
-  }[],
+  status: readonly ModelRateStatus[],
 ): void {
   for (const s of status) {
     // Settings and per-daemon rates of one model: summing them under the shared label means nothing.
