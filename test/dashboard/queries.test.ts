@@ -187,6 +187,48 @@ describe('requests of a batch', () => {
     expect(canceled.data[0]!.errorCode).toBe('batch_cancelled');
   });
 
+  it('picks a page from the requests before their templates: sorted, searched, paged both ways, totals', async () => {
+    const id = await newBatch('erin', 25);
+    await settle(id, [3, 12, 21], 'completed', { latencyMs: 900 });
+    await settle(id, [1, 2], 'completed', { latencyMs: 50 });
+    await settle(id, [13], 'processing', { agoMs: 60_000 });
+    const q = (o: Parameters<typeof listRequestSummaries>[3]) =>
+      listRequestSummaries(db.pool, m.schema, id, o);
+
+    const slow = await q({ owner: 'erin', sort: 'latency', limit: 3 });
+    expect(slow.data.map((r) => [r.lineNumber, r.customId])).toEqual([
+      [13, 'req-12'], // in flight for a minute so far
+      [3, 'req-2'],
+      [12, 'req-11'],
+    ]);
+    expect(slow).toMatchObject({ hasMore: true, total: 25 });
+    const slowSearch = await q({ owner: 'erin', sort: 'latency', search: 'req-1', limit: 2 });
+    expect(slowSearch.data.map((r) => r.customId)).toEqual(['req-12', 'req-11']);
+    expect(slowSearch).toMatchObject({ hasMore: true, total: 11 });
+
+    const pending = await q({ owner: 'erin', state: 'pending', limit: 5, afterLine: 10 });
+    expect(pending.data.map((r) => r.lineNumber)).toEqual([11, 14, 15, 16, 17]);
+    expect(pending).toMatchObject({ hasPrevious: true, hasMore: true, total: 25 - 6 });
+    const back = await q({ owner: 'erin', state: 'pending', limit: 3, beforeLine: 11 });
+    expect(back.data.map((r) => r.lineNumber)).toEqual([8, 9, 10]);
+    expect(back).toMatchObject({ hasPrevious: true, hasMore: true });
+    const searchBack = await q({ owner: 'erin', search: 'req-2', limit: 2, beforeLine: 25 });
+    expect(searchBack.data.map((r) => r.customId)).toEqual(['req-22', 'req-23']);
+    expect(searchBack).toMatchObject({ hasPrevious: true, hasMore: true, total: 6 });
+    const searchEnd = await q({ owner: 'erin', search: 'req-2', state: 'completed' });
+    expect(searchEnd.data.map((r) => r.lineNumber)).toEqual([3, 21]);
+    expect(searchEnd).toMatchObject({ hasPrevious: false, hasMore: false, total: 2 });
+
+    await m.cancelBatch(id, { owner: 'erin' });
+    expect(await q({ owner: 'erin', state: 'pending' })).toMatchObject({ data: [], total: 0 });
+    const canceled = await q({ owner: 'erin', state: 'canceled', limit: 2 });
+    expect(canceled.data.map((r) => [r.lineNumber, r.errorCode])).toEqual([
+      [4, 'batch_cancelled'],
+      [5, 'batch_cancelled'],
+    ]);
+    expect(canceled).toMatchObject({ hasMore: true, total: 25 - 6 });
+  });
+
   it('shows one request’s body, response and error, never the upstream key', async () => {
     const id = await newBatch('dave', 3);
     await settle(id, [2], 'failed', { status: 400 });
