@@ -602,6 +602,18 @@ export const SETTINGS = {
     60_000,
     'how often daemons purge expired and deleted data (one daemon at a time, ~10k rows per transaction)',
   ),
+  compressFinishedBodies: tuning(
+    'compressFinishedBodies',
+    boolean(),
+    true,
+    'daemons compress the answers of ended batches in the background (one daemon at a time, ~2,000 rows per transaction, every purgeIntervalMs); every read takes either form. Off: answers stay text, those already compressed stay readable',
+  ),
+  compressAfterMs: tuning(
+    'compressAfterMs',
+    integer({ min: 0 }),
+    600_000,
+    'how long after a batch ends its answers are compressed: a download right after the end reads them as stored text (no inflating), and a batch purged sooner is never rewritten',
+  ),
   handleSignals: tuning(
     'handleSignals',
     boolean(),

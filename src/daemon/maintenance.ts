@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { query, withClient } from '../db/client.js';
+import { compressFinished, describeCompress } from '../db/compress.js';
 import { describePurge, purge } from '../db/purge.js';
 import { cancelledBatchesSql, endableBatchesSql, queueDepthSql } from '../db/sql/batches/batch-watch.js';
 import { finalizeBatchSql } from '../db/sql/batches/finalize-batch.js';
@@ -96,6 +97,7 @@ export class Maintenance {
     this.every('queue-depth', QUEUE_DEPTH_INTERVAL_MS, () => this.queueDepth(), true);
     this.every('at-risk', AT_RISK_INTERVAL_MS, () => this.atRisk());
     this.every('purge', c.purgeIntervalMs, () => this.purge());
+    if (c.compressFinishedBodies) this.every('compress', c.purgeIntervalMs, () => this.compress());
   }
 
   private every(name: string, ms: number | (() => number), task: () => Promise<void>, runNow = false): void {
@@ -329,6 +331,18 @@ export class Maintenance {
     if (report.batches + report.requests + report.outputFiles + report.inputFiles > 0) {
       this.d.log.info(`purge ${describePurge(report)}`, { ...report });
     }
+  }
+
+  /** Compresses the answers of ended batches (src/db/compress.ts); skips its turn when another daemon is at it. */
+  private async compress(): Promise<void> {
+    const c = this.d.config;
+    const report = await compressFinished(this.d.db, this.d.schema, {
+      afterMs: c.compressAfterMs,
+      whenBusy: 'skip',
+      statementTimeoutMs: c.dbTimeoutMs,
+      shouldStop: () => this.stopped || this.d.isStopping,
+    });
+    if (report.answers > 0) this.d.log.info(`compress ${describeCompress(report)}`, { ...report });
   }
 
   async stop(): Promise<void> {

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { type CompressOptions, type CompressReport, compressFinished } from '../db/compress.js';
 import { type PurgeOptions, type PurgeReport, previewPurge, purge } from '../db/purge.js';
 import { assertSchemaName, DEFAULT_SCHEMA, qualify } from '../db/schema.js';
 import { configureRateLimitsSql } from '../db/sql/queue/rate-budget.js';
@@ -334,6 +335,14 @@ export class PostgresRequestManager {
    */
   purge(options: Omit<PurgeOptions, 'shouldStop'> = {}): Promise<PurgeReport> {
     return purge(this.pool, this.schema, options);
+  }
+
+  /**
+   * Compresses the answers of ended batches now (src/db/compress.ts; default: every ended batch,
+   * whatever compressAfterMs). Daemons run it in the background when compressFinishedBodies is on.
+   */
+  compressFinished(options: Omit<CompressOptions, 'shouldStop'> = {}): Promise<CompressReport> {
+    return compressFinished(this.pool, this.schema, options);
   }
 
   /** What purge() with the same retention would remove now, removing nothing. */

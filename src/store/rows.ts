@@ -1,4 +1,5 @@
 import { batchLifecycleStatus } from '../domain/batch-lifecycle.js';
+import { storedBody } from '../domain/body-codec.js';
 import { NotFoundError } from '../domain/errors.js';
 import { upstreamErrorMessage } from '../domain/retry.js';
 import type { BatchInfo, FileInfo, FilePurpose, RequestRecord, RequestState } from '../domain/types.js';
@@ -141,6 +142,8 @@ export interface RequestRow {
   completed_at: Date | null;
   response_status: number | null;
   response_body: string | null;
+  /** The answer compressed (migration 0022); response_body is then ''. */
+  response_body_z: Buffer | null;
   upstream_request_id: string | null;
   error_code: string | null;
   error_message: string | null;
@@ -149,8 +152,8 @@ export interface RequestRow {
 
 export const REQUEST_COLUMNS = `r.id, r.batch_id, r.template_id, t.custom_id, r.line_number, r.model, r.state,
   r.effective_state, r.effective_error_code, r.attempt, r.not_before, r.daemon_id, r.claimed_at,
-  r.lease_expires_at, r.started_at, r.completed_at, r.response_status, r.response_body, r.upstream_request_id,
-  r.error_code, r.error_message, r.created_at`;
+  r.lease_expires_at, r.started_at, r.completed_at, r.response_status, r.response_body, r.response_body_z,
+  r.upstream_request_id, r.error_code, r.error_message, r.created_at`;
 
 const EFFECTIVE_MESSAGES: Record<string, string> = {
   batch_cancelled: 'The batch was cancelled before this request was sent.',
@@ -218,7 +221,7 @@ export function toRequestRecord(r: RequestRow): RequestRecord {
         startedAt: r.started_at,
         completedAt: r.completed_at!,
         responseStatus: r.response_status!,
-        responseBody: r.response_body!,
+        responseBody: storedBody(r.response_body, r.response_body_z)!,
         upstreamRequestId: r.upstream_request_id,
       };
     case 'failed':

@@ -10,6 +10,7 @@ import {
   outputRowsSql,
 } from '../../db/sql/results/output-lines.js';
 import type { FileInfo } from '../../domain/types.js';
+import { InflateZippedBodies } from '../compression-splice.js';
 import { CopyTextToJsonl, OutputRowsToJsonl } from './copy-text-decode.js';
 
 /**
@@ -49,6 +50,8 @@ export async function openFileContent(pool: pg.Pool, schema: string, file: Conte
  * Streams the rows of `sql` (one text column of JSON lines, or the columns `decode` frames) as
  * JSONL through COPY TO, with back-pressure. The stream holds one pooled connection until it ends;
  * destroying it (a client that went away) discards that connection rather than return it mid-COPY.
+ * Compressed bodies in the lines (marked hex, migration 0022) are inflated last, by
+ * InflateZippedBodies: a chunk without one passes through after one indexOf.
  */
 export async function openCopyLines(
   pool: pg.Pool,
@@ -77,7 +80,12 @@ export async function openCopyLines(
   decode.on('close', () => {
     if (!stream.readableEnded) stream.destroy();
   });
-  return stream.pipe(decode);
+  const inflate = new InflateZippedBodies();
+  decode.on('error', (err) => inflate.destroy(err));
+  inflate.on('close', () => {
+    if (!decode.destroyed) decode.destroy();
+  });
+  return stream.pipe(decode).pipe(inflate);
 }
 
 /** What a file's content measures: its bytes and its lines. */

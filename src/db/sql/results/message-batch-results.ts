@@ -1,3 +1,4 @@
+import { zippedInLineSql } from '../../../domain/body-codec.js';
 import { ANTHROPIC_ERROR_TYPES } from '../../../domain/message-batch.js';
 
 /**
@@ -46,7 +47,9 @@ export function messageBatchResultsSql(s: string, batchId: string): string {
                                            ELSE ${errorTypeSql('r.response_status')} END,
                                    'message', ${message}),
         'request_id', r.upstream_request_id)::text`;
-  const body = `CASE WHEN substr(r.response_body, 1, 1) = '{' THEN r.response_body ELSE ${s}.jsonl_value(r.response_body) END`;
+  // A compressed answer (migration 0022) travels as marked hex, inflated on the way out.
+  const body = `CASE WHEN r.response_body_z IS NOT NULL THEN ${zippedInLineSql('r.response_body_z')}
+                     WHEN substr(r.response_body, 1, 1) = '{' THEN r.response_body ELSE ${s}.jsonl_value(r.response_body) END`;
   return `SELECT concat('{"custom_id":', coalesce(to_json(r.custom_id)::text, 'null'), ',"result":',
        CASE r.effective_state
          WHEN 'completed' THEN concat('{"type":"succeeded","message":', ${body}, '}')
@@ -55,7 +58,7 @@ export function messageBatchResultsSql(s: string, batchId: string): string {
                    THEN '{"type":"expired"}' ELSE '{"type":"canceled"}' END
        END, '}') AS line
   FROM (SELECT r.effective_state, r.effective_error_code, r.error_code, r.error_message, r.response_status,
-               r.response_body, r.upstream_request_id, t.custom_id
+               r.response_body, r.response_body_z, r.upstream_request_id, t.custom_id
           FROM ${s}.request_view r
           JOIN ${s}.request_templates t
             ON t.id = r.template_id AND t.file_id = (SELECT b.file_id FROM ${s}.batches b WHERE b.id = ${id})

@@ -25,6 +25,8 @@
  * spilled 80 MB to disk), translate() for newlines on every body +140 µs a row.
  */
 
+import { zippedBytesSql, zippedInLineSql } from '../../../domain/body-codec.js';
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export function literal(uuid: string): string {
@@ -53,18 +55,24 @@ function httpResponse(body: string): string {
  * decompresses only the first bytes; left() decompressed the whole body); anything else goes through jsonl_value(). Checking every
  * body with jsonl_value() halved the download rate (the json cast costs ~15 µs a 4 KB row).
  * Raw newlines (pretty-printed JSON) are blanked on the way out by CopyTextToJsonl.
+ * A compressed answer (response_body_z, migration 0022: only completed answers of JSON templates
+ * that start like JSON are compressed, src/db/sql/compression) travels as marked hex and is
+ * inflated on the way out (src/store/compression-splice.ts).
  */
 function trustedJson(s: string): string {
-  return `CASE WHEN r.content_type IS NULL AND substr(r.response_body, 1, 1) IN ('{', '[') THEN r.response_body
+  return `CASE WHEN r.response_body_z IS NOT NULL THEN ${zippedInLineSql('r.response_body_z')}
+          WHEN r.content_type IS NULL AND substr(r.response_body, 1, 1) IN ('{', '[') THEN r.response_body
           ELSE ${s}.jsonl_value(r.response_body) END`;
 }
 
 /**
- * The bytes of trustedJson's value: a JSON template's answer as stored (octet_length, without
- * reading the body); another template's answer (any text) as jsonl_value quotes it.
+ * The bytes of trustedJson's value: a compressed answer's decoded length (its header); a JSON
+ * template's answer as stored (octet_length, without reading the body); another template's answer
+ * (any text) as jsonl_value quotes it.
  */
 function trustedJsonBytes(s: string): string {
-  return `CASE WHEN r.content_type IS NULL THEN coalesce(octet_length(r.response_body), 4)
+  return `CASE WHEN r.response_body_z IS NOT NULL THEN ${zippedBytesSql('r.response_body_z')}
+          WHEN r.content_type IS NULL THEN coalesce(octet_length(r.response_body), 4)
           ELSE octet_length(${s}.jsonl_value(r.response_body)) END`;
 }
 
@@ -73,7 +81,7 @@ function trustedJsonBytes(s: string): string {
  * 50,000 wide rows spilled to disk. Each body is read once, by the concat() that builds its line.
  */
 function rows(columns: string, from: string): string {
-  return `(SELECT ${columns}, r.response_body ${from}) r`;
+  return `(SELECT ${columns}, r.response_body, r.response_body_z ${from}) r`;
 }
 
 /**

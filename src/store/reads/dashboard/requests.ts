@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { failureCodeSql } from '../../../db/sql/results/failure-code.js';
+import { storedBody } from '../../../domain/body-codec.js';
 import { NotFoundError } from '../../../domain/errors.js';
 import type { RequestState } from '../../../domain/request-state.js';
 import { isRetriableFailureCode } from '../../../domain/retry.js';
@@ -270,7 +271,7 @@ export async function getRequestDetail(
     pool.query(
       `SELECT r.id, r.line_number, t.custom_id, r.model, r.effective_state, r.attempt, r.response_status,
               r.effective_error_code, r.error_message, r.completed_at, r.created_at, r.started_at, r.not_before,
-              r.response_body, r.upstream_request_id, t.method, t.path, t.body,
+              r.response_body, r.response_body_z, r.upstream_request_id, t.method, t.path, t.body,
               (extract(epoch FROM (r.completed_at - r.started_at)) * 1000)::float8 AS latency_ms
          FROM ${s}.request_view r JOIN ${s}.request_templates t ON t.id = r.template_id
         WHERE r.batch_id = $1 AND r.id = $2`,
@@ -295,7 +296,8 @@ export async function getRequestDetail(
     method: r.method,
     path: r.path,
     body: r.body,
-    responseBody: r.response_body,
+    // A completed answer of an ended batch may be stored compressed (migration 0022).
+    responseBody: storedBody(r.response_body, r.response_body_z),
     upstreamRequestId: r.upstream_request_id,
     history: history.rows.map((h) => ({
       attempt: h.attempt,

@@ -1,0 +1,134 @@
+import type pg from 'pg';
+import { zipBody } from '../domain/body-codec.js';
+import { answersToCompressSql } from './sql/compression/answers-to-compress.js';
+import { compressibleBatchesSql } from './sql/compression/compressible-batches.js';
+import { markBatchCompressedSql } from './sql/compression/mark-batch-compressed.js';
+import { writeCompressedAnswersSql } from './sql/compression/write-compressed-answers.js';
+import { withTransaction } from './transaction.js';
+
+/**
+ * Cold storage (issue 14, migration 0022): the answers of ended batches are rewritten compressed
+ * (src/domain/body-codec.ts) in the background, so the hot path (claim, send, outcome write) is
+ * never slowed: a live batch's rows are never walked, the outcome write stores text as before.
+ * Daemons run it from their maintenance loop, one at a time (a transaction-level advisory lock
+ * taken with try, as the purge's: a daemon finding another at work skips its turn), in chunks of
+ * ~2,000 rows (or 8 MB of answers) a transaction, compressing in libuv's thread pool so the
+ * daemon's event loop keeps dispatching. Existing databases are compressed by the same pass: there
+ * is no back-fill step.
+ */
+
+export interface CompressOptions {
+  /** Batches that ended at least this long ago (ms; default 0). */
+  afterMs?: number;
+  /** Rows walked per transaction (default 2,000). */
+  chunkRows?: number;
+  /** Answer bytes read per transaction at most (default 8 MB; one row at least). */
+  chunkBytes?: number;
+  /** Another compressor at work: 'wait' for it, or 'skip' this run (daemons). Default 'wait'. */
+  whenBusy?: 'wait' | 'skip';
+  /** statement_timeout of each statement, ms (default 60,000). */
+  statementTimeoutMs?: number;
+  /** Asked between transactions: true stops the pass there (a stopping daemon). */
+  shouldStop?: () => boolean;
+}
+
+export interface CompressReport {
+  batches: number;
+  answers: number;
+  /** UTF-8 bytes of the answers compressed, and what they take compressed. */
+  bytesBefore: number;
+  bytesAfter: number;
+  /** Stopped early: another compressor was at work ('skip') or shouldStop said so. */
+  incomplete: boolean;
+}
+
+export const DEFAULT_COMPRESS_CHUNK_ROWS = 2_000;
+const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;
+const CANDIDATES = 100;
+
+/** Only one compressor works at a time. */
+export function compressLockKey(schema: string): string {
+  return `fusillade.compress:${schema}`;
+}
+
+class Stop extends Error {}
+
+/** Compresses the answers of every ended batch not compressed yet; see CompressOptions. */
+export async function compressFinished(
+  pool: pg.Pool,
+  schema: string,
+  options: CompressOptions = {},
+): Promise<CompressReport> {
+  const report: CompressReport = { batches: 0, answers: 0, bytesBefore: 0, bytesAfter: 0, incomplete: false };
+  const chunkRows = options.chunkRows ?? DEFAULT_COMPRESS_CHUNK_ROWS;
+  const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+  const lock =
+    options.whenBusy === 'skip'
+      ? 'SELECT pg_try_advisory_xact_lock(hashtext($1)) AS ok'
+      : 'SELECT pg_advisory_xact_lock(hashtext($1)), true AS ok';
+  const timeoutMs = Math.max(1, Math.floor(options.statementTimeoutMs ?? 60_000));
+
+  async function tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    if (options.shouldStop?.()) throw new Stop();
+    return withTransaction(
+      pool,
+      async (c) => {
+        const { rows } = await c.query<{ ok: boolean }>(lock, [compressLockKey(schema)]);
+        if (!rows[0]?.ok) throw new Stop();
+        return fn(c);
+      },
+      { timeoutMs },
+    );
+  }
+
+  /** One chunk after line `after`: the last line walked, or null at the batch's end. */
+  async function chunk(batchId: string, after: number): Promise<number | null> {
+    return tx(async (c) => {
+      const { rows } = await c.query<{ id: string; line_number: number; body: string | null }>(
+        answersToCompressSql(schema),
+        [batchId, after, chunkRows, chunkBytes],
+      );
+      if (rows.length === 0) return null;
+      const todo = rows.filter((r) => r.body !== null);
+      if (todo.length > 0) {
+        const zipped = await Promise.all(todo.map((r) => zipBody(r.body!)));
+        await c.query(writeCompressedAnswersSql(schema), [todo.map((r) => r.id), zipped]);
+        report.answers += todo.length;
+        for (let i = 0; i < todo.length; i++) {
+          report.bytesBefore += Buffer.byteLength(todo[i]!.body!);
+          report.bytesAfter += zipped[i]!.length;
+        }
+      }
+      return rows[rows.length - 1]!.line_number;
+    });
+  }
+
+  const seen = new Set<string>();
+  try {
+    for (;;) {
+      const { rows } = await pool.query<{ id: string; finished_at: string }>(compressibleBatchesSql(schema), [
+        options.afterMs ?? 0,
+        CANDIDATES,
+      ]);
+      const fresh = rows.filter((b) => !seen.has(`${b.id}@${b.finished_at}`));
+      if (fresh.length === 0) return report;
+      for (const b of fresh) {
+        seen.add(`${b.id}@${b.finished_at}`);
+        for (let after: number | null = 0; after !== null; ) after = await chunk(b.id, after);
+        await pool.query(markBatchCompressedSql(schema), [b.id, b.finished_at]);
+        report.batches++;
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof Stop)) throw err;
+    report.incomplete = true;
+    return report;
+  }
+}
+
+/** One line saying what a pass compressed, for the daemon's log. */
+export function describeCompress(r: CompressReport): string {
+  const n = (x: number) => x.toLocaleString('en-US');
+  const kept = r.bytesBefore > 0 ? ` (${n(r.bytesBefore)} bytes to ${n(r.bytesAfter)})` : '';
+  return `compressed ${n(r.answers)} answers of ${n(r.batches)} batches${kept}${r.incomplete ? ' (stopped early)' : ''}`;
+}
