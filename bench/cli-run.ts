@@ -150,9 +150,11 @@ async function fusilladeRun(
     side.cpu.mock.push(((mock.cpuMs() - mock0) * 1000) / job.lines);
     // `run --verbose` reports each phase on stderr as "<phase>: <seconds> s".
     side.phases.push(
-      [...run.stderr.matchAll(/^(store the input|send the requests|write the results): ([\d.]+) s$/gm)].map(
-        (m) => `${m[1]} ${m[2]} s`,
-      ),
+      [
+        ...run.stderr.matchAll(
+          /^(start up|store the input|send the requests|write the results): ([\d.]+) s$/gm,
+        ),
+      ].map((m) => `${m[1]} ${m[2]} s`),
     );
     const n = await countLines(output);
     if (n !== job.lines) throw new Error(`fusillade run wrote ${n} lines, expected ${job.lines}`);
@@ -248,7 +250,7 @@ export async function benchCliRun(options: CliRunOptions = {}): Promise<{ markdo
         const mid = ours.seconds.indexOf([...ours.seconds].sort((a, b) => a - b)[Math.floor(rounds / 2)]!);
         notes.push(
           `Phases of the median \`--database-url\` run of ${name} (\`run --verbose\`): ${ours.phases[mid]?.join(', ') ?? '?'}; ` +
-            'the rest is process start, database connection and migration check.',
+            'start up runs from the process start to the database opened (migration check, upstream probe beside it); the rest is the exit.',
         );
       }
     }

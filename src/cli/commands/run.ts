@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
+import type { Settings } from '../../config/settings.js';
 import { UsageError } from '../../config/usage-error.js';
+import type { DaemonHandle } from '../../dispatch/interfaces.js';
 import { stderrLogger } from '../../dispatch/logger.js';
 import { BatchInputParser } from '../../domain/batch-input.js';
 import { ConflictError, ValidationError } from '../../domain/errors.js';
@@ -8,7 +10,7 @@ import type { BatchStatus } from '../../domain/types.js';
 import { PostgresRequestManager } from '../../manager/request-manager.js';
 import { usageFields } from '../../server/usage-object.js';
 import { daemonConfigFor } from '../daemon-config.js';
-import { openDatabase } from '../database.js';
+import { type Database, openDatabase } from '../database.js';
 import type { CommandContext } from '../main.js';
 import { ProgressDisplay } from '../progress.js';
 import { describeFsError, type InputFile, inputTemplates, inspectInput } from '../run/input.js';
@@ -37,16 +39,16 @@ export async function runCommand(
   if (settings.upstream === undefined && !modelUpstreams) {
     throw new UsageError('--upstream is required: a base URL (e.g. https://api.openai.com) or "mock"');
   }
+  const timings = new PhaseTimer(verbose);
   const input = await inspectInput(inputPath);
   const shutdown = shutdownSignal();
   const upstream = await resolveUpstream(settings);
   const cleanup: (() => Promise<void>)[] = [() => upstream.close()];
   try {
-    // The daemon's modules (undici, prom-client, …) load while the input is stored; manager.run()
-    // then finds them loaded.
+    // The daemon's modules (undici, prom-client, …) load while the database opens and the input is
+    // stored; manager.run() then finds them loaded.
     void import('../../daemon/daemon.js').catch(() => {});
-    if (upstream.url) await checkUpstreamReachable(upstream.url);
-    const db = await openDatabase(settings, { log: (m) => console.error(m) });
+    const db = await openBesideUpstreamCheck(settings, upstream.url);
     cleanup.unshift(() => db.close());
     const manager = new PostgresRequestManager(db.pool, {
       schema: db.schema,
@@ -55,16 +57,33 @@ export async function runCommand(
         logger: stderrLogger(verbose ? 'info' : 'warn'),
       }),
     });
+    timings.mark('start up');
     const router = manager.config.upstreamRouter!;
     const key = runKey(input, upstream.identity);
-    const timings = new PhaseTimer(verbose);
-    const { batchId, resumed } = await findOrCreateBatch(
-      manager,
-      input,
-      key,
-      (model) => router.route(model)?.endpoint,
-      flags,
-    );
+    // The daemon tells when it ends the batch: the watch reads the counts then, not at its next poll.
+    const ended = new Wake();
+    let batchId: string | undefined;
+    let daemonStart: Promise<DaemonHandle> | undefined;
+    const startDaemon = (): Promise<DaemonHandle> => {
+      if (daemonStart) return daemonStart;
+      const started = manager.run({
+        onBatchFinished: (id) => {
+          if (id === batchId) ended.wake();
+        },
+      });
+      cleanup.unshift(() => started.then((d) => d.stop()));
+      daemonStart = started;
+      return started;
+    };
+    const existing = await manager.findBatchByIdempotencyKey(key, { owner: RUN_OWNER });
+    // A new batch: the daemon starts (session, registration, budgets) while the input is stored,
+    // and its first claim follows the batch's creation notice. A resumed one is rerouted first.
+    if (!existing) void startDaemon().catch(() => {});
+    const found = existing
+      ? { batchId: existing, resumed: true }
+      : await createBatchOf(manager, input, key, (model) => router.route(model)?.endpoint, flags);
+    batchId = found.batchId;
+    const resumed = found.resumed;
     if (resumed) {
       // The previous run may have had another key, or per-model upstreams: this run's routing decides
       // where its remaining requests go (its own daemon sends only what it can send exactly).
@@ -87,17 +106,7 @@ export async function runCommand(
       console.error(`resuming: ${status.completedRequests} of ${status.totalRequests} requests already done`);
     }
 
-    // The daemon tells when it ends the batch: the watch reads the counts then, not at its next poll.
-    const ended = new Wake();
-    const daemon =
-      status.finishedAt === null
-        ? await manager.run({
-            onBatchFinished: (id) => {
-              if (id === batchId) ended.wake();
-            },
-          })
-        : undefined;
-    if (daemon) cleanup.unshift(() => daemon.stop());
+    const daemon = status.finishedAt === null ? await startDaemon() : undefined;
     const progress = new ProgressDisplay(process.stdout);
     const outcome = await watch(manager, batchId, progress, shutdown.signal, daemon?.done, ended);
     if (outcome.signal) {
@@ -112,7 +121,9 @@ export async function runCommand(
     status = outcome.status;
     progress.finish(toCounts(status));
     timings.mark('send the requests');
-    await daemon?.stop();
+    // The daemon stops (hands back what it holds of other batches, says it stopped) while the
+    // results are written: they are all in the table already.
+    const stopped = daemonStart?.then((d) => d.stop());
 
     const errorFile = errorsPath ?? `${output.replace(/\.jsonl$/, '')}.errors.jsonl`;
     const unsuccessful = status.failedRequests + status.canceledRequests;
@@ -124,6 +135,7 @@ export async function runCommand(
     } catch (err) {
       throw new UsageError(`cannot write results: ${describeFsError(err)}`, 1);
     }
+    await stopped;
     timings.mark('write the results');
     console.log(
       `${status.status}: ${status.completedRequests} succeeded, ${status.failedRequests} failed` +
@@ -148,15 +160,34 @@ function runKey(input: InputFile, upstreamIdentity: string): string {
   return `run:${input.sha256}:${upstream}`;
 }
 
-async function findOrCreateBatch(
+/**
+ * Opens the database while the upstream is probed (each waits on the network, neither needs the
+ * other). An unreachable upstream is reported first, as when they ran one after the other.
+ */
+async function openBesideUpstreamCheck(
+  settings: Settings,
+  upstreamUrl: string | undefined,
+): Promise<Database> {
+  const [reached, opened] = await Promise.allSettled([
+    upstreamUrl ? checkUpstreamReachable(upstreamUrl) : Promise.resolve(),
+    openDatabase(settings, { log: (m) => console.error(m) }),
+  ]);
+  if (reached.status === 'rejected') {
+    if (opened.status === 'fulfilled') await opened.value.close();
+    throw reached.reason;
+  }
+  if (opened.status === 'rejected') throw opened.reason;
+  return opened.value;
+}
+
+/** Stores the input and creates its batch (or finds the one a concurrent run of the same command made). */
+async function createBatchOf(
   manager: PostgresRequestManager,
   input: InputFile,
   key: string,
   endpointOf: (model: string) => string | undefined,
   flags: CommandContext['flags'],
 ): Promise<{ batchId: string; resumed: boolean }> {
-  const existing = await manager.findBatchByIdempotencyKey(key, { owner: RUN_OWNER });
-  if (existing) return { batchId: existing, resumed: true };
   let fileId: string;
   const parser = new BatchInputParser({
     maxLines: Number.MAX_SAFE_INTEGER,
@@ -199,9 +230,9 @@ async function findOrCreateBatch(
   }
 }
 
-/** With --verbose, how long each phase took (on stderr). */
+/** With --verbose, how long each phase took (on stderr); the first from the process's start. */
 class PhaseTimer {
-  private last = performance.now();
+  private last = 0;
   constructor(private readonly enabled: boolean) {}
   mark(phase: string): void {
     const now = performance.now();
