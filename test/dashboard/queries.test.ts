@@ -274,6 +274,12 @@ describe('throughput', () => {
     await settle(id, [1, 2], 'completed', { agoMs: 55_000 });
     await settle(id, [3], 'failed', { agoMs: 54_500 });
     await settle(id, [4, 5, 6], 'completed', { agoMs: 2_000 });
+    // A request aborted by a cancel finished too, neither completed nor failed.
+    await db.pool.query(
+      `UPDATE ${m.schema}.requests SET state = 'canceled', error_code = 'batch_cancelled',
+              completed_at = now() - interval '2 seconds' WHERE batch_id = $1 AND line_number = 7`,
+      [id],
+    );
     const t = await batchThroughput(db.pool, m.schema, id, 'frank');
     expect(t.bucketSeconds).toBe(1);
     expect(t.buckets.length).toBeGreaterThanOrEqual(60);
