@@ -293,10 +293,10 @@ describe('downloads', () => {
     await reader.cancel();
     // The COPY's connection is discarded, not left checked out mid-COPY.
     const deadline = Date.now() + 5000;
-    while (t.db.pool.totalCount - t.db.pool.idleCount > 0 && Date.now() < deadline) {
+    while (t.pool.totalCount - t.pool.idleCount > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20));
     }
-    expect(t.db.pool.totalCount - t.db.pool.idleCount).toBe(0);
+    expect(t.pool.totalCount - t.pool.idleCount).toBe(0);
     // And the whole file still downloads afterwards: 3,000 lines.
     const text = await (await t.alice.files.content(done.output_file_id!)).text();
     expect(text.trimEnd().split('\n')).toHaveLength(3000);

@@ -1,12 +1,25 @@
 import OpenAI, { toFile } from 'openai';
+import pg from 'pg';
 import { createServer, type FusilladeServer, type ServerOptions } from '../../src/server/server.js';
 import { createApiKey } from '../../src/store/api-keys.js';
-import { createTestDb, type TestDb } from '../support/db.js';
+import { createTestDb, TEST_DATABASE_URL, type TestDb } from '../support/db.js';
+import { startPgBouncer } from '../support/pgbouncer.js';
+
+/**
+ * Set (to anything but "" or "0") by the `pgbouncer` vitest project (vitest.config.ts): the server's
+ * pool then goes through a PgBouncer in transaction mode of the file's own, and its in-process
+ * daemon takes its session (LISTEN, liveness lock) straight from PostgreSQL, as `serve
+ * --database-url <pooler> --direct-database-url <postgres>` does. The test's own SQL (t.db.pool)
+ * stays direct.
+ */
+export const THROUGH_PGBOUNCER = !['', '0', undefined].includes(process.env.FUSILLADE_TEST_PGBOUNCER);
 
 /** A running API server on a fresh schema, with keys for two owners. */
 export interface TestServer {
   db: TestDb;
   server: FusilladeServer;
+  /** The server's pool: t.db.pool, or the pooler's when THROUGH_PGBOUNCER. */
+  pool: pg.Pool;
   /** Quoted schema, for SQL in tests. */
   s: string;
   alice: OpenAI;
@@ -19,13 +32,17 @@ export interface TestServer {
 
 export async function startTestServer(options: Partial<ServerOptions> = {}): Promise<TestServer> {
   const db = await createTestDb();
+  const bouncer = THROUGH_PGBOUNCER ? await startPgBouncer() : undefined;
+  const pooled = bouncer ? new pg.Pool({ connectionString: bouncer.url, max: 10 }) : undefined;
+  pooled?.on('error', () => {});
   const server = await createServer({
-    pool: db.pool,
+    pool: pooled ?? db.pool,
     schema: db.schema,
     port: 0,
     daemon: false,
     routing: { upstream: 'http://127.0.0.1:9/v1' },
     ...options,
+    ...(bouncer ? { daemonConfig: { ...options.daemonConfig, directConnection: TEST_DATABASE_URL } } : {}),
   });
   const s = server.manager.schema;
   const aliceKey = (await createApiKey(db.pool, s, { owner: 'alice' })).key;
@@ -35,6 +52,7 @@ export async function startTestServer(options: Partial<ServerOptions> = {}): Pro
   return {
     db,
     server,
+    pool: pooled ?? db.pool,
     s,
     alice: client(aliceKey),
     bob: client(bobKey),
@@ -43,6 +61,14 @@ export async function startTestServer(options: Partial<ServerOptions> = {}): Pro
     client,
     async close() {
       await server.close();
+      await pooled?.end();
+      if (bouncer) {
+        await bouncer.close();
+        // Named prepared statements or session state on the pooler show up as errors in its log.
+        if (/prepared statement/i.test(bouncer.output())) {
+          throw new Error(`PgBouncer saw prepared statements:\n${bouncer.output()}`);
+        }
+      }
       await db.close();
     },
   };
