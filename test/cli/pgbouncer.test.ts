@@ -1,3 +1,6 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import OpenAI, { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
@@ -7,7 +10,7 @@ import { type PgBouncer, startPgBouncer } from '../support/pgbouncer.js';
 import { runCli, startCli, waitFor } from './support/cli.js';
 
 // Child processes on a shared 2-core machine: allow for a slow start under load.
-vi.setConfig({ testTimeout: 300_000 });
+vi.setConfig({ testTimeout: 600_000 });
 
 let db: TestDb;
 let bouncer: PgBouncer;
@@ -19,13 +22,19 @@ beforeAll(async () => {
   mock = await startMockUpstream();
 });
 afterAll(async () => {
+  // What the children said, for a failure's diagnosis (a child that died says why here).
+  for (const c of children) {
+    const { code, signal, stderr } = c.output();
+    if (code !== 0 || signal !== null)
+      console.error(`child ${c.pid} (${code}/${signal}):\n${stderr.slice(-4000)}`);
+  }
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   await mock.close();
   await bouncer?.close();
   await db.close();
 });
 
-const LINES = 2000;
+const LINES = 20_000;
 const line = (i: number) =>
   JSON.stringify({
     custom_id: `req-${i}`,
@@ -35,7 +44,7 @@ const line = (i: number) =>
   });
 
 describe('through PgBouncer in transaction mode, with --direct-database-url for the sessions', () => {
-  it('serve and two daemons complete a batch with nothing stuck, and the API works through the openai client', async () => {
+  it('serve and two daemons complete a 20,000-line batch with nothing stuck, and the API works through the openai client', async () => {
     const s = `"${db.schema}"`;
     const dbArgs = [
       '--database-url',
@@ -47,10 +56,15 @@ describe('through PgBouncer in transaction mode, with --direct-database-url for 
       '--pool-size',
       '4',
     ];
-    const dispatch = ['--upstream', mock.url, '--default-limit', '32', ...dbArgs];
-    const serve = startCli(['serve', '--port', '0', ...dispatch]);
+    // No fallback poll within the test (10 min): a batch is taken up only when its NOTIFY, sent
+    // through the pooler in the creating transaction, is heard on a daemon's direct LISTEN session.
+    const config = join(await mkdtemp(join(tmpdir(), 'fusillade-pgbouncer-test-')), 'config.json');
+    await writeFile(config, JSON.stringify({ daemon: { pollIntervalMs: 600_000 } }));
+    const dispatch = ['--config', config, '--upstream', mock.url, '--default-limit', '32', ...dbArgs];
+    // startCli kills a child after 120 s by default: these live as long as the test.
+    const serve = startCli(['serve', '--port', '0', ...dispatch], { timeoutMs: 600_000 });
     children.push(serve);
-    for (let i = 0; i < 2; i++) children.push(startCli(['daemon', ...dispatch]));
+    for (let i = 0; i < 2; i++) children.push(startCli(['daemon', ...dispatch], { timeoutMs: 600_000 }));
     await waitFor(() => serve.output().stdout.includes('Ctrl-C stops'), 120_000);
     const server = /Batch API on (http:\/\/\S+)\/v1/.exec(serve.output().stdout)![1]!;
     // Each daemon's session goes straight to PostgreSQL and holds its liveness lock there, taken
@@ -83,18 +97,32 @@ describe('through PgBouncer in transaction mode, with --direct-database-url for 
       endpoint: '/v1/chat/completions',
       completion_window: '24h',
     });
-    const done = await waitForValue(async () => {
-      const b = await client.batches.retrieve(batch.id);
-      return b.status === 'completed' ? b : null;
-    }, 240_000);
+    const done = await waitForValue(
+      async () => {
+        const b = await client.batches.retrieve(batch.id);
+        return b.status === 'completed' ? b : null;
+      },
+      480_000,
+      250,
+    );
     expect(done.request_counts).toEqual({ total: LINES, completed: LINES, failed: 0 });
     const output = (await (await client.files.content(done.output_file_id!)).text()).trimEnd().split('\n');
     expect(output).toHaveLength(LINES);
-    expect(new Set(output.map((l) => JSON.parse(l).custom_id)).size).toBe(LINES);
-    const stuck = await db.pool.query(
-      `SELECT count(*)::int AS n FROM ${s}.requests WHERE state NOT IN ('completed', 'failed', 'canceled')`,
+    const answered = output.map(
+      (l) => JSON.parse(l) as { custom_id: string; response: { status_code: number } },
     );
-    expect(stuck.rows[0].n).toBe(0);
+    expect(new Set(answered.map((l) => l.custom_id))).toEqual(
+      new Set(Array.from({ length: LINES }, (_, i) => `req-${i + 1}`)),
+    );
+    expect(answered.filter((l) => l.response.status_code !== 200)).toEqual([]);
+    // Nothing stuck: no row left claimed or processing (a lost write would hold one for its lease).
+    const states = await db.pool.query<{ state: string; n: number }>(
+      `SELECT state, count(*)::int AS n FROM ${s}.requests GROUP BY state`,
+    );
+    expect(states.rows).toEqual([{ state: 'completed', n: LINES }]);
+    // Each line went upstream (at least once: a hand-back may send one again, never none).
+    const sent = new Set(mock.requests.flatMap((r) => (r.customId?.startsWith('req-') ? [r.customId] : [])));
+    expect(sent.size).toBe(LINES);
 
     // More of the API: listing, a second batch cancelled, deleting a file.
     const listed: string[] = [];
