@@ -68,8 +68,12 @@ export async function openDatabase(
     keepAlive: true,
     // JIT compiling pays off only for long analytical queries: on a large table it fired on the
     // dashboard's and the API's reads and cost more than it saved. Set at connection start; a
-    // transaction pooler (PgBouncer 1.18) refuses startup options, so behind one set it with
-    // ALTER ROLE … SET jit = off instead.
+    // transaction pooler (PgBouncer 1.18) refuses startup options, so behind one it is the role's
+    // (or database's) setting, `ALTER ROLE … SET jit = off`, which its server connections start
+    // with, and openDatabase says so when it finds JIT on there (README: Connections). A `SET jit`
+    // per transaction was the alternative: one more round trip for every statement the pool sends
+    // outside a transaction (most reads and every claim), or a change of session state that the
+    // pooler would hand to the next client.
     ...(direct === undefined ? { options: '-c jit=off' } : {}),
   });
   // An idle client's connection dropping (server restart) must not crash the process.
@@ -80,7 +84,16 @@ export async function openDatabase(
   };
   try {
     const client = await pool.connect();
-    client.release();
+    try {
+      if (direct !== undefined && (await client.query('SHOW jit')).rows[0]?.jit !== 'off') {
+        options.log?.(
+          'jit is on for the connections through --database-url (a pooler passes no start-up options): ' +
+            'run ALTER ROLE <role> SET jit = off once (README: Connections)',
+        );
+      }
+    } finally {
+      client.release();
+    }
     if (options.migrate !== false) await migrateWith(direct, pool, settings.schema, connectTimeoutMs);
   } catch (err) {
     await close();

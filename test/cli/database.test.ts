@@ -44,6 +44,29 @@ describe('the CLI pool', () => {
     }
   });
 
+  it('through a pooler (--direct-database-url given) sends no start-up options and says when JIT is on', async () => {
+    const said: string[] = [];
+    // The server's default is jit = on; the "pooler" here is PostgreSQL itself, reached without options.
+    const db = await openDatabase(
+      { ...settings(TEST_DATABASE_URL), directDatabaseUrl: TEST_DATABASE_URL },
+      { migrate: false, poolSize: 1, log: (m) => said.push(m) },
+    );
+    try {
+      expect((await db.pool.query('SHOW jit')).rows[0].jit).toBe('on');
+      expect(said.filter((m) => m.includes('ALTER ROLE <role> SET jit = off'))).toHaveLength(1);
+    } finally {
+      await db.close();
+    }
+    said.length = 0;
+    const direct = await openDatabase(settings(TEST_DATABASE_URL), {
+      migrate: false,
+      poolSize: 1,
+      log: (m) => said.push(m),
+    });
+    await direct.close();
+    expect(said.filter((m) => m.includes('jit'))).toEqual([]);
+  });
+
   it('uses TCP keepalive and a connect timeout', async () => {
     const db = await openDatabase(settings(TEST_DATABASE_URL), { migrate: false, poolSize: 1 });
     try {
