@@ -320,7 +320,10 @@ export class Daemon {
         this.metrics.failed.inc({ model: this.metrics.model(w.model), reason: w.reason ?? 'unknown' });
       if (w.state === 'pending') {
         this.retryDueAt(w.notBefore?.getTime() ?? Date.now());
-      } else if (this.dispatcher.batchInFlight(w.batchId) === 0) {
+      } else if (
+        this.dispatcher.batchInFlight(w.batchId) === 0 &&
+        this.pipe.ledger.mayHaveEnded(w.batchId, w.model)
+      ) {
         toFinalize.add(w.batchId);
       }
     }

@@ -267,6 +267,8 @@ export class DispatchPipe {
       this.claimedSinceRebalance.set(model, (this.claimedSinceRebalance.get(model) ?? 0) + got.length);
     }
     const dry = this.ledger.claimed(plan, held, ok);
+    for (const b of this.ledger.finalizeDue(dry))
+      if (this.d.dispatcher.batchInFlight(b) === 0) this.d.maintenance.finalizeSoon(b);
     if (this.stopping) {
       // Claimed while stopping: straight back.
       const back = this.ledger.release('all');

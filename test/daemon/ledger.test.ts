@@ -106,6 +106,29 @@ describe('slot ledger', () => {
     expect(l.planClaim(0)).toEqual([{ model: 'm', cap: 3 }]);
   });
 
+  it('holds back the end check of a batch while its model may still be claimed, until a claim of it comes back short', () => {
+    const l = new SlotLedger({ minAhead: 1, maxClaim: 100 });
+    l.setLive(['m']);
+    l.applyBudgets([budget('m', 4)]);
+    // Unknown model: nothing claims it, the batch may have ended.
+    expect(l.mayHaveEnded('b0', 'other')).toBe(true);
+    const full = l.planClaim(0);
+    l.claimed(full, fill(full), true);
+    // A full claim: the batch likely has pending rows, its end check waits.
+    expect(l.mayHaveEnded('b1', 'm')).toBe(false);
+    expect(l.finalizeDue([])).toEqual([]);
+    for (const r of l.take(0).send) l.finished(r.model);
+    const short = l.planClaim(0);
+    const dry = l.claimed(short, [], true);
+    expect(dry).toEqual(['m']);
+    expect(l.finalizeDue(dry)).toEqual(['b1']);
+    expect(l.finalizeDue(dry)).toEqual([]); // forgotten once due
+    // Dry now: the next batch of the model is checked at once, until a poke makes it claimable.
+    expect(l.mayHaveEnded('b2', 'm')).toBe(true);
+    l.poke();
+    expect(l.mayHaveEnded('b2', 'm')).toBe(false);
+  });
+
   it('asks the admission hook, caps by the concurrency cap, and holds rows while not sendable', () => {
     let paused = true;
     const l = new SlotLedger({
