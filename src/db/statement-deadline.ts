@@ -45,3 +45,11 @@ export function deadlinePool(pool: pg.Pool): pg.Pool {
     },
   });
 }
+
+/**
+ * Runs `fn` outside any withStatementDeadline scope: for reads after a write has committed, whose
+ * failure at a deadline would answer 503 for work that is done and invite the client to repeat it.
+ */
+export function withoutStatementDeadline<T>(fn: () => T): T {
+  return deadline.exit(fn);
+}

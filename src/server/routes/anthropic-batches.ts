@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { pipeline } from 'node:stream/promises';
+import { withoutStatementDeadline } from '../../db/statement-deadline.js';
 import { NotFoundError, ValidationError } from '../../domain/errors.js';
 import {
   MESSAGE_BATCH_WINDOW,
@@ -47,11 +48,17 @@ function notFound(id: string): (err: unknown) => never {
   };
 }
 
-async function answer(ctx: ApiContext, call: Call, uuid: string): Promise<MessageBatchObject> {
+/** `afterCommit`: read without the database deadline, as batches.ts's batchAnswer says why. */
+async function answer(
+  ctx: ApiContext,
+  call: Call,
+  uuid: string,
+  options: { afterCommit?: boolean } = {},
+): Promise<MessageBatchObject> {
   const scope = { owner: call.owner };
-  const [batch, status] = await ctx.db(
-    Promise.all([ctx.manager.getBatch(uuid, scope), ctx.manager.getBatchStatus(uuid, scope)]),
-  );
+  const read = () =>
+    Promise.all([ctx.manager.getBatch(uuid, scope), ctx.manager.getBatchStatus(uuid, scope)]);
+  const [batch, status] = options.afterCommit ? await withoutStatementDeadline(read) : await ctx.db(read());
   return messageBatchObject(batch, status, requestBase(call.req));
 }
 
@@ -119,7 +126,7 @@ export async function createMessageBatch(ctx: ApiContext, call: Call): Promise<v
   ctx.log({ msg: 'message batch created', requestId: call.requestId, owner, batch: messageBatchId(uuid) });
   ctx.metrics.batchesCreated.inc({ api: 'anthropic' });
   ctx.metrics.batchRequestsCreated.inc({ api: 'anthropic' }, toTemplate.count);
-  sendJson(call.res, 200, await answer(ctx, call, uuid));
+  sendJson(call.res, 200, await answer(ctx, call, uuid, { afterCommit: true }));
 }
 
 /**

@@ -1,3 +1,4 @@
+import { withoutStatementDeadline } from '../../db/statement-deadline.js';
 import { isBatchEndpoint } from '../../domain/batch-input.js';
 import { ValidationError } from '../../domain/errors.js';
 import type { ApiContext, Call } from '../context.js';
@@ -15,15 +16,27 @@ function isNotFound(err: unknown): boolean {
   return (err as { code?: string })?.code === 'not_found';
 }
 
-async function batchAnswer(ctx: ApiContext, call: Call, uuid: string): Promise<BatchObject> {
+/**
+ * The batch as the API shows it. `afterCommit`: the batch was just created, so the read runs
+ * without the database deadline: a 503 now would make the client (which retries 503s and sends no
+ * idempotency key by default) create the batch a second time.
+ */
+async function batchAnswer(
+  ctx: ApiContext,
+  call: Call,
+  uuid: string,
+  options: { afterCommit?: boolean } = {},
+): Promise<BatchObject> {
   const scope = { owner: call.owner };
-  const [batch, status, upstreams] = await ctx.db(
+  const read = () =>
     Promise.all([
       ctx.manager.getBatch(uuid, scope),
       ctx.manager.getBatchStatus(uuid, scope),
       ctx.manager.getBatchUpstreams(uuid, scope),
-    ]),
-  );
+    ]);
+  const [batch, status, upstreams] = options.afterCommit
+    ? await withoutStatementDeadline(read)
+    : await ctx.db(read());
   return batchObject(batch, status, upstreams, ctx.prices);
 }
 
@@ -143,7 +156,7 @@ export async function createBatch(ctx: ApiContext, call: Call): Promise<void> {
   ctx.log({ msg: 'batch created', requestId: call.requestId, owner, batch: batchId(uuid) });
   ctx.metrics.batchesCreated.inc({ api: 'openai' });
   ctx.metrics.batchRequestsCreated.inc({ api: 'openai' }, file.templateCount);
-  sendJson(call.res, 200, await batchAnswer(ctx, call, uuid));
+  sendJson(call.res, 200, await batchAnswer(ctx, call, uuid, { afterCommit: true }));
 }
 
 export async function retrieveBatch(ctx: ApiContext, call: Call): Promise<void> {
