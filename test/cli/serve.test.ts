@@ -28,7 +28,7 @@ beforeAll(async () => {
     '--metrics-token',
     'mt-cli-secret',
   ]);
-  await waitFor(() => /Batch API on (http:\/\/\S+)\/v1/.test(serve.output().stdout), 30_000);
+  await waitFor(() => /Batch API on (http:\/\/\S+)\/v1/.test(serve.output().stdout), 110_000);
   server = /Batch API on (http:\/\/\S+)\/v1/.exec(serve.output().stdout)![1]!;
 });
 afterAll(async () => {

@@ -99,12 +99,16 @@ describe('deadline', () => {
       if (e) expect(e.error?.code).toBe('batch_expired');
     }
     // Nothing left in flight or pending in the database.
-    const { rows } = await t.db.pool.query(
-      `SELECT count(*)::int AS n FROM ${t.s}.requests WHERE state IN ('pending', 'claimed', 'processing')
-          AND batch_id = (SELECT id FROM ${t.s}.batches WHERE replace(id::text, '-', '') = $1)`,
-      [created.id.slice('batch_'.length)],
-    );
-    expect(rows[0].n).toBe(0);
+    // (The daemon ends the rows it held queued when it sees the expiry: wait for it.)
+    const unfinished = async () =>
+      (
+        await t.db.pool.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM ${t.s}.requests WHERE state IN ('pending', 'claimed', 'processing')
+              AND batch_id = (SELECT id FROM ${t.s}.batches WHERE replace(id::text, '-', '') = $1)`,
+          [created.id.slice('batch_'.length)],
+        )
+      ).rows[0]!.n;
+    await expect.poll(unfinished).toBe(0);
   }, 40_000);
 
   /**

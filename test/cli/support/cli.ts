@@ -21,6 +21,11 @@ export interface CliOptions {
   cwd?: string;
   /** Run the built bin/fusillade.js (dist/) instead of the TypeScript source. */
   shipped?: boolean;
+  /**
+   * SIGKILL the child after this long: a backstop for a hung process, not a speed check. Default:
+   * 240 s for runCli (a command run to completion), 15 min for startCli (servers and daemons that
+   * live for a whole test file; its afterAll stops them).
+   */
   timeoutMs?: number;
 }
 
@@ -64,14 +69,15 @@ export function startCli(
   const exited = new Promise<CliResult>((resolve) => {
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
   });
-  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000);
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 900_000);
+  timer.unref();
   void exited.then(() => clearTimeout(timer));
   return Object.assign(child, { output, exited });
 }
 
 /** Runs the CLI to completion. */
 export function runCli(args: string[], options: CliOptions = {}): Promise<CliResult> {
-  return startCli(args, options).exited;
+  return startCli(args, { timeoutMs: 240_000, ...options }).exited;
 }
 
 /** Waits until `predicate` holds (polling), for output a child process prints. */
