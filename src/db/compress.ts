@@ -44,6 +44,12 @@ export interface CompressReport {
 
 export const DEFAULT_COMPRESS_CHUNK_ROWS = 2_000;
 const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;
+/**
+ * Larger answers stay text: PostgreSQL already compresses rows over ~2 KB (TOAST), and readers
+ * inflate a compressed body whole on their event loop (~50 µs for 1.7 KB; a 64 KB one stays
+ * around a millisecond).
+ */
+export const MAX_COMPRESSED_ANSWER_BYTES = 64 * 1024;
 const CANDIDATES = 100;
 
 /** Only one compressor works at a time. */
@@ -86,7 +92,7 @@ export async function compressFinished(
     return tx(async (c) => {
       const { rows } = await c.query<{ id: string; line_number: number; body: string | null }>(
         answersToCompressSql(schema),
-        [batchId, after, chunkRows, chunkBytes],
+        [batchId, after, chunkRows, chunkBytes, MAX_COMPRESSED_ANSWER_BYTES],
       );
       if (rows.length === 0) return null;
       const todo = rows.filter((r) => r.body !== null);

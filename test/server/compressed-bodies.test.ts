@@ -29,6 +29,8 @@ const LARGE = JSON.stringify({
   id: 'chatcmpl-5',
   choices: [{ message: { content: 'lorem ipsum '.repeat(2_000) } }],
 });
+/** Over MAX_COMPRESSED_ANSWER_BYTES: PostgreSQL compresses it (TOAST); it stays text. */
+const HUGE = JSON.stringify({ id: 'chatcmpl-7', data: 'x'.repeat(70_000) });
 const outcomes = (line: number) => {
   switch (line) {
     case 1:
@@ -41,6 +43,8 @@ const outcomes = (line: number) => {
       return { errorCode: 'request_timeout', message: 'timed out' };
     case 5:
       return { status: 200, body: LARGE };
+    case 7:
+      return { status: 200, body: HUGE };
     default:
       return { status: 200, body: `{"id":"chatcmpl-${line}","choices":[]}` };
   }
@@ -89,7 +93,7 @@ async function everything(batchId: string, batchUuid: string) {
 
 describe('compressed answers of ended batches', () => {
   it('read the same through every reader, and only completed JSON answers are compressed', async () => {
-    const file = await upload(t.alice, jsonl(Array.from({ length: 6 }, (_, i) => chatLine(i + 1))));
+    const file = await upload(t.alice, jsonl(Array.from({ length: 7 }, (_, i) => chatLine(i + 1))));
     const batch = await t.alice.batches.create({
       input_file_id: file.id,
       endpoint: '/v1/chat/completions',
@@ -103,7 +107,7 @@ describe('compressed answers of ended batches', () => {
     expect(await zipped(uuid)).toBe(0);
 
     const report = await t.server.manager.compressFinished();
-    // Lines 1, 2, 5 and 6 are completed JSON answers; 3 and 4 failed and stay text.
+    // Lines 1, 2, 5 and 6 are completed JSON answers; 3 and 4 failed and 7 is large: they stay text.
     expect(report).toMatchObject({ answers: 4, incomplete: false });
     expect(report.bytesAfter).toBeLessThan(report.bytesBefore);
     expect(await zipped(uuid)).toBe(4);
@@ -116,6 +120,7 @@ describe('compressed answers of ended batches', () => {
     const after = await everything(batch.id, uuid);
     expect(after).toEqual(before);
     expect(after.bodies).toContain(PRETTY);
+    expect(after.bodies).toContain(HUGE);
     // Nothing is left to do: a second pass compresses nothing.
     expect(await t.server.manager.compressFinished()).toMatchObject({ answers: 0, batches: 0 });
   });
