@@ -34,6 +34,7 @@ import {
   getRequestDetail,
   listRequestSummaries,
 } from '../src/store/reads/dashboard/requests.js';
+import { SendsMemory } from '../src/store/reads/dashboard/sends-memory.js';
 import { batchThroughput } from '../src/store/reads/dashboard/throughput.js';
 import {
   BENCH_DAEMON,
@@ -82,6 +83,7 @@ function reads(s: string, db: BigDatabase, manager: (pool: pg.Pool) => PostgresR
   const ended = db.ended.batchId;
   const live = db.live.batchId;
   const liveOwner = null; // the live batch may be any owner's; the dashboard of an admin sees all
+  const sends = new SendsMemory();
   return [
     [
       'API GET /v1/batches (page of 20, counts, upstreams)',
@@ -147,7 +149,13 @@ function reads(s: string, db: BigDatabase, manager: (pool: pg.Pool) => PostgresR
     ['dashboard throughput (ended)', (p) => batchThroughput(p, s, ended, owner)],
     ['dashboard throughput (live)', (p) => batchThroughput(p, s, live, liveOwner)],
     [
-      'dashboard operations',
+      // As the server polls it (every 2 s per open tab): each poll reads the sends since the previous.
+      'dashboard operations (polled)',
+      (p) => operations(p, s, { defaultModelConcurrency: 16, deadDaemonAfterMs: 30_000, sends }),
+    ],
+    [
+      // A server's first poll (per owner) reads every send of its 15-minute window.
+      'dashboard operations (first poll)',
       (p) => operations(p, s, { defaultModelConcurrency: 16, deadDaemonAfterMs: 30_000 }),
     ],
   ];

@@ -3,8 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NotFoundError } from '../../src/domain/errors.js';
 import type { PostgresRequestManager } from '../../src/manager/request-manager.js';
 import { listBatchOverviews } from '../../src/store/reads/dashboard/batch-list.js';
-import { operations } from '../../src/store/reads/dashboard/operations.js';
+import { type Operations, operations } from '../../src/store/reads/dashboard/operations.js';
 import { getRequestDetail, listRequestSummaries } from '../../src/store/reads/dashboard/requests.js';
+import { SendsMemory } from '../../src/store/reads/dashboard/sends-memory.js';
 import { batchThroughput, bucketSecondsFor } from '../../src/store/reads/dashboard/throughput.js';
 import { createTestDb, type TestDb, template } from '../support/db.js';
 
@@ -368,6 +369,34 @@ describe('operations', () => {
     expect(ops.queue.pending - ops0.queue.pending).toBe(9);
     expect(ops.queue.ready - ops0.queue.ready).toBe(8);
     expect(ops.queue.inFlight - ops0.queue.inFlight).toBe(4);
+  });
+
+  it('remembers the sends it has read: a later poll reads only the newer rows and draws the same chart', async () => {
+    const sends = new SendsMemory();
+    const opts = { owner: 'mem', defaultModelConcurrency: 4, deadDaemonAfterMs: 30_000 };
+    const chart = (o: Operations) => o.dispatch.series.find((x) => x.model === 'model-mem')?.counts ?? [];
+    const total = (o: Operations) => chart(o).reduce((a, b) => a + b, 0);
+    const x = await newBatch('mem', 10, null, 'model-mem');
+    await settle(x, [1, 2], 'completed', { agoMs: 100_000 });
+    await settle(x, [3], 'processing', { agoMs: 500 });
+    const first = await operations(db.pool, m.schema, { ...opts, sends });
+    expect(chart(first)).toEqual(chart(await operations(db.pool, m.schema, opts)));
+    expect(total(first)).toBe(3);
+
+    await settle(x, [3, 4, 5], 'completed'); // finished just now
+    const second = await operations(db.pool, m.schema, { ...opts, sends });
+    expect(chart(second)).toEqual(chart(await operations(db.pool, m.schema, opts)));
+    expect(total(second)).toBe(5);
+    expect(chart(second).at(-1)).toBe(3);
+
+    // Rows kept are not read again: deleted behind its back, they still count.
+    await db.pool.query(`DELETE FROM ${m.schema}.requests WHERE batch_id = $1 AND line_number IN (1, 2)`, [
+      x,
+    ]);
+    expect(total(await operations(db.pool, m.schema, opts))).toBe(3);
+    expect(total(await operations(db.pool, m.schema, { ...opts, sends }))).toBe(5);
+    // Another owner's polls have a memory of their own.
+    expect(total(await operations(db.pool, m.schema, { ...opts, owner: 'someone-else', sends }))).toBe(0);
   });
 
   it("scopes load, dispatch, daemons' counts and queue to the owner; lists only its and configured models", async () => {

@@ -14,6 +14,7 @@ import {
   type RequestDetail,
   type RequestSummaryPage,
 } from './requests.js';
+import { SendsMemory } from './sends-memory.js';
 
 /** The settings the dashboard's reads depend on (the manager's). */
 export interface DashboardReadSettings {
@@ -32,6 +33,9 @@ export interface DashboardReadSettings {
  * every owner). A batch or request the owner cannot see is a NotFoundError.
  */
 export class DashboardReads {
+  /** The operations page's sends read by earlier polls (each poll reads only newer ones). */
+  private readonly sends = new SendsMemory();
+
   constructor(
     private readonly pool: pg.Pool,
     private readonly schema: string,
@@ -75,6 +79,7 @@ export class DashboardReads {
       configuredModels: this.settings.configuredModels,
       defaultModelConcurrency: this.settings.defaultModelConcurrency,
       deadDaemonAfterMs: this.settings.deadDaemonAfterMs,
+      sends: this.sends,
     });
   }
 

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { rateStatusSql } from '../../../db/sql/queue/rate-budget.js';
 import { liveBatchSql } from '../../../domain/batch-lifecycle.js';
+import { SETTLE_SECONDS, type SendsMemory } from './sends-memory.js';
 
 /**
  * The operators' view for one owner: load per model against limits, recent dispatch rate, daemons
@@ -73,6 +74,11 @@ export interface OperationsOptions {
   configuredModels?: string[];
   defaultModelConcurrency: number;
   deadDaemonAfterMs: number;
+  /**
+   * What earlier polls read of the sends in the window (sends-memory.ts): given, a poll reads only
+   * the rows finished since the previous poll of the same owner; without, the whole window.
+   */
+  sends?: SendsMemory;
   /** Dispatch-rate window, default 15 minutes in 30 s buckets. */
   windowSeconds?: number;
   bucketSeconds?: number;
@@ -145,32 +151,28 @@ export async function operations(pool: pg.Pool, s: string, options: OperationsOp
         ORDER BY m.model`,
       [owner, options.configuredModels ?? [], buckets * bucketSeconds],
     ),
-    // Sends in the window: rows that finished since (completed_at index per recent batch) or are in
-    // flight. A row sent and then requeued for a retry is counted again when its next attempt is.
-    // The LATERAL subquery (OFFSET 0 keeps the planner from flattening it into a join) reads each
-    // recent batch's rows through requests_completed_at_idx (batch_id, completed_at): bounded by the
-    // rows finished in the window, whatever plan the statistics suggest. The join it replaced
-    // scanned the whole requests table at 2M finished rows: 2,965 ms, the LATERAL form 0.73 ms
-    // (issue 14); with fresh statistics at 500k finished rows + 2k recent: 9.6 ms against 5.7 ms
-    // (medians of 7).
-    pool.query<{ model: string; i: number; n: number }>(
-      `WITH since AS (SELECT now() - make_interval(secs => $2::int * $3::int) AS t),
-       recent AS (
-         SELECT b.id FROM ${s}.batches b, since
-          WHERE b.deleted_at IS NULL AND (b.finished_at IS NULL OR b.finished_at >= since.t) AND ${OWNED_B}
-       ), sent AS (
-         SELECT r.model, r.started_at FROM recent b, since,
-                LATERAL (SELECT x.model, x.started_at FROM ${s}.requests x
-                          WHERE x.batch_id = b.id AND x.completed_at >= since.t OFFSET 0) r
-          WHERE r.started_at >= since.t
-         UNION ALL
-         SELECT r.model, r.started_at FROM ${s}.requests r, since
-          WHERE r.state = 'processing' AND r.started_at >= since.t AND ${ownedR}
-       )
-       SELECT model, floor(extract(epoch FROM (started_at - since.t)) / $3)::int AS i, count(*)::int AS n
-         FROM sent, since GROUP BY 1, 2`,
-      [owner, buckets, bucketSeconds],
-    ),
+    options.sends
+      ? options.sends.poll(owner, (scope) =>
+          sendsSince(pool, s, owner, buckets, bucketSeconds, scope.fromMs).then((r) => {
+            const instants = r.find((x) => x.model === null)!;
+            const read = r.filter((x): x is SendRow & { model: string } => x.model !== null);
+            const rows: { model: string; i: number; n: number }[] = read.filter((x) => !x.settled);
+            const kept = scope.keep(
+              read.filter((x) => x.settled),
+              instants.settle_ms,
+              instants.since_ms,
+            );
+            const bucketMs = bucketSeconds * 1000;
+            for (const [model, perSecond] of kept) {
+              for (const [second, n] of perSecond) {
+                const i = Math.max(0, Math.floor((second * 1000 - instants.since_ms) / bucketMs));
+                rows.push({ model, i, n });
+              }
+            }
+            return { rows };
+          }),
+        )
+      : sendsInWindow(pool, s, owner, buckets, bucketSeconds),
     // Every daemon (infrastructure: host, pid, version, health), but only the owner's requests in
     // its in-flight count.
     pool.query<{
@@ -242,7 +244,7 @@ export async function operations(pool: pg.Pool, s: string, options: OperationsOp
       counts = new Array(buckets).fill(0);
       series.set(r.model, counts);
     }
-    counts[r.i] = r.n;
+    counts[r.i] = (counts[r.i] ?? 0) + r.n;
   }
   const sum = (f: (r: (typeof load.rows)[number]) => number) => load.rows.reduce((n, r) => n + f(r), 0);
   return {
@@ -278,4 +280,100 @@ export async function operations(pool: pg.Pool, s: string, options: OperationsOp
       liveBatches: queue.rows[0]!.live,
     },
   };
+}
+
+/**
+ * Sends in the window: rows that finished since (completed_at index per recent batch) or are in
+ * flight. A row sent and then requeued for a retry is counted again when its next attempt is.
+ * The LATERAL subquery (OFFSET 0 keeps the planner from flattening it into a join) reads each
+ * recent batch's rows through requests_completed_at_idx (batch_id, completed_at): bounded by the
+ * rows finished in the window, whatever plan the statistics suggest. The join it replaced
+ * scanned the whole requests table at 2M finished rows: 2,965 ms, the LATERAL form 0.73 ms
+ * (issue 14); with fresh statistics at 500k finished rows + 2k recent: 9.6 ms against 5.7 ms
+ * (medians of 7).
+ */
+function sendsInWindow(
+  pool: pg.Pool,
+  s: string,
+  owner: string | null,
+  buckets: number,
+  bucketSeconds: number,
+) {
+  const ownedR = OWNED_R.replace('%s', s);
+  return pool.query<{ model: string; i: number; n: number }>(
+    `WITH since AS (SELECT now() - make_interval(secs => $2::int * $3::int) AS t),
+     recent AS (
+       SELECT b.id FROM ${s}.batches b, since
+        WHERE b.deleted_at IS NULL AND (b.finished_at IS NULL OR b.finished_at >= since.t) AND ${OWNED_B}
+     ), sent AS (
+       SELECT r.model, r.started_at FROM recent b, since,
+              LATERAL (SELECT x.model, x.started_at FROM ${s}.requests x
+                        WHERE x.batch_id = b.id AND x.completed_at >= since.t OFFSET 0) r
+        WHERE r.started_at >= since.t
+       UNION ALL
+       SELECT r.model, r.started_at FROM ${s}.requests r, since
+        WHERE r.state = 'processing' AND r.started_at >= since.t AND ${ownedR}
+     )
+     SELECT model, floor(extract(epoch FROM (started_at - since.t)) / $3)::int AS i, count(*)::int AS n
+       FROM sent, since GROUP BY 1, 2`,
+    [owner, buckets, bucketSeconds],
+  );
+}
+
+interface SendRow {
+  /** null: the row that carries only the instants (since_ms, settle_ms). */
+  model: string | null;
+  settled: boolean;
+  /** Epoch second sent (settled rows). */
+  second: number;
+  i: number;
+  n: number;
+  since_ms: number;
+  settle_ms: number;
+}
+
+/**
+ * Sends in the window read from `fromMs` (epoch ms; null: the window's start) on, as
+ * sendsInWindow: per model, second sent and bucket, whether finished before the settle margin
+ * (sends-memory.ts), and a row of no model with the window's start and the margin (database time).
+ */
+async function sendsSince(
+  pool: pg.Pool,
+  s: string,
+  owner: string | null,
+  buckets: number,
+  bucketSeconds: number,
+  fromMs: number | null,
+): Promise<SendRow[]> {
+  const ownedR = OWNED_R.replace('%s', s);
+  const { rows } = await pool.query<SendRow>(
+    `WITH since AS (
+       SELECT now() - make_interval(secs => $2::int * $3::int) AS t, now() - make_interval(secs => $5::int) AS settle
+     ), since_f AS (
+       SELECT greatest(since.t, coalesce(to_timestamp($4::float8 / 1000), since.t)) AS f FROM since
+     ), recent AS (
+       SELECT b.id FROM ${s}.batches b, since_f
+        WHERE b.deleted_at IS NULL AND (b.finished_at IS NULL OR b.finished_at >= since_f.f) AND ${OWNED_B}
+     ), sent AS (
+       SELECT r.model, r.started_at, r.completed_at < since.settle AS settled FROM recent b, since, since_f,
+              LATERAL (SELECT x.model, x.started_at, x.completed_at FROM ${s}.requests x
+                        WHERE x.batch_id = b.id AND x.completed_at >= since_f.f OFFSET 0) r
+        WHERE r.started_at >= since.t
+       UNION ALL
+       SELECT r.model, r.started_at, false FROM ${s}.requests r, since
+        WHERE r.state = 'processing' AND r.started_at >= since.t AND ${ownedR}
+     )
+     SELECT * FROM (
+       SELECT model, settled, floor(extract(epoch FROM started_at))::float8 AS second,
+              floor(extract(epoch FROM (started_at - since.t)) / $3)::int AS i, count(*)::int AS n,
+              NULL::float8 AS since_ms, NULL::float8 AS settle_ms
+         FROM sent, since GROUP BY 1, 2, 3, 4
+     ) got
+     UNION ALL
+     SELECT NULL, NULL, NULL, NULL, 0, (extract(epoch FROM since.t) * 1000)::float8,
+            (extract(epoch FROM since.settle) * 1000)::float8
+       FROM since`,
+    [owner, buckets, bucketSeconds, fromMs, SETTLE_SECONDS],
+  );
+  return rows;
 }
