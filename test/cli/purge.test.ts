@@ -43,6 +43,7 @@ describe('fusillade purge --older-than 0s', () => {
     const outputs = [finished[0]!.outputFileId!, finished[1]!.errorFileId!];
     const inputs = finished.map((b) => b.fileId);
     const runningFile = (await m.getBatch(running)).fileId;
+    expect((await m.getBatch(running)).status).toBe('in_progress');
     const dbArgs = ['--database-url', TEST_DATABASE_URL, '--schema', db.schema];
 
     const preview = await runCli(['purge', '--older-than', '0s', '--dry-run', ...dbArgs]);
@@ -65,10 +66,15 @@ describe('fusillade purge --older-than 0s', () => {
     expect(await count(`${s}.batch_models WHERE batch_id = ANY($1)`, [gone])).toBe(0);
     expect(await count(`${s}.request_templates WHERE file_id = ANY($1)`, [inputs])).toBe(0);
     expect(await count(`${s}.files WHERE id = ANY($1)`, [[...inputs, ...outputs]])).toBe(0);
+    // Every output and error file the two batches made, whichever they made, is gone.
+    expect(await count(`${s}.files WHERE source_batch_id = ANY($1)`, [gone])).toBe(0);
+    expect(await count(`${s}.request_failures WHERE batch_id = ANY($1)`, [gone])).toBe(0);
 
     // The running batch and its input are untouched, and it finishes.
     expect(await count(`${s}.requests WHERE batch_id = $1 AND state = 'pending'`, [running])).toBe(25);
     expect(await count(`${s}.request_templates WHERE file_id = $1`, [runningFile])).toBe(25);
+    expect(await count(`${s}.files WHERE id = $1 AND deleted_at IS NULL`, [runningFile])).toBe(1);
+    expect((await m.getBatch(running)).status).toBe('in_progress');
     const again = await m.run({ pollIntervalMs: 50 });
     const status = await waitForBatchEnd(m, running);
     await again.stop();
