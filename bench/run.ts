@@ -19,6 +19,7 @@ import { benchDaemonThroughput } from './daemon-throughput.js';
 import { benchDaemonWakeup } from './daemon-wakeup.js';
 import { benchDashboardQueries } from './dashboard-queries.js';
 import { benchInflightMemory } from './inflight-memory.js';
+import { benchPartitioning } from './partitioning.js';
 import { benchPromptPrefix } from './prompt-prefix.js';
 import { benchRateLimits } from './rate-limits.js';
 import { benchServerTransfer } from './server-transfer.js';
@@ -48,6 +49,7 @@ const BENCHES: Bench[] = [
   { name: 'usage-accounting', run: () => benchUsageAccounting() },
   { name: 'prompt-prefix', run: () => benchPromptPrefix() },
   { name: 'big-database', run: () => benchBigDatabase(), optIn: true },
+  { name: 'partitioning', run: () => benchPartitioning(), optIn: true },
 ];
 
 const OUT = fileURLToPath(new URL('../BENCHMARKS.md', import.meta.url));
