@@ -22,7 +22,9 @@
  * the model in flight, and the dead entries of all rows that went through it since the last
  * vacuum) instead of probing the ids: mid-run in the 20k × 0 ms job, 40 writes hit 762–782
  * buffers and took 1.6 ms against ≈ 160 buffers through requests_pkey (EXPLAIN ANALYZE, custom
- * and generic plans alike; pg_stat_statements over the run: 50 buffer hits per request).
+ * and generic plans alike; pg_stat_statements over that run: 50 buffer hits per request). In runs
+ * where the walk does not happen (fewer dead entries), the pkey path costs ≈ 3 % more hits (21 a
+ * request against 20.4: docs/decisions/pipe-profile-20k.md).
  *
  * One json parameter rather than parallel arrays: node-pg escapes array elements in JavaScript
  * (measured alternatives: docs/decisions/0004). JSON.stringify emits a
