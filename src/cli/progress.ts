@@ -14,6 +14,8 @@ interface Sample {
 }
 
 const RATE_WINDOW_MS = 5000;
+/** How often a terminal's bar is redrawn. */
+const BAR_REFRESH_MS = 200;
 
 /**
  * A live progress bar on a terminal (redrawn in place), or plain periodic lines when output is
@@ -33,6 +35,14 @@ export class ProgressDisplay {
     this.out = out;
     this.tty = out.isTTY === true && process.env.TERM !== 'dumb';
     this.lineIntervalMs = options.lineIntervalMs ?? 2000;
+  }
+
+  /**
+   * How often fresh counts are worth reading: the bar's redraw on a terminal, else the interval of
+   * the plain lines (reading them more often would show nothing more).
+   */
+  get refreshMs(): number {
+    return this.tty ? BAR_REFRESH_MS : this.lineIntervalMs;
   }
 
   update(counts: ProgressCounts, now = Date.now()): void {
