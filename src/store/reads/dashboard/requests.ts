@@ -212,15 +212,23 @@ export async function listRequestSummaries(
   const extra = rows.length > limit;
   const page = backwards ? rows.slice(extra ? 1 : 0) : rows.slice(0, limit);
   // The other direction: is there a matching row beyond the page (or beyond the bound, if empty)?
+  // Forwards from the start (lines are >= 1) nothing lies before: the first page asks nothing more
+  // (with a search, that question read the file's templates a second time).
   const edge = backwards ? (page.at(-1)?.line_number ?? bound - 1) : (page[0]?.line_number ?? bound + 1);
-  const beyond = await pool.query(
-    matchingSql('1', `AND r.line_number ${backwards ? '>' : '<'} $4`, 5, 'LIMIT 1'),
-    [...filters, edge, ...searchParams],
-  );
+  const beyond =
+    !backwards && bound < 1
+      ? false
+      : ((
+          await pool.query(matchingSql('1', `AND r.line_number ${backwards ? '>' : '<'} $4`, 5, 'LIMIT 1'), [
+            ...filters,
+            edge,
+            ...searchParams,
+          ])
+        ).rowCount ?? 0) > 0;
   return {
     data: page.map(toRequestSummary),
-    hasMore: backwards ? (beyond.rowCount ?? 0) > 0 : extra,
-    hasPrevious: backwards ? extra : (beyond.rowCount ?? 0) > 0,
+    hasMore: backwards ? beyond : extra,
+    hasPrevious: backwards ? extra : beyond,
     total: await countTotal(),
     offset: null,
   };
