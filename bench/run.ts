@@ -13,6 +13,7 @@ import { benchBatchResults } from './batch-results.js';
 import { benchBigDatabase } from './big-database.js';
 import { benchClaimLatency } from './claim-latency.js';
 import { benchCliRun } from './cli-run.js';
+import { benchCompressUnderDispatch } from './compress-under-dispatch.js';
 import { benchCreateFileStream } from './create-file-stream.js';
 import { benchDaemonMemory } from './daemon-memory.js';
 import { benchDaemonThroughput } from './daemon-throughput.js';
@@ -46,6 +47,7 @@ const BENCHES: Bench[] = [
   { name: 'batch-results', run: () => benchBatchResults() },
   { name: 'rate-limits', run: () => benchRateLimits() },
   { name: 'storage', run: () => benchStorage() },
+  { name: 'compress-under-dispatch', run: () => benchCompressUnderDispatch() },
   { name: 'usage-accounting', run: () => benchUsageAccounting() },
   { name: 'prompt-prefix', run: () => benchPromptPrefix() },
   { name: 'big-database', run: () => benchBigDatabase(), optIn: true },

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { query, withClient } from '../db/client.js';
-import { compressFinished, describeCompress } from '../db/compress.js';
+import { compressFinished, DAEMON_COMPRESS_PACE, describeCompress } from '../db/compress.js';
 import { describePurge, purge } from '../db/purge.js';
 import { cancelledBatchesSql, endableBatchesSql, queueDepthSql } from '../db/sql/batches/batch-watch.js';
 import { finalizeBatchSql } from '../db/sql/batches/finalize-batch.js';
@@ -339,6 +339,7 @@ export class Maintenance {
     const report = await compressFinished(this.d.db, this.d.schema, {
       afterMs: c.compressAfterMs,
       whenBusy: 'skip',
+      pace: DAEMON_COMPRESS_PACE,
       statementTimeoutMs: c.dbTimeoutMs,
       shouldStop: () => this.stopped || this.d.isStopping,
     });

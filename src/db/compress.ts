@@ -12,7 +12,7 @@ import { withTransaction } from './transaction.js';
  * never slowed: a live batch's rows are never walked, the outcome write stores text as before.
  * Daemons run it from their maintenance loop, one at a time (a transaction-level advisory lock
  * taken with try, as the purge's: a daemon finding another at work skips its turn), in chunks of
- * ~2,000 rows (or 8 MB of answers) a transaction, compressing in libuv's thread pool so the
+ * ~1,000 rows (or 8 MB of answers) a transaction, paced (DAEMON_COMPRESS_PACE), compressing in libuv's thread pool so the
  * daemon's event loop keeps dispatching. Existing databases are compressed by the same pass: there
  * is no back-fill step.
  */
@@ -20,7 +20,7 @@ import { withTransaction } from './transaction.js';
 export interface CompressOptions {
   /** Batches that ended at least this long ago (ms; default 0). */
   afterMs?: number;
-  /** Rows walked per transaction (default 2,000). */
+  /** Rows walked per transaction (default 1,000). */
   chunkRows?: number;
   /** Answer bytes read per transaction at most (default 8 MB; one row at least). */
   chunkBytes?: number;
@@ -30,6 +30,13 @@ export interface CompressOptions {
   statementTimeoutMs?: number;
   /** Asked between transactions: true stops the pass there (a stopping daemon). */
   shouldStop?: () => boolean;
+  /**
+   * After each chunk the pass waits this many times as long as the chunk took (default 0: back to
+   * back, for `compressFinished()` run by hand; daemons pass DAEMON_COMPRESS_PACE). A chunk that
+   * took longer (a loaded machine) is followed by a longer wait: the pass stays a fixed share of
+   * the time whatever the load.
+   */
+  pace?: number;
 }
 
 export interface CompressReport {
@@ -42,7 +49,15 @@ export interface CompressReport {
   incomplete: boolean;
 }
 
-export const DEFAULT_COMPRESS_CHUNK_ROWS = 2_000;
+export const DEFAULT_COMPRESS_CHUNK_ROWS = 1_000;
+/**
+ * Daemons compress at most a quarter of the time: measured with bench/compress-under-dispatch.ts
+ * (3,000-request live batch, 5,000-answer backlog, one run each, load ~10 on 2 cores), a daemon
+ * compressing back to back in chunks of 2,000 dispatched at 229 req/s against 1,012 req/s without
+ * (the deflate and the chunk's rows share the two cores with dispatch and PostgreSQL).
+ */
+export const DAEMON_COMPRESS_PACE = 3;
+// With the pace and one deflate at a time: see docs/decisions/retention.md for the figures.
 const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;
 /**
  * Larger answers stay text: PostgreSQL already compresses rows over ~2 KB (TOAST), and readers
@@ -97,7 +112,10 @@ export async function compressFinished(
       if (rows.length === 0) return null;
       const todo = rows.filter((r) => r.body !== null);
       if (todo.length > 0) {
-        const zipped = await Promise.all(todo.map((r) => zipBody(r.body!)));
+        // One at a time: one thread of libuv's pool busy, not four competing with the daemon's
+        // own thread for the two cores (Promise.all over the chunk ran all four).
+        const zipped: Buffer[] = [];
+        for (const r of todo) zipped.push(await zipBody(r.body!));
         await c.query(writeCompressedAnswersSql(schema), [todo.map((r) => r.id), zipped]);
         report.answers += todo.length;
         for (let i = 0; i < todo.length; i++) {
@@ -120,7 +138,12 @@ export async function compressFinished(
       if (fresh.length === 0) return report;
       for (const b of fresh) {
         seen.add(`${b.id}@${b.finished_at}`);
-        for (let after: number | null = 0; after !== null; ) after = await chunk(b.id, after);
+        for (let after: number | null = 0; after !== null; ) {
+          const t0 = performance.now();
+          after = await chunk(b.id, after);
+          const pause = (performance.now() - t0) * (options.pace ?? 0);
+          if (after !== null && pause > 0) await new Promise((r) => setTimeout(r, pause));
+        }
         await pool.query(markBatchCompressedSql(schema), [b.id, b.finished_at]);
         report.batches++;
       }
