@@ -15,6 +15,7 @@ const ALLOWED_VALUES = new Set([
   'db/migrate.ts: migrate',
   'db/statement-deadline.ts: deadlinePool',
   'db/statement-deadline.ts: withStatementDeadline',
+  'db/statement-deadline.ts: withoutStatementDeadline',
   'db/purge.ts: describePurge',
   'store/reads/dashboard/requests.ts: MAX_OFFSET',
   'store/reads/dashboard/requests.ts: REQUEST_SORTS',
