@@ -103,28 +103,34 @@ export async function compressFinished(
   }
 
   /** One chunk after line `after`: the last line walked, or null at the batch's end. */
+  /**
+   * One chunk after line `after`: the last line walked, or null at the batch's end. The rows are
+   * read and compressed outside any transaction, and written in a short one holding the lock: a
+   * transaction left open while the chunk compressed (seconds on a busy daemon's event loop) held
+   * back PostgreSQL's cleanup of the live batch's dead row versions. Two compressors that read the
+   * same chunk (one waiting for the lock) write it once: the write skips rows already compressed.
+   */
   async function chunk(batchId: string, after: number): Promise<number | null> {
-    return tx(async (c) => {
-      const { rows } = await c.query<{ id: string; line_number: number; body: string | null }>(
-        answersToCompressSql(schema),
-        [batchId, after, chunkRows, chunkBytes, MAX_COMPRESSED_ANSWER_BYTES],
-      );
-      if (rows.length === 0) return null;
-      const todo = rows.filter((r) => r.body !== null);
-      if (todo.length > 0) {
-        // One at a time: one thread of libuv's pool busy, not four competing with the daemon's
-        // own thread for the two cores (Promise.all over the chunk ran all four).
-        const zipped: Buffer[] = [];
-        for (const r of todo) zipped.push(await zipBody(r.body!));
-        await c.query(writeCompressedAnswersSql(schema), [todo.map((r) => r.id), zipped]);
-        report.answers += todo.length;
-        for (let i = 0; i < todo.length; i++) {
-          report.bytesBefore += Buffer.byteLength(todo[i]!.body!);
-          report.bytesAfter += zipped[i]!.length;
-        }
+    if (options.shouldStop?.()) throw new Stop();
+    const { rows } = await pool.query<{ id: string; line_number: number; body: string | null }>(
+      answersToCompressSql(schema),
+      [batchId, after, chunkRows, chunkBytes, MAX_COMPRESSED_ANSWER_BYTES],
+    );
+    if (rows.length === 0) return null;
+    const todo = rows.filter((r) => r.body !== null);
+    if (todo.length > 0) {
+      // One at a time: one thread of libuv's pool busy, not four competing with the daemon's
+      // own thread for the two cores (Promise.all over the chunk ran all four).
+      const zipped: Buffer[] = [];
+      for (const r of todo) zipped.push(await zipBody(r.body!));
+      await tx((c) => c.query(writeCompressedAnswersSql(schema), [todo.map((r) => r.id), zipped]));
+      report.answers += todo.length;
+      for (let i = 0; i < todo.length; i++) {
+        report.bytesBefore += Buffer.byteLength(todo[i]!.body!);
+        report.bytesAfter += zipped[i]!.length;
       }
-      return rows[rows.length - 1]!.line_number;
-    });
+    }
+    return rows[rows.length - 1]!.line_number;
   }
 
   const seen = new Set<string>();
