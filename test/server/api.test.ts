@@ -292,11 +292,7 @@ describe('downloads', () => {
     expect(first.value!.length).toBeGreaterThan(0);
     await reader.cancel();
     // The COPY's connection is discarded, not left checked out mid-COPY.
-    const deadline = Date.now() + 5000;
-    while (t.pool.totalCount - t.pool.idleCount > 0 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    expect(t.pool.totalCount - t.pool.idleCount).toBe(0);
+    await expect.poll(() => t.pool.totalCount - t.pool.idleCount).toBe(0);
     // And the whole file still downloads afterwards: 3,000 lines.
     const text = await (await t.alice.files.content(done.output_file_id!)).text();
     expect(text.trimEnd().split('\n')).toHaveLength(3000);
