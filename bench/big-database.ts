@@ -12,7 +12,9 @@
  * every read here walks an index, and a read that scanned a table would miss the goal anyway.
  *
  * Opt-in: `npm run bench -- big-database` (the full `npm run bench` skips it: it writes ~10 GB).
- * BENCH_BIG_SCHEMA=name builds into that schema and keeps it for the next run (drop it after).
+ * BENCH_BIG_SCHEMA=name builds into that schema and keeps it for the next run (drop it after); a run on
+ * a kept schema first puts its live batches back to 100k pending (bench/support/big-database-reset.ts).
+ * BENCH_BIG_READS=0 skips the reads (claims, and the purge unless BENCH_BIG_PURGE=0, only).
  * Standalone: `node --import tsx bench/big-database.ts`.
  */
 import { execFileSync } from 'node:child_process';
@@ -44,6 +46,7 @@ import {
   MODELS,
 } from './support/big-database-build.js';
 import { purgeUnderDispatch } from './support/big-database-purge.js';
+import { resetLiveBatches } from './support/big-database-reset.js';
 
 const RUNS = 30;
 const CLAIMS = 300;
@@ -183,9 +186,16 @@ async function claims(
   pool: pg.Pool,
   s: string,
   routeId: number,
-): Promise<{ p50: number; p99: number; max: number; perClaim: number }> {
+): Promise<{
+  p50: number;
+  p99: number;
+  max: number;
+  perClaim: number;
+  plans: { generic: number; custom: number };
+}> {
   const client = await pool.connect();
   const times: number[] = [];
+  let plans = { generic: 0, custom: 0 };
   let claimed = 0;
   try {
     const models = Array.from({ length: MODELS }, (_, m) => `model-${m}`);
@@ -210,6 +220,14 @@ async function claims(
         [rows.map((r) => r.id)],
       );
     }
+    // Whether the named statement ran a generic plan or was planned at every execution (custom plans).
+    const prepared = await client.query(
+      `SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = 'big_claim'`,
+    );
+    plans = {
+      generic: Number(prepared.rows[0].generic_plans),
+      custom: Number(prepared.rows[0].custom_plans),
+    };
   } finally {
     client.release();
   }
@@ -219,6 +237,7 @@ async function claims(
     p99: pct(times, 99),
     max: times[times.length - 1]!,
     perClaim: claimed / CLAIMS,
+    plans,
   };
 }
 
@@ -229,7 +248,7 @@ export async function benchBigDatabase(
   const pending = options.pending ?? Number(process.env.BENCH_BIG_PENDING ?? 100_000);
   const bodyBytes = options.bodyBytes ?? Number(process.env.BENCH_BIG_BODY_BYTES ?? 200);
   // BENCH_BIG_SCHEMA=name keeps the database in that schema (built on the first run, reused by the
-  // next ones: the claims each run makes complete ~19k of its pending requests). Drop it after.
+  // next ones, whose live batches are first put back to their built state: resetLiveBatches). Drop it after.
   const keep = process.env.BENCH_BIG_SCHEMA;
   const db = await benchDb(keep ?? `t_${randomBytes(6).toString('hex')}`, !keep);
   const s = db.schema;
@@ -243,6 +262,7 @@ export async function benchBigDatabase(
     if (keep && !saved) {
       await db.pool.query(`CREATE TABLE ${s}.bench_big_database AS SELECT $1::jsonb AS info`, [big]);
     }
+    const reset = saved?.rows[0] ? await resetLiveBatches(db.pool, s, big) : null;
     const rows: string[] = [];
     const plans: string[] = [
       '# Plans of the API and dashboard reads on a big database',
@@ -250,36 +270,40 @@ export async function benchBigDatabase(
       `Written by bench/big-database.ts (${finished.toLocaleString('en-US')} finished requests, ${pending.toLocaleString('en-US')} pending), ${new Date().toISOString()}. EXPLAIN (ANALYZE, BUFFERS) of every statement each read sends, after its timed runs.`,
       '',
     ];
-    const managerOf = (p: pg.Pool) => new PostgresRequestManager(p, { schema: s });
+    // BENCH_BIG_READS=0 skips the reads (and leaves docs/big-database-plans.md alone): claims only.
+    const timeReads = process.env.BENCH_BIG_READS !== '0';
     let worst = 0;
-    for (const [name, run] of reads(s, big, managerOf)) {
-      const plain = recording(db.pool, null);
-      await run(plain);
-      const times: number[] = [];
-      for (let i = 0; i < RUNS; i++) {
-        const t = performance.now();
+    if (timeReads) {
+      const managerOf = (p: pg.Pool) => new PostgresRequestManager(p, { schema: s });
+      for (const [name, run] of reads(s, big, managerOf)) {
+        const plain = recording(db.pool, null);
         await run(plain);
-        times.push(performance.now() - t);
+        const times: number[] = [];
+        for (let i = 0; i < RUNS; i++) {
+          const t = performance.now();
+          await run(plain);
+          times.push(performance.now() - t);
+        }
+        times.sort((a, b) => a - b);
+        worst = Math.max(worst, pct(times, 95));
+        rows.push(`| ${name} | ${pct(times, 50).toFixed(1)} | ${pct(times, 95).toFixed(1)} |`);
+        const statements: Recorded[] = [];
+        await run(recording(db.pool, statements));
+        plans.push(`## ${name}`, '', ...(await explain(db.pool, statements)));
       }
-      times.sort((a, b) => a - b);
-      worst = Math.max(worst, pct(times, 95));
-      rows.push(`| ${name} | ${pct(times, 50).toFixed(1)} | ${pct(times, 95).toFixed(1)} |`);
-      const statements: Recorded[] = [];
-      await run(recording(db.pool, statements));
-      plans.push(`## ${name}`, '', ...(await explain(db.pool, statements)));
-    }
-    writeFileSync(PLANS, `${plans.join('\n')}\n`);
-    // Formatted as the repository's formatter wants it (tables, code blocks), so `biome check .` stays clean.
-    try {
-      execFileSync(
-        fileURLToPath(new URL('../node_modules/.bin/biome', import.meta.url)),
-        ['format', '--write', PLANS],
-        {
-          stdio: 'ignore',
-        },
-      );
-    } catch {
-      process.stderr.write('could not format docs/big-database-plans.md with biome\n');
+      writeFileSync(PLANS, `${plans.join('\n')}\n`);
+      // Formatted as the repository's formatter wants it (tables, code blocks), so `biome check .` stays clean.
+      try {
+        execFileSync(
+          fileURLToPath(new URL('../node_modules/.bin/biome', import.meta.url)),
+          ['format', '--write', PLANS],
+          {
+            stdio: 'ignore',
+          },
+        );
+      } catch {
+        process.stderr.write('could not format docs/big-database-plans.md with biome\n');
+      }
     }
     const claim = await claims(db.pool, s, big.routeId);
     const purge = process.env.BENCH_BIG_PURGE === '0' ? [] : await purgeUnderDispatch(db.pool, s, big);
@@ -290,15 +314,22 @@ export async function benchBigDatabase(
         '',
         `Built with INSERT … SELECT in ${big.buildSeconds.toFixed(0)} s: ${big.finishedBatches.toLocaleString('en-US')} ended batches of 10,000 (four owners, over 30 days, one in ten a message batch, 1 % failed),`,
         `${big.liveBatches} live batches of 5,000 over ${MODELS} models, 64 in flight; bodies ~${bodyBytes} B. Stored: ${gb(big.bytes.total)} (requests ${gb(big.bytes.requests)}, templates ${gb(big.bytes.templates)}).`,
+        reset
+          ? `Kept schema ${s} (built by an earlier run): its live batches were put back to their built state first (${reset.rows.toLocaleString('en-US')} rows rewritten, ${reset.pending.toLocaleString('en-US')} pending), then VACUUM (ANALYZE) requests, in ${reset.seconds.toFixed(0)} s.`
+          : `Built for this run${keep ? ` (kept as schema ${s})` : ''}.`,
         `Reads run ${RUNS} times each after one warm-up, as owner alice (a quarter of the batches); plans in docs/big-database-plans.md.`,
         '',
-        '| read | p50 ms | p95 ms |',
-        '|---|---|---|',
-        ...rows,
-        '',
-        `Goal every read p95 < 50 ms: ${worst < 50 ? 'met' : 'NOT met'} (worst p95 ${worst.toFixed(1)} ms).`,
-        '',
-        `Claim (one statement over the ${MODELS} models, want 10 each, ${claim.perClaim.toFixed(0)} rows per claim, ${CLAIMS} claims): p50 ${claim.p50.toFixed(2)} ms, p99 ${claim.p99.toFixed(2)} ms, max ${claim.max.toFixed(2)} ms. Goal p99 < 20 ms: ${claim.p99 < 20 ? 'met' : 'NOT met'}.`,
+        ...(timeReads
+          ? [
+              '| read | p50 ms | p95 ms |',
+              '|---|---|---|',
+              ...rows,
+              '',
+              `Goal every read p95 < 50 ms: ${worst < 50 ? 'met' : 'NOT met'} (worst p95 ${worst.toFixed(1)} ms).`,
+              '',
+            ]
+          : ['(reads skipped: BENCH_BIG_READS=0)', '']),
+        `Claim (one statement over the ${MODELS} models, want 10 each, ${claim.perClaim.toFixed(0)} rows per claim, ${CLAIMS} claims): p50 ${claim.p50.toFixed(2)} ms, p99 ${claim.p99.toFixed(2)} ms, max ${claim.max.toFixed(2)} ms (the named statement ran ${claim.plans.generic} generic and ${claim.plans.custom} custom plans). Goal p99 < 20 ms: ${claim.p99 < 20 ? 'met' : 'NOT met'}.`,
         '',
         ...purge,
       ].join('\n'),
