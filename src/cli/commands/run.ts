@@ -4,7 +4,6 @@ import type { Settings } from '../../config/settings.js';
 import { UsageError } from '../../config/usage-error.js';
 import type { DaemonHandle } from '../../dispatch/interfaces.js';
 import { stderrLogger } from '../../dispatch/logger.js';
-import { BatchInputParser } from '../../domain/batch-input.js';
 import { ConflictError, ValidationError } from '../../domain/errors.js';
 import type { BatchStatus } from '../../domain/types.js';
 import { PostgresRequestManager } from '../../manager/request-manager.js';
@@ -13,7 +12,13 @@ import { daemonConfigFor } from '../daemon-config.js';
 import { type Database, openDatabase } from '../database.js';
 import type { CommandContext } from '../main.js';
 import { ProgressDisplay } from '../progress.js';
-import { describeFsError, type InputFile, inputTemplates, inspectInput } from '../run/input.js';
+import {
+  describeFsError,
+  type InputFile,
+  inputTemplates,
+  inspectInput,
+  runInputParser,
+} from '../run/input.js';
 import { writeBatchFile } from '../run/write-results.js';
 import { exitStatusFor, shutdownSignal } from '../signals.js';
 import { checkUpstreamReachable, resolveUpstream } from '../upstream.js';
@@ -195,10 +200,7 @@ async function createBatchOf(
   flags: CommandContext['flags'],
 ): Promise<{ batchId: string; resumed: boolean }> {
   let fileId: string;
-  const parser = new BatchInputParser({
-    maxLines: Number.MAX_SAFE_INTEGER,
-    maxBytes: Number.MAX_SAFE_INTEGER,
-  });
+  const parser = runInputParser();
   try {
     fileId = await manager.createFileStream(
       basename(input.path),

@@ -35,6 +35,20 @@ export async function inspectInput(path: string): Promise<InputFile> {
 }
 
 /**
+ * The parser of `run`'s input: no limit on lines or bytes, and each body parsed once, by the store
+ * (createFileStream's validateTemplate, which names the line of a bad body), not also here: the
+ * parser reads only a body's top-level "model" (and "input" for embeddings). Measured in a CPU
+ * profile of the 20k × 0 ms run, the parser's full parse was ≈ 1.5 µs of the ≈ 13 µs a line
+ * the parsing took.
+ */
+export function runInputParser(): BatchInputParser {
+  return new BatchInputParser(
+    { maxLines: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER },
+    { validateBodies: false },
+  );
+}
+
+/**
  * The file's lines as templates for `createFileStream`, validated as OpenAI batch lines (the first
  * bad line throws a ValidationError naming it, and nothing is stored). `endpointOf(model)` is the
  * upstream base URL recorded in the templates (the batch records the route when it is created); a
@@ -43,10 +57,7 @@ export async function inspectInput(path: string): Promise<InputFile> {
 export async function* inputTemplates(
   input: InputFile,
   endpointOf: (model: string) => string | undefined,
-  parser: BatchInputParser = new BatchInputParser({
-    maxLines: Number.MAX_SAFE_INTEGER,
-    maxBytes: Number.MAX_SAFE_INTEGER,
-  }),
+  parser: BatchInputParser = runInputParser(),
 ): AsyncGenerator<TemplateItem> {
   const toTemplate = (l: ReturnType<BatchInputParser['push']>[number]): TemplateItem => {
     const endpoint = endpointOf(l.model);
