@@ -97,6 +97,20 @@ describe('fusillade run on PostgreSQL', () => {
     expect((await db.manager().listFiles({ owner: 'cli' })).data.length).toBe(before);
   });
 
+  it('refuses a file with a body that is not JSON, naming the line, and stores nothing (the store parses each body once)', async () => {
+    const input = join(dir, 'bad-body.jsonl');
+    await writeBatchInput(input, 3);
+    const lines = (await readFile(input, 'utf8')).trimEnd().split('\n');
+    // The model is readable, the rest of the body is not JSON: only the store's full parse sees it.
+    lines[1] = lines[1]!.replace('"messages":', '"messages":oops');
+    await writeFile(input, `${lines.join('\n')}\n`);
+    const before = (await db.manager().listFiles({ owner: 'cli' })).data.length;
+    const r = await runCli(['run', input, '-o', join(dir, 'y.jsonl'), '--upstream', mock.url, ...pgArgs()]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toMatch(/^fusillade: .*bad-body\.jsonl: line 2: .*not valid JSON/);
+    expect((await db.manager().listFiles({ owner: 'cli' })).data.length).toBe(before);
+  });
+
   it('resumes after SIGKILL mid-run: nothing completed is sent again, nothing is lost', async () => {
     mock.reset();
     mock.setBehaviour(() => ({ kind: 'delay', ms: 40 }));

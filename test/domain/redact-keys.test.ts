@@ -19,4 +19,15 @@ describe('redactKeys', () => {
       `x ${REDACTED_KEY} y ${REDACTED_KEY}`,
     );
   });
+  it('redacts every form of each key however many keys it has seen (the forms it caches are bounded)', () => {
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 200; i++) {
+        const k = `sk-many/${i}"${'x'.repeat(10)}`;
+        const text = `${k} ${JSON.stringify(k)} ${encodeURIComponent(k)}`;
+        expect(redactKeys(text, [k, k, 'sk-other-key-0000'])).toBe(
+          `${REDACTED_KEY} "${REDACTED_KEY}" ${REDACTED_KEY}`,
+        );
+      }
+    }
+  });
 });
