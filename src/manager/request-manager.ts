@@ -247,8 +247,16 @@ export class PostgresRequestManager {
     return findBatchIdByIdempotencyKey(this.pool, this.schema, scope.owner ?? null, idempotencyKey);
   }
 
-  getBatchStatus(batchId: string, scope: OwnerScope = {}): Promise<BatchStatus> {
-    return getBatchStatus(this.pool, this.schema, batchId, scope.owner);
+  /**
+   * A batch's counts, usage and timestamps. `liveUsage: false` leaves a live batch's usage out (zero
+   * until it ends) and saves the sums over its completed rows: for progress displays.
+   */
+  getBatchStatus(
+    batchId: string,
+    scope: OwnerScope = {},
+    options: { liveUsage?: boolean } = {},
+  ): Promise<BatchStatus> {
+    return getBatchStatus(this.pool, this.schema, batchId, scope.owner, options);
   }
 
   listBatches(options: batches.ListBatchesOptions = {}): Promise<Page<BatchInfo>> {

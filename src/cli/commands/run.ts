@@ -309,7 +309,9 @@ async function watch(
     },
   );
   for (;;) {
-    const status = await manager.getBatchStatus(batchId);
+    // Counts only: the display shows no usage, and a live batch's usage sums read its completed rows
+    // again (7–8 sums of 115–261 ms in all in a piped 20k × 0 ms run, bench/pg-cost.ts at load 4).
+    const status = await manager.getBatchStatus(batchId, {}, { liveUsage: false });
     if (received) return { status, signal: received };
     if (status.finishedAt !== null) return { status };
     if (daemonEnded) throw new Error('the daemon stopped unexpectedly; run the same command again to resume');
@@ -318,7 +320,7 @@ async function watch(
       rateLimitedUntil: await manager.dashboardReads.rateLimitedUntil(batchId),
     });
     // Counts are read as often as the display shows them (the daemon's notice ends a sleep when the
-    // batch ends): each read counts the batch's rows by state and sums their usage, the statement
+    // batch ends): each read counts the batch's rows by state (it also summed their usage), the statement
     // with the most PostgreSQL time of a 20k × 0 ms run when it ran every 200 ms with stdout piped
     // (40–58 reads of 88–189 ms each at load 10–18, measured by engineer pipe).
     await Promise.race([ended.sleep(progress.refreshMs), signal, daemonSettled]);

@@ -18,17 +18,20 @@ interface CountRow extends LiveCounts {
 
 /**
  * Progress of a batch: frozen counts once it has ended, else counted by state through the
- * (batch_id, state) index. Usage of a live batch is summed from its completed requests.
+ * (batch_id, state) index. Usage of a live batch is summed from its completed requests, unless
+ * `liveUsage` is false (a caller that shows counts only: the sums read every completed row again;
+ * the status then carries the batch row's usage, zero while it is live).
  */
 export async function getBatchStatus(
   pool: pg.Pool,
   s: string,
   id: string,
   owner?: string | null,
+  options: { liveUsage?: boolean } = {},
 ): Promise<BatchStatus> {
   const row = await getBatchRow(pool, s, id, owner);
   const [status] = await statusesOf(pool, s, [row]);
-  if (row.finished_at === null) {
+  if (row.finished_at === null && options.liveUsage !== false) {
     const live = await liveUsage(pool, s, id);
     status!.usage = live.usage;
     status!.usageByModel = live.byModel;
