@@ -171,7 +171,14 @@ async function main() {
   try {
     for (let i = 0; i < rounds; i++) {
       for (const side of alternate<'a' | 'b'>(i, 'a', 'b')) {
-        const r = await oneRun(side === 'a' ? binA : binB, input, join(dir, 'out.jsonl'), lines, mock.url, pool);
+        const r = await oneRun(
+          side === 'a' ? binA : binB,
+          input,
+          join(dir, 'out.jsonl'),
+          lines,
+          mock.url,
+          pool,
+        );
         sides[side].push(r);
         process.stderr.write(
           `round ${i} ${side}: ${r.seconds.toFixed(2)} s, pg ${r.pgCpuUs.toFixed(0)} µs/req, load ${r.load.toFixed(1)}\n`,

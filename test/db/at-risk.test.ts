@@ -14,7 +14,13 @@ const MIN_SPAN_S = 5;
 const LINES = 20;
 
 /** The plain formula over exact counts (what the statement computed before it bounded its counts). */
-function plainVerdict(c: { remaining: number; recent: number; span: number; secondsLeft: number; raised: boolean }) {
+function plainVerdict(c: {
+  remaining: number;
+  recent: number;
+  span: number;
+  secondsLeft: number;
+  raised: boolean;
+}) {
   if (c.span < MIN_SPAN_S || c.remaining === 0) return c.raised && c.remaining > 0;
   if (!c.raised) return c.remaining * c.span > c.recent * c.secondsLeft;
   return c.remaining * c.span > (c.recent * c.secondsLeft) / 2;
@@ -32,7 +38,14 @@ describe('deadlines at risk', () => {
   it('gives the plain formula verdict for every mix of age, deadline, progress and mark', async () => {
     const m = db.manager();
     const s = `"${db.schema}"`;
-    const cases: { id: string; expected: boolean; done: number; span: number; left: number; raised: boolean }[] = [];
+    const cases: {
+      id: string;
+      expected: boolean;
+      done: number;
+      span: number;
+      left: number;
+      raised: boolean;
+    }[] = [];
     const templates = Array.from({ length: LINES }, (_, i) => template(i + 1));
     for (const done of [0, 1, 5, 19, 20]) {
       for (const span of [2, 30]) {
@@ -46,7 +59,13 @@ describe('deadlines at risk', () => {
                 WHERE batch_id = $1 AND line_number <= $2`,
               [id, done],
             );
-            const expected = plainVerdict({ remaining: LINES - done, recent: done, span, secondsLeft: left, raised });
+            const expected = plainVerdict({
+              remaining: LINES - done,
+              recent: done,
+              span,
+              secondsLeft: left,
+              raised,
+            });
             cases.push({ id, expected, done, span, left, raised });
           }
         }
@@ -59,7 +78,12 @@ describe('deadlines at risk', () => {
               raised_at = CASE WHEN c.raised THEN now() END
          FROM unnest($1::uuid[], $2::int[], $3::int[], $4::bool[]) AS c(id, span, left_s, raised)
         WHERE b.id = c.id`,
-      [cases.map((c) => c.id), cases.map((c) => c.span), cases.map((c) => c.left), cases.map((c) => c.raised)],
+      [
+        cases.map((c) => c.id),
+        cases.map((c) => c.span),
+        cases.map((c) => c.left),
+        cases.map((c) => c.raised),
+      ],
     );
     const { rows } = await db.pool.query<{ at_risk: number }>(markAtRiskSql(s), [MIN_SPAN_S]);
     const marked = await db.pool.query<{ id: string; raised: boolean }>(

@@ -40,11 +40,11 @@
  * cancelled or expired, so its pending followers read as canceled already).
  *
  * Alternatives (one UPDATE per request, a VALUES list) and their costs: docs/decisions/0004.
- * Measured in isolation on 20,000 rows: 32 writes p50 1.5 ms, 32 claims 1.45 ms; dropping
- * requests_lease_idx (one index entry fewer per claimed row) made no measurable difference.
- * Re-measured (the 13-array writes; claim 32 + complete 32 on one connection, 5,000 rows per round,
- * alternating rounds in one run): PostgreSQL CPU 74–78 µs a request with the index, 76 µs without;
- * not worth a migration (reclaim would read requests_inflight_idx whole instead).
+ * Measured in isolation on 20,000 rows: 32 writes p50 1.5 ms, 32 claims 1.45 ms. requests_lease_idx
+ * (one index entry per claimed row) is gone since migration 0023: in CPU time alone its cost did
+ * not show (74–78 µs a request with it, 76 µs without, claim 32 + complete 32 on one connection);
+ * in buffer hits and WAL per request it did (docs/decisions/pipe-profile-20k.md), and the reclaim
+ * already read requests_inflight_idx whole.
  */
 export function completeSql(s: string): string {
   return `

@@ -28,9 +28,9 @@ import { liveBatchSql } from '../../../domain/batch-lifecycle.js';
  * the rows of the claims running at once.
  *
  * With one owner of live work (the common case: `fusillade run`, a single-tenant server) the split
- * is moot, so `in_flight` is not counted (a one-time filter on live_owner's count): it read every
- * row in flight through requests_lease_idx and its batch's owner, ≈ 416 of a claim's 2,500 buffer
- * hits mid-run in the 20k × 0 ms job at 64 in flight.
+ * is moot, so `in_flight` is not counted (a one-time filter on live_owner's count): it reads every
+ * row in flight of the claimed models (requests_inflight_idx, model in its key) and its batch's
+ * owner, ≈ 416 of a claim's 2,500 buffer hits mid-run in the 20k × 0 ms job at 64 in flight.
  *
  * Cost per model: the in-flight rows (≤ limit + ahead), owners × cap generated ranks for the quota,
  * and one index probe per (live batch of an owner with a quota, route) until the quota is met, as

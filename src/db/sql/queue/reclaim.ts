@@ -5,8 +5,10 @@
  * have sent them), so they count against maxRetries; the dead daemon's late writes fail their
  * daemon_id/attempt guard.
  *
- * The in-flight set is small (bounded by the limits), so both predicates read requests_inflight_idx
- * / requests_lease_idx, never the backlog. Runs in one transaction after releaseDeadBudgetsSql.
+ * The in-flight set is small (bounded by the limits and what daemons hold ahead): both predicates
+ * are tested on it, read through requests_inflight_idx, never the backlog (the dead-daemon arm needs
+ * every in-flight row, so an index on lease_expires_at saved nothing; migration 0023 dropped it).
+ * Runs in one transaction after releaseDeadBudgetsSql.
  */
 export function reclaimSql(s: string): string {
   return `
