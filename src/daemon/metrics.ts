@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { createRequire } from 'node:module';
+import type { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ModelRateStatus } from './rate-policy.js';
 
 /**
@@ -30,11 +31,13 @@ export function metricsModelsOf(config: {
 
 /**
  * The daemon's Prometheus metrics, registered on the registry the caller passes (the API server
- * serves its own) or a private one, never prom-client's global default: several daemons may run in
- * one process. Daemons sharing a registry share the metrics (get-or-create), labelled by daemon.
+ * serves its own), never prom-client's global default: several daemons may run in one process.
+ * Daemons sharing a registry share the metrics (get-or-create), labelled by daemon. Without a
+ * registry nobody can read them: the instruments do nothing (silentMetrics).
  */
 export interface DaemonMetrics {
-  registry: Registry;
+  /** The registry they are on; null for silent metrics. */
+  registry: Registry | null;
   /** The `model` label for a model: its name, or OTHER_MODELS_LABEL outside the named models. */
   model(name: string): string;
   /** Whether a model is named: per-model settings gauges (limits, pauses) show only those. */
@@ -65,10 +68,61 @@ function getOrCreate<T>(registry: Registry, name: string, create: () => T): T {
   return (registry.getSingleMetric(name) as T | undefined) ?? create();
 }
 
-export function createDaemonMetrics(
-  registry: Registry = new Registry(),
-  models: MetricsModels = 'all',
-): DaemonMetrics {
+/**
+ * One instrument that does nothing, for every kind and every label set (`labels()` returns itself).
+ */
+const silent = (() => {
+  const nothing = () => {};
+  const instrument = {
+    inc: nothing,
+    dec: nothing,
+    set: nothing,
+    observe: nothing,
+    reset: nothing,
+    remove: nothing,
+    startTimer: () => nothing,
+    labels: () => instrument,
+  };
+  return instrument;
+})();
+
+/**
+ * Metrics nobody reads (no registry: `fusillade run`, a library daemon started without one). Without
+ * them, prom-client (32 files, and the @opentelemetry/api it requires, 51) never loads: 75 ms of CPU
+ * on `run`'s start-up, measured alone on the 2-core machine (issue 10), and no label lookups per
+ * request.
+ */
+function silentMetrics(models: MetricsModels): DaemonMetrics {
+  const names = models === 'all' ? () => true : (model: string) => models.has(model);
+  const any = silent as unknown as Counter & Gauge & Histogram;
+  return {
+    registry: null,
+    names,
+    model: (name) => (names(name) ? name : OTHER_MODELS_LABEL),
+    inFlight: any,
+    limit: any,
+    dispatched: any,
+    completed: any,
+    retried: any,
+    failed: any,
+    staleWrites: any,
+    latency: any,
+    claimDuration: any,
+    queueDepth: any,
+    batchesAtRisk: any,
+    rateLimit: any,
+    rateUsed: any,
+    pausedUntil: any,
+    adaptiveConcurrency: any,
+  };
+}
+
+const require = createRequire(import.meta.url);
+
+export function createDaemonMetrics(registry?: Registry, models: MetricsModels = 'all'): DaemonMetrics {
+  if (registry === undefined) return silentMetrics(models);
+  // Loaded here, on first use with a registry (see silentMetrics).
+  const { Counter, Gauge, Histogram } = require('prom-client') as typeof import('prom-client');
   const registers = [registry];
   const names = models === 'all' ? () => true : (model: string) => models.has(model);
   return {

@@ -1,5 +1,4 @@
 import { EventEmitter } from 'node:events';
-import { Pool } from 'undici';
 import type { UpstreamClient, UpstreamRequest } from '../dispatch/interfaces.js';
 import {
   isRateLimitHeader,
@@ -8,6 +7,7 @@ import {
 } from '../domain/rate-limit-headers.js';
 import type { AttemptOutcome } from '../domain/retry.js';
 import { reassembleIfStream, streamRequestBody } from './streams/reassemble.js';
+import { Pool, type PoolOptions } from './undici-pool.js';
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
 /** undici's error when an answer passes the pool's maxResponseSize (the daemon's maxResponseBytes). */
@@ -178,7 +178,7 @@ export class UndiciUpstreamClient implements UpstreamClient {
    * 2.03–2.11 s for Pool.request), and this process's one thread also drives the claims.
    */
   private readonly pools = new Map<string, Pool>();
-  private readonly options: Pool.Options;
+  private readonly options: PoolOptions;
   private readonly maxResponseBytes: number;
 
   /**

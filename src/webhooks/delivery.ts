@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import { createRequire } from 'node:module';
 import type pg from 'pg';
-import { Counter, type Registry } from 'prom-client';
-import { Agent, request } from 'undici';
+import type { Counter, Registry } from 'prom-client';
+import type { Agent } from 'undici';
 import {
   claimDeliveriesSql,
   dropDeliverySql,
@@ -105,12 +106,23 @@ function describe(err: unknown): string {
 
 const LEASE_MARGIN_MS = 30_000;
 
+/**
+ * undici, loaded by the first delivery: every daemon starts a deliverer (`fusillade run` too),
+ * and most never deliver. Loading it up front put its 110 files (130–170 ms of CPU, measured on
+ * the 2-core machine) on `run`'s start-up, beside the daemon's own first claims (issue 10);
+ * the daemon itself loads only undici's Pool (src/daemon/undici-pool.ts).
+ */
+const loadUndici = () => import('undici');
+const require = createRequire(import.meta.url);
+
 export class WebhookDeliverer {
   private readonly o: Required<Omit<WebhookDeliveryOptions, 'enabled'>>;
-  private readonly agent: Agent;
+  /** The HTTP client, made on first use (loadUndici). */
+  private client: Promise<{ agent: Agent; request: typeof import('undici').request }> | null = null;
   private readonly token = randomUUID();
   private readonly sql: { claim: string; settle: string; release: string; drop: string };
-  private readonly attemptsCounter: Counter<'outcome'>;
+  /** On the registry given; without one nobody reads it, and prom-client is not loaded for it. */
+  private readonly attemptsCounter: Pick<Counter<'outcome'>, 'inc'>;
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private readonly inFlight = new Map<string, AbortController>();
@@ -128,15 +140,6 @@ export class WebhookDeliverer {
       retryScheduleMs: options.retryScheduleMs ?? RETRY_SCHEDULE_MS,
       disable: options.disable ?? DEFAULT_DISABLE_POLICY,
     };
-    this.agent = new Agent({
-      connect: {
-        timeout: this.o.attemptTimeoutMs,
-        ...(this.o.allowPrivate ? {} : { lookup: publicOnlyLookup }),
-      },
-      headersTimeout: this.o.attemptTimeoutMs,
-      bodyTimeout: this.o.attemptTimeoutMs,
-      keepAliveTimeout: 10_000,
-    });
     const s = deps.schema;
     this.sql = {
       claim: claimDeliveriesSql(s),
@@ -145,14 +148,32 @@ export class WebhookDeliverer {
       drop: dropDeliverySql(s),
     };
     const name = 'fusillade_webhook_attempts_total';
-    this.attemptsCounter =
-      (deps.registry?.getSingleMetric(name) as Counter<'outcome'> | undefined) ??
-      new Counter({
-        name,
-        help: 'Webhook delivery attempts, by outcome (delivered, failed)',
-        labelNames: ['outcome'],
-        registers: deps.registry ? [deps.registry] : [],
-      });
+    const registry = deps.registry;
+    this.attemptsCounter = registry
+      ? ((registry.getSingleMetric(name) as Counter<'outcome'> | undefined) ??
+        new (require('prom-client') as typeof import('prom-client')).Counter({
+          name,
+          help: 'Webhook delivery attempts, by outcome (delivered, failed)',
+          labelNames: ['outcome'],
+          registers: [registry],
+        }))
+      : { inc: () => {} };
+  }
+
+  private http(): Promise<{ agent: Agent; request: typeof import('undici').request }> {
+    this.client ??= loadUndici().then(({ Agent, request }) => ({
+      agent: new Agent({
+        connect: {
+          timeout: this.o.attemptTimeoutMs,
+          ...(this.o.allowPrivate ? {} : { lookup: publicOnlyLookup }),
+        },
+        headersTimeout: this.o.attemptTimeoutMs,
+        bodyTimeout: this.o.attemptTimeoutMs,
+        keepAliveTimeout: 10_000,
+      }),
+      request,
+    }));
+    return this.client;
   }
 
   start(): void {
@@ -166,7 +187,7 @@ export class WebhookDeliverer {
     this.timer = null;
     for (const c of this.inFlight.values()) c.abort();
     await this.running?.catch(() => {});
-    await this.agent.close().catch(() => {});
+    await this.client?.then(({ agent }) => agent.close()).catch(() => {});
   }
 
   private schedule(ms: number): void {
@@ -216,11 +237,12 @@ export class WebhookDeliverer {
     try {
       const url = new URL(d.url);
       if (!this.o.allowPrivate) refuseLiteralPrivate(url);
+      const { agent, request } = await this.http();
       const timer = setTimeout(() => controller.abort(), this.o.attemptTimeoutMs);
       try {
         const res = await request(url, {
           method: 'POST',
-          dispatcher: this.agent,
+          dispatcher: agent,
           headers: {
             'content-type': 'application/json',
             'user-agent': 'fusillade-webhooks',
