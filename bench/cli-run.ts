@@ -15,7 +15,8 @@
  * the three sides rotate (raw ours gw, ours gw raw, gw raw ours).
  * CPU per request is split: the process itself (cpu-report.mjs), its PostgreSQL backends (found by
  * application_name, sampled every 100 ms) and the mock.
- * Standalone: `node --import tsx bench/cli-run.ts [rounds]` (uses the built bin: `npm run build`).
+ * Standalone: `node --import tsx bench/cli-run.ts [rounds]` (uses the built bin: `npm run build`);
+ * BENCH_CLI_JOBS=2000 (line counts, comma-separated) runs only those jobs.
  */
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
@@ -64,6 +65,20 @@ export const CLI_JOBS: CliJob[] = [
   { lines: 2_000, latencyMs: 100, concurrency: 100, goal: { kind: 'time', value: 1.15 } },
   { lines: 6_000, latencyMs: 1000, concurrency: 1000, goal: { kind: 'time', value: 1.15 } },
 ];
+
+/**
+ * The jobs BENCH_CLI_JOBS names by their line counts (e.g. `BENCH_CLI_JOBS=2000` runs the 2,000 ×
+ * 100 ms job alone); all of them when it is unset.
+ */
+function jobsOf(filter: string | undefined): CliJob[] {
+  if (filter === undefined || filter.trim() === '') return CLI_JOBS;
+  const lines = filter.split(',').map((s) => Number(s.trim()));
+  const jobs = CLI_JOBS.filter((j) => lines.includes(j.lines));
+  if (jobs.length === 0) {
+    throw new Error(`BENCH_CLI_JOBS=${filter} names no job (${CLI_JOBS.map((j) => j.lines).join(', ')})`);
+  }
+  return jobs;
+}
 
 export interface CliRunOptions {
   rounds?: number;
@@ -244,7 +259,7 @@ function verdict(job: CliJob, raw: number, ours: number): string {
 
 export async function benchCliRun(options: CliRunOptions = {}): Promise<{ markdown: string }> {
   const rounds = options.rounds ?? 3;
-  const jobs = options.jobs ?? CLI_JOBS;
+  const jobs = options.jobs ?? jobsOf(process.env.BENCH_CLI_JOBS);
   const databaseUrl =
     options.databaseUrl ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
   const dir = await mkdtemp(join(tmpdir(), 'fusillade-bench-cli-'));
