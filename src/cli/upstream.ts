@@ -1,7 +1,6 @@
 import type { Settings } from '../config/settings.js';
 import { UsageError } from '../config/usage-error.js';
 import type { RoutingConfig } from '../dispatch/upstream-routing.js';
-import { startMockUpstream } from '../mock-upstream/server.js';
 
 export interface ResolvedUpstream {
   routing: RoutingConfig;
@@ -12,9 +11,14 @@ export interface ResolvedUpstream {
   close(): Promise<void>;
 }
 
-/** Starts the in-process mock for `--upstream mock`; otherwise passes the routing through. */
+/**
+ * Starts the in-process mock for `--upstream mock`; otherwise passes the routing through. The mock's
+ * modules load only for the mock: 28–38 ms of CPU (measured alone, 2-core machine) that `run`
+ * against a real upstream spent before its first request (issue 10).
+ */
 export async function resolveUpstream(settings: Settings): Promise<ResolvedUpstream> {
   if (settings.upstream === 'mock') {
+    const { startMockUpstream } = await import('../mock-upstream/server.js');
     const mock = await startMockUpstream({ port: 0, host: '127.0.0.1', record: false, recordBodies: false });
     return {
       // Recorded as "mock" in batches' routes: any process's built-in mock can serve them.
