@@ -16,6 +16,23 @@ interface Sample {
 const RATE_WINDOW_MS = 5000;
 /** How often a terminal's bar is redrawn. */
 const BAR_REFRESH_MS = 200;
+/** The share of wall time the counts' reads may take: a read of R ms waits R × this before the next. */
+const READ_DUTY_FACTOR = 10;
+/** However slow the reads, fresh counts come at least this often. */
+const MAX_READ_INTERVAL_MS = 5000;
+
+/**
+ * How long to wait before reading a live batch's counts again, given how long the last read took:
+ * the display's own interval, stretched so that the reads take at most a tenth of the time (a
+ * count reads each of the batch's rows, so a 1M-line batch's read takes hundreds of ms; polled every
+ * 200 ms it would keep a PostgreSQL core busy), and never more than 5 s.
+ */
+export function nextReadDelayMs(refreshMs: number, lastReadMs: number): number {
+  return Math.min(
+    Math.max(refreshMs, lastReadMs * READ_DUTY_FACTOR),
+    Math.max(refreshMs, MAX_READ_INTERVAL_MS),
+  );
+}
 
 /**
  * A live progress bar on a terminal (redrawn in place), or plain periodic lines when output is

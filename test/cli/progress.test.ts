@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatDuration, ProgressDisplay } from '../../src/cli/progress.js';
+import { formatDuration, nextReadDelayMs, ProgressDisplay } from '../../src/cli/progress.js';
 
 /** A stand-in terminal or pipe that records what is written. */
 function sink(tty: boolean, columns = 100) {
@@ -44,5 +44,14 @@ describe('progress display', () => {
     expect(formatDuration(5.4)).toBe('5s');
     expect(formatDuration(125)).toBe('2m05s');
     expect(formatDuration(7260)).toBe('2h01m');
+  });
+
+  it('reads counts at the display interval while reads are cheap, stretched so that reads take a tenth of the time, at most 5 s apart', () => {
+    expect(nextReadDelayMs(200, 3)).toBe(200);
+    expect(nextReadDelayMs(2000, 50)).toBe(2000);
+    expect(nextReadDelayMs(200, 150)).toBe(1500);
+    expect(nextReadDelayMs(2000, 300)).toBe(3000);
+    expect(nextReadDelayMs(200, 4000)).toBe(5000);
+    expect(nextReadDelayMs(10_000, 4000)).toBe(10_000);
   });
 });

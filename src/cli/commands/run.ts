@@ -11,7 +11,7 @@ import { usageFields } from '../../server/usage-object.js';
 import { daemonConfigFor } from '../daemon-config.js';
 import { type Database, openDatabase } from '../database.js';
 import type { CommandContext } from '../main.js';
-import { ProgressDisplay } from '../progress.js';
+import { nextReadDelayMs, ProgressDisplay } from '../progress.js';
 import {
   describeFsError,
   type InputFile,
@@ -311,6 +311,7 @@ async function watch(
   for (;;) {
     // Counts only: the display shows no usage, and a live batch's usage sums read its completed rows
     // again (7–8 sums of 115–261 ms in all in a piped 20k × 0 ms run, bench/pg-cost.ts at load 4).
+    const readStart = performance.now();
     const status = await manager.getBatchStatus(batchId, {}, { liveUsage: false });
     if (received) return { status, signal: received };
     if (status.finishedAt !== null) return { status };
@@ -319,11 +320,13 @@ async function watch(
       ...toCounts(status),
       rateLimitedUntil: await manager.dashboardReads.rateLimitedUntil(batchId),
     });
+    const readMs = performance.now() - readStart;
     // Counts are read as often as the display shows them (the daemon's notice ends a sleep when the
     // batch ends): each read counts the batch's rows by state (it also summed their usage), the statement
     // with the most PostgreSQL time of a 20k × 0 ms run when it ran every 200 ms with stdout piped
-    // (40–58 reads of 88–189 ms each at load 10–18, measured by engineer pipe).
-    await Promise.race([ended.sleep(progress.refreshMs), signal, daemonSettled]);
+    // (40–58 reads of 88–189 ms each at load 10–18), and no more often than keeps those reads to a
+    // tenth of the time (nextReadDelayMs): a big batch's count is dear.
+    await Promise.race([ended.sleep(nextReadDelayMs(progress.refreshMs, readMs)), signal, daemonSettled]);
   }
 }
 
