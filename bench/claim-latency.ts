@@ -49,16 +49,16 @@ WITH want AS MATERIALIZED (
      FOR KEY SHARE OF b
 ),
 live AS MATERIALIZED (
-  SELECT b.id, b.expires_at FROM ${s}.batches b WHERE ${liveBatchSql('b')} ORDER BY b.expires_at, b.created_at, b.id
+  SELECT b.id, b.file_id, b.expires_at FROM ${s}.batches b WHERE ${liveBatchSql('b')} ORDER BY b.expires_at, b.created_at, b.id
 ),
 picked AS (
-  SELECT p.id, p.expires_at
+  SELECT p.id, p.row_ctid, p.template_id, p.file_id, p.line_number, p.expires_at
     FROM want w
     CROSS JOIN LATERAL (
-      SELECT r.id, lb.expires_at
+      SELECT r.id, r.row_ctid, r.template_id, lb.file_id, r.line_number, lb.expires_at
         FROM live lb
         CROSS JOIN LATERAL (
-          SELECT r.id FROM ${s}.requests r
+          SELECT r.id, r.ctid AS row_ctid, r.template_id, r.line_number FROM ${s}.requests r
            WHERE r.batch_id = lb.id AND r.model = w.model AND r.state = 'pending'
              AND (r.not_before IS NULL OR r.not_before <= now())
            ORDER BY r.line_number
@@ -73,17 +73,17 @@ ${claimUpdate(s, { daemon: '$4', lease: '$5' })}`;
 /** The claim's live batches and picked rows before fair share: deadline order alone. */
 function deadlineOrderPickedCtes(s: string): string {
   return `live AS MATERIALIZED (
-  SELECT b.id, b.expires_at FROM ${s}.batches b WHERE ${liveBatchSql('b')} ORDER BY b.expires_at, b.created_at, b.id
+  SELECT b.id, b.file_id, b.expires_at FROM ${s}.batches b WHERE ${liveBatchSql('b')} ORDER BY b.expires_at, b.created_at, b.id
 ),
 picked AS (
-  SELECT p.id, p.expires_at
+  SELECT p.id, p.row_ctid, p.template_id, p.file_id, p.line_number, p.expires_at
     FROM want w
     CROSS JOIN LATERAL (
-      SELECT r.id, lb.expires_at
+      SELECT r.id, r.row_ctid, r.template_id, lb.file_id, r.line_number, lb.expires_at
         FROM live lb
         CROSS JOIN LATERAL unnest(w.routes) AS rt(route_id)
         CROSS JOIN LATERAL (
-          SELECT r.id FROM ${s}.requests r
+          SELECT r.id, r.ctid AS row_ctid, r.template_id, r.line_number FROM ${s}.requests r
            WHERE r.batch_id = lb.id AND r.model = w.model AND r.route_id = rt.route_id AND r.state = 'pending'
              AND (r.not_before IS NULL OR r.not_before <= now())
            ORDER BY r.prefix_hash, r.line_number

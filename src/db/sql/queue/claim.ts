@@ -41,8 +41,22 @@ import { fairPickedCtes } from './fair-share.js';
  *
  * Cost is bounded by (live batches of the model + cap) per model, not by the backlog: the LATERAL
  * per batch stops at cap rows, the outer LIMIT stops the batch walk. The UPDATE finds its rows by
- * `id = ANY(ARRAY(…))`: joining the CTE alone let the planner hash a sequential scan of the whole
- * requests table (18 ms at 20k rows, growing with the table; 0.4 ms with the array).
+ * `ctid = ANY(ARRAY(…))` (a Tid Scan): the picked rows are locked FOR UPDATE by this same statement,
+ * so their ctid cannot change before the UPDATE. Joining the CTE alone let the planner hash a
+ * sequential scan of the whole requests table (18 ms at 20k rows, growing with the table); by
+ * `id = ANY(ARRAY(…))` each row cost a descent of requests_pkey, a random leaf of a 10M-entry index
+ * when ids are random. (Should a picked row's ctid ever point at a version this statement's snapshot
+ * does not see, the row is simply not claimed this time: `r.id = p.id` is checked too.)
+ *
+ * Each row's template is read through request_templates_file_line_idx (the batch's file, the
+ * request's line: createBatch makes every request from the line of the batch's file it names), where
+ * a batch's templates sit together, rather than by template id (request_templates_pkey: one random
+ * leaf per row when ids are random). The id is still checked, and a row whose template is not at its
+ * (file, line) falls back to the lookup by id (the UNION ALL's second branch, run only then).
+ * On the 10M-row bench database (bench/big-database.ts, docs/decisions/claim-at-10m.md), 300 claims
+ * of 100 rows, generic plan: shared blocks read per claim p50 179–198 → 69–71, I/O read time per
+ * claim p50 3.9–5.9 → 0.4–0.5 ms (track_io_timing), execution p50 15.1–16.7 → 9.8–10.0 ms
+ * (A B B A at load 9–13).
  *
  * Prefix order (issue 15, docs/decisions/0008): each request carries the hash of its prompt prefix
  * (system prompt and first message, src/domain/prompt-prefix.ts; NULL when it has none, sorted
@@ -106,8 +120,15 @@ export function claimUpdate(s: string, p: { daemon: string; lease: string }): st
   return `UPDATE ${s}.requests r
    SET state = 'processing', daemon_id = ${p.daemon}, claimed_at = now(), started_at = now(),
        lease_expires_at = now() + ${p.lease} * interval '1 millisecond', attempt = r.attempt + 1, not_before = NULL
-  FROM picked p, ${s}.request_templates t
- WHERE r.id = ANY (ARRAY(SELECT id FROM picked)) AND r.id = p.id AND t.id = r.template_id
+  FROM picked p
+ CROSS JOIN LATERAL (
+   SELECT t.custom_id, t.method, t.path, t.body, t.api_key, t.content_type FROM ${s}.request_templates t
+    WHERE t.file_id = p.file_id AND t.line_number = p.line_number AND t.id IS NOT DISTINCT FROM p.template_id
+   UNION ALL
+   SELECT t.custom_id, t.method, t.path, t.body, t.api_key, t.content_type FROM ${s}.request_templates t
+    WHERE t.id = p.template_id
+   LIMIT 1) t
+ WHERE r.ctid = ANY (ARRAY(SELECT row_ctid FROM picked)) AND r.ctid = p.row_ctid AND r.id = p.id
 RETURNING r.id, r.batch_id, r.model, r.route_id, r.attempt, floor(extract(epoch FROM p.expires_at) * 1000)::float8 AS expires_ms, t.custom_id, t.method, t.path,
           t.body, t.api_key, t.content_type`;
 }

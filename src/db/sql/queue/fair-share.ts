@@ -55,7 +55,7 @@ export function batchPendingRowsSql(
   s: string,
   p: { batch: string; model: string; route: string; limit: string; exclude: string | null },
 ): string {
-  return `SELECT r.id FROM ${s}.requests r
+  return `SELECT r.id, r.ctid AS row_ctid, r.template_id, r.line_number FROM ${s}.requests r
            WHERE r.batch_id = ${p.batch} AND r.model = ${p.model} AND r.route_id = ${p.route} AND r.state = 'pending'
              AND r.coalesced_into IS NULL AND (r.not_before IS NULL OR r.not_before <= now())${p.exclude ? `\n             AND r.id <> ALL (${p.exclude})` : ''}
            ORDER BY r.prefix_hash, r.line_number
@@ -65,11 +65,13 @@ export function batchPendingRowsSql(
 
 /**
  * The claim's `live` (claimable batches with their owner), `owner_level`, `quota`, `fair`, `rest`
- * and `picked(id, expires_at)` CTEs; they read a `want(model, cap, routes)` CTE defined before.
+ * and `picked(id, row_ctid, template_id, file_id, line_number, expires_at)` CTEs (what the claim's
+ * UPDATE needs to reach the row and its template without random index descents: claim.ts); they
+ * read a `want(model, cap, routes)` CTE defined before.
  */
 export function fairPickedCtes(s: string): string {
   return `live AS MATERIALIZED (
-  SELECT b.id, b.expires_at, coalesce(b.owner, '') AS owner, b.raised_at IS NOT NULL AS raised,
+  SELECT b.id, b.file_id, b.expires_at, coalesce(b.owner, '') AS owner, b.raised_at IS NOT NULL AS raised,
          row_number() OVER (ORDER BY b.raised_at IS NULL, b.expires_at, b.created_at, b.id) AS pos
     FROM ${s}.batches b WHERE ${LIVE}
    ORDER BY pos
@@ -104,10 +106,10 @@ quota AS MATERIALIZED (
    GROUP BY 1, 2
 ),
 fair AS MATERIALIZED (
-  SELECT q.model, p.id, p.expires_at
+  SELECT q.model, p.id, p.row_ctid, p.template_id, p.file_id, p.line_number, p.expires_at
     FROM quota q JOIN want w ON w.model = q.model
     CROSS JOIN LATERAL (
-      SELECT r.id, lb.expires_at
+      SELECT r.id, r.row_ctid, r.template_id, lb.file_id, r.line_number, lb.expires_at
         FROM live lb
         CROSS JOIN LATERAL unnest(w.routes) AS rt(route_id)
         CROSS JOIN LATERAL (
@@ -116,12 +118,12 @@ fair AS MATERIALIZED (
        LIMIT q.n) p
 ),
 rest AS MATERIALIZED (
-  SELECT p.id, p.expires_at
+  SELECT p.id, p.row_ctid, p.template_id, p.file_id, p.line_number, p.expires_at
     FROM want w
     CROSS JOIN LATERAL (SELECT w.cap - count(*)::int AS n FROM fair WHERE fair.model = w.model) AS short
     CROSS JOIN LATERAL (
-      SELECT r.id, lb.expires_at
-        FROM (SELECT lb.id, lb.expires_at
+      SELECT r.id, r.row_ctid, r.template_id, lb.file_id, r.line_number, lb.expires_at
+        FROM (SELECT lb.id, lb.file_id, lb.expires_at
                 FROM live lb
                 JOIN owner_level ol ON ol.model = w.model AND ol.owner = lb.owner
                 LEFT JOIN quota q ON q.model = w.model AND q.owner = lb.owner
@@ -134,6 +136,7 @@ rest AS MATERIALIZED (
    WHERE w.cap > 0 AND short.n > 0
 ),
 picked AS (
-  SELECT id, expires_at FROM fair UNION ALL SELECT id, expires_at FROM rest
+  SELECT id, row_ctid, template_id, file_id, line_number, expires_at FROM fair
+  UNION ALL SELECT id, row_ctid, template_id, file_id, line_number, expires_at FROM rest
 )`;
 }
