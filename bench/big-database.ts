@@ -315,7 +315,7 @@ export async function benchBigDatabase(
         `Built with INSERT … SELECT in ${big.buildSeconds.toFixed(0)} s: ${big.finishedBatches.toLocaleString('en-US')} ended batches of 10,000 (four owners, over 30 days, one in ten a message batch, 1 % failed),`,
         `${big.liveBatches} live batches of 5,000 over ${MODELS} models, 64 in flight; bodies ~${bodyBytes} B. Stored: ${gb(big.bytes.total)} (requests ${gb(big.bytes.requests)}, templates ${gb(big.bytes.templates)}).`,
         reset
-          ? `Kept schema ${s} (built by an earlier run): its live batches were put back to their built state first (${reset.rows.toLocaleString('en-US')} rows rewritten, ${reset.pending.toLocaleString('en-US')} pending), then VACUUM (ANALYZE) requests, in ${reset.seconds.toFixed(0)} s.`
+          ? `Kept schema ${s} (built by an earlier run): its live batches were put back to their built state first (${reset.rows.toLocaleString('en-US')} rows rewritten, ${reset.pending.toLocaleString('en-US')} pending), then VACUUM (ANALYZE) requests, in ${reset.seconds.toFixed(0)} s. Ended batches still stored: ${reset.endedBatches.toLocaleString('en-US')} of ${big.finishedBatches.toLocaleString('en-US')} (earlier purge runs removed the others).`
           : `Built for this run${keep ? ` (kept as schema ${s})` : ''}.`,
         `Reads run ${RUNS} times each after one warm-up, as owner alice (a quarter of the batches); plans in docs/big-database-plans.md.`,
         '',

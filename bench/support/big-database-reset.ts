@@ -22,6 +22,8 @@ export interface ResetReport {
   rows: number;
   /** Pending rows of the live batches after the reset. */
   pending: number;
+  /** Ended batches still stored: each purge-under-dispatch run (big-database-purge.ts) removes ~200. */
+  endedBatches: number;
   seconds: number;
 }
 
@@ -69,5 +71,8 @@ export async function resetLiveBatches(pool: pg.Pool, s: string, big: BigDatabas
   const { rows: counted } = await pool.query(
     `SELECT count(*)::int AS n FROM ${s}.requests WHERE batch_id = ANY (${live}) AND state = 'pending'`,
   );
-  return { rows, pending: counted[0].n, seconds: (performance.now() - t0) / 1000 };
+  const { rows: ended } = await pool.query(
+    `SELECT count(*)::int AS n FROM ${s}.batches WHERE finished_at IS NOT NULL AND deleted_at IS NULL`,
+  );
+  return { rows, pending: counted[0].n, endedBatches: ended[0].n, seconds: (performance.now() - t0) / 1000 };
 }
