@@ -1,8 +1,8 @@
 /**
  * Puts a kept big database (BENCH_BIG_SCHEMA, bench/big-database.ts) back to its live state as built:
  * every request of the live batches pending again, except the first live batch's IN_FLIGHT rows,
- * which are in flight with a fresh lease, and the live batches' deadlines 24 h ahead (in their build
- * order). Each run's claims complete ~30k of the 100k pending requests (and the purge bench's claims
+ * which are in flight with a fresh lease, the live batches' deadlines 24 h ahead (in their build
+ * order), and the bench daemon's budget rows. Each run's claims complete ~30k of the 100k pending requests (and the purge bench's claims
  * some more); without this, a later run claimed from what earlier runs left (36,706 pending rows of
  * 100,000 after a few runs) through an index full of their dead entries, and measured that instead.
  *
@@ -15,7 +15,7 @@
  * superuser, as the bench's connection is (the test database's postgres user).
  */
 import type pg from 'pg';
-import { BENCH_DAEMON, type BigDatabase, IN_FLIGHT } from './big-database-build.js';
+import { BENCH_DAEMON, type BigDatabase, IN_FLIGHT, MODELS } from './big-database-build.js';
 
 export interface ResetReport {
   /** Rows of the live batches rewritten back to their built state. */
@@ -60,6 +60,14 @@ export async function resetLiveBatches(pool: pg.Pool, s: string, big: BigDatabas
       [BENCH_DAEMON],
     );
     rows = updated.rowCount ?? 0;
+    // The bench daemon's budgets as built: a purge run's daemon process reclaims them (the bench
+    // daemon never heartbeats), and without them every claim of the next run takes nothing.
+    await client.query(
+      `INSERT INTO ${s}.model_budgets (model, daemon_id, slots, wanted)
+       SELECT 'model-' || m, $1, 1000, 1000 FROM generate_series(0, ${MODELS - 1}) m
+       ON CONFLICT (model, daemon_id) DO UPDATE SET slots = 1000, wanted = 1000`,
+      [BENCH_DAEMON],
+    );
     await client.query('COMMIT');
   } catch (e) {
     await client.query('ROLLBACK').catch(() => {});
