@@ -56,7 +56,7 @@ import { fairPickedCtes } from './fair-share.js';
  * On the 10M-row bench database (bench/big-database.ts, docs/decisions/claim-at-10m.md), 300 claims
  * of 100 rows, generic plan: shared blocks read per claim p50 179–198 → 69–71, I/O read time per
  * claim p50 3.9–5.9 → 0.4–0.5 ms (track_io_timing), execution p50 15.1–16.7 → 9.8–10.0 ms
- * (A B B A at load 9–13).
+ * (A B B A at load 9–13; at load 3.5: 8.1–12.7 → 5.1–5.5 ms, p99 19.9–27.8 → 6.7–14.1 ms).
  *
  * Prefix order (issue 15, docs/decisions/0008): each request carries the hash of its prompt prefix
  * (system prompt and first message, src/domain/prompt-prefix.ts; NULL when it has none, sorted
