@@ -68,6 +68,11 @@ function getOrCreate<T>(registry: Registry, name: string, create: () => T): T {
   return (registry.getSingleMetric(name) as T | undefined) ?? create();
 }
 
+/** Whether a model is named, for metricsModelsOf's answer. */
+function namesOf(models: MetricsModels): (model: string) => boolean {
+  return models === 'all' ? () => true : (model) => models.has(model);
+}
+
 /**
  * One instrument that does nothing, for every kind and every label set (`labels()` returns itself).
  */
@@ -93,7 +98,7 @@ const silent = (() => {
  * request.
  */
 function silentMetrics(models: MetricsModels): DaemonMetrics {
-  const names = models === 'all' ? () => true : (model: string) => models.has(model);
+  const names = namesOf(models);
   const any = silent as unknown as Counter & Gauge & Histogram;
   return {
     registry: null,
@@ -124,7 +129,7 @@ export function createDaemonMetrics(registry?: Registry, models: MetricsModels =
   // Loaded here, on first use with a registry (see silentMetrics).
   const { Counter, Gauge, Histogram } = require('prom-client') as typeof import('prom-client');
   const registers = [registry];
-  const names = models === 'all' ? () => true : (model: string) => models.has(model);
+  const names = namesOf(models);
   return {
     registry,
     names,

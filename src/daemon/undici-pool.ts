@@ -9,7 +9,7 @@ import type { Pool as UndiciPool } from 'undici';
  * on the 2-core machine at load ≈ 4: 70–118 ms of CPU against 200–290 ms for `import 'undici'`,
  * and `fusillade run` loads it before its first request (issue 10: start-up is CPU-bound).
  * undici has no `exports` map, so these paths are reachable; the version is pinned, and
- * test/daemon/undici-pool.test.ts checks that this Pool is the one the package exports.
+ * test/daemon/start-up-modules.test.ts checks that this Pool is the one the package exports.
  */
 const require = createRequire(import.meta.url);
 const Dispatcher = require('undici/lib/dispatcher/dispatcher.js') as { prototype: object };
