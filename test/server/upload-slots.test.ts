@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { multipartHead, openAndWrite, uploadHead } from '../reliability/support/multipart.js';
+import { waitFor } from '../support/mock-upstream.js';
 import { chatLine, jsonl, startTestServer, type TestServer, upload } from './support.js';
 
 /** Uploads past the pre-buffer hold a connection: they take turns, small ones never wait. */
@@ -21,7 +22,18 @@ describe('upload slots', () => {
       t.server.port,
       Buffer.concat([uploadHead(t.server.port, t.aliceKey, body.length + 10_000), body]),
     );
-    await new Promise((r) => setTimeout(r, 200));
+    // The stalled upload holds the slot once its COPY is open (its rows stream into it). Waiting a
+    // fixed time instead let a loaded machine start the second upload first, which then took the
+    // slot and finished while the stalled one waited.
+    const openCopies = async () =>
+      (
+        await t.db.pool.query(
+          `SELECT count(*)::int AS n FROM pg_stat_activity
+            WHERE state = 'active' AND query ILIKE 'COPY %' AND strpos(query, $1) > 0`,
+          [t.db.schema],
+        )
+      ).rows[0].n as number;
+    await waitFor(async () => (await openCopies()) === 1);
 
     let secondDone = false;
     const second = upload(t.alice, lines(40, 100), 'second.jsonl').then((f) => {
@@ -31,8 +43,11 @@ describe('upload slots', () => {
     // Under the pre-buffer: needs no slot.
     const small = await upload(t.bob, lines(2), 'small.jsonl');
     expect(small.id).toMatch(/^file-/);
+    // A chance for a server without slots to store the second upload meanwhile (a wait can only let
+    // a wrong server pass, never fail a right one): it is still queued, and no second COPY opened.
     await new Promise((r) => setTimeout(r, 300));
     expect(secondDone).toBe(false);
+    expect(await openCopies()).toBe(1);
 
     stalled.destroy();
     const file = await second;
