@@ -69,7 +69,8 @@ const shapes: Record<string, (body: Record<string, unknown>) => void> = {
 };
 
 async function waitFor(client: OpenAI, id: string): Promise<OpenAI.Batches.Batch> {
-  const deadline = Date.now() + 30_000;
+  // A deadline against a hang, not a speed check: a loaded machine takes what it takes.
+  const deadline = Date.now() + 120_000;
   for (;;) {
     const batch = await client.batches.retrieve(id);
     if (['completed', 'failed', 'cancelled', 'expired'].includes(batch.status)) return batch;
