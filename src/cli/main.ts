@@ -1,3 +1,5 @@
+// First: pg's socket module loads without Node's undici (src/db/pg-runtime.ts).
+import '../db/pg-runtime.js';
 import { Command, CommanderError } from 'commander';
 import type { CommandName } from '../config/schema.js';
 import { type CliFlags, resolveSettings, type Settings } from '../config/settings.js';

@@ -32,16 +32,44 @@ export async function resolveUpstream(settings: Settings): Promise<ResolvedUpstr
   return { routing: settings.routing, url, identity: url ?? 'per-model', close: async () => {} };
 }
 
-/** Any HTTP answer (even 404) proves the upstream is reachable; a connection error does not. */
-export async function checkUpstreamReachable(url: string): Promise<void> {
+/**
+ * Any HTTP answer (even 404) proves the upstream is reachable; a connection error does not. The HEAD
+ * goes through node:http(s), not `fetch`: the first `fetch` loads Node's bundled undici, and the
+ * probe cost 57–67 ms of CPU that way against 14–19 ms (each alone in a fresh process, 2-core
+ * machine), all of it before `run`'s first request.
+ */
+export async function checkUpstreamReachable(url: string, timeoutMs = 10_000): Promise<void> {
   try {
-    const res = await fetch(url, { method: 'HEAD', signal: AbortSignal.timeout(10_000) });
-    await res.body?.cancel().catch(() => {});
+    await head(url, timeoutMs);
   } catch (err) {
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    const why = cause?.code ?? cause?.message ?? (err as Error).message;
+    const e = err as NodeJS.ErrnoException;
+    const why = e.name === 'AbortError' ? `no answer within ${timeoutMs / 1000} s` : (e.code ?? e.message);
     throw new UsageError(`cannot reach the upstream ${withoutCredentials(url)}: ${why}`, 1);
   }
+}
+
+/** One HEAD on a connection of its own (closed after the answer); resolves on any answer. */
+async function head(url: string, timeoutMs: number): Promise<void> {
+  const target = new URL(url);
+  if (target.protocol !== 'http:' && target.protocol !== 'https:') {
+    throw new Error(`${target.protocol} is not http: or https:`);
+  }
+  // A probe needs no credentials: any answer, 401 included, will do.
+  target.username = '';
+  target.password = '';
+  const { request } = target.protocol === 'https:' ? await import('node:https') : await import('node:http');
+  await new Promise<void>((resolve, reject) => {
+    const req = request(
+      target,
+      { method: 'HEAD', agent: false, signal: AbortSignal.timeout(timeoutMs) },
+      (res) => {
+        res.resume();
+        resolve();
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 /** A URL for messages: user and password (if someone put a key there) are dropped. */
