@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { query, withClient } from '../db/client.js';
 import { compressFinished, DAEMON_COMPRESS_PACE, describeCompress } from '../db/compress.js';
-import { describePurge, purge } from '../db/purge.js';
+import { DAEMON_PURGE_PACE, describePurge, purge } from '../db/purge.js';
 import { cancelledBatchesSql, endableBatchesSql, queueDepthSql } from '../db/sql/batches/batch-watch.js';
 import { finalizeBatchSql } from '../db/sql/batches/finalize-batch.js';
 import { markAtRiskSql } from '../db/sql/queue/at-risk.js';
@@ -316,8 +316,9 @@ export class Maintenance {
   }
 
   /**
-   * Removes expired and deleted data (src/db/purge.ts) in small transactions; when another daemon
-   * is purging, this one skips its turn.
+   * Removes expired and deleted data (src/db/purge.ts) in small transactions, paced
+   * (DAEMON_PURGE_PACE) so that dispatch on the same machine keeps its rate; when another daemon is
+   * purging, this one skips its turn.
    */
   private async purge(): Promise<void> {
     const c = this.d.config;
@@ -325,6 +326,7 @@ export class Maintenance {
     const report = await purge(this.d.db, this.d.schema, {
       ...(retention !== undefined ? { olderThanMs: parseDuration(retention) } : {}),
       whenBusy: 'skip',
+      pace: DAEMON_PURGE_PACE,
       statementTimeoutMs: c.dbTimeoutMs,
       shouldStop: () => this.stopped || this.d.isStopping,
     });

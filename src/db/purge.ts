@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { checkPace, type PaceClock, Pacer } from './pace.js';
 import {
   deleteBatchSql,
   deleteChunkSql,
@@ -34,6 +35,14 @@ export interface PurgeOptions {
   statementTimeoutMs?: number;
   /** Asked between transactions: true stops the purge there (a stopping daemon). */
   shouldStop?: () => boolean;
+  /**
+   * Before each transaction the purge waits this many times as long as it has worked since its last
+   * wait (src/db/pace.ts), so it takes at most 1 / (1 + pace) of the time. Default 0: back to back,
+   * for `fusillade purge` and `manager.purge()` run by hand; daemons pass DAEMON_PURGE_PACE.
+   */
+  pace?: number;
+  /** The clock the pace waits on (tests give their own; default: the real one). */
+  clock?: PaceClock;
 }
 
 /** What a purge removed (or, for previewPurge, would remove). */
@@ -50,6 +59,10 @@ export interface PurgeReport {
 }
 
 export const DEFAULT_PURGE_CHUNK_ROWS = 10_000;
+/**
+ * Daemons purge at most a tenth of the time: see docs/decisions/retention.md ("The paced purge").
+ */
+export const DAEMON_PURGE_PACE = 9;
 /** Candidates read per query; the loops come back for more. */
 const CANDIDATES = 100;
 
@@ -72,10 +85,16 @@ export async function purge(pool: pg.Pool, schema: string, options: PurgeOptions
       ? 'SELECT pg_try_advisory_xact_lock(hashtext($1)) AS ok'
       : 'SELECT pg_advisory_xact_lock(hashtext($1)), true AS ok';
   const timeout = Math.max(1, Math.floor(options.statementTimeoutMs ?? 60_000));
+  const stop = () => options.shouldStop?.() === true;
+  const pacer = new Pacer(checkPace(options.pace ?? 0, 'purge pace'), options.clock);
 
-  /** One transaction holding the purge lock; Stop when it is taken and we skip, or we must stop. */
+  /**
+   * One transaction holding the purge lock, after the pace's pause; Stop when the lock is taken and
+   * we skip, or we must stop.
+   */
   async function tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    if (options.shouldStop?.()) throw new Stop();
+    await pacer.pause(stop);
+    if (stop()) throw new Stop();
     return withTransaction(
       pool,
       async (c) => {
