@@ -6,8 +6,9 @@
  *    the EXPLAIN (ANALYZE, BUFFERS) of each of their statements written to docs/big-database-plans.md;
  *  - the daemon's claim (src/db/sql/queue/claim.ts, one statement over the ten models), 300 times,
  *    each claimed row completed afterwards, untimed (goal p99 < 20 ms);
- *  - purging ~1M finished requests while a daemon dispatches a live batch, against quiet runs
- *    (bench/support/big-database-purge.ts; BENCH_BIG_PURGE=0 skips it).
+ *  - the purge, at the daemons' pace, on a backlog of ~1M deleted requests while a daemon dispatches
+ *    a live batch, against quiet runs (bench/support/big-database-purge.ts; BENCH_BIG_PURGE=0 skips
+ *    it, BENCH_BIG_PURGE_ROUNDS=n sets the rounds, BENCH_BIG_PURGE_PACE=p another pace).
  * Bodies are short (BENCH_BIG_BODY_BYTES, default 200) so that 10M rows fit the disk and the time:
  * every read here walks an index, and a read that scanned a table would miss the goal anyway.
  *

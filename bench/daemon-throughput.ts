@@ -63,7 +63,8 @@ interface Side {
 
 const newSide = (): Side => ({ seconds: [], self: [], pg: [], mock: [] });
 
-function templates(mockUrl: string, n: number, model: string) {
+/** The bench's `n` templates of `model`, sent to the mock at `mockUrl`. */
+export function templates(mockUrl: string, n: number, model: string) {
   return (async function* () {
     for (let i = 0; i < n; i++) {
       yield {

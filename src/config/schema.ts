@@ -600,7 +600,7 @@ export const SETTINGS = {
     'purgeIntervalMs',
     integer({ min: 1000 }),
     60_000,
-    'how often daemons purge expired and deleted data (one daemon at a time, ~10k rows per transaction)',
+    'how often daemons purge expired and deleted data (one daemon at a time, ~10k rows per transaction, paced to at most a tenth of the time)',
   ),
   compressFinishedBodies: tuning(
     'compressFinishedBodies',
