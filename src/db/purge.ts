@@ -60,7 +60,11 @@ export interface PurgeReport {
 
 export const DEFAULT_PURGE_CHUNK_ROWS = 10_000;
 /**
- * Daemons purge at most a tenth of the time: see docs/decisions/retention.md ("The paced purge").
+ * Daemons purge at most a tenth of the time. Measured on the 10M-request bigdb (bench/big-database.ts,
+ * a 20k batch dispatching, runs a b b a, load 8-15 on 2 cores): back to back the batch's rate fell
+ * 14.3 % (the lead's earlier run: 32 %) for 69k requests purged a second; at 9 it fell 2.7 % for
+ * 7.3k a second while dispatching (~19B a month; issue 14 asks for 100M). docs/decisions/retention.md
+ * ("The paced purge") has the runs.
  */
 export const DAEMON_PURGE_PACE = 9;
 /** Candidates read per query; the loops come back for more. */
