@@ -61,6 +61,39 @@ describe('BatchInputParser', () => {
     expect(memberSpan('{"a":"x\\"}","body":[1]}', 'body')).toEqual([19, 22]);
   });
 
+  it('reads a compact line ending in its body whole, and any other form member by member, to the same text', () => {
+    const spaced = '{ "model": "m", "n": 1.0 }';
+    const texts = [
+      // Compact, body last: one JSON.parse of the line (readWhole).
+      line('a', '{"model":"m","messages":[{"role":"user","content":"hi"}]}'),
+      // A body whose JSON.stringify differs from its text: the member scanner keeps the text.
+      line('b', spaced),
+      line('c', '{"model":"m","s":"\\u00e9"}'),
+      // A "body": member nested in another member whose text equals the real body's stringify.
+      `{"custom_id":"d","method":"POST","url":"/v1/chat/completions","x":{"body":{"model":"m","n":1}},"body":${spaced}}`,
+      // Body not last; a custom_id that ends like a body.
+      '{"body":{"model":"m"},"custom_id":"e","method":"POST","url":"/v1/chat/completions"}',
+      line('f"body":{"model":"m"}', '{"model":"m"}'),
+    ];
+    const lines = parseAll(Buffer.from(texts.join('\n')));
+    expect(lines.map((l) => l.body)).toEqual([
+      '{"model":"m","messages":[{"role":"user","content":"hi"}]}',
+      spaced,
+      '{"model":"m","s":"\\u00e9"}',
+      spaced,
+      '{"model":"m"}',
+      '{"model":"m"}',
+    ]);
+    expect(lines.map((l) => l.customId)).toEqual(['a', 'b', 'c', 'd', 'e', 'f"body":{"model":"m"}']);
+    expect(lines.every((l) => l.model === 'm' && l.url === '/v1/chat/completions')).toBe(true);
+    // The same issues either way: a compact line with a bad method, a spaced one with a bad url.
+    expect(issueOf(() => parseAll(Buffer.from(line('g', '{"model":"m"}').replace('POST', 'GET')))).code).toBe(
+      'invalid_method',
+    );
+    expect(issueOf(() => parseAll(Buffer.from(line('h', '{"model":""}')))).code).toBe('missing_model');
+    expect(issueOf(() => parseAll(Buffer.from(line('i', '[1]')))).code).toBe('invalid_body');
+  });
+
   it('names the line of each kind of problem', () => {
     const ok = line('a', '{"model":"m"}');
     const check = (text: string, code: string, lineNo?: number) => {
