@@ -61,10 +61,12 @@ export interface PurgeReport {
 export const DEFAULT_PURGE_CHUNK_ROWS = 10_000;
 /**
  * Daemons purge at most a tenth of the time. Measured on the 10M-request bigdb (bench/big-database.ts,
- * a 20k batch dispatching, runs a b b a, load 8-15 on 2 cores): back to back the batch's rate fell
- * 14.3 % (the lead's earlier run: 32 %) for 69k requests purged a second; at 9 it fell 2.7 % for
- * 7.3k a second while dispatching (~19B a month; issue 14 asks for 100M). docs/decisions/retention.md
- * ("The paced purge") has the runs.
+ * a 20k batch dispatching, runs a b b a, 2 cores shared): back to back the batch's rate fell 14.3 %
+ * (load 8; the lead's earlier run: 32 %) and the purge took a third of a core; at 9, three sets at
+ * load 11-20 gave 2.7, 7.5 and 13.6 % by medians with runs faster and slower than their neighbours
+ * by turns (the machine's noise), the purge 1-2 % of a core and the daemon's CPU per request
+ * unchanged, for 2,800-7,300 requests purged a second while dispatching (7-19B a month; issue 14
+ * asks for 100M). docs/decisions/retention.md ("The paced purge") has the runs.
  */
 export const DAEMON_PURGE_PACE = 9;
 /** Candidates read per query; the loops come back for more. */
