@@ -1,12 +1,14 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withoutCredentials } from '../../src/cli/upstream.js';
 import { redactUrl, resolveSettings } from '../../src/config/settings.js';
 import { UsageError } from '../../src/config/usage-error.js';
 import { TEST_DATABASE_URL } from '../support/db.js';
-import { closedPort, runCli, SHIPPED_BIN, writeBatchInput } from './support/cli.js';
+import { closedPort, runCli, SHIPPED_BIN, startCli, waitFor, writeBatchInput } from './support/cli.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -150,6 +152,54 @@ describe('bad input gets a one-line error and a non-zero status', () => {
       r.stderr,
       new RegExp(`cannot reach the upstream http://127\\.0\\.0\\.1:${port}: ECONNREFUSED`),
     );
+  });
+
+  it('an upstream that fails while the input is stored leaves nothing stored', async () => {
+    // The probe runs beside the store; the input's transaction waits for its answer. This upstream
+    // holds the probe until the COPY of the input is under way, then drops the connection.
+    const input = join(dir, 'late.jsonl');
+    await writeBatchInput(input, 3);
+    const schema = `cli_late_probe_${process.pid}`;
+    const admin = new pg.Pool({ connectionString: TEST_DATABASE_URL, max: 1 });
+    const held: Socket[] = [];
+    const upstream = createServer((socket) => held.push(socket));
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    const port = (upstream.address() as { port: number }).port;
+    try {
+      const run = startCli([
+        'run',
+        input,
+        '-o',
+        join(dir, 'late-out.jsonl'),
+        '--upstream',
+        `http://127.0.0.1:${port}`,
+        '--database-url',
+        TEST_DATABASE_URL,
+        '--schema',
+        schema,
+      ]);
+      await waitFor(async () => {
+        const { rows } = await admin.query(
+          `SELECT 1 FROM pg_stat_activity WHERE query LIKE $1 AND state = 'active'`,
+          [`COPY "${schema}".request_templates%`],
+        );
+        return rows.length > 0 || run.exitCode !== null;
+      });
+      expect(held.length).toBe(1);
+      for (const socket of held) socket.destroy();
+      const r = await run.exited;
+      expect(r.code).toBe(1);
+      expectOneLineError(
+        r.stderr,
+        new RegExp(`cannot reach the upstream http://127\\.0\\.0\\.1:${port}: ECONNRESET`),
+      );
+      const { rows } = await admin.query(`SELECT count(*)::int AS n FROM ${schema}.files`);
+      expect(rows[0].n).toBe(0);
+    } finally {
+      upstream.close();
+      await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await admin.end();
+    }
   });
 
   it('--verbose adds the stack trace', async () => {
