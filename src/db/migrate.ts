@@ -19,8 +19,13 @@ export interface Migration {
   sql: string;
 }
 
+/** The migration files' names, in order (`0001_init.sql`, …): their versions without reading them. */
+async function migrationNames(dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((n) => /^\d{4}_[\w-]+\.sql$/.test(n)).sort();
+}
+
 export async function loadMigrations(dir = migrationsDir()): Promise<Migration[]> {
-  const names = (await readdir(dir)).filter((n) => /^\d{4}_[\w-]+\.sql$/.test(n)).sort();
+  const names = await migrationNames(dir);
   return Promise.all(
     names.map(async (name) => ({
       version: Number(name.slice(0, 4)),
@@ -43,6 +48,8 @@ export interface MigrateOptions {
  */
 export async function migrate(pool: pg.Pool | pg.Client, options: MigrateOptions = {}): Promise<number[]> {
   const schema = assertSchemaName(options.schema ?? DEFAULT_SCHEMA);
+  const versions = (await migrationNames(migrationsDir())).map((n) => Number(n.slice(0, 4)));
+  if (await upToDate(pool, schema, versions)) return [];
   const migrations = await loadMigrations();
   const pooled = 'totalCount' in pool ? await pool.connect() : undefined;
   const client: pg.ClientBase = pooled ?? (pool as pg.Client);
@@ -72,4 +79,26 @@ export async function migrate(pool: pg.Pool | pg.Client, options: MigrateOptions
   } finally {
     pooled?.release();
   }
+}
+
+/**
+ * Whether every migration is recorded already: one statement, so that the usual start (a command
+ * on a migrated schema) skips the transaction's six more round trips, its advisory lock and its
+ * CREATE … IF NOT EXISTS (which take locks of their own); `fusillade run` waits for them before it
+ * stores its input (the files are read only when one is missing). Migrations are only ever added, so "all recorded" stays true once read. A
+ * schema or table not created yet (its first migration) reads as not up to date.
+ */
+async function upToDate(db: pg.Pool | pg.Client, schema: string, wanted: number[]): Promise<boolean> {
+  let versions: number[];
+  try {
+    const { rows } = await db.query<{ version: number }>(`SELECT version FROM "${schema}".schema_migrations`);
+    versions = rows.map((r) => r.version);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    // undefined_table, invalid_schema_name: not migrated yet.
+    if (code === '42P01' || code === '3F000') return false;
+    throw err;
+  }
+  const done = new Set(versions);
+  return wanted.every((v) => done.has(v));
 }

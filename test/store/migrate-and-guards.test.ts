@@ -27,6 +27,35 @@ describe('migrate', () => {
     }
   });
 
+  it('reads an up-to-date schema with one statement, and takes the whole path for a version not recorded', async () => {
+    const schema = `t_${randomBytes(6).toString('hex')}`;
+    const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    await client.connect();
+    const sent: string[] = [];
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+    (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+      sent.push(typeof args[0] === 'string' ? args[0] : (args[0] as { text: string }).text);
+      return query(...args);
+    };
+    try {
+      const all = (await loadMigrations()).map((m) => m.version);
+      expect(await migrate(client, { schema })).toEqual(all);
+      sent.length = 0;
+      expect(await migrate(client, { schema })).toEqual([]);
+      expect(sent).toEqual([`SELECT version FROM "${schema}".schema_migrations`]);
+      // A version not recorded (as after an upgrade) takes the whole path: the advisory lock, then
+      // the migration (which may or may not run twice: only the path is checked here).
+      const last = all[all.length - 1]!;
+      await client.query(`DELETE FROM "${schema}".schema_migrations WHERE version = $1`, [last]);
+      sent.length = 0;
+      await migrate(client, { schema }).catch(() => {});
+      expect(sent.some((q) => q.includes('pg_advisory_xact_lock'))).toBe(true);
+    } finally {
+      await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await client.end();
+    }
+  });
+
   it('rejects a schema name that cannot be inlined safely', async () => {
     const pool = new pg.Pool({ connectionString: TEST_DATABASE_URL, max: 1 });
     try {
