@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { zipBody } from '../domain/body-codec.js';
+import { checkPace, type PaceClock, Pacer } from './pace.js';
 import { answersToCompressSql } from './sql/compression/answers-to-compress.js';
 import { compressibleBatchesSql } from './sql/compression/compressible-batches.js';
 import { markBatchCompressedSql } from './sql/compression/mark-batch-compressed.js';
@@ -31,12 +32,14 @@ export interface CompressOptions {
   /** Asked between transactions: true stops the pass there (a stopping daemon). */
   shouldStop?: () => boolean;
   /**
-   * After each chunk the pass waits this many times as long as the chunk took (default 0: back to
-   * back, for `compressFinished()` run by hand; daemons pass DAEMON_COMPRESS_PACE). A chunk that
-   * took longer (a loaded machine) is followed by a longer wait: the pass stays a fixed share of
-   * the time whatever the load.
+   * Before each chunk the pass waits this many times as long as it worked since its last wait
+   * (src/db/pace.ts; default 0: back to back, for `compressFinished()` run by hand; daemons pass
+   * DAEMON_COMPRESS_PACE). Work that took longer (a loaded machine) is followed by a longer wait:
+   * the pass stays a fixed share of the time whatever the load. A stop ends a wait within 250 ms.
    */
   pace?: number;
+  /** The clock the pace waits on (tests give their own; default: the real one). */
+  clock?: PaceClock;
 }
 
 export interface CompressReport {
@@ -88,6 +91,8 @@ export async function compressFinished(
       ? 'SELECT pg_try_advisory_xact_lock(hashtext($1)) AS ok'
       : 'SELECT pg_advisory_xact_lock(hashtext($1)), true AS ok';
   const timeoutMs = Math.max(1, Math.floor(options.statementTimeoutMs ?? 60_000));
+  const stop = () => options.shouldStop?.() === true;
+  const pacer = new Pacer(checkPace(options.pace ?? 0, 'compress pace'), options.clock);
 
   async function tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     if (options.shouldStop?.()) throw new Stop();
@@ -111,7 +116,8 @@ export async function compressFinished(
    * same chunk (one waiting for the lock) write it once: the write skips rows already compressed.
    */
   async function chunk(batchId: string, after: number): Promise<number | null> {
-    if (options.shouldStop?.()) throw new Stop();
+    await pacer.pause(stop);
+    if (stop()) throw new Stop();
     const { rows } = await pool.query<{ id: string; line_number: number; body: string | null }>(
       answersToCompressSql(schema),
       [batchId, after, chunkRows, chunkBytes, MAX_COMPRESSED_ANSWER_BYTES],
@@ -145,10 +151,7 @@ export async function compressFinished(
       for (const b of fresh) {
         seen.add(`${b.id}@${b.finished_at}`);
         for (let after: number | null = 0; after !== null; ) {
-          const t0 = performance.now();
           after = await chunk(b.id, after);
-          const pause = (performance.now() - t0) * (options.pace ?? 0);
-          if (after !== null && pause > 0) await new Promise((r) => setTimeout(r, pause));
         }
         await pool.query(markBatchCompressedSql(schema), [b.id, b.finished_at]);
         report.batches++;

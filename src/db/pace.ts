@@ -1,7 +1,8 @@
 /**
- * Pacing of background work (the daemons' purge): after working for a while, the work waits `pace`
- * times as long, so it takes at most 1 / (1 + pace) of the time it runs over. Work that takes longer
- * (a loaded machine) is followed by a longer wait: the share stays the same whatever the load.
+ * Pacing of background work (the daemons' purge and compression): after working for a while, the
+ * work waits `pace` times as long, so it takes at most 1 / (1 + pace) of the time it runs over. Work
+ * that takes longer (a loaded machine) is followed by a longer wait: the share stays the same
+ * whatever the load.
  */
 
 /** The time and the waiting a Pacer uses; tests give their own. */

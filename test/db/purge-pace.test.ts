@@ -2,27 +2,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PAUSE_SLICE_MS, type PaceClock, Pacer, pauseAfter } from '../../src/db/pace.js';
 import { DAEMON_PURGE_PACE, purge } from '../../src/db/purge.js';
 import { createTestDb, type TestDb, template } from '../support/db.js';
+import { steppingClock } from '../support/pace-clock.js';
 
 /**
  * The paced purge (src/db/pace.ts, purge()'s `pace`): it waits between its transactions in
- * proportion to its work. Time here is a clock of the test's own: each reading moves it 10 ms on,
- * and a sleep only records what it was asked, so nothing depends on the machine's speed.
+ * proportion to its work. Time here is a clock of the test's own (test/support/pace-clock.ts), so
+ * nothing depends on the machine's speed.
  */
-function steppingClock(stepMs = 10): PaceClock & { sleeps: number[] } {
-  let t = 0;
-  const sleeps: number[] = [];
-  return {
-    sleeps,
-    now: () => {
-      t += stepMs;
-      return t;
-    },
-    sleep: async (ms) => {
-      sleeps.push(ms);
-    },
-  };
-}
-
 describe('Pacer', () => {
   it('waits pace times the work since its last pause, in slices a stop ends', async () => {
     expect(pauseAfter(10, 3)).toBe(30);
