@@ -121,13 +121,16 @@ describe('inbound deadlines', () => {
 
   it('lets slow but steady uploads and JSON bodies through, however long they take', async () => {
     const { port } = t.server;
-    // An upload sent in 12 pieces 300 ms apart: 3.6 s in all, more than three idle deadlines.
+    // An upload sent in 36 pieces 100 ms apart: 3.6 s in all, more than three idle deadlines. The
+    // pieces are close together so that only a stall of the whole process for 900 ms (not 700, as
+    // with 300 ms apart) lets the server's idle timer fire before it reads a piece already sent: both
+    // timers run in this process, and a stalled event loop fires its due timers before it reads.
     const body = multipartBody(jsonl([chatLine(1), chatLine(2), chatLine(3)]));
     const socket = await openAndWrite(port, uploadHead(port, t.aliceKey, body.length));
     const answer = collect(socket);
-    const step = Math.ceil(body.length / 12);
+    const step = Math.ceil(body.length / 36);
     for (let at = 0; at < body.length; at += step) {
-      await new Promise((r) => setTimeout(r, 300));
+      await new Promise((r) => setTimeout(r, 100));
       socket.write(body.subarray(at, at + step));
     }
     const text = await answer;
@@ -135,7 +138,7 @@ describe('inbound deadlines', () => {
     const fileId = /"id":"(file-[0-9a-f]+)"/.exec(text)?.[1];
     expect(fileId).toBeDefined();
 
-    // The batch creation's JSON, one piece every 300 ms.
+    // The batch creation's JSON, three bytes every 100 ms (over 3 s).
     const json = Buffer.from(
       JSON.stringify({ input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' }),
     );
@@ -144,9 +147,9 @@ describe('inbound deadlines', () => {
       Buffer.from(jsonHead(port, 'POST', '/v1/batches', t.aliceKey, json.length)),
     );
     const answer2 = collect(s2);
-    for (let at = 0; at < json.length; at += 8) {
-      await new Promise((r) => setTimeout(r, 300));
-      s2.write(json.subarray(at, at + 8));
+    for (let at = 0; at < json.length; at += 3) {
+      await new Promise((r) => setTimeout(r, 100));
+      s2.write(json.subarray(at, at + 3));
     }
     expect(await answer2).toMatch(/^HTTP\/1\.1 200 [\s\S]*"object":"batch"/);
   }, 60_000);
