@@ -51,7 +51,7 @@ describe('a batch create retried by the client after a 503', () => {
     await new Promise((r) => setTimeout(r, 500));
     // One call: at most one batch (none if the client gave up).
     expect(await batches(), String(outcome)).toBeLessThanOrEqual(1);
-  }, 30_000);
+  });
 
   it('creates exactly one batch when the client sends an Idempotency-Key', async () => {
     const before = await batches();
@@ -67,5 +67,5 @@ describe('a batch create retried by the client after a 503', () => {
     await new Promise((r) => setTimeout(r, 500));
     expect(created.id).toMatch(/^batch_/);
     expect(await batches()).toBe(before + 1);
-  }, 30_000);
+  });
 });

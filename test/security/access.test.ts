@@ -51,7 +51,7 @@ beforeAll(async () => {
   alice.errors = done.error_file_id!;
   const reqs = await http.call('GET', `/api/dashboard/batches/${batch.id}/requests`, { key: t.aliceKey });
   alice.requestUuid = (reqs.json as { data: { id: string }[] }).data[0]!.id;
-}, 60_000);
+});
 
 afterAll(async () => {
   await t?.close();

@@ -71,7 +71,7 @@ beforeAll(async () => {
     logger: (entry) => void logs.push(entry),
   });
   http = new Recorder(t);
-}, 60_000);
+});
 
 afterAll(async () => {
   delete process.env.FUSILLADE_TEST_SECRET_ENV;
