@@ -2,7 +2,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { folderCycles, folderGraph, formatFolderGraph } from '../../scripts/folder-graph.js';
+import {
+  architectureMarkdown,
+  folderCycles,
+  folderGraph,
+  formatFolderGraph,
+} from '../../scripts/folder-graph.js';
 
 /**
  * The folders of src/ form layers: no import cycle between two folders (type imports included), and
@@ -44,5 +49,10 @@ describe('the folder dependency graph of src/', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('is what docs/architecture.md shows (`npm run deps:graph` rewrites it)', () => {
+    const doc = fs.readFileSync(new URL('../../docs/architecture.md', import.meta.url), 'utf8');
+    expect(doc).toBe(architectureMarkdown());
   });
 });
