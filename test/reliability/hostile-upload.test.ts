@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chatLine, jsonl, startTestServer, type TestServer, upload } from '../server/support.js';
+import { waitFor } from '../support/mock-upstream.js';
 import {
   BOUNDARY,
   multipartBody,
@@ -81,12 +82,13 @@ function rawUpload(content: Buffer | string, key = t.aliceKey): Promise<Response
   });
 }
 
-/** `n` chat lines of about 110 bytes each. */
-function manyLines(n: number): Buffer {
+/** `n` chat lines of about 110 bytes each, plus `pad` bytes of content. */
+function manyLines(n: number, pad = 0): Buffer {
   const parts: string[] = [];
+  const padding = 'x'.repeat(pad);
   for (let i = 1; i <= n; i++) {
     parts.push(
-      `{"custom_id":"r${i}","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-test","messages":[{"role":"user","content":"hi ${i}"}]}}\n`,
+      `{"custom_id":"r${i}","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-test","messages":[{"role":"user","content":"hi ${i}${padding}"}]}}\n`,
     );
   }
   return Buffer.from(parts.join(''));
@@ -305,14 +307,27 @@ describe('generated hostile files', () => {
 describe('broken uploads over raw HTTP', () => {
   it('a multipart body cut off mid-upload stores nothing and frees its connection', async () => {
     const before = await stored();
-    const content = manyLines(20_000);
+    // 11 MB (under the 12 MB limit), cut after 9.4: past the 8 MB pre-buffer, so the rows are
+    // streaming into an open COPY when the client vanishes (1.3 MB of 2.6 stayed in the pre-buffer
+    // and tested only its abort).
+    const content = manyLines(20_000, 440);
     const body = Buffer.concat([multipartHead(), content, multipartTail()]);
     const socket = await openAndWrite(
       t.server.port,
-      Buffer.concat([uploadHead(t.server.port, t.aliceKey, body.length), body.subarray(0, body.length >> 1)]),
+      Buffer.concat([
+        uploadHead(t.server.port, t.aliceKey, body.length),
+        body.subarray(0, Math.floor(body.length * 0.85)),
+      ]),
     );
-    // Let the server start streaming rows into its transaction, then vanish.
-    await new Promise((r) => setTimeout(r, 300));
+    // Once the server streams rows into its COPY (a condition, not a fixed 300 ms), vanish.
+    await waitFor(async () => {
+      const { rows } = await t.db.pool.query(
+        `SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE state = 'active' AND query ILIKE 'COPY %' AND strpos(query, $1) > 0`,
+        [t.db.schema],
+      );
+      return rows[0].n === 1;
+    });
     socket.destroy();
     await poolSettles();
     expect(await stored()).toEqual(before);
