@@ -331,7 +331,14 @@ function readWhole(text: string): LineMembers | undefined {
   if (typeof line !== 'object' || line === null || Array.isArray(line)) return undefined;
   const { custom_id: customId, method, url, body: value } = line as Record<string, unknown>;
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
-  const body = JSON.stringify(value);
+  let body: string;
+  try {
+    // JSON.parse reads any depth, JSON.stringify recurses: a deeply nested body overflows the
+    // stack here, and the member scanner, which bounds depth, names the line's issue instead.
+    body = JSON.stringify(value);
+  } catch {
+    return undefined;
+  }
   if (!text.endsWith(`"body":${body}}`)) return undefined;
   const { model, input } = value as Record<string, unknown>;
   return { customId, method, url, body: () => ({ body, fields: { model, input } }) };
