@@ -13,9 +13,10 @@ import { DaemonFleet, type DaemonProcess, taggedUrl, uniqueTag } from './support
  *
  * At the end every request is completed exactly once in the database, none is lost or stuck, the
  * upstream never saw more than 16 at once, and requests sent twice are at most those the killed
- * daemons held at the kills. Reported (not asserted: the suite runs on loaded machines): how soon
- * each killed daemon's rows were sent again, and how soon after the last kill every row the killed
- * daemons held was completed (RELIABILITY.md).
+ * daemons held at the kills, and each of those is sent again by another daemon unless the killed
+ * daemon's own result write completed it (ownWrites). Reported (not asserted: the suite runs on
+ * loaded machines): how soon each killed daemon's rows were sent again, and how soon after the last
+ * kill every row the killed daemons held was completed (RELIABILITY.md).
  */
 
 const MODEL = 'gpt-chaos';
@@ -60,10 +61,31 @@ afterAll(async () => {
 
 interface Kill {
   at: number;
-  /** custom_id → times the mock had seen it when the daemon died. */
+  daemonId: string;
+  /** custom_id → times the mock had seen it once the daemon had exited (before the held rows were read). */
   held: Map<string, number>;
-  /** ms until every held row had been sent again by another daemon. */
+  /**
+   * ms until every held row had been sent again by another daemon or completed by the killed
+   * daemon's own result write (see ownWrites).
+   */
   resentMs: number | null;
+  /** Held rows that were neither sent again nor completed by the killed daemon within the wait. */
+  unresent: string[];
+}
+
+/**
+ * A daemon killed with its result write on the wire: PostgreSQL runs the statement it had already
+ * received and commits it (the row is still this daemon's, its guard holds), so such a row reads
+ * held when the test looks and is then completed by the dead daemon itself, never sent again. It
+ * keeps that daemon's id; a row sent again is claimed (and completed) under another daemon's id.
+ */
+async function ownWrites(daemonId: string, customIds: string[]): Promise<Set<string>> {
+  const { rows } = await db.pool.query(
+    `SELECT t.custom_id FROM ${db.schema}.requests r JOIN ${db.schema}.request_templates t ON t.id = r.template_id
+      WHERE t.custom_id = ANY($1) AND r.state = 'completed' AND r.daemon_id = $2`,
+    [customIds, daemonId],
+  );
+  return new Set(rows.map((r) => r.custom_id as string));
 }
 
 /** The rows a daemon holds (claimed or in flight) by custom id. */
@@ -83,6 +105,51 @@ async function completedOf(customIds: string[]): Promise<number> {
     [customIds],
   );
   return rows[0].n;
+}
+
+/**
+ * What a failed wait needs to be read: the rows it waited for (state, owner, lease, attempt, and how
+ * often the mock saw them), every daemon's row and whether its liveness lock is held, the budgets,
+ * the kills, and the daemons' warnings.
+ */
+async function stuckReport(customIds: string[], kills: Kill[], started: number): Promise<string> {
+  const rows = await db.pool.query(
+    `SELECT t.custom_id, r.state, r.daemon_id, r.attempt, r.claimed_at, r.lease_expires_at, r.not_before,
+            r.error_code, r.completed_at, now() AS now
+       FROM ${db.schema}.requests r JOIN ${db.schema}.request_templates t ON t.id = r.template_id
+      WHERE t.custom_id = ANY($1)`,
+    [customIds],
+  );
+  const daemons = await db.pool.query(
+    `SELECT d.id, d.pid, d.started_at, d.heartbeat_at, d.stopped_at, d.liveness_key,
+            EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
+                       AND ((l.classid::bigint << 32) | l.objid::bigint) = d.liveness_key) AS lock_held
+       FROM ${db.schema}.daemons d ORDER BY d.started_at`,
+  );
+  const budgets = await db.pool.query(`SELECT * FROM ${db.schema}.model_budgets ORDER BY daemon_id`);
+  const warnings = fleet
+    .logs()
+    .split('\n')
+    .filter((l) => /declared lost|reclaimed|released|refused|failed|lost/.test(l))
+    .slice(-60);
+  return JSON.stringify(
+    {
+      rows: rows.rows.map((r) => ({ ...r, sentTimes: mock.countsByCustomId.get(r.custom_id) ?? 0 })),
+      daemons: daemons.rows,
+      budgets: budgets.rows,
+      kills: kills.map((k) => ({
+        at: k.at,
+        daemonId: k.daemonId,
+        held: Object.fromEntries(k.held),
+        resentMs: k.resentMs,
+        unresent: k.unresent,
+      })),
+      startedAt: new Date(started).toISOString(),
+      warnings,
+    },
+    null,
+    1,
+  );
 }
 
 describe('chaos: SIGKILL daemons in a loop', () => {
@@ -121,30 +188,63 @@ describe('chaos: SIGKILL daemons in a loop', () => {
         victim.kill('SIGKILL');
         lastKill = Date.now();
         await victim.exited;
+        // The mock's counts before the held rows are read: a row sent again meanwhile was reclaimed
+        // first, so it is no longer held, and a resend after this copy counts as one.
+        const seen = new Map(mock.countsByCustomId);
         const ids = await heldBy(victim.daemonId);
         const kill: Kill = {
           at: lastKill - started,
-          held: new Map(ids.map((id) => [id, mock.countsByCustomId.get(id) ?? 0])),
+          daemonId: victim.daemonId,
+          held: new Map(ids.map((id) => [id, seen.get(id) ?? 0])),
           resentMs: null,
+          unresent: [],
         };
         kills.push(kill);
         const killedAt = lastKill;
+        let ownChecked = 0;
+        let own = new Set<string>();
+        const waiting = () =>
+          [...kill.held]
+            .filter(([id, n]) => (mock.countsByCustomId.get(id) ?? 0) <= n && !own.has(id))
+            .map(([id]) => id);
         resends.push(
           waitFor(
-            () => [...kill.held].every(([id, n]) => (mock.countsByCustomId.get(id) ?? 0) > n),
+            async () => {
+              if (waiting().length === 0) return true;
+              // The database is asked at most every 200 ms; the mock's counts at every step.
+              if (Date.now() - ownChecked < 200) return false;
+              ownChecked = Date.now();
+              own = await ownWrites(kill.daemonId, waiting());
+              return waiting().length === 0;
+            },
             120_000,
             10,
-          ).then(() => {
-            kill.resentMs = Date.now() - killedAt;
-          }),
+          ).then(
+            () => {
+              kill.resentMs = Date.now() - killedAt;
+            },
+            () => {
+              kill.unresent = waiting();
+            },
+          ),
         );
         starting.push(fleet.start());
       }
       const heldByKilled = [...new Set(kills.flatMap((k) => [...k.held.keys()]))];
-      // Settled: every row a killed daemon held has been completed by another.
-      await waitFor(async () => (await completedOf(heldByKilled)) === heldByKilled.length, 120_000, 20);
+      // Settled: every row a killed daemon held has been completed (by another daemon, or by the
+      // killed one's own last write).
+      await waitFor(async () => (await completedOf(heldByKilled)) === heldByKilled.length, 120_000, 20).catch(
+        async (err) => {
+          console.log(await stuckReport(heldByKilled, kills, started));
+          throw err;
+        },
+      );
       const settledAfterLastKillMs = Date.now() - lastKill;
       await Promise.all(resends);
+      const unresent = kills.flatMap((k) => k.unresent);
+      if (unresent.length > 0) console.log(await stuckReport(unresent, kills, started));
+      // Every held row was sent again by another daemon, unless the killed one's own write completed it.
+      expect(unresent).toEqual([]);
       await Promise.all(starting);
       const status = await waitFor(
         async () => {
@@ -175,6 +275,8 @@ describe('chaos: SIGKILL daemons in a loop', () => {
       const heldAtKills = kills.reduce((sum, k) => sum + k.held.size, 0);
       const maxInFlight = mock.maxInFlight.byModel.get(MODEL) ?? 0;
       const resent = kills.filter((k) => k.held.size > 0).map((k) => k.resentMs ?? Number.NaN);
+      let completedByKilled = 0;
+      for (const k of kills) completedByKilled += (await ownWrites(k.daemonId, [...k.held.keys()])).size;
       console.log(
         JSON.stringify({
           scenario: 'sigkill-loop',
@@ -183,6 +285,7 @@ describe('chaos: SIGKILL daemons in a loop', () => {
           kills: kills.length,
           killsHolding: resent.length,
           heldAtKills,
+          completedByKilled,
           duplicates,
           maxInFlight,
           elapsedMs: elapsed,
