@@ -56,7 +56,7 @@ export interface Budget {
   model: string;
   /** Slots granted in the database: the ceiling of what this daemon has in flight. */
   slots: number;
-  /** Fair share: rows are sent only below min(slots, target). */
+  /** Fair share within the room the others' slots leave (budget.ts): rows are sent only below min(slots, target). */
   target: number;
   /** The model's global limit. */
   limit: number;

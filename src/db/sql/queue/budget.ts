@@ -14,13 +14,19 @@
  * A daemon rebalances when its demand changes and every budget interval (250 ms by default), never
  * per request. Fair share: among the live daemons with demand for a model (n of them), a daemon's
  * target is min(wanted, ceil(limit / n) + what the others leave unused of their shares); it is
- * granted min(target, limit − others' slots). A daemon above its target keeps the slots its
+ * granted min(target, limit − others' slots), its room. A daemon above its room keeps the slots its
  * in-flight requests use (requests are never aborted to rebalance) and gives them back as they
- * finish; it starts no new request above its target meanwhile.
+ * finish; it starts no new request above its room meanwhile (the `target` returned is the room, not
+ * the fair share). Capped by the fair share alone, two daemons draining a limit lowered from 10 to
+ * 3 each kept 2 in flight (share ceil(3/2)), reported `used` = 2 at every rebalance and so kept 2
+ * slots each: 4 in flight at the upstream and sum(slots) = 4 > 3 for as long as a rebalance never
+ * caught one of them between a finished request and its refill (test/daemon/budgets.test.ts
+ * "lowering a limit" waited 20–68 s for that at load 7–9, and failed a CI run at 60 s).
  *
  * Lowering a limit (setModelConcurrency): each daemon sees it at its next rebalance (within one
- * budget interval), stops starting requests above its new target, and its slots fall to the new
- * share as its in-flight requests finish. During that drain the total in flight is between the new
+ * budget interval), stops starting requests above its room, and its slots fall to the room as its
+ * in-flight requests finish, so sum(slots) is back within the new limit once the requests in flight
+ * at the change have ended. During that drain the total in flight is between the new
  * and the old limit, never above the old one; no request is aborted. Raising a limit: the room is
  * taken at the daemons' next rebalance.
  *
@@ -58,8 +64,9 @@ SELECT ml.model, ml.concurrency
  * $4 int[] used (slots it cannot give back: requests in flight or being claimed), $5 int dead-daemon
  * ms (daemons silent longer do not count as demand, but their slots still count until reclaimed).
  *
- * Rows with no slots and no demand are deleted. Returns per model: slots (granted), target (fair
- * share: the daemon starts requests only below min(slots, target)), limit, peers with demand.
+ * Rows with no slots and no demand are deleted. Returns per model: slots (granted), target (the
+ * room: fair share within limit − others' slots; the daemon starts requests only below
+ * min(slots, target)), limit, peers with demand.
  */
 export function rebalanceSql(s: string): string {
   return `
@@ -90,8 +97,11 @@ target AS (
                                                   WHERE p.model = sh.model AND p.demanding), 0)))::int AS target
     FROM shared sh
 ),
+room AS (
+  SELECT t.*, least(t.target, greatest(0, t.lim - t.others))::int AS room FROM target t
+),
 granted AS (
-  SELECT t.*, greatest(t.used, least(t.target, t.lim - t.others))::int AS slots FROM target t
+  SELECT r.*, greatest(r.used, r.room)::int AS slots FROM room r
 ),
 upserted AS (
   INSERT INTO ${s}.model_budgets (model, daemon_id, slots, wanted)
@@ -103,7 +113,7 @@ released AS (
   DELETE FROM ${s}.model_budgets b USING granted g
    WHERE b.model = g.model AND b.daemon_id = $1 AND g.slots = 0 AND g.wanted = 0
 )
-SELECT g.model, g.slots, g.target, g.lim, g.peers FROM granted g`;
+SELECT g.model, g.slots, g.room AS target, g.lim, g.peers FROM granted g`;
 }
 
 /** Deletes this daemon's budgets ($1 uuid): nothing of it is in flight any more (stop). */
