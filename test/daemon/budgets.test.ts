@@ -175,18 +175,25 @@ describe('per-daemon slot budgets', () => {
       // last while the daemons go on sending, and 20 must still be left to measure under the new limit.
       const batchId = await createBatch(m, mockTemplates(mock, 2000, { model, prefix: 'lower-' }));
       await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) >= 9, 60_000, 5);
-      const changedAt = await db.pool.query('SELECT now() AS t');
       await m.setModelConcurrency(model, 3);
-      // Conditions, not clock time: both daemons have rebalanced since the change, their budgets
-      // add up to the new limit, and every request in flight at the change has ended.
+      // The clock after the change committed: a rebalance whose transaction (and so its updated_at)
+      // began later has read the new limit.
+      const changedAt = await db.pool.query('SELECT now() AS t');
+      // Conditions, not clock time: both daemons have rebalanced since the change and their budgets
+      // add up to the new limit (budget.ts: once the requests in flight at the change have ended).
+      // On a timeout the error carries the rows last seen (the wait's diagnosis).
+      let seen: unknown[] = [];
       await waitFor(async () => {
         const { rows } = await db.pool.query(
-          `SELECT count(*) FILTER (WHERE updated_at > $2)::int AS fresh, coalesce(sum(slots), 0)::int AS slots
-             FROM "${db.schema}".model_budgets WHERE model = $1`,
+          `SELECT daemon_id, slots, wanted, updated_at > $2 AS fresh, updated_at
+             FROM "${db.schema}".model_budgets WHERE model = $1 ORDER BY daemon_id`,
           [model, changedAt.rows[0].t],
         );
-        return rows[0].fresh === 2 && rows[0].slots <= 3;
-      }, 60_000);
+        seen = rows;
+        return rows.filter((r) => r.fresh).length === 2 && rows.reduce((a, r) => a + r.slots, 0) <= 3;
+      }, 60_000).catch((err: Error) => {
+        throw new Error(`${err.message}; model_budgets rows last seen: ${JSON.stringify(seen)}`);
+      });
       await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) <= 3, 60_000, 5);
       mock.reset();
       // Measure over the next 20 requests the daemons start.
