@@ -21,7 +21,8 @@
  * 3 each kept 2 in flight (share ceil(3/2)), reported `used` = 2 at every rebalance and so kept 2
  * slots each: 4 in flight at the upstream and sum(slots) = 4 > 3 for as long as a rebalance never
  * caught one of them between a finished request and its refill (test/daemon/budgets.test.ts
- * "lowering a limit" waited 20–68 s for that at load 7–9, and failed a CI run at 60 s).
+ * "lowering a limit" failed a CI run so, and locally beside stress-ng --cpu 4 at load 6–7: both
+ * rows fresh at 2 + 2 for its whole 60 s wait; with the room it settled at 3 + 0 in 0.9 s).
  *
  * Lowering a limit (setModelConcurrency): each daemon sees it at its next rebalance (within one
  * budget interval), stops starting requests above its room, and its slots fall to the room as its
