@@ -236,6 +236,14 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
       if (entry) entry.endedAt = Date.now();
     };
     res.on('close', finish);
+    // An answer stops counting as in flight when the mock ends it, not at its 'close' event: that
+    // comes after the write completes, and on a loaded machine a client can read the answer and
+    // another daemon's next request can arrive before it, which counted one request too many.
+    const end = res.end.bind(res) as (...args: unknown[]) => http.ServerResponse;
+    res.end = ((...args: unknown[]) => {
+      finish();
+      return end(...args);
+    }) as typeof res.end;
 
     const requestId = mockRequestId();
     const streamed = wantsStream(path, parsed);
