@@ -20,7 +20,9 @@ import { PUBLISH_MS } from './rate-limits.js';
  *   rebalance  Locks the models' model_limits rows and recomputes this daemon's slots and target
  *              from the ledger's request (wanted, used). While it runs, the ledger sends no model
  *              above the `used` it reported (ledger.ts, frozen), so a slot granted to another daemon
- *              is never in use here; claims go on meanwhile (they only queue rows).
+ *              is never in use here; claims go on meanwhile (they only queue rows). A failure after
+ *              its COMMIT went out (reply lost, deadline passed) may have committed lower slots: the
+ *              ledger then stays held to `used` until a later rebalance's result.
  */
 export class DaemonBudgets {
   private seedNeeded = true;
@@ -33,6 +35,8 @@ export class DaemonBudgets {
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Number.POSITIVE_INFINITY;
   private closed = false;
+  /** The running rebalance has sent its COMMIT: should it fail now, its outcome is unknown. */
+  private commitSent = false;
 
   constructor(private readonly d: Daemon) {}
 
@@ -85,7 +89,7 @@ export class DaemonBudgets {
     const d = this.d;
     const run = this.rebalance()
       .catch((err) => {
-        d.pipe.ledger.rebalanceFailed();
+        d.pipe.ledger.rebalanceFailed(this.commitSent ? 'unknown' : false);
         d.log.warn('budget rebalance failed; retrying', errorFields(err));
         if (isConnectionError(err) || (err as Error).name === 'QueryTimeoutError') {
           d.maintenance.reclaimOrphansSoon();
@@ -114,6 +118,7 @@ export class DaemonBudgets {
   private async rebalance(): Promise<void> {
     const d = this.d;
     const ledger = d.pipe.ledger;
+    this.commitSent = false;
     if (this.seedNeeded && !d.isStopping) {
       this.seedNeeded = false;
       await this.seed();
@@ -160,6 +165,8 @@ export class DaemonBudgets {
         await d.rates.lease(c, models, this.rateDemand(rows), new Map(rows.map((r) => [r.model, r.peers])));
         leased = true;
         await d.rates.publish(c, d.id);
+        // From here a failure may still have committed (ledger.rebalanceFailed).
+        this.commitSent = true;
         await c.query('COMMIT');
         return rows;
       } catch (err) {

@@ -371,8 +371,8 @@ export class SlotLedger<T extends HeldRow = HeldRow> {
   /**
    * The rebalance's input per model (budget.ts rebalanceSql): `used`, the slots this daemon cannot
    * give back (rows in flight), and `wanted`, its demand (in flight, held and, while it has work, the
-   * limiter's appetite more). From here until applyBudgets() or rebalanceFailed(), no model's
-   * in-flight count rises above the `used` reported (`frozen`).
+   * limiter's appetite more). From here until applyBudgets(), or rebalanceFailed() before its COMMIT
+   * went out, no model's in-flight count rises above the `used` reported (`frozen`).
    */
   budgetRequest(): { model: string; wanted: number; used: number }[] {
     const out: { model: string; wanted: number; used: number }[] = [];
@@ -411,8 +411,16 @@ export class SlotLedger<T extends HeldRow = HeldRow> {
     }
   }
 
-  /** The rebalance failed: its budgets stay as they were, and sending is no longer held to `used`. */
-  rebalanceFailed(): void {
+  /**
+   * The rebalance failed. Before its COMMIT was sent (`committed` false), nothing changed in the
+   * database: the budgets stay as they were and sending is no longer held to `used`. Once the COMMIT
+   * was sent (`committed` 'unknown': its reply lost, the connection dropped or the statement's
+   * deadline passed meanwhile), the new budgets may have committed, possibly lower than those held
+   * here and already counted by other daemons' rooms: each model stays held to the `used` it
+   * reported, which both the old and the new row cover, until a later rebalance's result is applied.
+   */
+  rebalanceFailed(committed: false | 'unknown' = false): void {
+    if (committed === 'unknown') return;
     for (const m of this.models.values()) m.frozen = null;
   }
 

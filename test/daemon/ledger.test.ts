@@ -225,6 +225,39 @@ describe('slot ledger', () => {
     expect(l.take(4).send).toHaveLength(1);
   });
 
+  it('after a rebalance whose COMMIT went out but whose outcome is unknown, sends nothing above the `used` it reported until a later result', () => {
+    const l = new SlotLedger({ maxClaim: 100 });
+    l.setLive(['m']);
+    l.applyBudgets([budget('m', 4)]);
+    l.claimed(
+      [],
+      Array.from({ length: 8 }, () => row('m')),
+      true,
+    );
+    expect(l.take(0).send).toHaveLength(4);
+    l.finished('m');
+    l.finished('m');
+    expect(l.budgetRequest()[0]).toMatchObject({ used: 2 });
+    // The COMMIT's reply was lost: the row may now hold 2 slots (another daemon was granted the other
+    // 2 in its room), or still 4. Only the 2 both cover may be in flight.
+    l.rebalanceFailed('unknown');
+    expect(l.take(1).send).toHaveLength(0);
+    l.finished('m');
+    expect(l.take(2).send).toHaveLength(1);
+    expect(l.take(2).send).toHaveLength(0);
+    // A failure before the COMMIT went out left the database as it was: the old budget holds again.
+    l.budgetRequest();
+    l.rebalanceFailed(false);
+    expect(l.take(3).send).toHaveLength(2);
+    // A later rebalance's result lifts the hold.
+    l.finished('m');
+    l.budgetRequest();
+    l.rebalanceFailed('unknown');
+    expect(l.take(4).send).toHaveLength(0);
+    l.applyBudgets([budget('m', 4)]);
+    expect(l.take(5).send).toHaveLength(1);
+  });
+
   it('keeps every invariant over random operations (property)', () => {
     type Op =
       | { kind: 'budget'; slots: number; target: number; peers: number }
@@ -235,7 +268,8 @@ describe('slot ledger', () => {
       | { kind: 'live'; on: boolean }
       | { kind: 'cap'; cap: number }
       | { kind: 'request' }
-      | { kind: 'requestFailed' };
+      | { kind: 'requestFailed' }
+      | { kind: 'requestUnknown' };
     const op: fc.Arbitrary<Op> = fc.oneof(
       fc.record({
         kind: fc.constant('budget' as const),
@@ -255,6 +289,7 @@ describe('slot ledger', () => {
       fc.record({ kind: fc.constant('cap' as const), cap: fc.integer({ min: 1, max: 30 }) }),
       fc.record({ kind: fc.constant('request' as const) }),
       fc.record({ kind: fc.constant('requestFailed' as const) }),
+      fc.record({ kind: fc.constant('requestUnknown' as const) }),
     );
     fc.assert(
       fc.property(fc.array(op, { minLength: 1, maxLength: 200 }), (ops) => {
@@ -337,6 +372,11 @@ describe('slot ledger', () => {
             case 'requestFailed':
               l.rebalanceFailed();
               reported = null;
+              break;
+            case 'requestUnknown':
+              // The COMMIT went out and its reply was lost: the row may hold as little as `used`.
+              l.rebalanceFailed('unknown');
+              if (reported !== null) slots = reported;
               break;
           }
           const c = l.counts('m');
