@@ -233,6 +233,8 @@ export class Maintenance {
         this.q('reclaim orphans', reclaimOrphansSql(this.d.schema), [this.d.id, this.d.heldIds()]),
       ),
     );
+    // `again`: another failure asked for one meanwhile, so one more will run.
+    this.d.log.debug('orphan reclaim ran', { n: rows.length, again: this.orphansPending });
     if (rows.length > 0) {
       this.d.log.warn('handed back rows claimed by a transaction whose outcome was unknown', {
         n: rows.length,

@@ -42,8 +42,10 @@ RETURNING b.daemon_id, b.model, b.slots`;
 
 /**
  * Hands back this daemon's own in-flight rows that it does not hold in memory ($1 daemon, $2 uuid[]
- * ids it holds): after a claim whose commit outcome is unknown (the connection dropped mid-COMMIT)
- * such rows would otherwise wait for their lease. The attempt is undone: they were never sent.
+ * ids it holds): after a claim whose commit outcome is unknown (the connection dropped mid-COMMIT,
+ * or the daemon gave up on it at its deadline and it committed afterwards: src/daemon/pipe.ts runs
+ * this once such a claim's outcome is back) such rows would otherwise wait for their lease. The
+ * attempt is undone: they were never sent.
  */
 export function reclaimOrphansSql(s: string): string {
   return `
