@@ -309,12 +309,14 @@ export class Daemon {
   afterWrite(writes: ResultWrite[], stale: Set<string>): void {
     if (writes.length === 0) return;
     const toFinalize = new Set<string>();
+    const ended = this.config.onRequestEnded;
     for (const w of writes) {
       if (stale.has(w.id)) {
         this.metrics.staleWrites.inc({ daemon: this.id });
         this.log.info('stale write refused: the request moved on', { requestId: w.id, state: w.state });
         continue;
       }
+      if (ended !== undefined && w.state !== 'pending') this.tellEnded(ended, w.batchId, w.state);
       if (w.state === 'completed') this.metrics.completed.inc({ model: this.metrics.model(w.model) });
       else if (w.state === 'failed')
         this.metrics.failed.inc({ model: this.metrics.model(w.model), reason: w.reason ?? 'unknown' });
@@ -328,6 +330,18 @@ export class Daemon {
       }
     }
     for (const batchId of toFinalize) this.maintenance.finalizeSoon(batchId);
+  }
+
+  private tellEnded(
+    ended: NonNullable<DaemonConfig['onRequestEnded']>,
+    batchId: string,
+    state: 'completed' | 'failed' | 'canceled',
+  ): void {
+    try {
+      ended(batchId, state);
+    } catch (err) {
+      this.log.warn('onRequestEnded threw', { batchId, ...errorFields(err) });
+    }
   }
 
   /** A row of ours went back to pending, claimable from `due`: poke then (earliest wins). */

@@ -34,6 +34,13 @@ export interface DaemonConfig extends DaemonSettings {
    * caller waiting for it (`fusillade run`) need not poll; other daemons' ends are not told.
    */
   onBatchFinished?: (batchId: string) => void;
+  /**
+   * Told of each request this daemon's outcome writes ended (completed, failed or canceled), once
+   * the write has committed; a write refused as stale is not told, nor are rows other daemons or
+   * statements (cancel, expiry) end. `fusillade run` shows its progress from these between counts
+   * of the batch, each of which reads every row of it.
+   */
+  onRequestEnded?: (batchId: string, state: 'completed' | 'failed' | 'canceled') => void;
   /** Sends one HTTP attempt (default: undici, src/daemon/upstream-client.ts). */
   upstreamClient?: UpstreamClient;
   /** A daemon's appetite per model below the global limit (default: claimBatchSize per claim, src/daemon/limiter.ts). */

@@ -30,9 +30,14 @@ describe('daemon lifecycle', () => {
     // Its poll would take an hour: only the notification can wake it. (Wake-up latency is measured
     // by bench/daemon-wakeup.ts, not asserted here.)
     const m = db.manager({ ...quiet, pollIntervalMs: 3_600_000 });
-    // The daemon also tells its caller of each batch it ends (how `fusillade run` stops waiting).
+    // The daemon also tells its caller of each batch it ends (how `fusillade run` stops waiting),
+    // and of each request its writes end (what `fusillade run` shows between counts).
     const ended: string[] = [];
-    const daemon = await m.run({ onBatchFinished: (id) => ended.push(id) });
+    const told: string[] = [];
+    const daemon = await m.run({
+      onBatchFinished: (id) => ended.push(id),
+      onRequestEnded: (id, state) => told.push(`${id} ${state}`),
+    });
     try {
       const ids: string[] = [];
       for (let i = 0; i < 3; i++) {
@@ -44,6 +49,7 @@ describe('daemon lifecycle', () => {
       }
       await waitFor(() => ended.length === 3, 60_000);
       expect(ended).toEqual(ids);
+      expect(told).toEqual(ids.map((id) => `${id} completed`));
     } finally {
       await daemon.stop();
     }

@@ -5,13 +5,12 @@ import { UsageError } from '../../config/usage-error.js';
 import type { DaemonHandle } from '../../dispatch/interfaces.js';
 import { stderrLogger } from '../../dispatch/logger.js';
 import { ConflictError, ValidationError } from '../../domain/errors.js';
-import type { BatchStatus } from '../../domain/types.js';
 import { PostgresRequestManager } from '../../manager/request-manager.js';
 import { usageFields } from '../../server/usage-object.js';
 import { daemonConfigFor } from '../daemon-config.js';
 import { type Database, openDatabase } from '../database.js';
 import type { CommandContext } from '../main.js';
-import { nextReadDelayMs, ProgressDisplay } from '../progress.js';
+import { ProgressDisplay } from '../progress.js';
 import {
   describeFsError,
   type InputFile,
@@ -19,6 +18,7 @@ import {
   inspectInput,
   runInputParser,
 } from '../run/input.js';
+import { EndedTally, toCounts, Wake, watch } from '../run/watch.js';
 import { writeBatchFile } from '../run/write-results.js';
 import { exitStatusFor, shutdownSignal } from '../signals.js';
 import { checkUpstreamReachable, resolveUpstream } from '../upstream.js';
@@ -69,6 +69,8 @@ export async function runCommand(
     const key = runKey(input, upstream.identity);
     // The daemon tells when it ends the batch: the watch reads the counts then, not at its next poll.
     const ended = new Wake();
+    // What the daemon ends of the batch, shown between counts of it (src/cli/run/watch.ts).
+    const tally = new EndedTally();
     let batchId: string | undefined;
     let daemonStart: Promise<DaemonHandle> | undefined;
     const startDaemon = (): Promise<DaemonHandle> => {
@@ -76,6 +78,9 @@ export async function runCommand(
       const started = manager.run({
         onBatchFinished: (id) => {
           if (id === batchId) ended.wake();
+        },
+        onRequestEnded: (id, state) => {
+          if (id === batchId) tally.add(state);
         },
       });
       cleanup.unshift(() => started.then((d) => d.stop()));
@@ -124,7 +129,7 @@ export async function runCommand(
 
     const daemon = status.finishedAt === null ? await startDaemon() : undefined;
     const progress = new ProgressDisplay(process.stdout);
-    const outcome = await watch(manager, batchId, progress, shutdown.signal, daemon?.done, ended);
+    const outcome = await watch(manager, batchId, progress, shutdown.signal, daemon?.done, ended, tally);
     if (outcome.signal) {
       progress.interrupt();
       const s = outcome.status;
@@ -273,94 +278,4 @@ class PhaseTimer {
     if (this.enabled) console.error(`${phase}: ${((now - this.last) / 1000).toFixed(2)} s`);
     this.last = now;
   }
-}
-
-interface Outcome {
-  status: BatchStatus;
-  signal?: NodeJS.Signals;
-}
-
-/** A sleep that wake() ends early (the one running, or the next if none runs). */
-class Wake {
-  private resolve: (() => void) | null = null;
-  private woken = false;
-
-  wake(): void {
-    this.woken = true;
-    this.resolve?.();
-  }
-
-  sleep(ms: number): Promise<void> {
-    if (this.woken) {
-      this.woken = false;
-      return Promise.resolve();
-    }
-    return new Promise<void>((resolve) => {
-      let timer: NodeJS.Timeout | undefined;
-      const done = () => {
-        clearTimeout(timer);
-        this.resolve = null;
-        this.woken = false;
-        resolve();
-      };
-      timer = setTimeout(done, ms);
-      this.resolve = done;
-    });
-  }
-}
-
-/**
- * Polls the batch's counts for the display until it ends, a signal arrives, or the daemon dies;
- * `ended` cuts a poll's sleep short when the daemon ends the batch.
- */
-async function watch(
-  manager: PostgresRequestManager,
-  batchId: string,
-  progress: ProgressDisplay,
-  signal: Promise<NodeJS.Signals>,
-  daemonDone: Promise<void> | undefined,
-  ended: Wake,
-): Promise<Outcome> {
-  let received: NodeJS.Signals | undefined;
-  let daemonEnded = false;
-  void signal.then((s) => {
-    received = s;
-  });
-  const daemonSettled: Promise<void> = (daemonDone ?? new Promise<void>(() => {})).then(
-    () => {
-      daemonEnded = true;
-    },
-    () => {
-      daemonEnded = true;
-    },
-  );
-  for (;;) {
-    // Counts only: the display shows no usage, and a live batch's usage sums read its completed rows
-    // again (7–8 sums of 115–261 ms in all in a piped 20k × 0 ms run, bench/pg-cost.ts at load 4).
-    const readStart = performance.now();
-    const status = await manager.getBatchStatus(batchId, {}, { liveUsage: false });
-    if (received) return { status, signal: received };
-    if (status.finishedAt !== null) return { status };
-    if (daemonEnded) throw new Error('the daemon stopped unexpectedly; run the same command again to resume');
-    progress.update({
-      ...toCounts(status),
-      rateLimitedUntil: await manager.dashboardReads.rateLimitedUntil(batchId),
-    });
-    const readMs = performance.now() - readStart;
-    // Counts are read as often as the display shows them (the daemon's notice ends a sleep when the
-    // batch ends): each read counts the batch's rows by state (it also summed their usage), the statement
-    // with the most PostgreSQL time of a 20k × 0 ms run when it ran every 200 ms with stdout piped
-    // (40–58 reads of 88–189 ms each at load 10–18), and no more often than keeps those reads to a
-    // tenth of the time (nextReadDelayMs): a big batch's count is dear.
-    await Promise.race([ended.sleep(nextReadDelayMs(progress.refreshMs, readMs)), signal, daemonSettled]);
-  }
-}
-
-function toCounts(s: BatchStatus) {
-  return {
-    total: s.totalRequests,
-    completed: s.completedRequests,
-    failed: s.failedRequests,
-    canceled: s.canceledRequests,
-  };
 }
