@@ -185,6 +185,32 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
     if (modelCount > (maxInFlight.byModel.get(model) ?? 0)) maxInFlight.byModel.set(model, modelCount);
     if (inFlight.total > maxInFlight.total) maxInFlight.total = inFlight.total;
 
+    // A request stops counting as in flight when the mock ends its answer or when its connection
+    // closes, whichever comes first; both are watched from here, before the behaviour is asked: a
+    // behaviour may hold the request (await), and a client that gives up meanwhile (abort, timeout)
+    // has closed it. Watched only after the behaviour, such a request counted until the behaviour
+    // returned, and then for ever ('close' had been emitted already).
+    let entry: RecordedRequest | null = null;
+    let endedAt: number | null = null;
+    const finish = () => {
+      if (endedAt !== null) return;
+      endedAt = Date.now();
+      const n = (inFlight.byModel.get(model) ?? 1) - 1;
+      if (n === 0) inFlight.byModel.delete(model);
+      else inFlight.byModel.set(model, n);
+      inFlight.total--;
+      if (entry) entry.endedAt = endedAt;
+    };
+    res.on('close', finish);
+    // An answer stops counting as in flight when the mock ends it, not at its 'close' event: that
+    // comes after the write completes, and on a loaded machine a client can read the answer and
+    // another daemon's next request can arrive before it, which counted one request too many.
+    const end = res.end.bind(res) as (...args: unknown[]) => http.ServerResponse;
+    res.end = ((...args: unknown[]) => {
+      finish();
+      return end(...args);
+    }) as typeof res.end;
+
     const info: MockRequestInfo = {
       method: req.method ?? 'GET',
       path,
@@ -209,7 +235,7 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
         action = { kind: 'status', status: 500, body: { error: { message: String(err) } } };
       }
     }
-    const entry: RecordedRequest | null = record
+    entry = record
       ? {
           method: info.method,
           path,
@@ -219,31 +245,11 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
           headers: req.headers,
           body: recordBodies ? body : null,
           receivedAt: Date.now(),
-          endedAt: null,
+          endedAt,
           outcome: action.kind,
         }
       : null;
     if (entry) requests.push(entry);
-
-    let finished = false;
-    const finish = () => {
-      if (finished) return;
-      finished = true;
-      const n = (inFlight.byModel.get(model) ?? 1) - 1;
-      if (n === 0) inFlight.byModel.delete(model);
-      else inFlight.byModel.set(model, n);
-      inFlight.total--;
-      if (entry) entry.endedAt = Date.now();
-    };
-    res.on('close', finish);
-    // An answer stops counting as in flight when the mock ends it, not at its 'close' event: that
-    // comes after the write completes, and on a loaded machine a client can read the answer and
-    // another daemon's next request can arrive before it, which counted one request too many.
-    const end = res.end.bind(res) as (...args: unknown[]) => http.ServerResponse;
-    res.end = ((...args: unknown[]) => {
-      finish();
-      return end(...args);
-    }) as typeof res.end;
 
     const requestId = mockRequestId();
     const streamed = wantsStream(path, parsed);

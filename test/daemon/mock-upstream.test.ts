@@ -102,4 +102,35 @@ describe('mock upstream', () => {
     // client read the body.
     await expect.poll(() => mock.inFlight.total).toBe(0);
   });
+
+  it('a request its client gives up on while a behaviour holds it stops counting as in flight at once', async () => {
+    mock.reset();
+    let release = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    mock.setBehaviour(async () => {
+      await held;
+      return { kind: 'ok' };
+    });
+    const client = new AbortController();
+    const sent = request(`${mock.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'held', messages: [] }),
+      signal: client.signal,
+    }).catch((err: Error) => err);
+    await expect.poll(() => mock.inFlight.byModel.get('held') ?? 0).toBe(1);
+    // The client hangs up (a daemon's abort or timeout): the upstream no longer has it in flight.
+    client.abort();
+    expect(await sent).toBeInstanceOf(Error);
+    await expect.poll(() => mock.inFlight.byModel.get('held') ?? 0).toBe(0);
+    // Nor once the behaviour lets it go (its answer has nowhere to go).
+    release();
+    await expect.poll(() => mock.requests.filter((r) => r.model === 'held').length).toBe(1);
+    expect(mock.requests.find((r) => r.model === 'held')?.endedAt).not.toBeNull();
+    expect(mock.inFlight.byModel.get('held') ?? 0).toBe(0);
+    expect(mock.inFlight.total).toBe(0);
+    mock.setBehaviour(null);
+  });
 });
