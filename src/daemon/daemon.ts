@@ -226,6 +226,25 @@ export class Daemon {
     return this.dispatcher.abortBatches(batchIds, reason) + this.pipe.release(batchIds);
   }
 
+  /**
+   * This daemon was declared lost while it was alive (its heartbeat found its row marked stopped, or
+   * older than deadDaemonAfterMs): another daemon's reclaim has handed its rows to others and deleted
+   * its budgets, so its slots may already be in other daemons' rooms. Its attempts still open would
+   * go on at the upstream beside theirs, above the model's limit, and their writes will be refused
+   * (complete.ts guards): they are aborted now, its queued rows handed back (refused too where the
+   * rows moved on), and it sends nothing until a rebalance grants it slots again. Returns how many
+   * rows that touched.
+   */
+  fenceAfterLost(): number {
+    if (this.stopping) return 0;
+    this.pipe.ledger.forgetBudgets();
+    const inFlight = this.dispatcher.size;
+    this.dispatcher.abortAll('shutdown');
+    const queued = this.pipe.releaseAll();
+    this.poke();
+    return inFlight + queued;
+  }
+
   /** Runs `fn` while no claim runs (the orphan reclaim). */
   withoutClaims<T>(fn: () => Promise<T>): Promise<T> {
     return this.pipe.withoutClaims(fn);

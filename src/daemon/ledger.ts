@@ -424,6 +424,14 @@ export class SlotLedger<T extends HeldRow = HeldRow> {
     for (const m of this.models.values()) m.frozen = null;
   }
 
+  /**
+   * The database holds no budget of this daemon any more (it was declared lost): nothing is sent or
+   * claimed until the next rebalance's result is applied.
+   */
+  forgetBudgets(): void {
+    for (const m of this.models.values()) m.budget = null;
+  }
+
   /** A model's counts, for metrics, tests and the heartbeat. */
   counts(model: string): {
     inFlight: number;

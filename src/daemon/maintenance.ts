@@ -48,6 +48,8 @@ export interface MaintainedDaemon {
   heldIds(): string[];
   /** Batches this daemon holds rows of (in flight or queued), for the cancel check. */
   heldBatchIds(): string[];
+  /** Declared lost while alive: aborts its attempts, hands back its queue (daemon.ts); returns how many. */
+  fenceAfterLost(): number;
   /** Aborts the in-flight requests of these batches and hands back their queued rows; returns how many. */
   abortBatches(batchIds: string[], reason: 'cancelled' | 'expired'): number;
   /** Runs `fn` while no claim runs (src/daemon/pipe.ts withoutClaims). */
@@ -140,13 +142,15 @@ export class Maintenance {
     const { rows } = await this.q('heartbeat', heartbeatSql(this.d.schema), [
       this.d.id,
       JSON.stringify(stats),
+      this.d.config.deadDaemonAfterMs,
     ]);
     if (rows[0]?.revived) {
+      const inFlight = this.d.dispatcher.size;
+      const n = this.d.fenceAfterLost();
       this.d.log.warn(
-        'this daemon had been declared lost (cut off from the database); its in-flight rows were handed to others, their results here will be refused',
-        { inFlight: this.d.dispatcher.size },
+        'this daemon had been declared lost (cut off from the database); its rows were handed to others: its attempts in flight are aborted and its queue handed back',
+        { inFlight, rows: n },
       );
-      this.d.poke();
     }
   }
 

@@ -151,6 +151,13 @@ export class DispatchPipe {
     return rows.length;
   }
 
+  /** Hands back every queued row without stopping (the daemon was declared lost); returns how many. */
+  releaseAll(): number {
+    const rows = this.ledger.release('all');
+    if (rows.length > 0) this.handBack(rows);
+    return rows.length;
+  }
+
   /** Batches of the rows queued here. */
   queuedBatchIds(): string[] {
     return this.ledger.queuedBatchIds();

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { reclaimSql, releaseDeadBudgetsSql } from '../../src/db/sql/queue/reclaim.js';
 import type { Limiter } from '../../src/dispatch/interfaces.js';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
 import { createTestDb, type TestDb } from '../support/db.js';
@@ -162,6 +163,91 @@ describe('per-daemon slot budgets', () => {
     }
     // A deadline for hangs: five waits of up to 60 s each.
   }, 300_000);
+
+  for (const how of ['its row marked stopped', 'its heartbeat older than deadDaemonAfterMs'] as const) {
+    it(`a daemon declared lost while alive (${how}) aborts its open attempts at its next heartbeat: the upstream is back within the limit`, async () => {
+      const model = how === 'its row marked stopped' ? 'budget-revived' : 'budget-stale';
+      const limit = 4;
+      // Every request of the model is held at the mock until the test ends: nothing ends by itself,
+      // so what is in flight there is only what the daemons started and did not abort.
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      mock.setBehaviour(async (req) => {
+        if (req.model === model) await gate;
+        return { kind: 'ok' };
+      });
+      const log = memoryLogger();
+      const config = { ...quiet, modelConcurrencyLimits: { [model]: limit }, deadDaemonAfterMs: 3_600_000 };
+      // Its heartbeat never runs by the clock, only when its session drops (below), so the test says
+      // when it learns that it was declared lost; nor do its poll and rebalance (a rebalance would
+      // count its open attempts in a budget row again and leave the other daemon no room).
+      const hour = 3_600_000;
+      const first = await db
+        .manager({
+          ...config,
+          heartbeatIntervalMs: hour,
+          pollIntervalMs: hour,
+          budgetIntervalMs: hour,
+          logger: log.logger,
+        })
+        .run();
+      let second: Awaited<ReturnType<ReturnType<TestDb['manager']>['run']>> | undefined;
+      try {
+        const m = db.manager();
+        mock.reset();
+        const batchId = await createBatch(m, mockTemplates(mock, 12, { model, prefix: `${model}-` }));
+        await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) === limit, 60_000, 5);
+        // Another daemon's reclaim (maintenance.ts): the lost daemon's budgets deleted and its rows
+        // handed back, while its attempts are still open at the upstream.
+        const s = `"${db.schema}"`;
+        const client = await db.pool.connect();
+        try {
+          await client.query('BEGIN');
+          if (how === 'its row marked stopped')
+            await client.query(`UPDATE ${s}.daemons SET stopped_at = now() WHERE id = $1`, [first.id]);
+          else
+            await client.query(
+              `UPDATE ${s}.daemons SET heartbeat_at = now() - interval '2 hours' WHERE id = $1`,
+              [first.id],
+            );
+          const released = await client.query(releaseDeadBudgetsSql(s), [3_600_000]);
+          const reclaimed = await client.query(reclaimSql(s), [3_600_000]);
+          await client.query('COMMIT');
+          expect(released.rows.filter((r) => r.model === model).map((r) => r.daemon_id)).toEqual([first.id]);
+          expect(reclaimed.rows).toHaveLength(limit);
+        } finally {
+          client.release();
+        }
+        // The other daemon takes the freed slots: until the lost one learns of it, the upstream sees
+        // both (the window this test bounds).
+        second = await db.manager(config).run();
+        await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) === 2 * limit, 60_000, 5);
+        // Its session drops: it heartbeats at once (maintenance.ts livenessLost) and finds it was lost.
+        const { rows } = await db.pool.query(
+          `SELECT pg_terminate_backend(l.pid) AS ok FROM pg_locks l JOIN ${s}.daemons d
+              ON l.classid::bigint = (d.liveness_key >> 32) & 4294967295
+             AND l.objid::bigint = d.liveness_key & 4294967295 AND l.objsubid = 1
+           WHERE d.id = $1 AND l.locktype = 'advisory' AND l.granted`,
+          [first.id],
+        );
+        expect(rows).toEqual([{ ok: true }]);
+        // Its attempts are aborted: the upstream is back within the limit (they would stay open
+        // forever here otherwise, as held answers).
+        await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) <= limit, 60_000, 5);
+        expect(log.entries.some((e) => String(e.msg).includes('declared lost'))).toBe(true);
+        release();
+        const status = await waitForBatchEnd(m, batchId, 60_000);
+        expect(status.completedRequests).toBe(12);
+        expect(mock.inFlight.byModel.get(model) ?? 0).toBe(0);
+      } finally {
+        release();
+        mock.setBehaviour(null);
+        await Promise.all([first.stop(), second?.stop()]);
+      }
+    }, 300_000);
+  }
 
   it('lowering a limit at runtime: in flight falls to the new limit as requests finish, none aborted', async () => {
     const model = 'budget-lower';

@@ -1,18 +1,20 @@
 /**
- * A daemon's heartbeat: one update of its own row ($1 id, $2 stats jsonb). Other daemons reclaim the
- * requests of a daemon whose heartbeat is older than deadDaemonAfterMs (reclaim.ts), or that lost
- * its liveness lock (liveness.ts). A heartbeat also clears stopped_at: a daemon declared lost while
- * it was in fact alive (cut off from the database for longer than the grace) resumes under the same
- * id; its rows were handed back meanwhile, and its late writes fail their guard (complete.ts).
- * Returns whether the row had been marked stopped (and so was revived), and nothing if the row was
- * removed.
+ * A daemon's heartbeat: one update of its own row ($1 id, $2 stats jsonb, $3 its deadDaemonAfterMs).
+ * Other daemons reclaim the requests of a daemon whose heartbeat is older than deadDaemonAfterMs
+ * (reclaim.ts), or that lost its liveness lock (liveness.ts). A heartbeat also clears stopped_at: a
+ * daemon declared lost while it was in fact alive (cut off from the database for longer than the
+ * grace) resumes under the same id; its rows were handed back meanwhile, and its late writes fail
+ * their guard (complete.ts). Returns whether the row had been marked stopped or its last heartbeat
+ * was older than $3 (so it was, or may have been, declared lost: revived; the daemon then aborts
+ * what it still sends, daemon.ts fenceAfterLost), and nothing if the row was removed.
  */
 export function heartbeatSql(s: string): string {
   return `
 UPDATE ${s}.daemons d SET heartbeat_at = now(), stats = $2, stopped_at = NULL
-  FROM (SELECT stopped_at FROM ${s}.daemons WHERE id = $1) old
+  FROM (SELECT stopped_at, heartbeat_at FROM ${s}.daemons WHERE id = $1) old
  WHERE d.id = $1
-RETURNING d.id, old.stopped_at IS NOT NULL AS revived`;
+RETURNING d.id, (old.stopped_at IS NOT NULL
+                 OR old.heartbeat_at < now() - $3 * interval '1 millisecond') AS revived`;
 }
 
 /** Registers a daemon ($1 id, $2 host, $3 pid, $4 version, $5 config jsonb, $6 liveness key bigint). */
