@@ -292,7 +292,8 @@ export const SETTINGS = {
   },
   defaultModelConcurrency: {
     kind: integer({ min: 0 }),
-    description: 'in-flight limit of models without one of their own',
+    description:
+      'in-flight limit of models without one of their own; a daemon sets it at start for every such model on the database, replacing an earlier default',
     commands: DISPATCH,
     flag: '--default-limit <n>',
     env: 'FUSILLADE_DEFAULT_LIMIT',

@@ -4,7 +4,7 @@ import type pg from 'pg';
 import { query } from '../db/client.js';
 import { eventsChannel } from '../db/schema.js';
 import { lockLimitsSql, rebalanceSql } from '../db/sql/queue/budget.js';
-import { claimSql, configureModelLimitsSql } from '../db/sql/queue/claim.js';
+import { claimSql, configureModelLimitsSql, defaultModelLimitsSql } from '../db/sql/queue/claim.js';
 import { completeSql } from '../db/sql/queue/complete.js';
 import { registerDaemonSql, stopDaemonSql } from '../db/sql/queue/heartbeat.js';
 import { type DaemonConfig, sessionConnection } from '../dispatch/config.js';
@@ -308,6 +308,9 @@ export class Daemon {
           limits.map(([, n]) => n),
         ]);
       }
+      await query(this.pool, t, 'apply the default limit', defaultModelLimitsSql(this.s), [
+        this.config.defaultModelConcurrency,
+      ]);
       await this.rates.configure(this.pool);
     } catch (err) {
       await this.listener.stop();

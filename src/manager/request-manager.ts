@@ -363,13 +363,14 @@ export class PostgresRequestManager {
    * daemons' slot budgets are drawn from, src/db/sql/queue/budget.ts). Takes effect within one budget
    * interval (budgetIntervalMs, 250 ms by default): a raised limit is used at once; after a lowered
    * one no new request starts above it, and requests already in flight finish (never aborted), so
-   * the total in flight falls to the new limit as they end.
+   * the total in flight falls to the new limit as they end. A limit set here is the model's own: a
+   * daemon's default (defaultModelConcurrency) no longer applies to it.
    */
   async setModelConcurrency(model: string, concurrency: number): Promise<void> {
     checkModelConcurrency(model, concurrency);
     await this.pool.query(
-      `INSERT INTO ${this.schema}.model_limits (model, concurrency) VALUES ($1, $2)
-       ON CONFLICT (model) DO UPDATE SET concurrency = EXCLUDED.concurrency, updated_at = now()`,
+      `INSERT INTO ${this.schema}.model_limits (model, concurrency, from_default) VALUES ($1, $2, false)
+       ON CONFLICT (model) DO UPDATE SET concurrency = EXCLUDED.concurrency, from_default = false, updated_at = now()`,
       [model, concurrency],
     );
   }

@@ -160,8 +160,7 @@ describe('fusillade run on PostgreSQL', () => {
     expect(killed.signal).toBe('SIGKILL');
     mock.setBehaviour(() => ({ kind: 'delay', ms: 40 }));
     const sentBeforeKill = new Map(mock.countsByCustomId);
-    // Each sent once, and no more than the answered ones and a full set of slots (read at the mock:
-    // after the earlier tests' runs in this schema the run keeps 16 in flight, not --default-limit's 8).
+    // Each sent once, and no more than the answered ones and a full set of slots (read at the mock).
     expect(sentBeforeKill.size).toBe(arrived);
     expect(arrived).toBeLessThanOrEqual(ANSWERED + (mock.maxInFlight.byModel.get('gpt-test') ?? 0));
     // What the killed run had durably completed, read from the database.
@@ -227,6 +226,64 @@ describe('fusillade run on PostgreSQL', () => {
     expect(parseJsonl(await readFile(output, 'utf8'))).toHaveLength(200);
     expect(mock.countsByCustomId.size).toBe(200);
     for (const n of mock.countsByCustomId.values()) expect(n).toBe(1);
+  });
+
+  it("--default-limit governs the run's models after earlier runs stored another default; an explicit limit still wins", async () => {
+    const model = 'gpt-default-limit';
+    const limitRow = async () =>
+      (await db.pool.query(`SELECT concurrency FROM ${db.schema}.model_limits WHERE model = $1`, [model]))
+        .rows[0]?.concurrency;
+    mock.reset();
+    mock.setBehaviour(() => ({ kind: 'delay', ms: 100 }));
+    // An earlier run without the flag: the model's limit is stored with the built-in default (16).
+    const earlier = join(dir, 'default-earlier.jsonl');
+    await writeBatchInput(earlier, 20, model);
+    const first = await runCli([
+      'run',
+      earlier,
+      '-o',
+      join(dir, 'default-earlier.out.jsonl'),
+      '--upstream',
+      mock.url,
+      ...pgArgs(),
+    ]);
+    expect(first.code).toBe(0);
+    expect(await limitRow()).toBe(16);
+
+    // The flag the user types now governs this run (counted at the mock), and is what is stored.
+    mock.reset();
+    mock.setBehaviour(() => ({ kind: 'delay', ms: 100 }));
+    const input = join(dir, 'default-now.jsonl');
+    await writeBatchInput(input, 60, model);
+    const args = ['run', input, '-o', join(dir, 'default-now.out.jsonl'), '--upstream', mock.url];
+    const second = await runCli([...args, '--default-limit', '4', ...pgArgs()]);
+    expect(second.code).toBe(0);
+    expect(mock.countsByCustomId.size).toBe(60);
+    expect(mock.maxInFlight.byModel.get(model)).toBeLessThanOrEqual(4);
+    expect(await limitRow()).toBe(4);
+
+    // A limit set for the model itself (setModelConcurrency, like --model-limit) is more specific
+    // than any default: a later run's --default-limit leaves it.
+    await db.manager().setModelConcurrency(model, 2);
+    mock.reset();
+    mock.setBehaviour(() => ({ kind: 'delay', ms: 100 }));
+    const again = join(dir, 'default-explicit.jsonl');
+    await writeBatchInput(again, 30, model);
+    const third = await runCli([
+      'run',
+      again,
+      '-o',
+      join(dir, 'default-explicit.out.jsonl'),
+      '--upstream',
+      mock.url,
+      '--default-limit',
+      '8',
+      ...pgArgs(),
+    ]);
+    expect(third.code).toBe(0);
+    expect(mock.countsByCustomId.size).toBe(30);
+    expect(mock.maxInFlight.byModel.get(model)).toBeLessThanOrEqual(2);
+    expect(await limitRow()).toBe(2);
   });
 
   it.skipIf(!existsSync('/usr/bin/script'))('draws a live bar in place on a terminal', async () => {

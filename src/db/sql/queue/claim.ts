@@ -146,8 +146,8 @@ WITH live AS (
   SELECT DISTINCT br.model, br.route_id FROM ${s}.batches b JOIN ${s}.batch_routes br ON br.batch_id = b.id WHERE ${LIVE}
 ),
 seeded AS (
-  INSERT INTO ${s}.model_limits (model, concurrency)
-  SELECT DISTINCT l.model, coalesce(($1::jsonb ->> l.model)::int, $2) FROM live l
+  INSERT INTO ${s}.model_limits (model, concurrency, from_default)
+  SELECT DISTINCT l.model, coalesce(($1::jsonb ->> l.model)::int, $2), ($1::jsonb ->> l.model) IS NULL FROM live l
   ON CONFLICT (model) DO NOTHING
 )
 SELECT l.model, l.route_id, u.upstream, u.credential
@@ -155,11 +155,27 @@ SELECT l.model, l.route_id, u.upstream, u.credential
  ORDER BY l.model, l.route_id`;
 }
 
+/**
+ * Which limit a model has (README, "Leases, retries and limits"): a limit set for the model itself
+ * (the daemon's configured limits, written by configureModelLimitsSql at its start, or
+ * setModelConcurrency) stays until one is set again; else the default of the daemon started last,
+ * which defaultModelLimitsSql writes over every row that came from a default (from_default), so the
+ * `--default-limit` a user just typed governs the run's models even where an earlier run stored
+ * another default. liveRoutesSql seeds the rows of models with none, and never overwrites one.
+ */
+
 /** Writes the configured limits at daemon start (configuration is the latest word). $1 text[], $2 int[]. */
 export function configureModelLimitsSql(s: string): string {
   return `
-INSERT INTO ${s}.model_limits (model, concurrency)
-SELECT * FROM unnest($1::text[], $2::int[])
-ON CONFLICT (model) DO UPDATE SET concurrency = EXCLUDED.concurrency, updated_at = now()
- WHERE ${s}.model_limits.concurrency <> EXCLUDED.concurrency`;
+INSERT INTO ${s}.model_limits (model, concurrency, from_default)
+SELECT m.model, m.concurrency, false FROM unnest($1::text[], $2::int[]) AS m(model, concurrency)
+ON CONFLICT (model) DO UPDATE SET concurrency = EXCLUDED.concurrency, from_default = false, updated_at = now()
+ WHERE ${s}.model_limits.concurrency <> EXCLUDED.concurrency OR ${s}.model_limits.from_default`;
+}
+
+/** Writes the daemon's default over the limits that came from a default, at its start. $1 int. */
+export function defaultModelLimitsSql(s: string): string {
+  return `
+UPDATE ${s}.model_limits SET concurrency = $1, updated_at = now()
+ WHERE from_default AND concurrency <> $1`;
 }
