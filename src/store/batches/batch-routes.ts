@@ -125,7 +125,10 @@ export async function insertRoutedRequests(
      INSERT INTO ${s}.requests (batch_id, template_id, line_number, model, route_id, prefix_hash)
      SELECT $1, t.id, t.line_number, t.model, m.route_id, t.prefix_hash
        ${from}`;
-  // One statement: the requests, the batch's models and its routes.
+  // One statement: the requests, the batch's models and its routes. Each request's batch_id is
+  // checked once for the statement, not per row (migrations/0025_reference_checks.sql): for 20,000
+  // requests the INSERT takes 160–180 ms of PostgreSQL CPU against 230–280 ms with the foreign
+  // key's per-row check (3 alternating rounds of 3 at load 12, docs/decisions/store-phase.md).
   await client.query(
     `WITH models AS (
        INSERT INTO ${s}.batch_models (batch_id, model) SELECT DISTINCT $1::uuid, m FROM unnest($3::text[]) m
