@@ -376,7 +376,10 @@ export class DispatchPipe {
    * One statement on a pooled connection (synchronous_commit off when so configured), autocommit
    * unless it is a claim.
    *
-   * A claim runs in a transaction with `SET LOCAL statement_timeout = dbTimeoutMs`, and the pipe
+   * A claim runs in a transaction with `SET LOCAL statement_timeout = dbTimeoutMs` (and the same
+   * idle_in_transaction_session_timeout: a daemon frozen between the claim and its COMMIT would
+   * otherwise keep the claimed rows and its budget row locked for as long as it is frozen, which
+   * the autocommit claim of before could not; chaos-pause.test.ts freezes one there), and the pipe
    * does not forget it at its client-side deadline: a claim given up on there (a lock it waits for,
    * a stalled server) would otherwise go on at the server and could commit after the orphan reclaim
    * that the failure asks for had run, leaving its rows 'processing' under this daemon's id, held
@@ -405,7 +408,8 @@ export class DispatchPipe {
       claim ? 'claim' : 'write',
       async (client) => {
         if (c.synchronousCommit && !claim) return (await client.query(q)).rows;
-        const options = { asyncCommit: !c.synchronousCommit, timeoutMs: claim ? c.dbTimeoutMs : undefined };
+        const bound = claim ? c.dbTimeoutMs : undefined;
+        const options = { asyncCommit: !c.synchronousCommit, timeoutMs: bound, idleTimeoutMs: bound };
         return inTransaction(client, async (t) => (await t.query(q)).rows, options);
       },
       abandon,

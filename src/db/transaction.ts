@@ -11,6 +11,12 @@ export interface TransactionOptions {
   timeoutMs?: number;
   /** `SET LOCAL synchronous_commit = off`: the commit does not wait for the WAL flush. */
   asyncCommit?: boolean;
+  /**
+   * `SET LOCAL idle_in_transaction_session_timeout`: PostgreSQL ends the session if the client sits
+   * this long between two statements of the transaction (a process frozen by SIGSTOP or a VM pause
+   * cannot run its own deadlines), so the transaction's locks do not outlive the pause.
+   */
+  idleTimeoutMs?: number;
 }
 
 /** The statement opening a transaction with `options` (one round trip whatever is set). */
@@ -21,6 +27,12 @@ export function beginSql(options: TransactionOptions = {}): string {
     if (!Number.isFinite(ms) || ms < 1)
       throw new RangeError(`timeoutMs must be at least 1, got ${options.timeoutMs}`);
     parts.push(`SET LOCAL statement_timeout = ${ms}`);
+  }
+  if (options.idleTimeoutMs !== undefined) {
+    const ms = Math.floor(options.idleTimeoutMs);
+    if (!Number.isFinite(ms) || ms < 1)
+      throw new RangeError(`idleTimeoutMs must be at least 1, got ${options.idleTimeoutMs}`);
+    parts.push(`SET LOCAL idle_in_transaction_session_timeout = ${ms}`);
   }
   if (options.asyncCommit) parts.push('SET LOCAL synchronous_commit = off');
   return parts.join('; ');

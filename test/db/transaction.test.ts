@@ -75,6 +75,10 @@ describe('withTransaction', () => {
     expect(beginSql({ timeoutMs: 1500.7, asyncCommit: true })).toBe(
       'BEGIN; SET LOCAL statement_timeout = 1500; SET LOCAL synchronous_commit = off',
     );
+    expect(beginSql({ timeoutMs: 2000, idleTimeoutMs: 2000 })).toBe(
+      'BEGIN; SET LOCAL statement_timeout = 2000; SET LOCAL idle_in_transaction_session_timeout = 2000',
+    );
     expect(() => beginSql({ timeoutMs: 0 })).toThrow(RangeError);
+    expect(() => beginSql({ idleTimeoutMs: 0 })).toThrow(RangeError);
   });
 });
