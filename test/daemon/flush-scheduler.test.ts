@@ -66,6 +66,16 @@ describe('flush scheduler', () => {
     });
   });
 
+  it('with room for two writes, a second starts only for a full batch: a partial one waits for the running write', () => {
+    const two = { ...policy, maxWrites: 2 };
+    const waiting = { ...idle, writesWaiting: 3, oldestWaitingAt: 100, writesRunning: 1 };
+    expect(decideFlush(two, waiting, 200, 0)).toEqual({ claim: false, write: false, wakeAt: null });
+    expect(decideFlush(two, { ...waiting, writesWaiting: 10 }, 100, 0).write).toBe(true);
+    expect(decideFlush(two, { ...waiting, stopping: true }, 100, 0).write).toBe(true);
+    expect(decideFlush(two, { ...waiting, writesRunning: 0 }, 105, 0).write).toBe(true);
+    expect(decideFlush(two, { ...waiting, writesWaiting: 10, writesRunning: 2 }, 200, 0).write).toBe(false);
+  });
+
   it('starts nothing during a backoff, and wakes up when it ends', () => {
     const clock = new FakeClock();
     const started: string[] = [];
