@@ -54,6 +54,11 @@ export function promptPrefix(body: string): string | null {
   } catch {
     return null;
   }
+  return promptPrefixOf(parsed);
+}
+
+/** promptPrefix of a body already parsed: the value JSON.parse gave for it. */
+export function promptPrefixOf(parsed: unknown): string | null {
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return null;
   const b = parsed as Record<string, unknown>;
   const parts: string[] = [];
@@ -74,7 +79,15 @@ export function promptPrefix(body: string): string | null {
  * or null for a body without a prefix.
  */
 export function promptPrefixHash(body: string): string | null {
-  const prefix = promptPrefix(body);
+  return hashOf(promptPrefix(body));
+}
+
+/** promptPrefixHash of a body already parsed (the store's validation parses each body once). */
+export function promptPrefixHashOf(parsed: unknown): string | null {
+  return hashOf(promptPrefixOf(parsed));
+}
+
+function hashOf(prefix: string | null): string | null {
   if (prefix === null) return null;
   return (hash('sha256', prefix, 'buffer') as Buffer).readBigInt64BE(0).toString();
 }

@@ -42,9 +42,15 @@ const BODYLESS = new Set(['GET', 'DELETE']);
 
 /**
  * Checks one template. Returns the issues found (empty when valid). `index` is the template's
- * 0-based position, reported in every issue.
+ * 0-based position, reported in every issue. A JSON body is parsed to check it; with `parsed`,
+ * the value is left in `parsed.body` (untouched when the body is not parsed), so that a caller
+ * that reads the body (the store's prompt-prefix hash) does not parse it again.
  */
-export function validateTemplate(t: RequestTemplateInput, index: number): ValidationIssue[] {
+export function validateTemplate(
+  t: RequestTemplateInput,
+  index: number,
+  parsed?: { body?: unknown },
+): ValidationIssue[] {
   const issues: ValidationIssue[] = [];
   const bad = (code: string, param: string, message: string) => issues.push({ code, param, message, index });
   if (t === null || typeof t !== 'object') {
@@ -86,7 +92,8 @@ export function validateTemplate(t: RequestTemplateInput, index: number): Valida
     bad('invalid_body', 'body', json ? 'body must be a string of JSON' : 'body must be a string');
   } else if (json && !(BODYLESS.has(String(method)) && t.body === '')) {
     try {
-      JSON.parse(t.body);
+      const value: unknown = JSON.parse(t.body);
+      if (parsed) parsed.body = value;
     } catch {
       bad('invalid_json_body', 'body', 'body is not valid JSON');
     }

@@ -1,6 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canonicalJson, promptPrefix, promptPrefixHash } from '../../src/domain/prompt-prefix.js';
-import type { RequestTemplateInput } from '../../src/domain/templates.js';
+import {
+  canonicalJson,
+  promptPrefix,
+  promptPrefixHash,
+  promptPrefixHashOf,
+} from '../../src/domain/prompt-prefix.js';
+import { type RequestTemplateInput, validateTemplate } from '../../src/domain/templates.js';
 import { cacheablePrefix, PrefixCache } from '../../src/mock-upstream/prefix-cache.js';
 import { type MockUpstream, startMockUpstream } from '../../src/mock-upstream/server.js';
 import { createTestDb, type TestDb } from '../support/db.js';
@@ -45,6 +50,40 @@ describe('prompt prefix (pure)', () => {
     expect(canonicalJson({ b: [1, { d: null, c: 'x' }], a: true })).toBe(
       '{"a":true,"b":[1,{"c":"x","d":null}]}',
     );
+  });
+
+  it('hashes the value validateTemplate parsed as it hashes the body (the store parses each body once)', () => {
+    const base = {
+      endpoint: 'http://127.0.0.1:9',
+      method: 'POST',
+      path: '/v1/chat/completions',
+      model: 'm',
+      apiKey: '',
+    };
+    const bodies = [
+      chat('be brief', 'a'),
+      chat(null, 'only a question'),
+      chat(null, 'doc', 'q'),
+      '{ "messages" : [ {"content":"be brief", "role":"system"}, {"role":"user","content":"x"} ], "model":"m" }',
+      JSON.stringify({
+        model: 'c',
+        system: 's',
+        tools: [{ name: 't' }],
+        messages: [{ role: 'user', content: 'q' }],
+      }),
+      JSON.stringify({ model: 'e', input: ['a', 'b'] }),
+    ];
+    for (const body of bodies) {
+      const parsed: { body?: unknown } = {};
+      expect(validateTemplate({ ...base, body }, 0, parsed)).toEqual([]);
+      expect(parsed.body).toEqual(JSON.parse(body));
+      expect(promptPrefixHashOf(parsed.body)).toBe(promptPrefixHash(body));
+    }
+    // A body not parsed (a GET's empty body, a bad body) is left out.
+    const none: { body?: unknown } = {};
+    expect(validateTemplate({ ...base, method: 'GET', body: '' }, 0, none)).toEqual([]);
+    expect(validateTemplate({ ...base, body: '{not json' }, 0, none)).toHaveLength(1);
+    expect(none.body).toBeUndefined();
   });
 
   it("the mock's cache counts hits per prefix, evicting the least recently used", () => {
