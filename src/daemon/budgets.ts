@@ -151,6 +151,7 @@ export class DaemonBudgets {
           target: number;
           lim: number;
           peers: number;
+          held: boolean;
         }>({
           ...d.sql.budget,
           values: [
@@ -179,6 +180,19 @@ export class DaemonBudgets {
     ledger.applyBudgets(
       rows.map((r) => ({ model: r.model, slots: r.slots, target: r.target, limit: r.lim, peers: r.peers })),
     );
+    // A row gone while requests of its model were in flight: another daemon's reclaim deleted it
+    // (budget.ts rebalanceSql), this daemon was declared lost. Learnt here within a budget interval,
+    // rather than at the next heartbeat.
+    const used = new Map(request.map((r) => [r.model, r.used]));
+    const gone = rows.filter((r) => !r.held && (used.get(r.model) ?? 0) > 0).map((r) => r.model);
+    if (gone.length > 0 && !d.isStopping) {
+      const inFlight = d.dispatcher.size;
+      const n = d.fenceAfterLost();
+      d.log.warn(
+        'this daemon had been declared lost: its budgets were released to the others; its attempts in flight are aborted and its queue handed back',
+        { models: gone, inFlight, rows: n },
+      );
+    }
     for (const r of rows) {
       if (d.metrics.names(r.model)) d.metrics.limit.set({ model: r.model }, r.lim);
       d.rates.setConcurrencyLimit(r.model, r.lim);

@@ -164,9 +164,13 @@ describe('per-daemon slot budgets', () => {
     // A deadline for hangs: five waits of up to 60 s each.
   }, 300_000);
 
-  for (const how of ['its row marked stopped', 'its heartbeat older than deadDaemonAfterMs'] as const) {
-    it(`a daemon declared lost while alive (${how}) aborts its open attempts at its next heartbeat: the upstream is back within the limit`, async () => {
-      const model = how === 'its row marked stopped' ? 'budget-revived' : 'budget-stale';
+  const lostCases = [
+    { how: 'its row marked stopped', learns: 'heartbeat', model: 'budget-revived' },
+    { how: 'its heartbeat older than deadDaemonAfterMs', learns: 'heartbeat', model: 'budget-stale' },
+    { how: 'its row marked stopped', learns: 'rebalance', model: 'budget-gone' },
+  ] as const;
+  for (const { how, learns, model } of lostCases) {
+    it(`a daemon declared lost while alive (${how}) aborts its open attempts at its next ${learns}: the upstream is back within the limit`, async () => {
       const limit = 4;
       // Every request of the model is held at the mock until the test ends: nothing ends by itself,
       // so what is in flight there is only what the daemons started and did not abort.
@@ -224,15 +228,25 @@ describe('per-daemon slot budgets', () => {
         // both (the window this test bounds).
         second = await db.manager(config).run();
         await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) === 2 * limit, 60_000, 5);
-        // Its session drops: it heartbeats at once (maintenance.ts livenessLost) and finds it was lost.
-        const { rows } = await db.pool.query(
-          `SELECT pg_terminate_backend(l.pid) AS ok FROM pg_locks l JOIN ${s}.daemons d
-              ON l.classid::bigint = (d.liveness_key >> 32) & 4294967295
-             AND l.objid::bigint = d.liveness_key & 4294967295 AND l.objsubid = 1
-           WHERE d.id = $1 AND l.locktype = 'advisory' AND l.granted`,
-          [first.id],
-        );
-        expect(rows).toEqual([{ ok: true }]);
+        if (learns === 'heartbeat') {
+          // Its session drops: it heartbeats at once (maintenance.ts livenessLost) and finds it was
+          // lost (the reconnect's poke may have its rebalance find it first).
+          const { rows } = await db.pool.query(
+            `SELECT pg_terminate_backend(l.pid) AS ok FROM pg_locks l JOIN ${s}.daemons d
+                ON l.classid::bigint = (d.liveness_key >> 32) & 4294967295
+               AND l.objid::bigint = d.liveness_key & 4294967295 AND l.objsubid = 1
+             WHERE d.id = $1 AND l.locktype = 'advisory' AND l.granted`,
+            [first.id],
+          );
+          expect(rows).toEqual([{ ok: true }]);
+        } else {
+          // A new batch's notification pokes it: its rebalance finds its budget row gone while its
+          // attempts are open (budget.ts), with no heartbeat in between.
+          await createBatch(
+            m,
+            mockTemplates(mock, 1, { model: `${model}-other`, prefix: `${model}-other-` }),
+          );
+        }
         // Its attempts are aborted: the upstream is back within the limit (they would stay open
         // forever here otherwise, as held answers).
         await waitFor(() => (mock.inFlight.byModel.get(model) ?? 0) <= limit, 60_000, 5);

@@ -93,23 +93,27 @@ describe('crash recovery', () => {
     const registry = new Registry();
     // Its heartbeat never runs after registration, so others soon see it as dead. A really stale
     // daemon (paused, cut off) claims nothing either; this in-process stand-in keeps running, so its
-    // limiter stops it from claiming while its first three attempts hang. Otherwise it would take the
+    // limiter stops it from claiming once its first three attempts have arrived (they hang, or are
+    // aborted when its rebalance finds its budget released: budget.ts). Otherwise it would take the
     // reclaimed rows back under its stale heartbeat and the others would reclaim them again, making
     // the attempt count depend on timing.
+    const arrived = () => [...mock.countsByCustomId.keys()].filter((id) => id.startsWith('stale-')).length;
     const stale = await db
       .manager({
         ...quiet,
         heartbeatIntervalMs: 3_600_000,
         deadDaemonAfterMs: 3_600_000,
         metricsRegistry: registry,
-        limiter: { want: (_model, inFlight) => Math.max(0, 3 - inFlight), onOutcome: () => {} },
+        limiter: {
+          want: (_model, inFlight) => (arrived() >= 3 ? 0 : Math.max(0, 3 - inFlight)),
+          onOutcome: () => {},
+        },
       })
       .run();
     try {
       const m = db.manager();
       const batchId = await createBatch(m, mockTemplates(mock, 3, { prefix: 'stale-' }));
       // Counted on arrival (the records are written once an answer is decided).
-      const arrived = () => [...mock.countsByCustomId.keys()].filter((id) => id.startsWith('stale-')).length;
       await waitFor(() => arrived() === 3, 30_000);
       const other = await db
         .manager({ ...quiet, deadDaemonAfterMs: 800, heartbeatIntervalMs: 100, shutdownGraceMs: 100 })
@@ -118,7 +122,8 @@ describe('crash recovery', () => {
         await waitForBatchEnd(m, batchId, 60_000);
         const settled = await rowsOf(batchId);
         for (const r of settled) expect(r).toMatchObject({ state: 'completed', attempt: 2 });
-        // The stale daemon's first attempts now answer; its writes must be refused.
+        // The stale daemon's first attempts now answer, unless its rebalance found its budget released
+        // and aborted them (its hand-backs); its writes must be refused either way.
         releaseFirst();
         await waitFor(
           () =>

@@ -67,12 +67,18 @@ SELECT ml.model, ml.concurrency
  *
  * Rows with no slots and no demand are deleted. Returns per model: slots (granted), target (the
  * room: fair share within limit − others' slots; the daemon starts requests only below
- * min(slots, target)), limit, peers with demand.
+ * min(slots, target)), limit, peers with demand, and `held`: whether this daemon's row was there
+ * before the statement. A row missing while `used` > 0 was deleted by another daemon's reclaim
+ * (reclaim.ts: this daemon was declared lost): its slots went into the others' rooms, so the daemon
+ * aborts what it still sends (daemon.ts fenceAfterLost) rather than keep `used` slots beside theirs.
  */
 export function rebalanceSql(s: string): string {
   return `
 WITH w AS (
   SELECT * FROM unnest($2::text[], $3::int[], $4::int[]) AS w(model, wanted, used)
+),
+mine AS (
+  SELECT b.model FROM ${s}.model_budgets b WHERE b.daemon_id = $1 AND b.model = ANY ($2::text[])
 ),
 peer AS (
   SELECT b.model, b.slots, b.wanted,
@@ -114,7 +120,9 @@ released AS (
   DELETE FROM ${s}.model_budgets b USING granted g
    WHERE b.model = g.model AND b.daemon_id = $1 AND g.slots = 0 AND g.wanted = 0
 )
-SELECT g.model, g.slots, g.room AS target, g.lim, g.peers FROM granted g`;
+SELECT g.model, g.slots, g.room AS target, g.lim, g.peers,
+       EXISTS (SELECT 1 FROM mine WHERE mine.model = g.model) AS held
+  FROM granted g`;
 }
 
 /** Deletes this daemon's budgets ($1 uuid): nothing of it is in flight any more (stop). */
