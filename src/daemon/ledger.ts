@@ -13,7 +13,8 @@
  *   planned ──claim commits──▶ queued ──take()──▶ in flight ──finished()──▶ (its write is the shell's)
  *   (reserved as                 │  ▲                 │
  *    `claiming`)                 │  └─ (a claim that came back short: the rest was never held)
- *                                └──release(): stop, cancel, deadline, gone from the budget──▶ handed back
+ *                                ├──release(): stop, cancel, deadline, gone from the budget──▶ handed back
+ *                                └──take(): past its deadline or its send-by time (lease)──▶ handed back
  *
  * Claimed rows are durable ('claimed' in the database, claim.ts) before they are queued, so a crash
  * loses none; a queued row is not at the upstream, so it needs no slot. Only take() puts a row in
@@ -49,6 +50,12 @@ export interface HeldRow {
   model: string;
   /** The batch's deadline (epoch ms), null for none: a row past it is never sent. */
   expiresMs: number | null;
+  /**
+   * The latest its attempt may start (epoch ms; absent or null for no bound): its lease must outlast
+   * the attempt and its write, else a reclaim of the lease could send it beside this daemon. A row
+   * still queued then is handed back, like one past its deadline, and a later claim leases it anew.
+   */
+  sendByMs?: number | null;
 }
 
 /** A model's budget as the last rebalance granted it (budget.ts rebalanceSql). */
@@ -297,8 +304,8 @@ export class SlotLedger<T extends HeldRow = HeldRow> {
 
   /**
    * Rows to send now: queued rows of each model while its in-flight count is below its share (and
-   * its rows are sendable), taken in claim order, models in turn. Rows whose batch deadline has
-   * passed are not sent: they come back in `expired` for the shell to hand back.
+   * its rows are sendable), taken in claim order, models in turn. Rows whose batch deadline or
+   * send-by time has passed are not sent: they come back in `expired` for the shell to hand back.
    */
   take(now: number): { send: T[]; expired: T[] } {
     const send: T[] = [];
@@ -311,7 +318,7 @@ export class SlotLedger<T extends HeldRow = HeldRow> {
       let n = 0;
       while (m.inFlight < share && m.queue.length > 0) {
         const row = m.queue.shift()!;
-        if (row.expiresMs !== null && row.expiresMs <= now) {
+        if ((row.expiresMs !== null && row.expiresMs <= now) || (row.sendByMs != null && row.sendByMs <= now)) {
           expired.push(row);
           continue;
         }

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { type Abandon, isConnectionError, withClient } from '../db/client.js';
 import { inTransaction } from '../db/transaction.js';
-import { leaseMs } from '../dispatch/config.js';
+import { leaseMs, sendWindowMs } from '../dispatch/config.js';
 import { errorFields } from '../dispatch/logger.js';
 import type { Daemon } from './daemon.js';
 import type { ClaimedRow } from './dispatcher.js';
@@ -71,6 +71,7 @@ interface Held {
   batchId: string;
   model: string;
   expiresMs: number | null;
+  sendByMs: number | null;
   row: ClaimedRow;
 }
 
@@ -269,11 +270,14 @@ export class DispatchPipe {
       this.claimsRunning--;
       this.claimEnded();
     }
+    const window = sendWindowMs(this.d.config);
+    const sendByMs = window === null ? null : startedAt + window;
     const held = rows.map((row) => ({
       id: row.id,
       batchId: row.batch_id,
       model: row.model,
       expiresMs: row.expires_ms,
+      sendByMs,
       row,
     }));
     for (let i = 0; i < plan.length; i++) {

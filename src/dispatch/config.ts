@@ -100,6 +100,21 @@ export function leaseMs(config: DaemonConfig): number {
 }
 
 /**
+ * How long after a claim starts its rows may still start their attempts (null: no bound). The lease
+ * runs from the claim's commit, later than its start, so from the start it covers at least
+ * `leaseMs`; an attempt started within the window ends (requestTimeoutMs) with the rest of the lease,
+ * up to 30 s, left for its write. A row queued longer (a rate-limit pause, a stalled pump) goes back
+ * to pending: sent after its lease ran out, it could be reclaimed and sent by another daemon too.
+ * With the defaults (lease = timeout + 60 s) the window is 30 s; a lease no longer than the timeout
+ * leaves nothing to protect, and no bound.
+ */
+export function sendWindowMs(config: DaemonConfig): number | null {
+  const spare = leaseMs(config) - config.requestTimeoutMs;
+  if (spare <= 0) return null;
+  return spare - Math.min(30_000, spare / 2);
+}
+
+/**
  * The client config of the daemon's session connection (LISTEN, liveness lock): the direct
  * connection when one is given, else the pool's.
  */

@@ -19,7 +19,7 @@ import {
 import { resolveSettings } from '../../src/config/settings.js';
 import { updateReadme } from '../../src/config/settings-table.js';
 import { UsageError } from '../../src/config/usage-error.js';
-import { DEFAULT_DAEMON_CONFIG } from '../../src/dispatch/config.js';
+import { DEFAULT_DAEMON_CONFIG, sendWindowMs } from '../../src/dispatch/config.js';
 import { ValidationError } from '../../src/domain/errors.js';
 import { createServer } from '../../src/server/server.js';
 import { createTestDb } from '../support/db.js';
@@ -152,6 +152,14 @@ describe('the settings schema', () => {
     expect(DEFAULT_DAEMON_CONFIG).toEqual(DAEMON_DEFAULTS);
     expect(DEFAULT_DAEMON_CONFIG.heartbeatIntervalMs).toBe(SETTINGS.heartbeatIntervalMs.default);
     expect(DEFAULT_DAEMON_CONFIG.leaseMs).toBeUndefined();
+  });
+
+  it("a claimed row's send window leaves its lease room for the attempt and its write", () => {
+    const c = (leaseMs: number | undefined, requestTimeoutMs: number) =>
+      sendWindowMs({ ...DEFAULT_DAEMON_CONFIG, leaseMs, requestTimeoutMs });
+    expect(c(undefined, 600_000)).toBe(30_000); // lease = timeout + 60 s: 30 s for the attempt's write
+    expect(c(20_000, 10_000)).toBe(5_000); // a short spare: half of it for the write
+    expect(c(10_000, 10_000)).toBeNull(); // a lease no longer than an attempt: nothing to protect
   });
 });
 

@@ -150,6 +150,21 @@ describe('slot ledger', () => {
     expect(l.take(0).send).toHaveLength(2);
   });
 
+  it('hands back a queued row past its send-by time instead of sending it after its lease', () => {
+    const l = new SlotLedger({ minAhead: 1, maxClaim: 100 });
+    l.setLive(['m']);
+    l.applyBudgets([budget('m', 1)]);
+    const late = { ...row('m', 'a'), sendByMs: 100 };
+    const fresh = { ...row('m', 'a'), sendByMs: 1_000 };
+    l.claimed([{ model: 'm', cap: 3 }], [row('m', 'a'), late, fresh], true);
+    expect(l.take(0).send).toHaveLength(1);
+    l.finished('m');
+    // At 100 the late row's lease would not outlast an attempt: it goes back, the next one is sent.
+    const { send, expired } = l.take(100);
+    expect(expired.map((r) => r.id)).toEqual([late.id]);
+    expect(send.map((r) => r.id)).toEqual([fresh.id]);
+  });
+
   it('hands back queued rows of cancelled batches and past deadlines, and everything at stop', () => {
     const l = new SlotLedger({ minAhead: 1, maxClaim: 100 });
     l.setLive(['m']);
