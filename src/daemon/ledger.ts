@@ -318,7 +318,10 @@ export class SlotLedger<T extends HeldRow = HeldRow> {
       let n = 0;
       while (m.inFlight < share && m.queue.length > 0) {
         const row = m.queue.shift()!;
-        if ((row.expiresMs !== null && row.expiresMs <= now) || (row.sendByMs != null && row.sendByMs <= now)) {
+        if (
+          (row.expiresMs !== null && row.expiresMs <= now) ||
+          (row.sendByMs != null && row.sendByMs <= now)
+        ) {
           expired.push(row);
           continue;
         }
