@@ -342,9 +342,11 @@ export class Daemon {
       if (w.state === 'completed') this.metrics.completed.inc({ model: this.metrics.model(w.model) });
       else if (w.state === 'failed')
         this.metrics.failed.inc({ model: this.metrics.model(w.model), reason: w.reason ?? 'unknown' });
-      if (w.state === 'pending') {
-        this.retryDueAt(w.notBefore?.getTime() ?? Date.now());
-      } else if (
+      if (w.state === 'pending') this.retryDueAt(w.notBefore?.getTime() ?? Date.now());
+      // A retry leaves its batch open; a hand-back (a row never sent: its batch was cancelled or
+      // passed its deadline, or this daemon stops) may be the last row of an ended batch here.
+      if (
+        (w.state !== 'pending' || w.giveBack === true) &&
         this.dispatcher.batchInFlight(w.batchId) === 0 &&
         this.pipe.ledger.mayHaveEnded(w.batchId, w.model)
       ) {

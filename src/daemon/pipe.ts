@@ -91,6 +91,18 @@ export class DispatchPipe {
   private readonly running = new Set<Promise<void>>();
   /** Rows claimed per model since the last rebalance: the rate at which it starts them (rate limits). */
   readonly claimedSinceRebalance = new Map<string, number>();
+  /** Claims started so far: the next claim's number (its start order). */
+  private claimSeq = 0;
+  /**
+   * Batches this daemon learned were cancelled or past their deadline while claims ran, with the
+   * number the next claim had then. A claim started earlier may have read the batch as live in its
+   * snapshot and return rows of it after the batch's in-flight attempts were aborted: sent, they
+   * would stand on the slots those aborts just freed while the upstream still counts the aborted
+   * requests (it sees their connections close a moment later). Such rows go straight back. A claim
+   * started later cannot return any: the cancel had committed before its notification, or the poll
+   * that found it, reached this daemon. Cleared whenever no claim runs.
+   */
+  private readonly closedBatches = new Map<string, number>();
   /** withoutClaims() callers: no claim starts while any waits or runs. */
   private claimsBarred = 0;
   private claimsIdle: (() => void)[] = [];
@@ -147,7 +159,9 @@ export class DispatchPipe {
 
   /** Hands back the queued rows of these batches (cancelled or past their deadline); returns how many. */
   release(batchIds: Iterable<string>): number {
-    const rows = this.ledger.release(new Set(batchIds));
+    const batches = new Set(batchIds);
+    if (this.claimsRunning > 0) for (const b of batches) this.closedBatches.set(b, this.claimSeq);
+    const rows = this.ledger.release(batches);
     if (rows.length > 0) this.handBack(rows);
     return rows.length;
   }
@@ -251,10 +265,10 @@ export class DispatchPipe {
     // Reserved from each model's rate wallet until the rows' estimated costs replace it (0: not limited).
     const units = plan.map((e) => this.d.rates.reserve(e.model, e.cap));
     this.claimsRunning++;
-    this.track(this.runClaim(plan, units, now));
+    this.track(this.runClaim(plan, units, now, this.claimSeq++));
   }
 
-  private async runClaim(plan: ClaimEntry[], units: number[], startedAt: number): Promise<void> {
+  private async runClaim(plan: ClaimEntry[], units: number[], startedAt: number, seq: number): Promise<void> {
     let rows: ClaimedRow[] = [];
     let ok = false;
     try {
@@ -287,6 +301,11 @@ export class DispatchPipe {
       this.claimedSinceRebalance.set(model, (this.claimedSinceRebalance.get(model) ?? 0) + got.length);
     }
     const dry = this.ledger.claimed(plan, held, ok);
+    const closed = new Set(
+      rows.filter((r) => (this.closedBatches.get(r.batch_id) ?? -1) > seq).map((r) => r.batch_id),
+    );
+    if (closed.size > 0) this.handBack(this.ledger.release(closed));
+    if (this.claimsRunning === 0) this.closedBatches.clear();
     for (const b of this.ledger.finalizeDue(dry))
       if (this.d.dispatcher.batchInFlight(b) === 0) this.d.maintenance.finalizeSoon(b);
     if (this.stopping) {

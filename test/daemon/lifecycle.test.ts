@@ -77,6 +77,55 @@ describe('daemon lifecycle', () => {
     }
   });
 
+  it('rows of a batch cancelled while a claim of them ran are handed back, not sent on the slots its aborts freed', async () => {
+    // The claim's snapshot predates the cancel, so it returns rows of the batch after the daemon
+    // aborted the batch's attempts. Sent, they stood on the freed slots while the upstream still
+    // counted the aborted requests (9 at a limit of 8 in fair-share.test.ts). The claim is held
+    // on a lock of this daemon's budget row (claim.ts reads it FOR KEY SHARE) across the cancel.
+    const gated = await startMockUpstream({ recordBodies: false });
+    const held: (() => void)[] = [];
+    gated.setBehaviour(async (req) => {
+      if (req.attemptNo === 1 && gated.received <= 2) await new Promise<void>((r) => held.push(r));
+      return { kind: 'ok' };
+    });
+    const m = db.manager({
+      ...quiet,
+      pollIntervalMs: 3_600_000,
+      dbTimeoutMs: 120_000,
+      modelConcurrencyLimits: { race: 2 },
+    });
+    const daemon = await m.run();
+    const locker = await db.pool.connect();
+    try {
+      const batchId = await createBatch(m, mockTemplates(gated, 20, { prefix: 'race-', model: 'race' }));
+      await waitFor(() => held.length === 2, 60_000, 5);
+      await locker.query('BEGIN');
+      await locker.query(`SELECT 1 FROM ${db.schema}.model_budgets WHERE model = 'race' FOR UPDATE`);
+      held.shift()!();
+      const claimWaits = async () =>
+        (
+          await db.pool.query(
+            `SELECT 1 FROM pg_stat_activity
+              WHERE wait_event_type = 'Lock' AND query LIKE '%FOR KEY SHARE OF b%' AND query LIKE $1`,
+            [`%${db.schema}%`],
+          )
+        ).rowCount! > 0;
+      await waitFor(claimWaits, 60_000, 5);
+      await m.cancelBatch(batchId);
+      // The notification reached the daemon: it aborted the attempt still held.
+      await waitFor(() => (gated.inFlight.byModel.get('race') ?? 0) === 0, 60_000, 5);
+      await locker.query('ROLLBACK');
+      const status = await waitForBatchEnd(m, batchId, 60_000);
+      expect(gated.received).toBe(2);
+      expect(status).toMatchObject({ status: 'cancelled', completedRequests: 1, canceledRequests: 19 });
+    } finally {
+      await locker.query('ROLLBACK').catch(() => {});
+      locker.release();
+      await daemon.stop();
+      await gated.close();
+    }
+  });
+
   it('a cancel whose notification was missed is found by the poll', async () => {
     const m = db.manager({ ...quiet, pollIntervalMs: 200 });
     const daemon = await m.run();

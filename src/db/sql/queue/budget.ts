@@ -34,7 +34,10 @@
  * A slot is free again as soon as its HTTP attempt is over, before the attempt's row write commits
  * (the daemon writes outcomes in batches): the count of 'processing' rows in the database (dashboard)
  * may therefore exceed the limit by the writes not yet committed, while the upstream never sees
- * more than the limit.
+ * more than the limit. An aborted attempt (cancel, deadline, timeout) frees its slot at once too,
+ * though the upstream counts it until it reads the connection's close: a slot refilled at that
+ * moment stands beside it briefly. Rows of the cancelled batch itself are never sent on such a slot,
+ * even when a claim running across the cancel returns some (src/daemon/pipe.ts closedBatches).
  *
  * Dead daemons: their slots keep counting until reclaim.ts deletes their rows, in the same
  * transaction that hands their requests back (their requests may still be on the wire until then).
