@@ -2,6 +2,7 @@ import { isConnectionError, query, withClient } from '../db/client.js';
 import { ensureRoutes } from '../db/routes.js';
 import { publishDaemonRoutesSql } from '../db/sql/batches/routes.js';
 import { liveRoutesSql } from '../db/sql/queue/claim.js';
+import { beginSql } from '../db/transaction.js';
 import { errorFields } from '../dispatch/logger.js';
 import { isUrlUpstream, type StoredRoute } from '../domain/upstream-route.js';
 import type { Daemon } from './daemon.js';
@@ -141,9 +142,7 @@ export class DaemonBudgets {
         // idle_in_transaction_session_timeout: a daemon frozen inside this transaction (SIGSTOP, a VM
         // or GC pause) cannot run its own deadlines; PostgreSQL then ends its session and frees the
         // model locks, or every other daemon's rebalance would wait on that model until it woke up.
-        await c.query(
-          `BEGIN; SET LOCAL statement_timeout = ${t}; SET LOCAL idle_in_transaction_session_timeout = ${t}`,
-        );
+        await c.query(beginSql({ timeoutMs: t, idleTimeoutMs: t }));
         await c.query({ ...d.sql.lock, values: [models] });
         const { rows } = await c.query<{
           model: string;
@@ -185,14 +184,7 @@ export class DaemonBudgets {
     // rather than at the next heartbeat.
     const used = new Map(request.map((r) => [r.model, r.used]));
     const gone = rows.filter((r) => !r.held && (used.get(r.model) ?? 0) > 0).map((r) => r.model);
-    if (gone.length > 0 && !d.isStopping) {
-      const inFlight = d.dispatcher.size;
-      const n = d.fenceAfterLost();
-      d.log.warn(
-        'this daemon had been declared lost: its budgets were released to the others; its attempts in flight are aborted and its queue handed back',
-        { models: gone, inFlight, rows: n },
-      );
-    }
+    if (gone.length > 0) d.fenceAfterLost('its budgets were released to the others', { models: gone });
     for (const r of rows) {
       if (d.metrics.names(r.model)) d.metrics.limit.set({ model: r.model }, r.lim);
       d.rates.setConcurrencyLimit(r.model, r.lim);

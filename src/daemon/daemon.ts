@@ -232,17 +232,20 @@ export class Daemon {
    * its budgets, so its slots may already be in other daemons' rooms. Its attempts still open would
    * go on at the upstream beside theirs, above the model's limit, and their writes will be refused
    * (complete.ts guards): they are aborted now, its queued rows handed back (refused too where the
-   * rows moved on), and it sends nothing until a rebalance grants it slots again. Returns how many
-   * rows that touched.
+   * rows moved on), and it sends nothing until a rebalance grants it slots again. `why` and
+   * `fields` say how it learnt so, in the warning logged.
    */
-  fenceAfterLost(): number {
-    if (this.stopping) return 0;
+  fenceAfterLost(why: string, fields: Record<string, unknown> = {}): void {
+    if (this.stopping) return;
     this.pipe.ledger.forgetBudgets();
     const inFlight = this.dispatcher.size;
     this.dispatcher.abortAll('shutdown');
     const queued = this.pipe.releaseAll();
     this.poke();
-    return inFlight + queued;
+    this.log.warn(
+      `this daemon had been declared lost (${why}): its attempts in flight are aborted and its queue handed back`,
+      { ...fields, inFlight, queued },
+    );
   }
 
   /** Runs `fn` while no claim runs (the orphan reclaim). */

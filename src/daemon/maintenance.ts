@@ -48,8 +48,8 @@ export interface MaintainedDaemon {
   heldIds(): string[];
   /** Batches this daemon holds rows of (in flight or queued), for the cancel check. */
   heldBatchIds(): string[];
-  /** Declared lost while alive: aborts its attempts, hands back its queue (daemon.ts); returns how many. */
-  fenceAfterLost(): number;
+  /** Declared lost while alive (`why`): aborts its attempts, hands back its queue, says so (daemon.ts). */
+  fenceAfterLost(why: string): void;
   /** Aborts the in-flight requests of these batches and hands back their queued rows; returns how many. */
   abortBatches(batchIds: string[], reason: 'cancelled' | 'expired'): number;
   /** Runs `fn` while no claim runs (src/daemon/pipe.ts withoutClaims). */
@@ -144,14 +144,7 @@ export class Maintenance {
       JSON.stringify(stats),
       this.d.config.deadDaemonAfterMs,
     ]);
-    if (rows[0]?.revived) {
-      const inFlight = this.d.dispatcher.size;
-      const n = this.d.fenceAfterLost();
-      this.d.log.warn(
-        'this daemon had been declared lost (cut off from the database); its rows were handed to others: its attempts in flight are aborted and its queue handed back',
-        { inFlight, rows: n },
-      );
-    }
+    if (rows[0]?.revived) this.d.fenceAfterLost('cut off from the database, its rows were handed to others');
   }
 
   /**

@@ -166,7 +166,7 @@ export class DispatchPipe {
     return rows.length;
   }
 
-  /** Hands back every queued row without stopping (the daemon was declared lost); returns how many. */
+  /** Hands back every queued row (stop, or the daemon was declared lost); returns how many. */
   releaseAll(): number {
     const rows = this.ledger.release('all');
     if (rows.length > 0) this.handBack(rows);
@@ -192,8 +192,7 @@ export class DispatchPipe {
   stop(): void {
     this.stopping = true;
     this.ledger.stop();
-    const rows = this.ledger.release('all');
-    if (rows.length > 0) this.handBack(rows);
+    this.releaseAll();
   }
 
   /** Writes what is left (after stop() and once nothing is in flight), within `deadline` (epoch ms). */
@@ -301,17 +300,16 @@ export class DispatchPipe {
       this.claimedSinceRebalance.set(model, (this.claimedSinceRebalance.get(model) ?? 0) + got.length);
     }
     const dry = this.ledger.claimed(plan, held, ok);
-    const closed = new Set(
-      rows.filter((r) => (this.closedBatches.get(r.batch_id) ?? -1) > seq).map((r) => r.batch_id),
-    );
-    if (closed.size > 0) this.handBack(this.ledger.release(closed));
-    if (this.claimsRunning === 0) this.closedBatches.clear();
+    if (this.closedBatches.size > 0) {
+      const closed = rows.filter((r) => (this.closedBatches.get(r.batch_id) ?? -1) > seq);
+      if (closed.length > 0) this.handBack(this.ledger.release(new Set(closed.map((r) => r.batch_id))));
+      if (this.claimsRunning === 0) this.closedBatches.clear();
+    }
     for (const b of this.ledger.finalizeDue(dry))
       if (this.d.dispatcher.batchInFlight(b) === 0) this.d.maintenance.finalizeSoon(b);
     if (this.stopping) {
       // Claimed while stopping: straight back.
-      const back = this.ledger.release('all');
-      if (back.length > 0) this.handBack(back);
+      this.releaseAll();
     }
     this.pump();
     // A model run dry while this daemon holds more slots than it uses: give them back soon.

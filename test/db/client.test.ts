@@ -1,30 +1,25 @@
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QueryTimeoutError, withClient } from '../../src/db/client.js';
-import { TEST_DATABASE_URL } from '../support/db.js';
+import { createLockScratch, type LockScratch } from '../support/db.js';
 
 /**
  * withClient's `abandon`: work given up on at its deadline keeps its connection until it ends at
  * the server, and says how it ended. The work waits for a lock this test holds, so the deadline is
  * certain to pass first whatever the machine's load.
  */
-const table = `client_${randomBytes(6).toString('hex')}`;
+let scratch: LockScratch;
 let pool: pg.Pool;
 let locker: pg.Client;
+let table: string;
 
 beforeAll(async () => {
-  pool = new pg.Pool({ connectionString: TEST_DATABASE_URL, max: 2 });
-  locker = new pg.Client({ connectionString: TEST_DATABASE_URL });
-  await locker.connect();
-  await pool.query(`CREATE TABLE ${table} (n int)`);
+  scratch = await createLockScratch('client');
+  ({ pool, locker, table } = scratch);
 });
 
 afterAll(async () => {
-  await locker?.query('ROLLBACK').catch(() => {});
-  await locker?.end().catch(() => {});
-  await pool?.query(`DROP TABLE IF EXISTS ${table}`).catch(() => {});
-  await pool?.end();
+  await scratch?.close();
 });
 
 describe('withClient with abandon', () => {

@@ -1,26 +1,21 @@
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { beginSql, withTransaction } from '../../src/db/transaction.js';
-import { TEST_DATABASE_URL } from '../support/db.js';
+import { createLockScratch, type LockScratch } from '../support/db.js';
 
 /** withTransaction against a real PostgreSQL: commit, rollback, and a deadline that cancels. */
-const table = `tx_${randomBytes(6).toString('hex')}`;
+let scratch: LockScratch;
 let pool: pg.Pool;
 let locker: pg.Client;
+let table: string;
 
 beforeAll(async () => {
-  pool = new pg.Pool({ connectionString: TEST_DATABASE_URL, max: 2 });
-  locker = new pg.Client({ connectionString: TEST_DATABASE_URL });
-  await locker.connect();
-  await pool.query(`CREATE TABLE ${table} (n int)`);
+  scratch = await createLockScratch('tx');
+  ({ pool, locker, table } = scratch);
 });
 
 afterAll(async () => {
-  await locker?.query('ROLLBACK').catch(() => {});
-  await locker?.end().catch(() => {});
-  await pool?.query(`DROP TABLE IF EXISTS ${table}`).catch(() => {});
-  await pool?.end();
+  await scratch?.close();
 });
 
 describe('withTransaction', () => {

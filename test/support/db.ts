@@ -13,6 +13,34 @@ export interface TestDb {
   close(): Promise<void>;
 }
 
+/** A pool, a second client to hold locks with, and a scratch table `n int` of their own. */
+export interface LockScratch {
+  pool: pg.Pool;
+  locker: pg.Client;
+  table: string;
+  close(): Promise<void>;
+}
+
+/** For tests of src/db's helpers against work that waits on a lock: table `${prefix}_<random>`. */
+export async function createLockScratch(prefix: string): Promise<LockScratch> {
+  const table = `${prefix}_${randomBytes(6).toString('hex')}`;
+  const pool = new pg.Pool({ connectionString: TEST_DATABASE_URL, max: 2 });
+  const locker = new pg.Client({ connectionString: TEST_DATABASE_URL });
+  await locker.connect();
+  await pool.query(`CREATE TABLE ${table} (n int)`);
+  return {
+    pool,
+    locker,
+    table,
+    async close() {
+      await locker.query('ROLLBACK').catch(() => {});
+      await locker.end().catch(() => {});
+      await pool.query(`DROP TABLE IF EXISTS ${table}`).catch(() => {});
+      await pool.end();
+    },
+  };
+}
+
 /** A fresh, migrated schema of its own, so test files run in parallel and repeatedly. */
 export async function createTestDb(options: { max?: number } = {}): Promise<TestDb> {
   const schema = `t_${randomBytes(6).toString('hex')}`;
