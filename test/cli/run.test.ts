@@ -252,6 +252,8 @@ describe('fusillade run on PostgreSQL', () => {
 
     // The flag the user types now governs this run (counted at the mock), and is what is stored.
     mock.reset();
+    // Said on failure: requests still open at the mock when it was reset, and the stored row.
+    const openAtReset = mock.inFlight.byModel.get(model) ?? 0;
     mock.setBehaviour(() => ({ kind: 'delay', ms: 100 }));
     const input = join(dir, 'default-now.jsonl');
     await writeBatchInput(input, 60, model);
@@ -259,7 +261,11 @@ describe('fusillade run on PostgreSQL', () => {
     const second = await runCli([...args, '--default-limit', '4', ...pgArgs()]);
     expect(second.code).toBe(0);
     expect(mock.countsByCustomId.size).toBe(60);
-    expect(mock.maxInFlight.byModel.get(model)).toBeLessThanOrEqual(4);
+    const context = JSON.stringify({
+      openAtReset,
+      row: (await db.pool.query(`SELECT * FROM ${db.schema}.model_limits WHERE model = $1`, [model])).rows[0],
+    });
+    expect(mock.maxInFlight.byModel.get(model), context).toBeLessThanOrEqual(4);
     expect(await limitRow()).toBe(4);
 
     // A limit set for the model itself (setModelConcurrency, like --model-limit) is more specific
