@@ -84,6 +84,13 @@ export class Daemon {
   /** This daemon's liveness lock key (src/store/sql/liveness.ts), held on the listener's session. */
   private readonly livenessKey = newLivenessKey();
   private stopping = false;
+  /**
+   * start() has registered this daemon and written its limits. Pokes before then are dropped (start()
+   * pokes once done): the listener runs first, and a batch notice arriving meanwhile must not
+   * rebalance against limits this daemon has not written yet (a stored default of 16 sent 16 at once
+   * before `--default-limit 4` applied; test/cli/run.test.ts).
+   */
+  private started = false;
   private nextRetryAt = Number.POSITIVE_INFINITY;
   private retryTimer: NodeJS.Timeout | null = null;
   private readonly limiterWarnedAt = new Map<string, number>();
@@ -214,7 +221,7 @@ export class Daemon {
    * refresh the models with live work, rebalance, claim.
    */
   poke(): void {
-    if (this.stopping) return;
+    if (this.stopping || !this.started) return;
     this.budgets.poke();
   }
 
@@ -325,6 +332,7 @@ export class Daemon {
     }
     // The first claim's seed before maintenance's first round (sweep, reclaim, queue depth): its
     // timer fires first, so it takes the pool's first connection and the work starts sooner.
+    this.started = true;
     this.poke();
     this.maintenance.start();
     this.log.info('daemon started', { schema: this.s, pid: process.pid });
